@@ -1,0 +1,40 @@
+# One entry point for every check. `make test` and `make up` do their own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv tools lint test up bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(STAMP) ## create .venv and install everything Python needs
+
+tools: ## install the system tools the tests use (Debian packages when root, npm packages)
+	@bash scripts/install-tools.sh
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: venv tools lint ## lint, types and the whole test suite
+	$(VENV)/bin/pytest
+
+up: venv ## run the whole system locally (embedded S3 + SQS, trainer, API replicas, UI)
+	$(VENV)/bin/flywheel up
+
+bench: venv ## run the benchmarks (print figures; never pass/fail)
+	$(PY) bench/train.py
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache cdk.out

@@ -1,0 +1,179 @@
+"""The `flywheel` command. Every subcommand has --help; S3 is reached through boto3 (AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flywheel.errors import FlywheelError
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from flywheel.registry import Registry
+    from flywheel.settings import CoreSettings
+    from flywheel.storage import s3_client
+
+    s = CoreSettings(**_overrides(args))
+    return Registry(s3_client(), s.bucket, s.model_name, s.models_prefix)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in {"bucket": args.bucket, "model_name": args.model}.items() if v}
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from flywheel.sampledata import GENERATORS
+
+    frame = GENERATORS[args.dataset](args.rows, seed=args.seed, drift=args.drift)
+    if args.out == "-":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False)
+        print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from flywheel.lifecycle import summaries
+
+    rows = summaries(_registry(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no versions yet: drop a batch into data/ (flywheel drop FILE)")
+        return 0
+    print(f"{'':2}{'version':>7}  {'status':9} {'estimator':9} {'metric':17} {'cand':>8} {'prod':>8} {'naive':>8} "
+          f"{'rows':>9}  created")  # fmt: skip
+    for r in rows:
+        prev = "" if r["previous_production"] is None else f"{r['previous_production']:.4f}"
+        mark = "* " if r["production"] else "  "
+        print(f"{mark}{r['version']:>7}  {r['status']:9} {r['estimator']:9} {r['metric']:17} {r['candidate']:>8.4f} "
+              f"{prev:>8} {r['baseline']:>8.4f} {r['rows']:>9}  {r['created_at']}")  # fmt: skip
+    print("\n* = production. 'prod' is the production model's score on the candidate's holdout at training time.")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from flywheel.lifecycle import promote
+
+    alias = promote(_registry(args), args.version, actor=_actor(), force=args.force, reason=args.reason)
+    print(f"production -> v{alias.version}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from flywheel.lifecycle import rollback
+
+    before = _registry(args)
+    alias = rollback(before, actor=_actor())
+    print(f"production -> v{alias.version} (was v{alias.doc['previous']})")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from flywheel.settings import TrainerSettings
+    from flywheel.storage import s3_client
+    from flywheel.trainer import retrain
+
+    s = TrainerSettings(**_overrides(args))
+    outcome = retrain(s, s3_client(), actor=_actor())
+    for q in outcome.quarantined:
+        print(f"quarantined {q.key} -> {q.quarantine_key}: {q.problems[0]['message']}")
+    print(f"{outcome.status}: version {outcome.version}, production {outcome.production_version}, {outcome.rows} rows")
+    for r in outcome.reasons:
+        print(f"  {r}")
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from flywheel.settings import CoreSettings
+    from flywheel.storage import s3_client
+
+    s = CoreSettings(**_overrides(args))
+    path = Path(args.file)
+    if not path.is_file():
+        raise FlywheelError(f"{path}: no such file")
+    key = s.data_prefix + (args.key or path.name)
+    s3_client().upload_file(str(path), s.bucket, key)
+    print(f"uploaded {path} -> s3://{s.bucket}/{key}")
+    return 0
+
+
+def _actor() -> str:
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "operator"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bucket", help="bucket (default: $FLYWHEEL_BUCKET)")
+    p.add_argument("--model", help="model name (default: $FLYWHEEL_MODEL_NAME or 'savings')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flywheel",
+        description="Keep a scikit-learn model fresh: drop data, retrain, gate, serve. "
+        "Settings come from FLYWHEEL_* variables (docs/settings.md); S3 from AWS_ENDPOINT_URL when set.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("sample-data", cmd_sample_data, "Generate a demo batch (CSV) from the documented process.")
+    p.add_argument("--rows", type=int, default=5000, help="number of rows (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same file")
+    p.add_argument("--out", default="-", help="output file ('-' for stdout)")
+    p.add_argument("--drift", type=float, default=0.0, help="population shift, 0 (none) to 1 (strong)")
+    p.add_argument("--dataset", choices=["savings", "churn"], default="savings", help="which demo dataset")
+
+    p = add("models", cmd_models, "List model versions, their gate status and metrics, and which serves.")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = add("promote", cmd_promote, "Point production at version N (compare-and-swap on the alias).")
+    _common(p)
+    p.add_argument("version", type=int, help="version number")
+    p.add_argument("--force", action="store_true", help="allow a version the gate rejected")
+    p.add_argument("--reason", default="", help="why (recorded in the alias)")
+
+    p = add("rollback", cmd_rollback, "Move production back to the previous approved version.")
+    _common(p)
+
+    p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
+    _common(p)
+
+    p = add("drop", cmd_drop, "Upload a CSV batch into data/ (triggers the trainer).")
+    _common(p)
+    p.add_argument("file", help="CSV file to upload")
+    p.add_argument("--key", help="object name under data/ (default: the file name)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except FlywheelError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from pydantic import ValidationError
+
+        if isinstance(e, ValidationError):
+            print(f"error: invalid settings: {e}", file=sys.stderr)
+            return 2
+        raise
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Settings from the environment (prefix FLYWHEEL_), one class per deployable; see docs/settings.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CoreSettings(BaseSettings):
+    """What every part needs: where the bucket is and which model it keeps."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_", extra="ignore", protected_namespaces=(), populate_by_name=True
+    )
+
+    bucket: str = Field(min_length=3, max_length=63)
+    model_name: str = Field(default="savings", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    schema_ref: str = Field(default="savings", validation_alias="FLYWHEEL_SCHEMA")
+    data_prefix: str = "data/"
+    quarantine_prefix: str = "quarantine/"
+    models_prefix: str = "models/"
+
+    @field_validator("data_prefix", "quarantine_prefix", "models_prefix")
+    @classmethod
+    def _slash(cls, v: str) -> str:
+        if not v.endswith("/") or v.startswith("/"):
+            raise ValueError("prefixes end with '/' and do not start with one")
+        return v
+
+
+class TrainerSettings(CoreSettings):
+    """The trainer (Lambda or local worker)."""
+
+    max_batch_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_duplicate_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    estimators: str = "linear,hgb"
+    cv_folds: int = Field(default=3, ge=2, le=10)
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    gate_tolerance: float = Field(default=0.01, ge=0.0)
+    gate_min_score: float | None = None
+    train_threads: int = Field(default=0, ge=0)
+    lock_ttl_seconds: int = Field(default=1200, gt=0)
+    golden_rows: int = Field(default=8, ge=1, le=100)
+
+    @field_validator("estimators")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from flywheel.training import ESTIMATORS
+
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        unknown = [n for n in names if n not in ESTIMATORS]
+        if not names or unknown:
+            raise ValueError(f"unknown estimators {unknown}; choose from {sorted(ESTIMATORS)}")
+        return ",".join(names)
+
+    @property
+    def estimator_names(self) -> list[str]:
+        return self.estimators.split(",")
+
+
+class ServeSettings(CoreSettings):
+    """One API replica."""
+
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    pinned_version: int | None = Field(default=None, ge=1)
+    predict_threads: int = Field(default=1, ge=1)
+    max_instances: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    batch_max_size: int = Field(default=256, ge=1)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    drift_window: int = Field(default=2000, ge=100)
+
+
+class UISettings(BaseSettings):
+    """The Streamlit UI: a client of the API and (read-only) of the registry."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_", extra="ignore", protected_namespaces=(), populate_by_name=True
+    )
+
+    api_url: str = "http://127.0.0.1:8080"
+    bucket: str | None = None
+    model_name: str = "savings"
+    schema_ref: str = Field(default="savings", validation_alias="FLYWHEEL_SCHEMA")
+
+
+def trainer_settings(**overrides: Any) -> TrainerSettings:
+    """Build trainer settings from the environment, with explicit overrides (tests, CLI flags)."""
+    return TrainerSettings(**overrides)
+
+
+def serve_settings(**overrides: Any) -> ServeSettings:
+    return ServeSettings(**overrides)

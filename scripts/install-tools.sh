@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the non-Python tools the tests use, when they are missing.
+# Debian packages need root; without root a missing tool is reported and its tests fail loudly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "missing tools (install them, or run as root): ${need_apt[*]}" >&2
+  fi
+fi

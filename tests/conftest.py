@@ -1,0 +1,122 @@
+"""Shared fixtures: fake AWS credentials, moto's real server on loopback, a bucket wired to a queue."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _aws_env() -> Iterator[None]:
+    """Fake credentials so nothing can reach real AWS; Powertools quiet and local."""
+    mp = pytest.MonkeyPatch()
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_SERVICE_NAME": "flywheel-trainer",
+        "POWERTOOLS_METRICS_NAMESPACE": "Flywheel",
+    }.items():
+        mp.setenv(k, v)
+    for k in ("AWS_PROFILE", "FLYWHEEL_BUCKET", "FLYWHEEL_SCHEMA", "FLYWHEEL_MODEL_NAME"):
+        mp.delenv(k, raising=False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(_aws_env: None) -> Iterator[str]:
+    """moto's server (S3 + SQS, real HTTP) on a free loopback port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AWS_ENDPOINT_URL", endpoint)
+    yield endpoint
+    mp.undo()
+    server.stop()
+
+
+@dataclass
+class Stack:
+    """A versioned bucket whose data/ notifications go to a queue, as the cloud stack wires it."""
+
+    s3: Any
+    sqs: Any
+    bucket: str
+    queue_url: str
+
+    def env(self) -> dict[str, str]:
+        return {"FLYWHEEL_BUCKET": self.bucket}
+
+    def put(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def receive(self, wait: int = 2) -> list[dict[str, Any]]:
+        """All messages currently on the queue (S3 notifications), as the Lambda's SQS event records."""
+        records: list[dict[str, Any]] = []
+        while True:
+            got = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait if not records else 0
+            )
+            msgs = got.get("Messages", [])
+            if not msgs:
+                return records
+            for m in msgs:
+                records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"],
+                                "body": m["Body"], "eventSource": "aws:sqs"})  # fmt: skip
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+
+@pytest.fixture
+def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """A fresh bucket + queue per test, created with real boto3 calls against moto's server."""
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name=REGION)
+    name = f"flywheel-test-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=name,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "data/"}]}},
+                }
+            ]
+        },
+    )
+    monkeypatch.setenv("FLYWHEEL_BUCKET", name)
+    return Stack(s3=s3, sqs=sqs, bucket=name, queue_url=url)
