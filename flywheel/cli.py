@@ -106,6 +106,12 @@ def cmd_drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.serve import run
+
+    return run(args.host, args.port, args.workers, args.log_level)
+
+
 def _actor() -> str:
     return os.environ.get("USER") or os.environ.get("USERNAME") or "operator"
 
@@ -155,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("file", help="CSV file to upload")
     p.add_argument("--key", help="object name under data/ (default: the file name)")
+
+    p = add("serve", cmd_serve, "Run one prediction API replica (hot-reloads the production model).")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("FLYWHEEL_API_PORT", "8080")), help="port")
+    p.add_argument("--workers", type=int, default=1, help="processes (metrics are per process; prefer replicas)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 

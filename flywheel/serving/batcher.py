@@ -1,0 +1,147 @@
+"""Adaptive micro-batching: concurrent requests share one `predict` call.
+
+The worker takes everything queued (up to max_size rows). It waits up to max_wait only while more
+requests are already on their way (inside `request()` but not yet queued), so a lone request never
+waits and batches grow with concurrency. Each batch runs on one model snapshot: every response in it names the
+same version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flywheel.errors import NotReady
+from flywheel.serving.host import ServedModel
+from flywheel.serving.inputs import Columns
+
+
+@dataclass
+class Result:
+    version: int
+    name: str
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None
+
+
+@dataclass
+class _Item:
+    columns: Columns
+    rows: int
+    future: asyncio.Future[Result]
+
+
+def frame(served: ServedModel, columns: Columns) -> pd.DataFrame:
+    data: dict[str, Any] = {}
+    for f in served.schema.features:
+        col = columns[f.name]
+        data[f.name] = np.asarray(col, dtype="float64") if f.type == "numeric" else np.asarray(col, dtype=object)
+    return pd.DataFrame(data, copy=False)
+
+
+def predict(served: ServedModel, columns: Columns) -> tuple[list[Any], list[list[float]] | None]:
+    """Run the Pipeline on checked columns; probabilities for classifiers."""
+    x = frame(served, columns)
+    pred = served.model.predict(x)
+    proba = served.model.predict_proba(x).tolist() if served.classes else None
+    return pred.tolist(), proba
+
+
+class Batcher:
+    def __init__(
+        self,
+        current: Callable[[], ServedModel | None],
+        on_batch: Callable[[ServedModel, Columns, list[Any], int], None],
+        *,
+        max_size: int = 256,
+        max_wait_ms: float = 2.0,
+    ) -> None:
+        self._current, self._on_batch = current, on_batch
+        self.max_size, self.max_wait = max_size, max_wait_ms / 1000
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._active = 0  # requests inside request(): queued, or still being read and checked
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """Wrap a whole prediction request, so the worker knows companions are on their way."""
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
+
+    async def submit(self, columns: Columns, rows: int) -> Result:
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(columns, rows, fut))
+        return await fut
+
+    async def _collect(self) -> list[_Item]:
+        items = [await self._queue.get()]
+        size = items[0].rows
+        deadline = time.monotonic() + self.max_wait
+        while size < self.max_size:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if self._active <= len(items) or remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            items.append(item)
+            size += item.rows
+        return items
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = await self._collect()
+            served = self._current()
+            if served is None:
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_exception(NotReady("no model loaded yet"))
+                continue
+            merged: Columns = {name: [] for name in items[0].columns}
+            for it in items:
+                for name, col in it.columns.items():
+                    merged[name].extend(col)
+            try:
+                preds, proba = await loop.run_in_executor(self._executor, predict, served, merged)
+            except Exception as e:  # a model that cannot predict this batch fails its requests, not the server
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_exception(e)
+                continue
+            self._on_batch(served, merged, preds, len(items))
+            start = 0
+            for it in items:
+                end = start + it.rows
+                probs = None
+                if proba is not None:
+                    probs = [dict(zip(served.classes, p, strict=True)) for p in proba[start:end]]
+                if not it.future.done():
+                    it.future.set_result(Result(served.version, served.name, preds[start:end], probs))
+                start = end

@@ -1,0 +1,170 @@
+"""The model host: poll the production alias, load + verify a new version, then swap it in atomically.
+
+A version that fails any check is never served; the old one keeps serving and the failure is counted
+and retried with backoff. S3 being unreachable never makes a loaded host unready.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from flywheel.errors import FlywheelError, ModelVerificationError
+from flywheel.manifest import check_golden, check_libraries, load_model
+from flywheel.registry import Registry
+from flywheel.schema import Schema
+from flywheel.serving import memory
+from flywheel.serving.metrics import ServingMetrics
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """An immutable, verified snapshot: a request holds one of these from start to finish."""
+
+    name: str
+    version: int
+    model: Any
+    schema: Schema
+    manifest: dict[str, Any]
+    loaded_at: str
+    source: str
+    classes: list[str] = field(default_factory=list)
+
+
+class ModelHost:
+    def __init__(
+        self,
+        registry: Registry,
+        metrics: ServingMetrics,
+        *,
+        poll_interval: float = 5.0,
+        pinned_version: int | None = None,
+    ) -> None:
+        self.registry, self.metrics = registry, metrics
+        self.poll_interval, self.pinned = poll_interval, pinned_version
+        self.current: ServedModel | None = None
+        self._etag: str | None = None
+        self._wanted: int | None = None  # the version production points at (or the pinned one)
+        self._wanted_since: float | None = None
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-host", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            jitter = random.uniform(0.8, 1.2)
+            self._stop.wait(self.poll_interval * jitter if self.ready else min(1.0, self.poll_interval))
+
+    # -- one poll ----------------------------------------------------------------------------------
+    def poll_once(self) -> None:
+        """Check the alias (conditional GET) and load the version it names when it changed."""
+        try:
+            self._observe()
+        except (ClientError, BotoCoreError, FlywheelError, ValueError, KeyError) as e:
+            log.warning("alias poll failed; keeping v%s: %s", self.current and self.current.version, e)
+        self._update_staleness()
+        wanted = self._wanted
+        if wanted is None or (self.current and self.current.version == wanted):
+            return
+        if time.monotonic() < self._next_attempt:
+            return
+        self._load(wanted)
+
+    def _observe(self) -> None:
+        if self.pinned is not None:
+            if self._wanted != self.pinned:
+                self._wanted, self._wanted_since = self.pinned, time.monotonic()
+            return
+        alias = self.registry.alias_if_changed(self._etag)
+        if alias is None:
+            return
+        self._etag = alias.etag
+        if alias.version != self._wanted:
+            self._wanted, self._wanted_since = alias.version, time.monotonic()
+            self._failures, self._next_attempt = 0, 0.0
+
+    def _update_staleness(self) -> None:
+        current = self.current.version if self.current else None
+        behind = self._wanted is not None and current != self._wanted and self._wanted_since is not None
+        self.metrics.staleness.set(time.monotonic() - self._wanted_since if behind and self._wanted_since else 0.0)
+
+    def _load(self, version: int) -> None:
+        started = time.monotonic()
+        try:
+            served = self.verify(version)
+        except (ModelVerificationError, FlywheelError, ClientError, BotoCoreError, MemoryError) as e:
+            self._failures += 1
+            delay = min(MAX_BACKOFF_SECONDS, self.poll_interval * 2 ** min(self._failures, 6))
+            self._next_attempt = time.monotonic() + delay
+            self.metrics.reloads.labels(result="failure").inc()
+            log.error(
+                "refusing v%s (attempt %d, next in %.0fs); still serving v%s: %s",
+                version,
+                self._failures,
+                delay,
+                self.current and self.current.version,
+                getattr(e, "message", e),
+            )
+            return
+        self._swap(served)
+        self.metrics.reload_duration.observe(time.monotonic() - started)
+        self.metrics.reloads.labels(result="success").inc()
+        self._failures = 0
+
+    def verify(self, version: int) -> ServedModel:
+        """Download, check memory, sha256, libraries and golden outputs; nothing is served before this passes."""
+        manifest = self.registry.manifest(version)
+        check_libraries(manifest["libraries"])
+        memory.ensure_room_for(int(manifest.get("size_bytes", 0)))
+        model = load_model(self.registry.model_bytes(version), manifest["sha256"])
+        schema = Schema.model_validate(manifest["schema"])
+        check_golden(schema, model, manifest["golden"])
+        classes = [str(c) for c in getattr(model, "classes_", [])]
+        return ServedModel(
+            name=self.registry.name,
+            version=version,
+            model=model,
+            schema=schema,
+            manifest=manifest,
+            loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            source="pinned" if self.pinned is not None else "alias",
+            classes=classes,
+        )
+
+    def _swap(self, served: ServedModel) -> None:
+        old = self.current
+        self.current = served  # one reference assignment: requests see the old or the new model, never half
+        m = self.metrics
+        if old is not None:
+            m.model_info.remove(old.name, str(old.version))
+        m.model_info.labels(model=served.name, version=str(served.version)).set(1)
+        m.model_version.labels(model=served.name).set(served.version)
+        m.ready.set(1)
+        self._update_staleness()
+        log.info("now serving %s v%s (was v%s)", served.name, served.version, old and old.version)

@@ -1,0 +1,99 @@
+"""Request checks: every bad instance is named by index and field before anything reaches the model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flywheel.errors import InvalidInput, PayloadTooLarge
+from flywheel.schema import Feature, Schema
+
+Columns = dict[str, list[Any]]
+
+
+def _bad(index: int, field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"instance {index}, field '{field}': {message}", instance=index, field=field)
+
+
+def _check_value(f: Feature, value: Any, index: int) -> Any:
+    if value is None:
+        if not f.nullable:
+            raise _bad(index, f.name, "is null but not nullable")
+        return math.nan if f.type == "numeric" else None
+    if f.type == "numeric":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(index, f.name, f"expected a number, got {type(value).__name__} {value!r:.40}")
+        v = float(value)
+        if not math.isfinite(v):
+            raise _bad(index, f.name, "must be finite")
+        if f.min is not None and v < f.min:
+            raise _bad(index, f.name, f"{value} is below the minimum {f.min:g}")
+        if f.max is not None and v > f.max:
+            raise _bad(index, f.name, f"{value} is above the maximum {f.max:g}")
+        if f.integer and not v.is_integer():
+            raise _bad(index, f.name, f"{value} is not a whole number")
+        return v
+    if not isinstance(value, str):
+        raise _bad(index, f.name, f"expected a string, got {type(value).__name__}")
+    if f.categories is not None and value not in f.categories:
+        raise _bad(index, f.name, f"{value!r:.40} is not one of {list(f.categories)}")
+    return value
+
+
+def records_to_columns(schema: Schema, instances: Any, max_instances: int) -> Columns:
+    """`{"instances": [{feature: value}]}` -> checked columns in schema order."""
+    if not isinstance(instances, list):
+        raise InvalidInput("'instances' must be a list of objects", field="instances")
+    if not instances:
+        raise InvalidInput("'instances' is empty", field="instances")
+    if len(instances) > max_instances:
+        raise PayloadTooLarge(f"{len(instances)} instances; at most {max_instances} per request", limit=max_instances)
+    features = schema.features
+    names = set(schema.feature_names)
+    cols: Columns = {f.name: [] for f in features}
+    for i, inst in enumerate(instances):
+        if not isinstance(inst, dict):
+            raise InvalidInput(f"instance {i} is not an object", instance=i)
+        if len(inst) != len(names) or inst.keys() != names:
+            unknown = sorted(set(inst) - names)
+            if unknown:
+                raise _bad(i, unknown[0], f"unknown feature; expected {schema.feature_names}")
+            missing = [n for n in schema.feature_names if n not in inst]
+            if any(not schema.by_name[m].nullable for m in missing):
+                first = next(m for m in missing if not schema.by_name[m].nullable)
+                raise _bad(i, first, "missing feature")
+        for f in features:
+            cols[f.name].append(_check_value(f, inst.get(f.name), i))
+    return cols
+
+
+_V2_TYPES = {"FP64", "FP32", "INT64", "INT32", "INT16", "INT8", "UINT8", "UINT16", "UINT32", "UINT64", "BYTES", "BOOL"}
+
+
+def v2_to_columns(schema: Schema, body: Any, max_instances: int) -> Columns:
+    """Open Inference Protocol V2: one named input tensor (shape [N] or [N,1]) per feature."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise InvalidInput("V2 request needs an 'inputs' list", field="inputs")
+    tensors: dict[str, list[Any]] = {}
+    for t in body["inputs"]:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise InvalidInput("each input needs a 'name'", field="inputs")
+        name = t["name"]
+        if name not in schema.by_name:
+            raise InvalidInput(f"input '{name}': unknown feature; expected {schema.feature_names}", field=name)
+        if t.get("datatype") not in _V2_TYPES:
+            raise InvalidInput(f"input '{name}': datatype {t.get('datatype')!r} unsupported", field=name)
+        data = t.get("data")
+        if not isinstance(data, list):
+            raise InvalidInput(f"input '{name}': 'data' must be a list", field=name)
+        data = [x[0] if isinstance(x, list) and len(x) == 1 else x for x in data]
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not shape or shape[0] != len(data):
+            raise InvalidInput(f"input '{name}': shape {shape} does not match {len(data)} values", field=name)
+        tensors[name] = data
+    lengths = {len(v) for v in tensors.values()}
+    if len(lengths) > 1:
+        raise InvalidInput(f"inputs have different lengths {sorted(lengths)}", field="inputs")
+    n = lengths.pop() if lengths else 0
+    rows = [{name: col[i] for name, col in tensors.items()} for i in range(n)]
+    return records_to_columns(schema, rows, max_instances)

@@ -1,0 +1,60 @@
+"""Every serving metric, defined once (docs/metrics.md). Base units; few, bounded labels."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+# predictions of any dataset: symmetric log-spaced buckets wide enough for money, counts and scores
+_POS = (0.1, 1, 10, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000, 100_000, 1_000_000)
+VALUE_BUCKETS = tuple(sorted({-x for x in _POS} | {0.0} | set(_POS)))
+
+
+class ServingMetrics:
+    """One set per process; tests build their own on a private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry if registry is not None else REGISTRY
+        self.request_duration = Histogram(
+            "flywheel_http_request_duration_seconds",
+            "HTTP request latency by route template and status code.",
+            ["route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("flywheel_http_requests_in_flight", "Requests being served now.", registry=r)
+        self.predictions = Counter("flywheel_predictions", "Rows predicted, by model version.", ["version"], registry=r)
+        self.batch_size = Histogram(
+            "flywheel_batch_size", "Rows per predict call after micro-batching.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.model_info = Gauge("flywheel_model_info", "The model version this replica serves (=1).",
+                                ["model", "version"], registry=r)  # fmt: skip
+        self.model_version = Gauge("flywheel_model_version", "Served model version as a number.", ["model"], registry=r)
+        self.ready = Gauge("flywheel_model_ready", "1 when a model is loaded and serving.", registry=r)
+        self.reloads = Counter("flywheel_model_reloads", "Model swaps attempted, by result.", ["result"], registry=r)
+        self.reload_duration = Histogram(
+            "flywheel_model_reload_duration_seconds",
+            "Download, verification and swap of a new version.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.staleness = Gauge(
+            "flywheel_model_staleness_seconds",
+            "Seconds the newest promoted version has not been served (0 when current).",
+            registry=r,
+        )
+        self.feature_drift = Gauge(
+            "flywheel_feature_drift_psi", "PSI of recent inputs vs training statistics.", ["feature"], registry=r
+        )
+        self.prediction_drift = Gauge(
+            "flywheel_prediction_drift_psi", "PSI of recent predictions vs holdout predictions.", registry=r
+        )
+        self.prediction_value = Histogram(
+            "flywheel_prediction_value", "Predicted values (regression).", buckets=VALUE_BUCKETS, registry=r
+        )
+        self.predicted_class = Counter(
+            "flywheel_predicted_class", "Predictions per class (classification).", ["class"], registry=r
+        )
+        for result in ("success", "failure"):
+            self.reloads.labels(result=result)

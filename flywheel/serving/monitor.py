@@ -1,0 +1,59 @@
+"""Rolling windows of inputs and predictions; PSI against the manifest, computed off the hot path."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+from flywheel import drift
+from flywheel.serving.host import ServedModel
+from flywheel.serving.inputs import Columns
+from flywheel.serving.metrics import ServingMetrics
+
+
+class DriftMonitor:
+    def __init__(self, metrics: ServingMetrics, window: int = 2000) -> None:
+        self.metrics, self.window = metrics, window
+        self._inputs: dict[str, deque[Any]] = {}
+        self._preds: deque[Any] = deque(maxlen=window)
+        self._version: int | None = None
+        self._lock = threading.Lock()
+
+    def record(self, served: ServedModel, columns: Columns, predictions: list[Any]) -> None:
+        """Called once per batch (cheap: deque extends); a new version starts new windows."""
+        with self._lock:
+            if served.version != self._version:
+                self._version = served.version
+                self._inputs = {name: deque(maxlen=self.window) for name in columns}
+                self._preds.clear()
+            for name, col in columns.items():
+                self._inputs[name].extend(col)
+            self._preds.extend(predictions)
+        m = self.metrics
+        if served.classes:
+            for p in predictions:
+                m.predicted_class.labels(**{"class": str(p)}).inc()
+        else:
+            for p in predictions:
+                m.prediction_value.observe(p)
+
+    def refresh(self, served: ServedModel | None) -> None:
+        """Recompute PSI gauges (on each scrape; O(window) per feature)."""
+        if served is None:
+            return
+        with self._lock:
+            if served.version != self._version:
+                return
+            inputs = {k: list(v) for k, v in self._inputs.items()}
+            preds = list(self._preds)
+        stats = served.manifest.get("feature_stats", {})
+        for name, values in inputs.items():
+            if name in stats and len(values) >= 50:
+                prof = stats[name]
+                self.metrics.feature_drift.labels(feature=name).set(
+                    drift.psi(prof["proportions"], drift.histogram(prof, values))
+                )
+        prof = served.manifest.get("prediction_stats")
+        if prof and len(preds) >= 50:
+            self.metrics.prediction_drift.set(drift.psi(prof["proportions"], drift.histogram(prof, preds)))
