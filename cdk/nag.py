@@ -1,0 +1,119 @@
+"""cdk-nag (AwsSolutions) findings this stack acknowledges, each with the reason it is acceptable here.
+
+Anything not listed fails the synth. The same list, with the same reasons, is in docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Acknowledgment, Stack, Validations
+from constructs import IConstruct
+
+_PARTITION = "arn:<AWS::Partition>:iam::aws:policy"
+_PREFIX_GRANT = (
+    "Object-level S3 grant scoped to one key prefix of the Flywheel bucket; the keys below it are created at "
+    "run time, so the prefix wildcard is the narrowest possible resource."
+)
+_CDK_KUBECTL = (
+    "Part of the kubectl custom-resource provider that aws_eks_v2 creates to apply manifests and Helm charts; "
+    "its roles and runtime are owned by aws-cdk-lib."
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One acknowledged finding: where (a construct path below the stack), which rule, and why."""
+
+    path: str
+    rule: str
+    reason: str
+
+
+FINDINGS: tuple[Finding, ...] = (
+    # Trainer
+    Finding(
+        "Trainer/Role/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::*]",
+        "Only the X-Ray actions added by active tracing (xray:PutTraceSegments, xray:PutTelemetryRecords) use "
+        "Resource '*': X-Ray has no resource-level permissions (a test asserts nothing else does).",
+    ),
+    *(
+        Finding("Trainer/Role/DefaultPolicy", f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]", _PREFIX_GRANT)
+        for p in ("data", "quarantine", "models")
+    ),
+    # Serving pods (Pod Identity role)
+    Finding(
+        "Serving/AppPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*]",
+        _PREFIX_GRANT + " The pods can only read models/.",
+    ),
+    # EKS control plane and nodes
+    Finding(
+        "Serving/Cluster/Role",
+        f"AwsSolutions-IAM4[Policy::{_PARTITION}/AmazonEKSClusterPolicy]",
+        "EKS requires this AWS-managed policy on the cluster role; AWS keeps it in step with what EKS needs.",
+    ),
+    *(
+        Finding(
+            "Serving/Cluster/NodegroupNodes/NodeGroupRole",
+            f"AwsSolutions-IAM4[Policy::{_PARTITION}/{policy}]",
+            "Managed node groups need the AWS-managed worker policies (join the cluster, run the VPC CNI, pull "
+            "images from ECR); EKS documents exactly these three for the node role.",
+        )
+        for policy in ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly")
+    ),
+    # kubectl provider (aws-cdk-lib internals)
+    *(
+        Finding("Serving/Cluster/KubectlProvider/Handler/ServiceRole", f"AwsSolutions-IAM4[Policy::{policy}]", _CDK_KUBECTL)
+        for policy in (
+            f"{_PARTITION}/service-role/AWSLambdaBasicExecutionRole",
+            f"{_PARTITION}/service-role/AWSLambdaVPCAccessExecutionRole",
+            f"{_PARTITION}/AmazonEC2ContainerRegistryReadOnly",
+            '{"Fn::If":["ServingClusterKubectlProviderHandlerHasEcrPublicCD9C2265",{"Fn::Join":["",["arn:",'
+            '{"Ref":"AWS::Partition"},":iam::aws:policy/AmazonElasticContainerRegistryPublicReadOnly"]]},'
+            '{"Ref":"AWS::NoValue"}]}',
+        )
+    ),
+    Finding(
+        "Serving/Cluster/KubectlProvider/Handler",
+        "AwsSolutions-L1",
+        _CDK_KUBECTL + " The handler's Python runtime is pinned by aws-cdk-lib to match the kubectl layer.",
+    ),
+    *(
+        Finding(
+            "Serving/Cluster/KubectlProvider/Provider/framework-onEvent/ServiceRole",
+            f"AwsSolutions-IAM4[Policy::{_PARTITION}/service-role/{policy}]",
+            _CDK_KUBECTL,
+        )
+        for policy in ("AWSLambdaBasicExecutionRole", "AWSLambdaVPCAccessExecutionRole")
+    ),
+    Finding(
+        "Serving/Cluster/KubectlProvider/Provider/framework-onEvent/ServiceRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<ServingClusterKubectlProviderHandler86C000B2.Arn>:*]",
+        _CDK_KUBECTL + " The wildcard covers the versions of its own handler function only.",
+    ),
+    # S3 -> SQS notification custom resource (aws-cdk-lib internals)
+    Finding(
+        "BucketNotificationsHandler050a0587b7544547bf325f094a3db834/Role",
+        f"AwsSolutions-IAM4[Policy::{_PARTITION}/service-role/AWSLambdaBasicExecutionRole]",
+        "The singleton Lambda aws-cdk-lib uses to configure S3 bucket notifications; it only writes its own logs "
+        "with this policy.",
+    ),
+)
+
+
+def acknowledge_findings(stack: Stack) -> None:
+    """Acknowledge every entry of FINDINGS on its construct; a missing path fails loudly."""
+    for finding in FINDINGS:
+        Validations.of(_find(stack, finding.path)).acknowledge(Acknowledgment(id=finding.rule, reason=finding.reason))
+
+
+def _find(stack: Stack, path: str) -> IConstruct:
+    node: IConstruct = stack
+    for part in path.split("/"):
+        child = node.node.try_find_child(part)
+        if child is None:
+            raise LookupError(f"cdk-nag acknowledgment: no construct {path!r} in {stack.stack_name}")
+        node = child
+    return node

@@ -1,0 +1,155 @@
+"""CloudWatch for the trainer: one dashboard, alarms on errors, DLQ depth and near-timeout runs, an SNS topic."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME
+
+PERIOD = Duration.minutes(5)
+#: Alarm when a run's duration passes this share of the timeout: the next bigger batch may not finish.
+NEAR_TIMEOUT_FRACTION = 0.8
+
+
+def trainer_metric(name: str, statistic: str) -> cw.Metric:
+    """A Powertools (EMF) metric of the trainer; names and units are in docs/metrics.md."""
+    return cw.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": SERVICE_NAME},
+        statistic=statistic,
+        period=PERIOD,
+    )
+
+
+class Observability(Construct):
+    """Dashboard and alarms for the trainer and its queues; alarm actions go to an encrypted SNS topic."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        function: lambda_.IFunction,
+        timeout: Duration,
+        queue: sqs.IQueue,
+        dead_letter_queue: sqs.IQueue,
+        alarm_email: str | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description="Flywheel alarm topic")
+        # CloudWatch alarms publish to an encrypted topic only if the key lets them.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                resources=["*"],
+            )
+        )
+        self.topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True)
+        if alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        action = cw_actions.SnsAction(self.topic)
+
+        duration = function.metric_duration(statistic="Maximum", period=PERIOD)
+        dlq_depth = dead_letter_queue.metric_approximate_number_of_messages_visible(statistic="Maximum", period=PERIOD)
+        self.alarms = [
+            cw.Alarm(
+                self,
+                "TrainerErrors",
+                alarm_description="The trainer Lambda failed (an exception, a timeout or an out-of-memory).",
+                metric=function.metric_errors(statistic="Sum", period=PERIOD),
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            cw.Alarm(
+                self,
+                "DeadLetters",
+                alarm_description="Upload notifications reached the dead-letter queue: their batches were not trained.",
+                metric=dlq_depth,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            cw.Alarm(
+                self,
+                "TrainerNearTimeout",
+                alarm_description=(
+                    f"A trainer run took more than {int(NEAR_TIMEOUT_FRACTION * 100)}% of its "
+                    f"{int(timeout.to_minutes())}-minute timeout."
+                ),
+                metric=duration,
+                threshold=timeout.to_milliseconds() * NEAR_TIMEOUT_FRACTION,
+                evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+        ]
+        for alarm in self.alarms:
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
+
+        self.dashboard = cw.Dashboard(
+            self, "Dashboard", dashboard_name=f"{Stack.of(self).stack_name}-trainer", default_interval=Duration.days(1)
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Invocations, errors, throttles",
+                left=[
+                    function.metric_invocations(statistic="Sum", period=PERIOD),
+                    function.metric_errors(statistic="Sum", period=PERIOD),
+                    function.metric_throttles(statistic="Sum", period=PERIOD),
+                ],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Duration (ms)",
+                left=[
+                    duration,
+                    function.metric_duration(statistic="p50", period=PERIOD),
+                ],
+                left_annotations=[cw.HorizontalAnnotation(value=timeout.to_milliseconds(), label="timeout")],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Queues",
+                left=[
+                    queue.metric_approximate_number_of_messages_visible(statistic="Maximum", period=PERIOD),
+                    queue.metric_approximate_age_of_oldest_message(statistic="Maximum", period=PERIOD),
+                ],
+                right=[dlq_depth],
+                width=8,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Batches",
+                left=[trainer_metric("BatchRows", "Sum")],
+                right=[trainer_metric("QuarantinedBatches", "Sum")],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Gate decisions",
+                left=[trainer_metric("Promoted", "Sum"), trainer_metric("Rejected", "Sum")],
+                right=[trainer_metric("TrainingDuration", "Maximum")],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Holdout score (candidate vs production)",
+                left=[trainer_metric("HoldoutScore", "Average"), trainer_metric("ProductionHoldoutScore", "Average")],
+                width=8,
+            ),
+            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24),
+        )

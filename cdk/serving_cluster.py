@@ -1,0 +1,142 @@
+"""EKS (aws_eks_v2) with a managed node group, the app from k8s/overlays/eks, and Pod Identity for its pods."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
+from constructs import Construct, IConstruct
+
+from cdk.manifests import API_SERVICE, APP_NAMESPACE, APP_SERVICE_ACCOUNT, UI_SERVICE, Manifest
+
+
+class ServingCluster(Construct):
+    """VPC + cluster + nodes + kubectl provider; `deploy_app` applies the rendered manifests."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        kubernetes_version: str,
+        instance_types: Sequence[str],
+        min_size: int,
+        desired_size: int,
+        max_size: int,
+        disk_size_gib: int,
+        nat_gateways: int,
+        endpoint_cidrs: Sequence[str],
+        admin_role_arn: str | None,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        flow_logs = logs.LogGroup(self, "VpcFlowLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            max_azs=2,
+            nat_gateways=nat_gateways,
+            # Pods read models from S3 through the gateway endpoint: no NAT data charges for that traffic.
+            gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
+            flow_logs={"All": ec2.FlowLogOptions(destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))},
+        )
+        restricted = len(endpoint_cidrs) > 0
+        self.cluster = eks.Cluster(
+            self,
+            "Cluster",
+            version=eks.KubernetesVersion.of(kubernetes_version),
+            vpc=self.vpc,
+            default_capacity_type=eks.DefaultCapacityType.NODEGROUP,
+            default_capacity=0,
+            endpoint_access=(
+                eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*endpoint_cidrs)
+                if restricted
+                else eks.EndpointAccess.PUBLIC_AND_PRIVATE
+            ),
+            cluster_logging=[
+                eks.ClusterLoggingTypes.API,
+                eks.ClusterLoggingTypes.AUDIT,
+                eks.ClusterLoggingTypes.AUTHENTICATOR,
+                eks.ClusterLoggingTypes.CONTROLLER_MANAGER,
+                eks.ClusterLoggingTypes.SCHEDULER,
+            ],
+            # The kubectl handler runs in the VPC's private subnets, so it reaches the private endpoint even
+            # when the public one is restricted to `endpoint_cidrs`.
+            kubectl_provider_options=eks.KubectlProviderOptions(kubectl_layer=KubectlV35Layer(self, "KubectlLayer")),
+        )
+        self.nodegroup = self.cluster.add_nodegroup_capacity(
+            "Nodes",
+            instance_types=[ec2.InstanceType(t) for t in instance_types],
+            min_size=min_size,
+            desired_size=desired_size,
+            max_size=max_size,
+            disk_size=disk_size_gib,
+            ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
+            capacity_type=eks.CapacityType.ON_DEMAND,
+            enable_node_auto_repair=True,
+        )
+        if admin_role_arn:
+            self.cluster.grant_access(
+                "AdminAccess",
+                admin_role_arn,
+                [
+                    eks.AccessPolicy.from_access_policy_name(
+                        "AmazonEKSClusterAdminPolicy", access_scope_type=eks.AccessScopeType.CLUSTER
+                    )
+                ],
+            )
+
+        # The app's pods get AWS credentials through EKS Pod Identity: this role, bound to its ServiceAccount
+        # (which the overlay defines; the association does not need it to exist first).
+        self.app_role = iam.Role(
+            self,
+            "AppPodRole",
+            assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com"),
+            description="Flywheel API/UI pods: read-only access to the model registry",
+        )
+        self.app_role.assume_role_policy.add_statements(  # type: ignore[union-attr]
+            iam.PolicyStatement(
+                actions=["sts:TagSession"], principals=[iam.ServicePrincipal("pods.eks.amazonaws.com")]
+            )
+        )
+        agent = self.cluster.eks_pod_identity_agent
+        self.pod_identity = eks.CfnPodIdentityAssociation(
+            self,
+            "AppPodIdentity",
+            cluster_name=self.cluster.cluster_name,
+            namespace=APP_NAMESPACE,
+            service_account=APP_SERVICE_ACCOUNT,
+            role_arn=self.app_role.role_arn,
+        )
+        if agent is not None:
+            self.pod_identity.node.add_dependency(agent)
+
+    def deploy_app(self, manifests: list[Manifest]) -> eks.KubernetesManifest:
+        """Apply the rendered overlay as one manifest (kubectl applies it in order: namespace first)."""
+        app = self.cluster.add_manifest("App", *manifests)
+        # Pods start with credentials only once the agent runs and the association exists.
+        app.node.add_dependency(self.pod_identity)
+        return app
+
+    def load_balancer_host(self, construct_id: str, *, service: str, after: IConstruct) -> str:
+        """The DNS name AWS gives a LoadBalancer Service, read once `after` has applied it (a token until deploy)."""
+        value = eks.KubernetesObjectValue(
+            self,
+            construct_id,
+            cluster=self.cluster,
+            object_type="service",
+            object_name=service,
+            object_namespace=APP_NAMESPACE,
+            json_path=".status.loadBalancer.ingress[0].hostname",
+            timeout=Duration.minutes(10),
+        )
+        value.node.add_dependency(after)
+        return value.value
+
+
+__all__ = ["API_SERVICE", "UI_SERVICE", "ServingCluster"]

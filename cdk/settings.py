@@ -1,0 +1,228 @@
+"""Deployment settings read from CDK context (`cdk.json` or `-c key=value`); defaults live here only.
+
+Every key is documented in docs/deploy.md. A bad value fails the synth with the key's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from constructs import Node
+
+T = TypeVar("T")
+
+#: The kubectl layer installed (aws-cdk.lambda-layer-kubectl-v35) talks to API servers one minor version
+#: either side (Kubernetes version skew policy), so these are the versions this app can manage.
+SUPPORTED_KUBERNETES_VERSIONS = ("1.34", "1.35", "1.36")
+
+#: CloudWatch Logs retentions offered here (days); cdk/stack.py maps them to RetentionDays.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 180, 365, 731)
+
+
+class SettingsError(ValueError):
+    """A context value is missing its form or range; the message names the key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploySettings:
+    """What one deployment of Flywheel looks like. Context keys are the field names in camelCase."""
+
+    env_name: str = "dev"
+    kubernetes_version: str = "1.35"
+    node_instance_types: tuple[str, ...] = ("t3.large",)
+    node_min_size: int = 2
+    node_desired_size: int = 2
+    node_max_size: int = 4
+    node_disk_size_gib: int = 30
+    nat_gateways: int = 1
+    cluster_endpoint_cidrs: tuple[str, ...] = ()
+    admin_role_arn: str | None = None
+    image_tag: str = "latest"
+    model_name: str = "savings"
+    schema: str = "savings"
+    trainer_memory_mib: int = 3008
+    trainer_ephemeral_storage_mib: int = 2048
+    trainer_batch_size: int = 100
+    trainer_batch_window_seconds: int = 60
+    trainer_max_concurrency: int = 2
+    trainer_reserved_concurrency: int | None = None
+    trainer_lock_ttl_seconds: int = 1200
+    log_retention_days: int = 30
+    noncurrent_version_days: int = 90
+    quarantine_expiration_days: int = 365
+    retain_data: bool = True
+    alarm_email: str | None = None
+    kube_prometheus_stack_version: str = "88.2.0"
+
+    @property
+    def is_prod(self) -> bool:
+        """Production gets quieter logs; every other environment logs at DEBUG."""
+        return self.env_name == "prod"
+
+    @classmethod
+    def from_context(cls, node: Node) -> DeploySettings:
+        """Read every field from the construct tree's context, falling back to the defaults above."""
+        raw = {f.name: node.try_get_context(context_key(f.name)) for f in dataclasses.fields(cls)}
+        return cls.from_mapping({k: v for k, v in raw.items() if v is not None})
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> DeploySettings:
+        """Build from snake_case keys; strings (as `-c key=value` gives them) are parsed to each field's type."""
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+        parsed: dict[str, Any] = {}
+        for name, value in values.items():
+            try:
+                parsed[name] = _PARSERS[name](value)
+            except (TypeError, ValueError) as e:
+                raise SettingsError(f"context {context_key(name)!r}: {e}") from e
+        settings = cls(**parsed)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise SettingsError naming the first context key whose value is out of range."""
+        for name, ok, expected in self._checks():
+            if not ok:
+                raise SettingsError(f"context {context_key(name)!r} = {getattr(self, name)!r}: expected {expected}")
+
+    def _checks(self) -> list[tuple[str, bool, str]]:
+        max_batch = 10000 if self.trainer_batch_window_seconds else 10
+        return [
+            ("env_name", _matches(r"[a-z][a-z0-9-]{0,15}", self.env_name), "lower-case, <= 16 chars"),
+            (
+                "kubernetes_version",
+                self.kubernetes_version in SUPPORTED_KUBERNETES_VERSIONS,
+                f"one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)} (the kubectl layer's skew range)",
+            ),
+            ("node_instance_types", len(self.node_instance_types) > 0, "at least one instance type"),
+            ("node_min_size", 0 <= self.node_min_size <= self.node_desired_size, "0 <= min <= desired"),
+            ("node_max_size", 1 <= self.node_desired_size <= self.node_max_size, "1 <= desired <= max"),
+            ("node_disk_size_gib", 20 <= self.node_disk_size_gib <= 1000, "20..1000"),
+            ("nat_gateways", 1 <= self.nat_gateways <= 2, "1 or 2 (the VPC spans two AZs)"),
+            ("image_tag", _matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", self.image_tag), "an image tag"),
+            ("model_name", _matches(r"[a-z0-9][a-z0-9-]{0,62}", self.model_name), "a registry name"),
+            ("schema", len(self.schema) > 0, "a schema name"),
+            ("trainer_memory_mib", 128 <= self.trainer_memory_mib <= 10240, "128..10240"),
+            ("trainer_ephemeral_storage_mib", 512 <= self.trainer_ephemeral_storage_mib <= 10240, "512..10240"),
+            ("trainer_batch_window_seconds", 0 <= self.trainer_batch_window_seconds <= 300, "0..300"),
+            ("trainer_batch_size", 1 <= self.trainer_batch_size <= max_batch, f"1..{max_batch} for this window"),
+            ("trainer_max_concurrency", 2 <= self.trainer_max_concurrency <= 1000, "2..1000 (SQS ESM limits)"),
+            (
+                "trainer_reserved_concurrency",
+                self.trainer_reserved_concurrency is None or self.trainer_reserved_concurrency >= 1,
+                ">= 1, or unset",
+            ),
+            ("trainer_lock_ttl_seconds", self.trainer_lock_ttl_seconds > 900, "> 900 (the trainer's timeout)"),
+            ("log_retention_days", self.log_retention_days in LOG_RETENTION_DAYS, f"one of {LOG_RETENTION_DAYS}"),
+            ("noncurrent_version_days", self.noncurrent_version_days >= 1, ">= 1"),
+            ("quarantine_expiration_days", self.quarantine_expiration_days >= 30, ">= 30"),
+            (
+                "alarm_email",
+                self.alarm_email is None or _matches(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarm_email),
+                "an e-mail address, or unset",
+            ),
+            (
+                "admin_role_arn",
+                self.admin_role_arn is None or _matches(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", self.admin_role_arn),
+                "an IAM role ARN, or unset",
+            ),
+            (
+                "cluster_endpoint_cidrs",
+                all(_matches(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}", c) for c in self.cluster_endpoint_cidrs),
+                "IPv4 CIDRs",
+            ),
+            (
+                "kube_prometheus_stack_version",
+                _matches(r"\d+\.\d+\.\d+", self.kube_prometheus_stack_version),
+                "an exact chart version (pinned)",
+            ),
+        ]
+
+
+def context_key(field_name: str) -> str:
+    """`node_min_size` -> `nodeMinSize`."""
+    head, *rest = field_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return re.fullmatch(pattern, value) is not None
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value).strip()
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    """A JSON list (cdk.json) or a comma-separated string (`-c key=a,b`)."""
+    items: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        items = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(i.strip() for i in items if i.strip())
+
+
+def _optional(parse: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    def parse_optional(value: Any) -> T | None:
+        return None if value is None or value == "" else parse(value)
+
+    return parse_optional
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "env_name": _str,
+    "kubernetes_version": _str,
+    "node_instance_types": _str_tuple,
+    "node_min_size": _int,
+    "node_desired_size": _int,
+    "node_max_size": _int,
+    "node_disk_size_gib": _int,
+    "nat_gateways": _int,
+    "cluster_endpoint_cidrs": _str_tuple,
+    "admin_role_arn": _optional(_str),
+    "image_tag": _str,
+    "model_name": _str,
+    "schema": _str,
+    "trainer_memory_mib": _int,
+    "trainer_ephemeral_storage_mib": _int,
+    "trainer_batch_size": _int,
+    "trainer_batch_window_seconds": _int,
+    "trainer_max_concurrency": _int,
+    "trainer_reserved_concurrency": _optional(_int),
+    "trainer_lock_ttl_seconds": _int,
+    "log_retention_days": _int,
+    "noncurrent_version_days": _int,
+    "quarantine_expiration_days": _int,
+    "retain_data": _bool,
+    "alarm_email": _optional(_str),
+    "kube_prometheus_stack_version": _str,
+}

@@ -1,0 +1,191 @@
+"""The Flywheel stack: data bucket, upload queue, trainer, app repository, serving cluster, observability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Aws, CfnOutput, Duration, Fn, Stack
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from constructs import Construct
+
+from cdk import manifests as m
+from cdk.app_repository import AppRepository
+from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
+from cdk.cluster_monitoring import RELEASE, ClusterMonitoring
+from cdk.data_bucket import DATA_PREFIX, DataBucket
+from cdk.grants import grant, model_reader_statements, trainer_statements
+from cdk.monitoring_assets import chart_values, dashboards
+from cdk.observability import Observability
+from cdk.serving_cluster import ServingCluster
+from cdk.settings import DeploySettings
+from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME, TIMEOUT, Trainer
+from cdk.upload_queue import UploadQueue
+
+EKS_OVERLAY = "k8s/overlays/eks"
+MONITORING_DIR = "monitoring"
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    731: logs.RetentionDays.TWO_YEARS,
+}
+
+
+class FlywheelStack(Stack):
+    """Everything `cdk deploy` stands up; the constructs are wired and granted here."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: DeploySettings, repo_root: Path, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        retention = _RETENTION[settings.log_retention_days]
+        batch_window = Duration.seconds(settings.trainer_batch_window_seconds)
+
+        data = DataBucket(
+            self,
+            "Data",
+            retain=settings.retain_data,
+            noncurrent_version_days=settings.noncurrent_version_days,
+            quarantine_expiration_days=settings.quarantine_expiration_days,
+        )
+        uploads = UploadQueue(self, "Uploads", consumer_timeout=TIMEOUT, batch_window=batch_window)
+        data.bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.SqsDestination(uploads.queue),
+            s3.NotificationKeyFilter(prefix=DATA_PREFIX),
+        )
+
+        trainer = Trainer(
+            self,
+            "Trainer",
+            repo_root=repo_root,
+            queue=uploads.queue,
+            environment={
+                "FLYWHEEL_BUCKET": data.bucket.bucket_name,
+                "FLYWHEEL_MODEL_NAME": settings.model_name,
+                "FLYWHEEL_SCHEMA": settings.schema,
+                "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.trainer_lock_ttl_seconds),
+                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "POWERTOOLS_LOG_LEVEL": "INFO" if settings.is_prod else "DEBUG",
+            },
+            memory_mib=settings.trainer_memory_mib,
+            ephemeral_storage_mib=settings.trainer_ephemeral_storage_mib,
+            batch_size=settings.trainer_batch_size,
+            batch_window=batch_window,
+            max_concurrency=settings.trainer_max_concurrency,
+            reserved_concurrency=settings.trainer_reserved_concurrency,
+            log_retention=retention,
+        )
+        grant(trainer.function, trainer_statements(data.bucket))
+
+        app_repo = AppRepository(self, "AppImages", retain=settings.retain_data)
+
+        serving = ServingCluster(
+            self,
+            "Serving",
+            kubernetes_version=settings.kubernetes_version,
+            instance_types=settings.node_instance_types,
+            min_size=settings.node_min_size,
+            desired_size=settings.node_desired_size,
+            max_size=settings.node_max_size,
+            disk_size_gib=settings.node_disk_size_gib,
+            nat_gateways=settings.nat_gateways,
+            endpoint_cidrs=settings.cluster_endpoint_cidrs,
+            admin_role_arn=settings.admin_role_arn,
+            log_retention=retention,
+        )
+        grant(serving.app_role, model_reader_statements(data.bucket))
+
+        monitoring_dir = repo_root / MONITORING_DIR
+        monitoring = ClusterMonitoring(
+            self,
+            "Monitoring",
+            cluster=serving.cluster,
+            chart_version=settings.kube_prometheus_stack_version,
+            values=chart_values(monitoring_dir),
+            dashboards=dashboards(monitoring_dir),
+        )
+
+        rendered = m.render_overlay(repo_root / EKS_OVERLAY)
+        m.require_objects(rendered)
+        app_manifests = m.substitute(
+            rendered,
+            image=app_repo.image_uri(settings.image_tag),
+            bucket=data.bucket.bucket_name,
+            region=Aws.REGION,
+        )
+        app = serving.deploy_app(app_manifests)
+        if any(str(doc.get("apiVersion", "")).startswith("monitoring.coreos.com/") for doc in app_manifests):
+            app.node.add_dependency(monitoring.chart)  # ServiceMonitor & co. need the chart's CRDs first
+
+        observability = Observability(
+            self,
+            "Observability",
+            function=trainer.function,
+            timeout=TIMEOUT,
+            queue=uploads.queue,
+            dead_letter_queue=uploads.dead_letter_queue,
+            alarm_email=settings.alarm_email,
+        )
+
+        api_host = serving.load_balancer_host("ApiAddress", service=m.API_SERVICE, after=app)
+        ui_host = serving.load_balancer_host("UiAddress", service=m.UI_SERVICE, after=app)
+        api_port = m.service_port(rendered, m.API_SERVICE)
+        ui_port = m.service_port(rendered, m.UI_SERVICE)
+        cluster_name = serving.cluster.cluster_name
+        outputs = {
+            "BucketName": (data.bucket.bucket_name, "upload CSV batches under data/"),
+            "UploadQueueUrl": (uploads.queue.queue_url, "S3 data/ notifications for the trainer"),
+            "DeadLetterQueueUrl": (uploads.dead_letter_queue.queue_url, "notifications the trainer gave up on"),
+            "TrainerFunctionName": (trainer.function.function_name, "the trainer Lambda"),
+            "AppRepositoryUri": (app_repo.repository.repository_uri, "push the API/UI image here, tag = git sha"),
+            "ClusterName": (cluster_name, "the EKS cluster"),
+            "KubeconfigCommand": (
+                Fn.join("", ["aws eks update-kubeconfig --region ", Aws.REGION, " --name ", cluster_name]),
+                "point kubectl at the cluster",
+            ),
+            "ApiUrl": (Fn.join("", ["http://", api_host, f":{api_port}"]), "prediction API"),
+            "UiUrl": (Fn.join("", ["http://", ui_host, f":{ui_port}"]), "Streamlit UI"),
+            "GrafanaCommand": (
+                f"kubectl -n {MONITORING_NAMESPACE} port-forward svc/{RELEASE}-grafana 3000:80",
+                "then open http://localhost:3000",
+            ),
+            "DashboardUrl": (
+                Fn.join(
+                    "",
+                    [
+                        "https://",
+                        Aws.REGION,
+                        ".console.aws.amazon.com/cloudwatch/home?region=",
+                        Aws.REGION,
+                        "#dashboards/dashboard/",
+                        observability.dashboard.dashboard_name,
+                    ],
+                ),
+                "CloudWatch dashboard of the trainer",
+            ),
+            "AlarmTopicArn": (observability.topic.topic_arn, "subscribe to trainer alarms"),
+        }
+        for name, (value, description) in outputs.items():
+            CfnOutput(self, name, value=value, description=description)
+
+        self.data = data
+        self.uploads = uploads
+        self.trainer = trainer
+        self.app_repository = app_repo
+        self.serving = serving
+        self.monitoring = monitoring
+        self.observability = observability
+        self.app_manifests = app

@@ -1,0 +1,109 @@
+"""The trainer Lambda: a container image built from lambdas/trainer/Dockerfile, fed by the upload queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+TIMEOUT = Duration.minutes(15)
+SERVICE_NAME = "flywheel-trainer"
+METRICS_NAMESPACE = "Flywheel"
+DOCKERFILE = "lambdas/trainer/Dockerfile"
+
+#: Kept out of the image build context: they are large, local, or not part of the trainer.
+ASSET_EXCLUDES = [
+    ".git",
+    ".venv",
+    ".tools",
+    "**/node_modules",
+    "cdk.out",
+    "**/__pycache__",
+    "**/*.pyc",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".flywheel",
+    "test-artifacts",
+    "tests",
+    "bench",
+    "cdk",
+    "k8s",
+    "monitoring",
+    ".github",
+    ".ci",
+    "*.egg-info",
+    "build",
+    "dist",
+]
+
+
+class Trainer(Construct):
+    """Docker-image Lambda with a 15-minute timeout, debounced SQS batches and partial-batch failures."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        repo_root: Path,
+        queue: sqs.IQueue,
+        environment: dict[str, str],
+        memory_mib: int,
+        ephemeral_storage_mib: int,
+        batch_size: int,
+        batch_window: Duration,
+        max_concurrency: int,
+        reserved_concurrency: int | None,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        # An own role instead of AWSLambdaBasicExecutionRole: logs go to this log group only (no CreateLogGroup
+        # on "*"); S3 access is granted in the Stack.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Flywheel trainer Lambda",
+        )
+        self.log_group.grant_write(self.role)
+        # The image is built and pushed by `cdk deploy` (cdk-assets); `cdk synth` only stages the context.
+        code = lambda_.DockerImageCode.from_image_asset(
+            str(repo_root),
+            file=DOCKERFILE,
+            platform=ecr_assets.Platform.LINUX_AMD64,
+            exclude=ASSET_EXCLUDES,
+        )
+        self.function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            code=code,
+            description="Flywheel trainer: validate a batch, retrain, gate, publish a model version",
+            architecture=lambda_.Architecture.X86_64,
+            timeout=TIMEOUT,
+            memory_size=memory_mib,
+            ephemeral_storage_size=Size.mebibytes(ephemeral_storage_mib),
+            environment=environment,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=self.log_group,
+            role=self.role,
+            reserved_concurrent_executions=reserved_concurrency,
+        )
+        self.event_source = event_sources.SqsEventSource(
+            queue,
+            batch_size=batch_size,
+            max_batching_window=batch_window,
+            report_batch_item_failures=True,
+            max_concurrency=max_concurrency,
+        )
+        self.function.add_event_source(self.event_source)
