@@ -16,3 +16,15 @@ if ((${#need_apt[@]})); then
     echo "missing tools (install them, or run as root): ${need_apt[*]}" >&2
   fi
 fi
+
+# The AWS CDK CLI for `cdk synth` (tests/cdk, docs/deploy.md), in a local prefix: nothing global.
+CDK_CLI_VERSION=2.1148.1
+installed_cdk=$(.tools/node_modules/.bin/cdk --version 2>/dev/null | cut -d' ' -f1 || true)
+if [[ "$installed_cdk" != "$CDK_CLI_VERSION" ]]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "installing aws-cdk@$CDK_CLI_VERSION into .tools/"
+    npm install --prefix .tools --no-fund --no-audit --loglevel=error "aws-cdk@$CDK_CLI_VERSION" >/dev/null
+  else
+    echo "missing tool: npm (needed for the AWS CDK CLI in .tools/)" >&2
+  fi
+fi
