@@ -1,0 +1,209 @@
+"""Alert rules pass promtool (syntax and unit tests), follow the alert conventions, and every alert and
+dashboard query names only metrics the API documents (docs/metrics.md) or Prometheus makes itself."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.monitoring.promql import (
+    BUILTIN_METRICS,
+    GRAFANA_VARIABLES,
+    MONITORING,
+    REPO,
+    RULES_FILE,
+    RULES_TEST_FILE,
+    alert_rules,
+    base_metric,
+    dashboard_queries,
+    dashboards,
+    documented_metrics,
+    metric_names,
+    panels,
+    substitute,
+    variables,
+)
+
+EXPECTED_ALERTS = {
+    "FlywheelApiHighErrorRatio",
+    "FlywheelApiHighLatency",
+    "FlywheelNoReadyReplica",
+    "FlywheelModelReloadFailures",
+    "FlywheelModelVersionSkew",
+    "FlywheelModelStale",
+    "FlywheelFeatureDrift",
+    "FlywheelPredictionDrift",
+}
+RUNBOOK = REPO / "docs" / "runbook.md"
+RUNBOOK_URL = "https://github.com/flywheel-ml/flywheel/blob/main/docs/runbook.md#"
+SEVERITIES = {"critical", "warning", "info"}
+CRD_VALIDATOR = REPO / "tests" / "k8s" / "crd" / "validate.mjs"
+
+
+def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.fail("promtool is not installed; run `make tools` (Debian package prometheus)")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
+
+
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_rules_pass_promtool_check() -> None:
+    result = promtool("check", "rules", str(RULES_FILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_pass_their_promtool_unit_tests() -> None:
+    result = promtool("test", "rules", RULES_TEST_FILE.name, cwd=RULES_TEST_FILE.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_expected_alerts_exist() -> None:
+    assert {r["alert"] for r in alert_rules()} == EXPECTED_ALERTS
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+def test_alert_follows_the_conventions(rule: dict[str, object]) -> None:
+    assert rule.get("for"), "every alert waits (`for`) before it fires"
+    labels = rule["labels"]
+    annotations = rule["annotations"]
+    assert isinstance(labels, dict) and isinstance(annotations, dict)
+    assert labels.get("severity") in SEVERITIES
+    for key in ("summary", "description", "runbook_url"):
+        assert str(annotations.get(key, "")).strip(), f"missing annotation {key}"
+    assert annotations["runbook_url"] == RUNBOOK_URL + str(rule["alert"]).lower()
+    assert 'job="flywheel-api"' in str(rule["expr"])
+
+
+def test_every_runbook_url_lands_on_a_runbook_section() -> None:
+    headings = re.findall(r"^#{2,3}\s+(.+)$", RUNBOOK.read_text(encoding="utf-8"), re.M)
+    anchors = {github_anchor(h) for h in headings}
+    for rule in alert_rules():
+        fragment = rule["annotations"]["runbook_url"].split("#", 1)[1]
+        assert fragment in anchors, f"docs/runbook.md has no section for {rule['alert']}"
+    assert "flywheel rollback" in RUNBOOK.read_text(encoding="utf-8")
+
+
+def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
+    tests = yaml.safe_load(RULES_TEST_FILE.read_text(encoding="utf-8"))["tests"]
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for case in tests:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+    assert firing >= EXPECTED_ALERTS, f"no firing case for {EXPECTED_ALERTS - firing}"
+    assert silent >= EXPECTED_ALERTS, f"no silent case for {EXPECTED_ALERTS - silent}"
+
+
+def test_rules_wrap_into_a_valid_prometheus_rule() -> None:
+    """The CDK app ships rules.yaml as a PrometheusRule; the operator's schema must accept it as is."""
+    groups = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
+    obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "flywheel", "namespace": "monitoring"},
+        "spec": {"groups": groups},
+    }
+    node = shutil.which("node")
+    if node is None or not (CRD_VALIDATOR.parent / "node_modules").is_dir():
+        pytest.fail("node or tests/k8s/crd/node_modules is missing; run `make tools`")
+    result = subprocess.run(
+        [node, str(CRD_VALIDATOR)], input=json.dumps([obj]), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["errors"] == []
+
+
+def test_alert_expressions_use_documented_metrics() -> None:
+    documented = documented_metrics()
+    assert len(documented) >= 10, "could not read the metrics table in docs/metrics.md"
+    for rule in alert_rules():
+        names = metric_names(rule["expr"])
+        assert names, f"{rule['alert']} names no metric"
+        unknown = {base_metric(n, documented) for n in names} - set(documented) - BUILTIN_METRICS
+        assert not unknown, f"{rule['alert']} uses metrics not in docs/metrics.md: {unknown}"
+
+
+def test_dashboards_are_well_formed() -> None:
+    boards = dashboards()
+    assert {"serving-overview.json", "model-lifecycle.json"} <= set(boards)
+    uids = [b["uid"] for b in boards.values()]
+    assert len(uids) == len(set(uids))
+    for name, board in boards.items():
+        defined = {v["name"] for v in board["templating"]["list"]}
+        assert "datasource" in defined, name
+        all_panels = list(panels(board))
+        assert len(all_panels) >= 6, name
+        for panel in all_panels:
+            targets = panel.get("targets") or []
+            assert targets, f"{name}: panel {panel.get('title')!r} has no query"
+            assert panel["datasource"]["uid"] == "${datasource}", f"{name}: {panel.get('title')!r}"
+            for target in targets:
+                assert target.get("expr", "").strip(), f"{name}: {panel.get('title')!r} has an empty query"
+        for query in dashboard_queries(name, board):
+            unknown = variables(query.expr) - defined - set(GRAFANA_VARIABLES)
+            assert not unknown, f"{query.where} uses undefined variables {unknown}"
+
+
+def test_dashboards_cover_serving_and_the_model_lifecycle() -> None:
+    """The panels the issue asks for, found by the metrics they query."""
+    names = {
+        name: {m for q in dashboard_queries(name, board) for m in metric_names(q.expr)}
+        for name, board in dashboards().items()
+    }
+    assert {
+        "flywheel_http_request_duration_seconds_count",
+        "flywheel_http_request_duration_seconds_bucket",
+        "flywheel_batch_size_bucket",
+    } <= names["serving-overview.json"]
+    assert {
+        "flywheel_model_version",
+        "flywheel_model_info",
+        "flywheel_model_reloads_total",
+        "flywheel_model_staleness_seconds",
+        "flywheel_feature_drift_psi",
+        "flywheel_prediction_drift_psi",
+        "flywheel_prediction_value_bucket",
+    } <= names["model-lifecycle.json"]
+
+
+def test_dashboard_queries_use_documented_metrics() -> None:
+    documented = documented_metrics()
+    for name, board in dashboards().items():
+        for query in dashboard_queries(name, board):
+            names = metric_names(query.expr)
+            assert names, f"{query.where} names no flywheel metric"
+            unknown = {base_metric(n, documented) for n in names} - set(documented) - BUILTIN_METRICS
+            assert not unknown, f"{query.where} uses metrics not in docs/metrics.md: {unknown}"
+
+
+def test_dashboard_queries_parse(tmp_path: Path) -> None:
+    """promtool parses each query (Grafana variables substituted) as a recording rule."""
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": substitute(q.expr)}
+        for i, q in enumerate(q for name, b in dashboards().items() for q in dashboard_queries(name, b))
+    ]
+    path = tmp_path / "dashboard_rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_helm_values_select_everything_and_load_dashboards() -> None:
+    values = yaml.safe_load((MONITORING / "kube-prometheus-stack-values.yaml").read_text(encoding="utf-8"))
+    spec = values["prometheus"]["prometheusSpec"]
+    for key in ("serviceMonitorSelectorNilUsesHelmValues", "ruleSelectorNilUsesHelmValues"):
+        assert spec[key] is False, key
+    sidecar = values["grafana"]["sidecar"]["dashboards"]
+    assert sidecar["enabled"] is True
+    assert (sidecar["label"], sidecar["labelValue"]) == ("grafana_dashboard", "1")
