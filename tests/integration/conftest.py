@@ -1,0 +1,113 @@
+"""Fixtures that start real processes on loopback: `flywheel serve` replicas against moto's server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flywheel.settings import TrainerSettings
+from flywheel.storage import s3_client
+from flywheel.trainer import retrain
+from tests.conftest import Stack, free_port
+from tests.helpers import csv_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Replica:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, interval: float = 0.1, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def get_status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+@pytest.fixture
+def start_replica(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
+    """Start `flywheel serve` subprocesses; each is stopped (SIGTERM) at teardown."""
+    started: list[Replica] = []
+
+    def start(bucket: str, endpoint: str | None = None, **env: str) -> Replica:
+        port = free_port()
+        log = tmp_path / f"serve-{port}.log"
+        full_env = {
+            **os.environ,
+            "FLYWHEEL_BUCKET": bucket,
+            "FLYWHEEL_POLL_INTERVAL_SECONDS": "0.3",
+            **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
+            **env,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        replica = Replica(f"http://127.0.0.1:{port}", proc, log)
+        started.append(replica)
+        wait_for(lambda: proc.poll() is not None or get_status(replica.url + "/healthz") == 200, 30, what="healthz")
+        assert proc.poll() is None, replica.output()
+        return replica
+
+    yield start
+    for r in started:
+        if r.proc.poll() is None:
+            r.proc.kill()
+            r.proc.wait()
+
+
+def train(stack: Stack, rows: int = 1500, seed: int = 1, drift: float = 0.0, key: str | None = None) -> int:
+    """Put a batch under data/ and run the trainer; returns the production version."""
+    stack.put(key or f"data/batch-{seed}.csv", csv_bytes(rows, seed=seed, drift=drift))
+    outcome = retrain(TrainerSettings(bucket=stack.bucket), s3_client())
+    assert outcome.production_version is not None, outcome
+    return outcome.production_version
+
+
+@pytest.fixture
+def api_replicas(stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]) -> list[str]:
+    """Two running replicas with model v1 loaded that have served some predictions."""
+    train(stack)
+    replicas = [start_replica(stack.bucket, moto_endpoint) for _ in range(2)]
+    row = {"income": 5000, "expenses": 3000, "age": 40, "dependents": 1, "debt": 1e4, "credit_score": 700,
+           "tenure_years": 3.0, "region": "north"}  # fmt: skip
+    for r in replicas:
+        wait_for(lambda r=r: get_status(r.url + "/readyz") == 200, 30, what="readyz")
+        for i in range(20):
+            body = {"instances": [{**row, "income": 3000 + 100 * i}]}
+            assert httpx.post(r.url + "/v1/predict", json=body, timeout=5).status_code == 200
+        httpx.post(r.url + "/v1/predict", json={"instances": [{**row, "age": 5}]}, timeout=5)  # a 4xx too
+    return [r.url for r in replicas]

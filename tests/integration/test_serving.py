@@ -1,0 +1,320 @@
+"""The prediction API as a real process on loopback, reading moto's S3 server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from flywheel.manifest import load_model
+from flywheel.registry import Registry
+from flywheel.storage import s3_client
+from tests.conftest import Stack, free_port
+from tests.integration.conftest import Replica, get_status, train, wait_for
+
+ROW = {"income": 5000.0, "expenses": 3000.0, "age": 40, "dependents": 1, "debt": 10000.0, "credit_score": 700,
+       "tenure_years": 3.0, "region": "north"}  # fmt: skip
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """Read one sample from /metrics (0 when absent)."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def predict(url: str, instances: list[dict[str, Any]]) -> httpx.Response:
+    return httpx.post(url + "/v1/predict", json={"instances": instances}, timeout=10)
+
+
+def serving_version(url: str) -> int | None:
+    r = httpx.get(url + "/readyz", timeout=2)
+    return r.json().get("model_version") if r.status_code == 200 else None
+
+
+def test_starts_unready_then_ready_after_first_model(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    api = start_replica(stack.bucket, moto_endpoint)
+    assert get_status(api.url + "/healthz") == 200
+    assert get_status(api.url + "/readyz") == 503
+    assert get_status(api.url + "/v2/health/ready") == 503
+    r = predict(api.url, [ROW])
+    assert r.status_code == 503 and "no model" in r.json()["error"]
+    assert metric(api.url, "flywheel_model_ready") == 0
+    train(stack)
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1 loaded")
+    r = predict(api.url, [ROW, {**ROW, "region": "west", "credit_score": None}])
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model_version"] == 1 and body["model"] == "savings" and len(body["predictions"]) == 2
+    assert metric(api.url, "flywheel_model_info", model="savings", version="1") == 1
+    model = httpx.get(api.url + "/v1/model", timeout=5).json()
+    assert model["version"] == 1 and model["manifest"]["data"]["fingerprint"] and model["source"] == "alias"
+
+
+def test_swap_under_load_never_fails_or_mixes(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack, seed=1)
+    api = start_replica(stack.bucket, moto_endpoint)
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    instances = [{**ROW, "income": 2000.0 + 250 * i, "credit_score": 600 + 10 * i} for i in range(6)]
+    results: list[tuple[int, dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                r = client.post(api.url + "/v1/predict", json={"instances": instances})
+                results.append((r.status_code, r.json()))
+
+    workers = [threading.Thread(target=load) for _ in range(6)]
+    for w in workers:
+        w.start()
+    try:
+        wait_for(lambda: len(results) > 50, 20, what="load")
+        train(stack, seed=2, drift=1.0)
+        wait_for(lambda: any(b.get("model_version") == 2 for _, b in results[-20:]), 20, what="v2 served")
+        wait_for(lambda: len(results) > 50 + 200, 30, what="more load")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert {code for code, _ in results} == {200}
+    versions = {b["model_version"] for _, b in results}
+    assert versions == {1, 2}
+    # every response's predictions are exactly what the version it names predicts: no mix inside a batch
+    registry = Registry(s3_client(), stack.bucket, "savings")
+    frame = pd.DataFrame(instances)
+    expected = {}
+    for v in (1, 2):
+        m = registry.manifest(v)
+        expected[v] = load_model(registry.model_bytes(v), m["sha256"]).predict(frame).tolist()
+    assert expected[1] != expected[2]
+    for _, body in results:
+        assert body["predictions"] == pytest.approx(expected[body["model_version"]], rel=1e-9)
+    assert metric(api.url, "flywheel_model_reloads_total", result="success") == 2
+    assert metric(api.url, "flywheel_model_staleness_seconds") == 0
+
+
+def _publish_broken(stack: Stack, kind: str) -> int:
+    """A new version, derived from v1, with one thing wrong; the alias is moved to it."""
+    registry = Registry(s3_client(), stack.bucket, "savings")
+    manifest = registry.manifest(1)
+    model = registry.model_bytes(1)
+    if kind == "sha256":
+        manifest["sha256"] = "0" * 64
+    elif kind == "golden":
+        manifest["golden"]["outputs"]["predictions"][0] += 1.0
+    elif kind == "library":
+        manifest["libraries"]["scikit-learn"] = "0.24.2"
+    elif kind == "corrupt":
+        model = b"not a pickle" + model[:100]
+        manifest["sha256"] = __import__("hashlib").sha256(model).hexdigest()
+    version = registry.publish(model, manifest)
+    if kind == "missing":
+        stack.s3.delete_object(Bucket=stack.bucket, Key=registry.version_key(version, "model.joblib"))
+    registry.move_alias(version, registry.alias(), actor="test", reason=f"broken: {kind}")
+    return version
+
+
+@pytest.mark.parametrize("kind", ["sha256", "golden", "library", "missing", "corrupt"])
+def test_a_bad_version_is_never_served(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica], kind: str
+) -> None:
+    train(stack)
+    api = start_replica(stack.bucket, moto_endpoint)
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    bad = _publish_broken(stack, kind)
+    wait_for(lambda: metric(api.url, "flywheel_model_reloads_total", result="failure") >= 1, 20, what="failure")
+    assert serving_version(api.url) == 1
+    r = predict(api.url, [ROW])
+    assert r.status_code == 200 and r.json()["model_version"] == 1
+    assert f"refusing v{bad}" in api.output()
+    wait_for(lambda: metric(api.url, "flywheel_model_staleness_seconds") > 0, 10, what="staleness")
+    # rolling the alias back to v1 clears staleness
+    registry = Registry(s3_client(), stack.bucket, "savings")
+    registry.move_alias(1, registry.alias(), actor="test", reason="undo")
+    wait_for(lambda: metric(api.url, "flywheel_model_staleness_seconds") == 0, 10, what="fresh again")
+
+
+def test_s3_down_keeps_serving(stack: Stack, start_replica: Callable[..., Replica], tmp_path: Any) -> None:
+    """A private moto server that we kill: the replica stays ready and keeps answering."""
+    port = free_port()
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_for(lambda: get_status(endpoint + "/moto-api/") in (200, 404), 20, what="moto")
+        own = Stack(s3=httpx, sqs=None, bucket=stack.bucket, queue_url="")  # reuse only the name
+        s3 = s3_client(endpoint_url=endpoint)
+        s3.create_bucket(Bucket=own.bucket)
+        s3.put_bucket_versioning(Bucket=own.bucket, VersioningConfiguration={"Status": "Enabled"})
+        from tests.helpers import csv_bytes
+
+        s3.put_object(Bucket=own.bucket, Key="data/a.csv", Body=csv_bytes(800, seed=1))
+        from flywheel.settings import TrainerSettings
+        from flywheel.trainer import retrain
+
+        assert retrain(TrainerSettings(bucket=own.bucket), s3).status == "promoted"
+        api = start_replica(own.bucket, endpoint)
+        wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    finally:
+        moto.kill()
+        moto.wait()
+    for _ in range(10):  # several poll intervals with S3 gone
+        assert get_status(api.url + "/readyz") == 200
+        assert predict(api.url, [ROW]).json()["model_version"] == 1
+        wait_for(lambda: True, 0.1)
+    assert "alias poll failed" in api.output()
+
+
+def test_pinned_version(stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]) -> None:
+    train(stack, seed=1)
+    train(stack, seed=2, drift=1.0)
+    api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_PINNED_VERSION="1")
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="pinned v1")
+    assert httpx.get(api.url + "/v1/model", timeout=5).json()["source"] == "pinned"
+
+
+def test_v2_protocol_round_trip(stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]) -> None:
+    train(stack)
+    api = start_replica(stack.bucket, moto_endpoint)
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    assert httpx.get(api.url + "/v2/health/live").json() == {"live": True}
+    meta = httpx.get(api.url + "/v2/models/savings").json()
+    assert meta["versions"] == ["1"] and {i["name"] for i in meta["inputs"]} == set(ROW)
+    rows = [ROW, {**ROW, "income": 9000.0}]
+    inputs = [
+        {"name": k, "shape": [2], "datatype": "BYTES" if k == "region" else "FP64", "data": [r[k] for r in rows]}
+        for k in ROW
+    ]
+    for path in ("/v2/models/savings/infer", "/v2/models/savings/versions/1/infer"):
+        r = httpx.post(api.url + path, json={"id": "req-7", "inputs": inputs}, timeout=5)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["model_version"] == "1" and out["id"] == "req-7"
+        v1 = predict(api.url, rows).json()["predictions"]
+        assert out["outputs"][0]["data"] == pytest.approx(v1)
+    assert httpx.post(api.url + "/v2/models/savings/versions/9/infer", json={"inputs": inputs}).status_code == 404
+    assert httpx.post(api.url + "/v2/models/other/infer", json={"inputs": inputs}).status_code == 404
+
+
+def test_bad_requests_name_instance_and_field(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack)
+    api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_MAX_INSTANCES="5", FLYWHEEL_MAX_BODY_BYTES="4096")
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    cases: list[tuple[Any, int, dict[str, Any]]] = [
+        ([ROW, {**ROW, "colour": "red"}], 422, {"instance": 1, "field": "colour"}),
+        ([{k: v for k, v in ROW.items() if k != "age"}], 422, {"instance": 0, "field": "age"}),
+        ([ROW, ROW, {**ROW, "income": "lots"}], 422, {"instance": 2, "field": "income"}),
+        ([{**ROW, "age": 130}], 422, {"instance": 0, "field": "age"}),
+        ([{**ROW, "region": "mars"}], 422, {"instance": 0, "field": "region"}),
+        ([{**ROW, "dependents": 1.5}], 422, {"instance": 0, "field": "dependents"}),
+        ([ROW] * 6, 413, {"limit": 5}),
+    ]
+    for instances, status, detail in cases:
+        r = predict(api.url, instances)
+        assert r.status_code == status, (instances, r.text)
+        body = r.json()
+        assert body["error"] and all(body.get(k) == v for k, v in detail.items()), body
+    big = httpx.post(api.url + "/v1/predict", content=b'{"instances": [' + b" " * 5000 + b"]}")
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+    bad = httpx.post(api.url + "/v1/predict", content=b'{"instances": [')
+    assert bad.status_code == 422 and "malformed JSON" in bad.json()["error"]
+    assert httpx.post(api.url + "/v1/predict", json={"rows": []}).status_code == 422
+    # none of that hurt the server
+    assert predict(api.url, [ROW]).status_code == 200
+    text = httpx.get(api.url + "/metrics").text
+    assert 'flywheel_http_request_duration_seconds_count{route="/v1/predict",status="422"}' in text
+    assert 'flywheel_http_request_duration_seconds_count{route="/v1/predict",status="413"}' in text
+
+
+def test_metrics_names_and_labels(api_replicas: list[str]) -> None:
+    url = api_replicas[0]
+    text = httpx.get(url + "/metrics").text
+    for name in [
+        'flywheel_http_request_duration_seconds_bucket{le="0.005",route="/v1/predict",status="200"}',
+        "flywheel_http_requests_in_flight ",
+        'flywheel_predictions_total{version="1"} 20.0',
+        "flywheel_batch_size_count ",
+        'flywheel_model_info{model="savings",version="1"} 1.0',
+        'flywheel_model_version{model="savings"} 1.0',
+        "flywheel_model_ready 1.0",
+        'flywheel_model_reloads_total{result="success"} 1.0',
+        "flywheel_model_reload_duration_seconds_count 1.0",
+        "flywheel_model_staleness_seconds 0.0",
+        "flywheel_prediction_value_count 20.0",
+    ]:
+        assert name in text, name
+    assert "_created" not in text
+
+
+def test_drift_gauges_follow_inputs(stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]) -> None:
+    train(stack)
+    api = start_replica(stack.bucket, moto_endpoint)
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    from flywheel.sampledata import savings
+
+    shifted = savings(300, seed=9, drift=1.0).drop(columns=["monthly_savings"])
+    instances = json.loads(shifted.to_json(orient="records"))
+    assert predict(api.url, instances).status_code == 200
+    assert metric(api.url, "flywheel_feature_drift_psi", feature="income") > 0.25
+    assert metric(api.url, "flywheel_feature_drift_psi", feature="tenure_years") < 0.1
+    assert metric(api.url, "flywheel_prediction_drift_psi") > 0
+
+
+def test_sigterm_drains_in_flight_requests(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack)
+    api = start_replica(stack.bucket, moto_endpoint)
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    big = [{**ROW, "income": 1000.0 + i} for i in range(10_000)]
+    responses: list[httpx.Response] = []
+    t = threading.Thread(target=lambda: responses.append(predict(api.url, big)))
+    t.start()
+    wait_for(lambda: metric(api.url, "flywheel_http_requests_in_flight") >= 2, 10, what="request in flight")
+    # uvicorn drains, then re-raises the signal so the parent sees how it ended
+    assert api.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    assert "Waiting for connections to close" in api.output() or "Shutting down" in api.output()
+    t.join()
+    assert responses[0].status_code == 200 and len(responses[0].json()["predictions"]) == 10_000
+    assert get_status(api.url + "/healthz") == 0  # stopped accepting
+
+
+def test_classifier_returns_probabilities(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel.settings import TrainerSettings
+    from flywheel.trainer import retrain
+    from tests.helpers import csv_bytes
+
+    stack.put("data/churn.csv", csv_bytes(1500, seed=1, dataset="churn"))
+    assert retrain(TrainerSettings(bucket=stack.bucket, schema_ref="churn"), s3_client()).status == "promoted"
+    api = start_replica(stack.bucket, moto_endpoint)
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    row = {"tenure_months": 3, "monthly_charges": 90.0, "support_calls": 4, "contract": "monthly",
+           "payment_method": None}  # fmt: skip
+    body = predict(api.url, [row]).json()
+    assert body["predictions"][0] in {"yes", "no"}
+    assert set(body["probabilities"][0]) == {"no", "yes"}
+    assert sum(body["probabilities"][0].values()) == pytest.approx(1.0)
+    assert metric(api.url, "flywheel_predicted_class_total", **{"class": body["predictions"][0]}) == 1
