@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from aws_cdk import CfnResource, Duration
 from aws_cdk import aws_eks_v2 as eks
@@ -27,16 +27,17 @@ class ClusterMonitoring(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        cluster: eks.ICluster,
+        cluster: eks.Cluster,
         chart_version: str,
         values: dict[str, Any],
         dashboards: list[Dashboard],
     ) -> None:
         super().__init__(scope, construct_id)
+        target = cast(eks.ICluster, cluster)  # jsii's Cluster satisfies ICluster; mypy cannot tell
         self.chart = eks.HelmChart(
             self,
             "Chart",
-            cluster=cluster,
+            cluster=target,
             chart=CHART,
             repository=CHART_REPOSITORY,
             version=chart_version,
@@ -57,7 +58,7 @@ class ClusterMonitoring(Construct):
             config_map = eks.KubernetesManifest(
                 self,
                 f"Dashboard-{dashboard.name}",
-                cluster=cluster,
+                cluster=target,
                 manifest=[
                     {
                         "apiVersion": "v1",

@@ -39,7 +39,9 @@ FINDINGS: tuple[Finding, ...] = (
         "Resource '*': X-Ray has no resource-level permissions (a test asserts nothing else does).",
     ),
     *(
-        Finding("Trainer/Role/DefaultPolicy", f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]", _PREFIX_GRANT)
+        Finding(
+            "Trainer/Role/DefaultPolicy", f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]", _PREFIX_GRANT
+        )
         for p in ("data", "quarantine", "models")
     ),
     # Serving pods (Pod Identity role)
@@ -65,7 +67,9 @@ FINDINGS: tuple[Finding, ...] = (
     ),
     # kubectl provider (aws-cdk-lib internals)
     *(
-        Finding("Serving/Cluster/KubectlProvider/Handler/ServiceRole", f"AwsSolutions-IAM4[Policy::{policy}]", _CDK_KUBECTL)
+        Finding(
+            "Serving/Cluster/KubectlProvider/Handler/ServiceRole", f"AwsSolutions-IAM4[Policy::{policy}]", _CDK_KUBECTL
+        )
         for policy in (
             f"{_PARTITION}/service-role/AWSLambdaBasicExecutionRole",
             f"{_PARTITION}/service-role/AWSLambdaVPCAccessExecutionRole",

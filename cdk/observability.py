@@ -101,8 +101,9 @@ class Observability(Construct):
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
 
+        self.dashboard_name = f"{Stack.of(self).stack_name}-trainer"
         self.dashboard = cw.Dashboard(
-            self, "Dashboard", dashboard_name=f"{Stack.of(self).stack_name}-trainer", default_interval=Duration.days(1)
+            self, "Dashboard", dashboard_name=self.dashboard_name, default_interval=Duration.days(1)
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(

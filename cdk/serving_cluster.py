@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
@@ -100,9 +101,7 @@ class ServingCluster(Construct):
             description="Flywheel API/UI pods: read-only access to the model registry",
         )
         self.app_role.assume_role_policy.add_statements(  # type: ignore[union-attr]
-            iam.PolicyStatement(
-                actions=["sts:TagSession"], principals=[iam.ServicePrincipal("pods.eks.amazonaws.com")]
-            )
+            iam.PolicyStatement(actions=["sts:TagSession"], principals=[iam.ServicePrincipal("pods.eks.amazonaws.com")])
         )
         agent = self.cluster.eks_pod_identity_agent
         self.pod_identity = eks.CfnPodIdentityAssociation(
@@ -128,7 +127,7 @@ class ServingCluster(Construct):
         value = eks.KubernetesObjectValue(
             self,
             construct_id,
-            cluster=self.cluster,
+            cluster=cast(eks.ICluster, self.cluster),  # jsii's Cluster satisfies ICluster; mypy cannot tell
             object_type="service",
             object_name=service,
             object_namespace=APP_NAMESPACE,

@@ -171,7 +171,7 @@ class FlywheelStack(Stack):
                         ".console.aws.amazon.com/cloudwatch/home?region=",
                         Aws.REGION,
                         "#dashboards/dashboard/",
-                        observability.dashboard.dashboard_name,
+                        observability.dashboard_name,
                     ],
                 ),
                 "CloudWatch dashboard of the trainer",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Size
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -42,6 +42,9 @@ ASSET_EXCLUDES = [
     "*.egg-info",
     "build",
     "dist",
+    # The repository's .dockerignore (read too) leaves Dockerfiles out of the context; the staged copy that
+    # `cdk deploy` builds from must still contain this one.
+    f"!{DOCKERFILE}",
 ]
 
 
@@ -65,9 +68,7 @@ class Trainer(Construct):
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
-        )
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         # An own role instead of AWSLambdaBasicExecutionRole: logs go to this log group only (no CreateLogGroup
         # on "*"); S3 access is granted in the Stack.
         self.role = iam.Role(
@@ -83,6 +84,7 @@ class Trainer(Construct):
             file=DOCKERFILE,
             platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=ASSET_EXCLUDES,
+            ignore_mode=IgnoreMode.DOCKER,  # read .dockerignore with Docker's rules, not as globs
         )
         self.function = lambda_.DockerImageFunction(
             self,

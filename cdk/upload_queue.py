@@ -13,7 +13,9 @@ MAX_RECEIVE_COUNT = 5
 class UploadQueue(Construct):
     """Encrypted (SSE-SQS), TLS-only queue whose visibility timeout outlasts a trainer run."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, consumer_timeout: Duration, batch_window: Duration) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, consumer_timeout: Duration, batch_window: Duration
+    ) -> None:
         super().__init__(scope, construct_id)
         # Never redeliver a message while a trainer may still hold it: the whole run (timeout) plus the
         # batching window, doubled for cold start and S3 latency. AWS's 6x advice guards against throttled

@@ -1,0 +1,80 @@
+"""Shared helpers of the CDK tests (a module of its own: `conftest` is not importable by name)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CDK_CLI = REPO_ROOT / ".tools" / "node_modules" / ".bin" / "cdk"
+STACK_NAME = "Flywheel-dev"
+
+# jsii runs on the machine's Node 20 and warns loudly about its end of life; the warning is not a test result.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+if str(REPO_ROOT) not in sys.path:  # `import cdk` is the CDK app package at the repository root
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+@dataclass
+class Synth:
+    """A synthesized cloud assembly: its directory and the stack template as a dict."""
+
+    outdir: Path
+    template: dict[str, Any]
+
+    def resources(self, type_: str) -> dict[str, dict[str, Any]]:
+        """Logical id -> resource, for every resource of `type_`."""
+        return {k: v for k, v in self.template["Resources"].items() if v["Type"] == type_}
+
+
+@dataclass
+class InProcessSynth(Synth):
+    """The in-process synth keeps the stack object too."""
+
+    stack: Any
+
+
+@dataclass
+class CliSynth(Synth):
+    """What `cdk synth` printed, and what tried to run docker."""
+
+    output: str
+    docker_calls: list[str]
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """The context (settings and feature flags) the CLI passes from cdk.json, for apps built in-process."""
+    return dict(json.loads((REPO_ROOT / "cdk.json").read_text())["context"])
+
+
+def only(resources: dict[str, dict[str, Any]], prefix: str) -> tuple[str, dict[str, Any]]:
+    """The one resource whose logical id starts with `prefix`."""
+    found = [(k, v) for k, v in resources.items() if k.startswith(prefix)]
+    assert len(found) == 1, f"{prefix}: {[k for k, _ in found]}"
+    return found[0]
+
+
+def joined(value: Any) -> str:
+    """A Fn::Join rendered with its tokens as JSON (enough to search a dashboard body or a URL)."""
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(p if isinstance(p, str) else json.dumps(p) for p in parts)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def offline_env(tmp: Path) -> dict[str, str]:
+    """An environment with no AWS credentials, no config, no metadata service, no telemetry or update checks."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_"))}
+    env.update(
+        AWS_CONFIG_FILE=str(tmp / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+        CDK_DISABLE_CLI_TELEMETRY="true",
+        CDK_DISABLE_VERSION_CHECK="true",
+        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
+    )
+    return env
