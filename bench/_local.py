@@ -1,0 +1,78 @@
+"""Bench helpers: a moto server, a trained registry and subprocesses on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60, ok: Callable[[int], bool] = lambda c: c == 200) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback only
+                if ok(r.status):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def fake_aws_env(endpoint: str) -> None:
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_http(endpoint + "/moto-api/", ok=lambda c: c < 500)
+    fake_aws_env(endpoint)
+    return proc, endpoint
+
+
+def make_bucket(s3: object, bucket: str) -> None:
+    s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    s3.put_bucket_versioning(  # type: ignore[attr-defined]
+        Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+
+
+def start_api(bucket: str, port: int, **env: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, "FLYWHEEL_BUCKET": bucket, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/readyz")
+    return proc

@@ -1,0 +1,176 @@
+"""Serving benchmark: Flywheel's API vs a naive FastAPI endpoint vs raw predict, with wrk on loopback.
+
+    python bench/serve.py            # throughput/latency at c=1, 16, 64 and 1,000-row batches
+    python bench/serve.py --swaps    # also: move the alias every few seconds under load
+
+Prints req/s, rows/s, p50, p99 and errors. Needs wrk (Debian package `wrk`). Never pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._local import ROOT, free_port, make_bucket, start_api, start_moto, wait_http  # noqa: E402
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same thread budget for every contender
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("{body}"):read("*a")
+"""
+
+
+def wrk(url: str, body_file: str, conns: int, seconds: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(LUA.format(body=body_file))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(f.name)
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "errors": errors, "requests": total}
+
+
+def raw_predict(model_path: str, one: dict[str, object], rows: list[dict[str, object]]) -> None:
+    import joblib
+    import pandas as pd
+
+    model = joblib.load(model_path)
+    for label, records, n in (("1 row", [one], 2000), ("1,000 rows", rows, 50)):
+        frame = pd.DataFrame.from_records(records)
+        model.predict(frame)
+        t = time.perf_counter()
+        for _ in range(n):
+            model.predict(pd.DataFrame.from_records(records))
+        per = (time.perf_counter() - t) / n
+        print(f"raw predict {label:>10}: {per * 1000:8.3f} ms/call  {len(records) / per:12,.0f} rows/s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
+    parser.add_argument("--swaps", action="store_true", help="also run the alias-swap mode")
+    parser.add_argument("--swap-every", type=float, default=3.0)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    from flywheel.registry import Registry
+    from flywheel.sampledata import savings
+    from flywheel.settings import TrainerSettings
+    from flywheel.storage import s3_client
+    from flywheel.trainer import retrain
+
+    moto, _ = start_moto()
+    procs: list[subprocess.Popen[bytes]] = [moto]
+    tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
+    try:
+        s3, bucket = s3_client(), "flywheel-bench"
+        make_bucket(s3, bucket)
+        s3.put_object(Bucket=bucket, Key="data/a.csv", Body=savings(20_000, seed=1).to_csv(index=False).encode())
+        retrain(TrainerSettings(bucket=bucket), s3)
+        s3.put_object(Bucket=bucket, Key="data/b.csv", Body=savings(20_000, seed=2, drift=1).to_csv(index=False).encode())
+        retrain(TrainerSettings(bucket=bucket), s3)
+        registry = Registry(s3, bucket, "savings")
+        model_path = tmp / "model.joblib"
+        model_path.write_bytes(registry.model_bytes(2))
+        print(f"model: v2 {registry.manifest(2)['estimator']}, {model_path.stat().st_size:,} bytes")
+
+        frame = savings(1000, seed=5).drop(columns=["monthly_savings"])
+        rows = json.loads(frame.to_json(orient="records"))
+        one_body, batch_body = tmp / "one.json", tmp / "batch.json"
+        one_body.write_text(json.dumps({"instances": rows[:1]}))
+        batch_body.write_text(json.dumps({"instances": rows}))
+
+        api_port, naive_port = free_port(), free_port()
+        procs.append(start_api(bucket, api_port, FLYWHEEL_POLL_INTERVAL_SECONDS="1"))
+        naive = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.naive_app:app", "--host", "127.0.0.1", "--port", str(naive_port),
+             "--log-level", "warning", "--no-access-log"],  # fmt: skip
+            cwd=ROOT,
+            env={**os.environ, "NAIVE_MODEL_PATH": str(model_path)},
+        )
+        procs.append(naive)
+        wait_http(f"http://127.0.0.1:{naive_port}/docs")
+        targets = {
+            "flywheel": f"http://127.0.0.1:{api_port}/v1/predict",
+            "naive": f"http://127.0.0.1:{naive_port}/predict",
+        }
+        raw_predict(str(model_path), rows[0], rows)
+        print(f"\n{'server':9} {'load':>16} {'req/s':>9} {'rows/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+        results: dict[tuple[str, str], dict[str, float]] = {}
+        for label, body, conns, per in (
+            ("1 row, c=1", one_body, 1, 1),
+            ("1 row, c=16", one_body, 16, 1),
+            ("1 row, c=64", one_body, 64, 1),
+            ("1000 rows, c=4", batch_body, 4, 1000),
+        ):
+            for name, url in targets.items():
+                wrk(url, str(body), conns, 2)  # warm-up
+                r = wrk(url, str(body), conns, args.seconds)
+                results[(name, label)] = r
+                print(f"{name:9} {label:>16} {r['rps']:9.0f} {r['rps'] * per:10.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
+                      f"{r['errors']:6.0f}")  # fmt: skip
+        f64, n64 = results[("flywheel", "1 row, c=64")], results[("naive", "1 row, c=64")]
+        f1, n1 = results[("flywheel", "1 row, c=1")], results[("naive", "1 row, c=1")]
+        print(f"\nc=64: flywheel/naive = {f64['rps'] / n64['rps']:.1f}x (target >= 3x), p99 {f64['p99']:.1f} ms "
+              f"(target <= 30)")  # fmt: skip
+        print(f"c=1: p50 flywheel - naive = {f1['p50'] - n1['p50']:+.2f} ms (target <= +0.5)")
+
+        if args.swaps:
+            stop = threading.Event()
+            moves = [0]
+
+            def swapper() -> None:
+                while not stop.wait(args.swap_every):
+                    alias = registry.alias()
+                    assert alias is not None
+                    registry.move_alias(1 if alias.version == 2 else 2, alias, actor="bench", reason="swap")
+                    moves[0] += 1
+
+            t = threading.Thread(target=swapper)
+            t.start()
+            r = wrk(targets["flywheel"], str(one_body), 16, max(args.seconds * 3, 30))
+            stop.set()
+            t.join()
+            print(f"\nswaps: {moves[0]} alias moves (every {args.swap_every}s) during {r['requests']:.0f} requests "
+                  f"at c=16: failed {r['errors']:.0f}, p99 {r['p99']:.2f} ms, {r['rps']:.0f} req/s")  # fmt: skip
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
