@@ -24,7 +24,7 @@ def wait_http(url: str, timeout: float = 60, ok: Callable[[int], bool] = lambda 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if ok(r.status):
                     return
         except OSError:
@@ -67,8 +67,18 @@ def make_bucket(s3: object, bucket: str) -> None:
 
 def start_api(bucket: str, port: int, **env: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flywheel.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         cwd=ROOT,
         env={**os.environ, "FLYWHEEL_BUCKET": bucket, **env},
         stdout=subprocess.DEVNULL,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._local import ROOT, free_port, make_bucket, start_api, start_moto, wait_http  # noqa: E402
+from bench._local import ROOT, free_port, make_bucket, start_api, start_moto, wait_http
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same thread budget for every contender
 
@@ -97,7 +97,9 @@ def main() -> int:
         make_bucket(s3, bucket)
         s3.put_object(Bucket=bucket, Key="data/a.csv", Body=savings(20_000, seed=1).to_csv(index=False).encode())
         retrain(TrainerSettings(bucket=bucket), s3)
-        s3.put_object(Bucket=bucket, Key="data/b.csv", Body=savings(20_000, seed=2, drift=1).to_csv(index=False).encode())
+        s3.put_object(
+            Bucket=bucket, Key="data/b.csv", Body=savings(20_000, seed=2, drift=1).to_csv(index=False).encode()
+        )
         retrain(TrainerSettings(bucket=bucket), s3)
         registry = Registry(s3, bucket, "savings")
         model_path = tmp / "model.joblib"
@@ -113,8 +115,19 @@ def main() -> int:
         api_port, naive_port = free_port(), free_port()
         procs.append(start_api(bucket, api_port, FLYWHEEL_POLL_INTERVAL_SECONDS="1"))
         naive = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.naive_app:app", "--host", "127.0.0.1", "--port", str(naive_port),
-             "--log-level", "warning", "--no-access-log"],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.naive_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(naive_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
             cwd=ROOT,
             env={**os.environ, "NAIVE_MODEL_PATH": str(model_path)},
         )
