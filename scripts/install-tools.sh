@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# actionlint runs ShellCheck over the workflows' `run:` scripts when it is installed (tests/ci).
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -28,3 +30,19 @@ if [[ "$installed_cdk" != "$CDK_CLI_VERSION" ]]; then
     echo "missing tool: npm (needed for the AWS CDK CLI in .tools/)" >&2
   fi
 fi
+
+# Schemas of the prometheus-operator custom resources (ServiceMonitor, PrometheusRule) for tests/k8s and
+# tests/monitoring: an npm package pinned by tests/k8s/crd/package-lock.json, installed beside it.
+crd=tests/k8s/crd
+if [[ ! -f $crd/node_modules/.package-lock.json || $crd/package-lock.json -nt $crd/node_modules/.package-lock.json ]]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "installing the prometheus-operator schemas into $crd/node_modules"
+    npm ci --prefix "$crd" --no-fund --no-audit --loglevel=error >/dev/null
+  else
+    echo "missing tool: npm (needed for the schemas in $crd)" >&2
+  fi
+fi
+
+# kubectl (with its built-in kustomize v5) renders k8s/ in the tests and at synth. Debian's
+# kubernetes-client is far too old for that, so it is not installed from here.
+command -v kubectl >/dev/null 2>&1 || echo "missing tool: kubectl >= 1.27 (renders k8s/ with kustomize v5)" >&2

@@ -11,6 +11,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ from tests.monitoring.promql import (
     substitute,
 )
 
+REPO = Path(__file__).resolve().parents[2]
+SMOKE_TEST = REPO / "scripts" / "smoke_test.py"
 JOB = "flywheel-api"
 SCRAPE_INTERVAL_S = 1
 MIN_SCRAPES = 5
@@ -111,7 +114,7 @@ def sample_instances(rows: int, seed: int) -> list[dict[str, Any]]:
     """Valid request rows for the fixture's model (the savings schema), from the demo data generator."""
     schema = load_schema("savings")
     frame = GENERATORS["savings"](rows, seed=seed)[schema.feature_names]
-    return json.loads(frame.to_json(orient="records"))  # type: ignore[no-any-return]
+    return json.loads(frame.to_json(orient="records"))
 
 
 @pytest.fixture
@@ -245,6 +248,18 @@ def selector_problems(prom: Prometheus, query: Query, exported: Exported) -> lis
 def test_dashboards_and_alerts_evaluate_against_live_replicas(prometheus: Prometheus, api_replicas: list[str]) -> None:
     exported = exported_metrics(api_replicas)
     problems: list[str] = []
+
+    # The deploy workflow's smoke test, against a real replica (here rather than in a test of its own:
+    # the replicas' fixture trains a model, which is most of this test's time).
+    smoke = subprocess.run(
+        [sys.executable, str(SMOKE_TEST), "--api", api_replicas[0], "--timeout", "10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if smoke.returncode != 0:
+        problems.append(f"scripts/smoke_test.py failed: {smoke.stdout}{smoke.stderr}")
 
     rules = {r["name"]: r for r in prometheus.rules() if r.get("type") == "alerting"}
     assert set(rules) == {r["alert"] for r in alert_rules()}, "Prometheus did not load every alert"

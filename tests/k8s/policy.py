@@ -73,7 +73,7 @@ def _port_exists(port: str | int, names: set[str], numbers: set[int]) -> bool:
 def _probe_port(probe: Obj) -> str | int | None:
     for kind in ("httpGet", "tcpSocket", "grpc"):
         if kind in probe:
-            return probe[kind].get("port")  # type: ignore[no-any-return]
+            return probe[kind].get("port")
     return None
 
 

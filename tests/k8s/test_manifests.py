@@ -62,7 +62,7 @@ def find(objects: list[Obj], kind: str, name: str) -> Obj:
 
 
 def container(objects: list[Obj], deployment: str) -> Obj:
-    return pod_spec(find(objects, "Deployment", deployment))["containers"][0]  # type: ignore[no-any-return]
+    return pod_spec(find(objects, "Deployment", deployment))["containers"][0]
 
 
 def is_custom(obj: Obj) -> bool:
