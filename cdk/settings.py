@@ -103,7 +103,11 @@ class DeploySettings:
             ),
             ("node_instance_types", len(self.node_instance_types) > 0, "at least one instance type"),
             ("node_min_size", 0 <= self.node_min_size <= self.node_desired_size, "0 <= min <= desired"),
-            ("node_max_size", 1 <= self.node_desired_size <= self.node_max_size, "1 <= desired <= max"),
+            (
+                "node_max_size",
+                self.node_desired_size <= self.node_max_size and self.node_max_size >= 1,
+                "desired <= max, max >= 1",
+            ),
             ("node_disk_size_gib", 20 <= self.node_disk_size_gib <= 1000, "20..1000"),
             ("nat_gateways", 1 <= self.nat_gateways <= 2, "1 or 2 (the VPC spans two AZs)"),
             ("image_tag", _matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", self.image_tag), "an image tag"),

@@ -1,0 +1,100 @@
+"""Rendering and substitution of the eks overlay, and the monitoring/ loaders, on small inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cdk.manifests import (
+    APP_IMAGE_PLACEHOLDER,
+    BUCKET_PLACEHOLDER,
+    REGION_PLACEHOLDER,
+    ManifestError,
+    render_overlay,
+    require_objects,
+    substitute,
+)
+from cdk.monitoring_assets import MonitoringConfigError, chart_values, dashboards
+
+DOCS = [
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flywheel"}},
+    {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "flywheel-config", "namespace": "flywheel"},
+        "data": {"FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER, "AWS_REGION": REGION_PLACEHOLDER, "OTHER": "kept"},
+    },
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "flywheel"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "initContainers": [{"name": "init", "image": APP_IMAGE_PLACEHOLDER}],
+                    "containers": [{"name": "api", "image": APP_IMAGE_PLACEHOLDER}, {"name": "x", "image": "busybox"}],
+                }
+            }
+        },
+    },
+]
+
+
+def test_substitute_fills_every_placeholder_and_nothing_else():
+    out = substitute(DOCS, image="repo/app:abc", bucket="my-bucket", region="eu-west-1")
+    assert out[1]["data"] == {"FLYWHEEL_BUCKET": "my-bucket", "AWS_REGION": "eu-west-1", "OTHER": "kept"}
+    pod = out[2]["spec"]["template"]["spec"]
+    assert [c["image"] for c in pod["initContainers"] + pod["containers"]] == [
+        "repo/app:abc",
+        "repo/app:abc",
+        "busybox",
+    ]
+    assert DOCS[1]["data"]["FLYWHEEL_BUCKET"] == BUCKET_PLACEHOLDER  # the input is not modified
+
+
+def test_substitute_fails_when_the_overlay_drops_a_placeholder():
+    without_region = [DOCS[0], {**DOCS[1], "data": {"FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER}}, DOCS[2]]
+    with pytest.raises(ManifestError, match=REGION_PLACEHOLDER):
+        substitute(without_region, image="i", bucket="b", region="r")
+
+
+def test_require_objects_names_what_is_missing():
+    with pytest.raises(ManifestError, match="ServiceAccount/flywheel-app"):
+        require_objects(DOCS)
+
+
+def test_render_overlay_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kubectl: str):
+    with pytest.raises(ManifestError, match="no kustomization"):
+        render_overlay(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    with pytest.raises(ManifestError, match=r"kubectl kustomize .* failed"):
+        render_overlay(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ManifestError, match="kubectl is needed"):
+        render_overlay(tmp_path)
+
+
+def test_chart_values_add_the_rule_groups(tmp_path: Path):
+    (tmp_path / "prometheus").mkdir()
+    (tmp_path / "kube-prometheus-stack-values.yaml").write_text("grafana:\n  adminPassword: null\n")
+    groups = [{"name": "g", "rules": [{"alert": "A", "expr": "1"}]}]
+    (tmp_path / "prometheus" / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    values = chart_values(tmp_path)
+    assert values == {
+        "grafana": {"adminPassword": None},
+        "additionalPrometheusRulesMap": {"flywheel": {"groups": groups}},
+    }
+
+
+def test_dashboards_must_exist_and_be_json(tmp_path: Path):
+    with pytest.raises(MonitoringConfigError, match="no Grafana dashboards"):
+        dashboards(tmp_path)
+    folder = tmp_path / "grafana" / "dashboards"
+    folder.mkdir(parents=True)
+    (folder / "Serving Overview.json").write_text('{"title": "x"}')
+    assert [d.name for d in dashboards(tmp_path)] == ["serving-overview"]
+    (folder / "broken.json").write_text("{")
+    with pytest.raises(MonitoringConfigError, match=r"broken\.json"):
+        dashboards(tmp_path)

@@ -1,0 +1,80 @@
+"""Deployment settings from CDK context: defaults, parsing of `-c key=value` strings, loud failures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from cdk_fixtures import REPO_ROOT
+
+from cdk.settings import DeploySettings, SettingsError, context_key
+
+
+def test_defaults_are_valid():
+    settings = DeploySettings()
+    settings.validate()
+    assert settings.kubernetes_version == "1.35"
+    assert not settings.is_prod
+
+
+def test_command_line_strings_are_parsed():
+    settings = DeploySettings.from_mapping(
+        {
+            "env_name": "prod",
+            "node_instance_types": "m6i.large, m5.large",
+            "node_max_size": "6",
+            "retain_data": "false",
+            "trainer_reserved_concurrency": "3",
+            "cluster_endpoint_cidrs": '["203.0.113.0/24"]',
+            "alarm_email": "ops@example.com",
+        }
+    )
+    assert settings.is_prod
+    assert settings.node_instance_types == ("m6i.large", "m5.large")
+    assert settings.node_max_size == 6
+    assert settings.retain_data is False
+    assert settings.trainer_reserved_concurrency == 3
+    assert settings.cluster_endpoint_cidrs == ("203.0.113.0/24",)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("kubernetes_version", "1.29", "kubernetesVersion"),
+        ("trainer_memory_mib", "lots", "trainerMemoryMib"),
+        ("trainer_batch_window_seconds", 301, "trainerBatchWindowSeconds"),
+        ("trainer_lock_ttl_seconds", 900, "trainerLockTtlSeconds"),
+        ("trainer_max_concurrency", 1, "trainerMaxConcurrency"),
+        ("node_min_size", 3, "nodeMinSize"),
+        ("retain_data", "maybe", "retainData"),
+        ("alarm_email", "not-an-address", "alarmEmail"),
+        ("log_retention_days", 10, "logRetentionDays"),
+        ("kube_prometheus_stack_version", "latest", "kubePrometheusStackVersion"),
+        ("image_tag", "bad tag", "imageTag"),
+    ],
+)
+def test_bad_values_name_the_context_key(key: str, value: object, message: str):
+    with pytest.raises(SettingsError, match=message):
+        DeploySettings.from_mapping({key: value})
+
+
+def test_batches_over_ten_need_a_batching_window():
+    with pytest.raises(SettingsError, match="trainerBatchSize"):
+        DeploySettings.from_mapping({"trainer_batch_window_seconds": 0, "trainer_batch_size": 100})
+    assert DeploySettings.from_mapping({"trainer_batch_window_seconds": 0, "trainer_batch_size": 10})
+
+
+def test_node_group_can_scale_to_zero():
+    settings = DeploySettings.from_mapping({"node_min_size": "0", "node_desired_size": "0"})
+    assert (settings.node_min_size, settings.node_desired_size, settings.node_max_size) == (0, 0, 4)
+
+
+def test_unknown_keys_fail():
+    with pytest.raises(SettingsError, match="unknown"):
+        DeploySettings.from_mapping({"node_count": 3})
+
+
+def test_every_setting_is_documented():
+    doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    for field in dataclasses.fields(DeploySettings):
+        assert f"`{context_key(field.name)}`" in doc, f"{context_key(field.name)} missing from docs/deploy.md"

@@ -1,0 +1,84 @@
+"""A production-like deployment from context strings (as `cdk deploy -c key=value` passes them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App
+from aws_cdk.assertions import Match, Template
+from cdk_fixtures import InProcessSynth, cdk_json_context, joined, only
+
+from cdk.app import build_app
+
+ADMIN_ROLE = "arn:aws:iam::123456789012:role/flywheel-admins"
+CONTEXT = {
+    "envName": "prod",
+    "kubernetesVersion": "1.36",
+    "nodeInstanceTypes": "m6i.large,m5.large",
+    "clusterEndpointCidrs": "203.0.113.0/24",
+    "adminRoleArn": ADMIN_ROLE,
+    "alarmEmail": "ops@example.com",
+    "retainData": "false",
+    "trainerReservedConcurrency": "2",
+    "imageTag": "3f2c1ab",
+}
+
+
+@pytest.fixture(scope="module")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> InProcessSynth:
+    outdir: Path = tmp_path_factory.mktemp("cdk-prod")
+    app, stack = build_app(App(outdir=str(outdir), context={**cdk_json_context(), **CONTEXT}))
+    app.synth()  # cdk-nag must pass for these options too
+    template = json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
+    return InProcessSynth(outdir=outdir, template=template, stack=stack)
+
+
+def test_stack_name_and_log_level_follow_the_environment(prod: InProcessSynth):
+    assert prod.stack.stack_name == "Flywheel-prod"
+    _, function = only(prod.resources("AWS::Lambda::Function"), "TrainerFunction")
+    assert function["Properties"]["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == "INFO"
+    assert function["Properties"]["ReservedConcurrentExecutions"] == 2
+
+
+def test_alarm_email_subscribes_to_the_topic(prod: InProcessSynth):
+    Template.from_json(prod.template).has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"}
+    )
+
+
+def test_retain_data_false_lets_cdk_destroy_remove_bucket_and_images(prod: InProcessSynth):
+    _, bucket = only(prod.resources("AWS::S3::Bucket"), "DataBucket")
+    assert bucket["DeletionPolicy"] == "Delete"
+    assert prod.resources("Custom::S3AutoDeleteObjects")
+    _, repo = only(prod.resources("AWS::ECR::Repository"), "AppImages")
+    assert repo["DeletionPolicy"] == "Delete"
+    assert repo["Properties"]["EmptyOnDelete"] is True
+
+
+def test_cluster_version_endpoint_cidrs_admin_access_and_nodes(prod: InProcessSynth):
+    template = Template.from_json(prod.template)
+    template.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {
+            "Version": "1.36",
+            "ResourcesVpcConfig": Match.object_like(
+                {"EndpointPublicAccess": True, "EndpointPrivateAccess": True, "PublicAccessCidrs": ["203.0.113.0/24"]}
+            ),
+        },
+    )
+    entries = [e["Properties"] for e in prod.resources("AWS::EKS::AccessEntry").values()]
+    admin = [e for e in entries if e["PrincipalArn"] == ADMIN_ROLE]
+    assert len(admin) == 1
+    (policy,) = admin[0]["AccessPolicies"]
+    assert policy["AccessScope"] == {"Type": "cluster"}
+    assert joined(policy["PolicyArn"]).endswith(":eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy")
+    template.has_resource_properties("AWS::EKS::Nodegroup", {"InstanceTypes": ["m6i.large", "m5.large"]})
+
+
+def test_image_tag_reaches_the_pods(prod: InProcessSynth):
+    _, app = only(prod.resources("Custom::AWSCDK-EKS-KubernetesResource"), "ServingClustermanifestApp")
+    manifest: Any = app["Properties"]["Manifest"]
+    assert joined(manifest).count(':3f2c1ab"') >= 2
