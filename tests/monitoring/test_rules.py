@@ -207,3 +207,21 @@ def test_helm_values_select_everything_and_load_dashboards() -> None:
     sidecar = values["grafana"]["sidecar"]["dashboards"]
     assert sidecar["enabled"] is True
     assert (sidecar["label"], sidecar["labelValue"]) == ("grafana_dashboard", "1")
+
+
+def test_dashboard_config_maps_for_local_clusters_cover_every_dashboard() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(MONITORING)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    maps = [d for d in yaml.safe_load_all(result.stdout) if d]
+    shipped = {}
+    for cm in maps:
+        assert cm["metadata"]["labels"] == {"grafana_dashboard": "1"}
+        assert cm["metadata"]["name"].startswith("grafana-dashboard-")
+        shipped.update(cm["data"])
+    assert shipped.keys() == dashboards().keys()
+    assert all(json.loads(text) == dashboards()[name] for name, text in shipped.items())
