@@ -34,6 +34,8 @@ def _aws_env() -> Iterator[None]:
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_SERVICE_NAME": "flywheel-trainer",
         "POWERTOOLS_METRICS_NAMESPACE": "Flywheel",
+        # tests run beside other processes: OpenMP over every core under contention is ~40x slower
+        "FLYWHEEL_TRAIN_THREADS": "1",
     }.items():
         mp.setenv(k, v)
     for k in ("AWS_PROFILE", "FLYWHEEL_BUCKET", "FLYWHEEL_SCHEMA", "FLYWHEEL_MODEL_NAME"):

@@ -1,0 +1,52 @@
+"""State that survives a restart: the embedded S3 is mirrored to a folder and restored at start.
+
+moto keeps everything in memory, so `flywheel up` syncs the bucket's current objects to
+`<state-dir>/s3/<bucket>/` every few seconds and at shutdown, and puts them back before it wires the
+notification (so a restore never triggers a retrain). Noncurrent versions are not kept locally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("flywheel.up")
+
+
+class Mirror:
+    def __init__(self, s3: Any, bucket: str, root: Path) -> None:
+        self.s3, self.bucket = s3, bucket
+        self.dir = root / "s3" / bucket
+        self.index_path = root / "s3" / f"{bucket}.index.json"
+        self.index: dict[str, str] = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+
+    def restore(self) -> int:
+        """Upload every mirrored object (data first, then models, alias last); returns the count."""
+        # a trainer lock from a run that was killed must not come back
+        keys = [k for k in self.index if not k.endswith("/lock.json")]
+        keys.sort(key=lambda k: (k.endswith("aliases/production.json"), k))
+        for key in keys:
+            path = self.dir / key
+            if path.is_file():
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+        if keys:
+            self.sync()  # new ETags are what the next sync compares against
+        return len(keys)
+
+    def sync(self) -> None:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+        live = {o["Key"]: o["ETag"] for p in pages for o in p.get("Contents", [])}
+        for key, etag in live.items():
+            if self.index.get(key) != etag:
+                path = self.dir / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        for key in set(self.index) - set(live):
+            (self.dir / key).unlink(missing_ok=True)
+        self.index = live
+        self.index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(live, indent=0))
+        tmp.replace(self.index_path)

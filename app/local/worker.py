@@ -1,0 +1,98 @@
+"""The local stand-in for Lambda's SQS poller: long-poll, debounce, call the trainer handler, delete.
+
+Failed messages (batchItemFailures or a crash) are not deleted: they come back after the visibility
+timeout and, after the queue's maxReceiveCount, land in the dead-letter queue, as on AWS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("flywheel.worker")
+
+
+@dataclass
+class LocalContext:
+    """What the Lambda runtime would hand the handler."""
+
+    function_name: str = "flywheel-trainer-local"
+    memory_limit_in_mb: int = 0
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:flywheel-trainer-local"
+    aws_request_id: str = ""
+
+
+def _receive(sqs: Any, queue_url: str, wait: int) -> list[dict[str, Any]]:
+    got = sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait, AttributeNames=["ApproximateReceiveCount"]
+    )
+    return list(got.get("Messages", []))
+
+
+def poll_once(sqs: Any, queue_url: str, *, debounce: float, max_records: int = 100, wait: int = 5) -> int | None:
+    """One Lambda-like invocation: gather messages for `debounce` seconds, call the handler once."""
+    from lambdas.trainer.handler import handler
+
+    messages = _receive(sqs, queue_url, wait)
+    if not messages:
+        return None
+    deadline = time.monotonic() + debounce
+    while len(messages) < max_records and time.monotonic() < deadline:
+        more = _receive(sqs, queue_url, wait=max(0, min(1, int(deadline - time.monotonic()))))
+        messages += more
+        if not more:
+            break
+    records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                "eventSource": "aws:sqs", "attributes": m.get("Attributes", {})} for m in messages]  # fmt: skip
+    try:
+        result = handler({"Records": records}, LocalContext(aws_request_id=str(uuid.uuid4())))
+        failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+    except Exception:
+        log.exception("trainer invocation failed; %d message(s) will be retried", len(records))
+        return len(records)
+    for m in messages:
+        if m["MessageId"] not in failed:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    if failed:
+        log.warning("%d message(s) failed and will be retried (then dead-lettered)", len(failed))
+    return len(records)
+
+
+def run(queue_url: str, debounce: float, stop: threading.Event) -> None:
+    from flywheel.storage import sqs_client
+
+    sqs = sqs_client()
+    log.info("worker polling %s (debounce %.1fs)", queue_url, debounce)
+    while not stop.is_set():
+        try:
+            poll_once(sqs, queue_url, debounce=debounce, wait=2)
+        except Exception:  # the queue being briefly unreachable must not end the worker
+            log.exception("poll failed; retrying")
+            stop.wait(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Local trainer worker: SQS -> the trainer Lambda handler.")
+    parser.add_argument("--queue-url", required=True)
+    parser.add_argument("--debounce", type=float, default=2.0, help="seconds to gather more records (batching window)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch here: keep the log readable
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run(args.queue_url, args.debounce, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""`flywheel up` as a user runs it: a subprocess on free ports, driven with the CLI and HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+ROW = {
+    "income": 5000.0,
+    "expenses": 3000.0,
+    "age": 40,
+    "dependents": 1,
+    "debt": 10000.0,
+    "credit_score": 700,
+    "tenure_years": 3.0,
+    "region": "north",
+}
+
+
+class Up:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.s3_port, self.api_port, self.ui_port = free_port(), free_port(), free_port()
+        while self.api_port + 1 in (self.s3_port, self.ui_port):
+            self.api_port = free_port()
+        self.env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_REGION": "us-east-1",
+            "FLYWHEEL_BUCKET": "flywheel-local",
+        }
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    @property
+    def apis(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.api_port + i}" for i in range(2)]
+
+    def start(self) -> None:
+        self.lines = []
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flywheel.cli",
+                "up",
+                "--state-dir",
+                str(self.state),
+                "--s3-port",
+                str(self.s3_port),
+                "--api-port",
+                str(self.api_port),
+                "--ui-port",
+                str(self.ui_port),
+                "--no-prometheus",
+                "--no-ui",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_for(
+            lambda: any("Flywheel is running locally" in line for line in self.lines) or self._dead(),
+            240,
+            interval=0.5,
+            what="flywheel up ready",
+        )
+        assert not self._dead(), "\n".join(self.lines)
+
+    def _dead(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        return self.proc.wait(timeout=90)
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "flywheel.cli", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def served(self) -> list[int | None]:
+        versions = []
+        for url in self.apis:
+            try:
+                r = httpx.get(url + "/readyz", timeout=2)
+                versions.append(r.json().get("model_version") if r.status_code == 200 else None)
+            except httpx.HTTPError:
+                versions.append(None)
+        return versions
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    stack = Up(tmp_path / "state")
+    yield stack
+    if stack.proc is not None and stack.proc.poll() is None:
+        stack.proc.kill()
+        stack.proc.wait()
+
+
+def _models(up: Up) -> list[dict[str, Any]]:
+    return json.loads(up.cli("models", "--json"))
+
+
+def test_the_local_loop(up: Up, tmp_path: Path) -> None:
+    up.start()
+    assert up.served() == [1, 1]
+
+    # a drifted batch: every replica moves to v2 while a small load sees no failure
+    results: list[tuple[int, int | None]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as client:
+            i = 0
+            while not stop.is_set():
+                r = client.post(up.apis[i % 2] + "/v1/predict", json={"instances": [ROW]})
+                results.append((r.status_code, r.json().get("model_version")))
+                i += 1
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        drifted = tmp_path / "drifted.csv"
+        up.cli("sample-data", "--rows", "8000", "--seed", "7", "--drift", "1.0", "--out", str(drifted))
+        up.cli("drop", str(drifted))
+        wait_for(lambda: up.served() == [2, 2], 180, interval=0.5, what="both replicas on v2")
+    finally:
+        stop.set()
+        loader.join()
+    assert results and {code for code, _ in results} == {200}
+    assert {v for _, v in results} == {1, 2}
+
+    # a bad batch is quarantined with its reason; the served version does not move
+    bad = tmp_path / "bad.csv"
+    bad.write_text("income,expenses\n1,2\n")
+    up.cli("drop", str(bad))
+    s3 = __import__("boto3").client(
+        "s3",
+        endpoint_url=up.env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+    def quarantined() -> bool:
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="flywheel-local", Prefix="quarantine/").get("Contents", [])]
+        return "quarantine/bad.csv.error.json" in keys
+
+    wait_for(quarantined, 120, interval=0.5, what="bad batch quarantined")
+    report = json.loads(s3.get_object(Bucket="flywheel-local", Key="quarantine/bad.csv.error.json")["Body"].read())
+    assert "missing column" in report["error"]
+    assert up.served() == [2, 2]
+    assert [m["version"] for m in _models(up)] == [1, 2]
+
+    # roll back: every replica follows
+    assert "production -> v1" in up.cli("rollback")
+    wait_for(lambda: up.served() == [1, 1], 60, interval=0.5, what="both replicas back on v1")
+
+    # restart: versions, aliases and data are still there
+    assert up.stop() == 0
+    assert any("stopped" in line for line in up.lines)
+    up.start()
+    assert any("restored" in line for line in up.lines)
+    assert up.served() == [1, 1]
+    models = _models(up)
+    assert [m["version"] for m in models] == [1, 2]
+    assert [m["production"] for m in models] == [True, False]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="flywheel-local", Prefix="data/")["Contents"]]
+    assert keys == ["data/drifted.csv", "data/seed-batch.csv"]
+    assert up.stop() == 0
