@@ -46,6 +46,7 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: validate, train, publish
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +95,7 @@ def retrain(settings: TrainerSettings, s3: Any, *, actor: str = "trainer") -> Ou
     with registry.lock(owner=f"{actor}@{socket.gethostname()}", ttl_seconds=settings.lock_ttl_seconds):
         batches, quarantined = _accepted(store, schema, settings)
         out = Outcome(status="no-data", quarantined=quarantined)
+        out.timings["validate"] = round(time.monotonic() - started, 3)
         if not batches:
             out.reasons = ["no accepted batch under " + settings.data_prefix]
             return _done(out, started)
@@ -127,6 +129,7 @@ def _train_and_publish(
         out.reasons = [f"only {len(frame)} rows: too few to train and hold out"]
         return out
     xt, yt, xh, yh = x[~hold], y[~hold], x[hold], y[hold]
+    train_started = time.monotonic()
     trained = fit_candidate(schema, xt, yt, s.estimator_names, s.cv_folds, s.train_threads)
     baseline = naive_baseline(schema).fit(xt, yt)
     prod_model, _, prod_version, notes = _production(schema, registry)
@@ -182,6 +185,8 @@ def _train_and_publish(
             else drift.categorical_profile(holdout_pred, list(schema.target.classes or ()))
         ),
     }
+    publish_started = time.monotonic()
+    out.timings["train"] = round(publish_started - train_started, 3)
     version = registry.publish(model_bytes, manifest)
     out.version, out.status, out.reasons = version, decision.status, manifest["gate"]["reasons"]
     out.metrics = {**metrics, "primary_metric": PRIMARY_METRIC[schema.task]}
@@ -193,6 +198,7 @@ def _train_and_publish(
             return out
         registry.move_alias(version, alias, actor="trainer", reason=f"gate passed: {decision.reasons[0]}")
         out.production_version = version
+    out.timings["publish"] = round(time.monotonic() - publish_started, 3)
     return out
 
 

@@ -85,6 +85,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "version": outcome.version,
             "production_version": outcome.production_version,
             "rows": outcome.rows,
+            "duration_seconds": outcome.duration_seconds,
+            "timings": outcome.timings,
             "quarantined": [q.key for q in outcome.quarantined],
             "reasons": outcome.reasons,
         },
