@@ -1,0 +1,83 @@
+"""Settings and clients, created on first use and cached for the process (never at import time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from pydantic import ValidationError
+
+from app.ui.api_client import ApiClient
+from flywheel.batches import BatchStore
+from flywheel.errors import SchemaError
+from flywheel.registry import Registry
+from flywheel.schema import Schema, load_schema
+from flywheel.settings import CoreSettings, UISettings
+
+
+@st.cache_resource(show_spinner=False)
+def settings() -> UISettings:
+    """UISettings from the environment, read once per process."""
+    return UISettings()
+
+
+def settings_or_stop() -> UISettings:
+    """The settings, or an error on the page (naming the bad variable) and nothing else."""
+    try:
+        return settings()
+    except ValidationError as e:
+        st.error(f"Invalid UI settings (FLYWHEEL_* variables, docs/settings.md):\n\n{e}")
+        st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def configured_schema(ref: str) -> Schema:
+    """The schema named by FLYWHEEL_SCHEMA (what the form shows when the API cannot tell)."""
+    return load_schema(ref)
+
+
+def configured_schema_or_stop(ref: str) -> Schema:
+    try:
+        return configured_schema(ref)
+    except SchemaError as e:
+        st.error(f"FLYWHEEL_SCHEMA: {e.message}")
+        st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def api(base_url: str) -> ApiClient:
+    """One HTTP client (connection pool) per API URL, shared by every session."""
+    return ApiClient(base_url)
+
+
+@st.cache_resource(show_spinner=False)
+def s3() -> Any:
+    from flywheel.storage import s3_client
+
+    return s3_client()
+
+
+@st.cache_resource(show_spinner=False)
+def bucket_settings(bucket: str, model_name: str) -> CoreSettings:
+    """The bucket layout (FLYWHEEL_*_PREFIX) for the UI's bucket and model, from the environment."""
+    return CoreSettings(bucket=bucket, model_name=model_name)
+
+
+def bucket_or_none() -> CoreSettings | None:
+    """The bucket layout, or None (and a note on the page) when FLYWHEEL_BUCKET is not set."""
+    s = settings()
+    if not s.bucket:
+        st.info(
+            "FLYWHEEL_BUCKET is not set: this page reads the registry and the batches in the bucket. "
+            "Set it (with read access to the bucket) and restart the UI."
+        )
+        return None
+    return bucket_settings(s.bucket, s.model_name)
+
+
+def registry(core: CoreSettings) -> Registry:
+    return Registry(s3(), core.bucket, core.model_name, core.models_prefix)
+
+
+def batch_store(core: CoreSettings) -> BatchStore:
+    return BatchStore(s3(), core.bucket, core.data_prefix, core.quarantine_prefix)

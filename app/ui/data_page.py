@@ -1,0 +1,119 @@
+"""Data page: upload a CSV batch, list the batches under data/ and the quarantined ones with their reasons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from botocore.exceptions import BotoCoreError, ClientError
+
+from app.ui import clients
+from app.ui.uploads import put_batch
+from flywheel.settings import CoreSettings
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _load(bucket: str, model_name: str) -> dict[str, Any]:
+    """Objects under data/, quarantine reports and the production version's batches (cached briefly)."""
+    core = clients.bucket_settings(bucket, model_name)
+    store, registry = clients.batch_store(core), clients.registry(core)
+    alias = registry.alias()
+    trained: list[str] = []
+    if alias is not None:
+        trained = [b["key"] for b in registry.manifest(alias.version)["data"]["batches"]]
+    objects = [
+        {"key": o["Key"], "size": int(o["Size"]), "modified": o["LastModified"].isoformat(timespec="seconds")}
+        for o in store.objects()
+    ]
+    return {
+        "objects": objects,
+        "quarantined": store.quarantined(),
+        "production": alias.version if alias else None,
+        "trained": trained,
+    }
+
+
+def _upload(core: CoreSettings) -> None:
+    with st.form("upload", clear_on_submit=True):
+        st.markdown(f"**Upload a batch** into `s3://{core.bucket}/{core.data_prefix}`")
+        file = st.file_uploader("CSV file (header = the schema's features and target)", type=["csv"])
+        submitted = st.form_submit_button("Upload", icon=":material/upload:")
+    if not submitted:
+        return
+    if file is None:
+        st.warning("Choose a CSV file first.")
+        return
+    try:
+        key = put_batch(clients.s3(), core.bucket, core.data_prefix, file.name, file.getvalue())
+    except (ClientError, BotoCoreError) as e:
+        st.error(f"Upload failed: {e}")
+        return
+    _load.clear()
+    st.success(
+        f"Uploaded {file.name} as s3://{core.bucket}/{key} ({human_bytes(file.size)}). The bucket notifies the "
+        "trainer: it validates the batch and retrains; a new version appears on the Models page, or the batch "
+        "shows up under Quarantined below with the reason."
+    )
+
+
+def _accepted(loaded: dict[str, Any], core: CoreSettings) -> None:
+    objects = loaded["objects"]
+    st.subheader(f"Batches under {core.data_prefix} ({len(objects)})")
+    if not objects:
+        st.info("No batch yet.")
+        return
+    production, trained = loaded["production"], set(loaded["trained"])
+    frame = pd.DataFrame(objects)
+    frame["size"] = frame["size"].map(human_bytes)
+    frame[f"in v{production}" if production else "in production"] = frame["key"].map(
+        lambda k: "✓" if k in trained else ""
+    )
+    st.dataframe(frame.sort_values("modified", ascending=False), hide_index=True)
+    st.caption(
+        "Batches that pass validation stay here; a batch just uploaded stays here until the trainer has run."
+        + (f" ✓ = in the training data of production v{production}." if production else "")
+    )
+
+
+def _quarantined(loaded: dict[str, Any], core: CoreSettings) -> None:
+    reports = loaded["quarantined"]
+    st.subheader(f"Quarantined ({len(reports)})")
+    if not reports:
+        st.caption(f"No rejected batch under {core.quarantine_prefix}.")
+        return
+    for i, report in enumerate(reports):
+        with st.expander(f"❌ {report.get('file')} · {report.get('at', '')}", expanded=i == 0):
+            st.error(report.get("error") or "rejected")
+            problems = report.get("problems") or []
+            if problems:
+                columns = [c for c in ("check", "column", "message") if any(c in p for p in problems)]
+                st.dataframe(pd.DataFrame(problems)[columns], hide_index=True)
+            st.caption(
+                f"Kept as s3://{core.bucket}/{report.get('quarantined_as')} (report beside it, "
+                f"{report.get('quarantined_as')}.error.json)."
+            )
+
+
+def render() -> None:
+    st.header("Data")
+    core = clients.bucket_or_none()
+    if core is None:
+        return
+    _upload(core)
+    try:
+        loaded = _load(core.bucket, core.model_name)
+    except (ClientError, BotoCoreError) as e:
+        st.error(f"Cannot read s3://{core.bucket}/: {e}")
+        return
+    _accepted(loaded, core)
+    _quarantined(loaded, core)

@@ -1,0 +1,29 @@
+"""The Streamlit script (`flywheel ui` runs it through app.ui.launch): navigation, status, the chosen page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app.ui import clients
+from app.ui.version_watch import served_version_notice
+
+VIEWS = Path(__file__).resolve().parent / "views"
+
+st.set_page_config(page_title="Flywheel", page_icon="🎡", layout="wide")
+settings = clients.settings_or_stop()
+page = st.navigation(
+    [
+        st.Page(VIEWS / "predict.py", title="Predict", icon=":material/online_prediction:", default=True),
+        st.Page(VIEWS / "models.py", title="Models", icon=":material/model_training:"),
+        st.Page(VIEWS / "data.py", title="Data", icon=":material/dataset:"),
+    ]
+)
+with st.sidebar:
+    st.caption(
+        f"Model **{settings.model_name}** · API {settings.api_url} · "
+        + (f"bucket `{settings.bucket}`" if settings.bucket else "no bucket configured")
+    )
+served_version_notice()
+page.run()

@@ -1,0 +1,154 @@
+"""Models page: versions, gate decisions and metrics from the registry; promote and roll back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from botocore.exceptions import BotoCoreError, ClientError
+
+from app.ui import clients
+from flywheel.errors import ConflictError, NotFound
+from flywheel.lifecycle import promote, rollback, summaries
+from flywheel.settings import CoreSettings
+
+ACTOR = "ui"
+FLASH = "models_flash"  # (kind, message) of the last action, shown once
+_MARKS = {"passed": "✅", "failed": "❌"}
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _load(bucket: str, model_name: str) -> dict[str, Any]:
+    """Version summaries and the alias document (cached briefly; actions clear the cache)."""
+    registry = clients.registry(clients.bucket_settings(bucket, model_name))
+    alias = registry.alias()
+    return {"rows": summaries(registry), "alias": alias.doc if alias else None}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _manifest(bucket: str, model_name: str, version: int) -> dict[str, Any]:
+    """A version's manifest: immutable, so cached without expiry."""
+    return clients.registry(clients.bucket_settings(bucket, model_name)).manifest(version)
+
+
+def _act(core: CoreSettings, what: str, version: int | None = None) -> None:
+    """Button callback: move the alias with the same compare-and-swap as the CLI, report the outcome."""
+    registry = clients.registry(core)
+    try:
+        if what == "promote" and version is not None:
+            force = bool(st.session_state.get(f"force-{version}", False))
+            alias = promote(registry, version, actor=ACTOR, force=force)
+            message = f"Production → v{alias.version}."
+        else:
+            alias = rollback(registry, actor=ACTOR)
+            message = f"Rolled back: production → v{alias.version} (was v{alias.doc['previous']})."
+    except (ConflictError, NotFound) as e:
+        st.session_state[FLASH] = ("error", e.message)
+    except (ClientError, BotoCoreError) as e:
+        st.session_state[FLASH] = ("error", f"S3 refused to move the alias: {e}")
+    else:
+        st.session_state[FLASH] = ("success", message + " The API replicas follow within one poll.")
+    _load.clear()
+
+
+def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame["production"] = frame["production"].map({True: "★", False: ""})
+    frame["reasons"] = frame["reasons"].map("; ".join)
+    columns = ["production", "version", "status", "created_at", "estimator", "metric", "candidate",
+               "previous_production", "baseline", "rows", "batches", "reasons"]  # fmt: skip
+    return frame[columns].sort_values("version", ascending=False)
+
+
+def _chart(rows: list[dict[str, Any]]) -> None:
+    metric = rows[-1]["metric"]
+    frame = pd.DataFrame([r for r in rows if r["metric"] == metric])
+    chart = frame.set_index("version")[["candidate", "baseline", "previous_production"]].rename(
+        columns={"previous_production": "previous production"}
+    )
+    st.subheader(f"{metric} on each version's holdout")
+    st.line_chart(chart, x_label="version", y_label=metric)
+    st.caption(
+        "candidate: the version itself; baseline: a naive model; previous production: the model that served "
+        "when the version was trained, scored on the same holdout."
+    )
+
+
+def _details(core: CoreSettings, rows: list[dict[str, Any]]) -> None:
+    by_version = {r["version"]: r for r in rows}
+    production = next((r["version"] for r in rows if r["production"]), None)
+    versions = sorted(by_version, reverse=True)
+    default = versions.index(production) if production in versions else 0
+    version = st.selectbox(
+        "Version",
+        versions,
+        index=default,
+        format_func=lambda v: f"v{v} · {by_version[v]['status']}" + (" · production" if v == production else ""),
+    )
+    row = by_version[version]
+    manifest = _manifest(core.bucket, core.model_name, version)
+    decision = "approved" if row["status"] == "promoted" else "rejected"
+    st.markdown(f"**Gate: {decision}** ({row['metric']}, tolerance {manifest['gate'].get('tolerance')})")
+    for reason in row["reasons"]:
+        st.markdown(f"- {_MARKS.get(reason.split(':', 1)[0], '•')} {reason}")
+    metrics = {k: v for k, v in manifest["metrics"].items() if v}
+    st.dataframe(pd.DataFrame(metrics).rename_axis("metric"), width="content")
+    st.caption(
+        f"{row['estimator']} trained on {row['rows']} rows from {row['batches']} batch(es) at {row['created_at']}; "
+        f"sha256 {manifest['sha256'][:12]}…"
+    )
+
+    if row["status"] != "promoted":
+        st.checkbox(
+            "Force: serve this version although the gate rejected it",
+            key=f"force-{version}",
+        )
+    flash = st.session_state.pop(FLASH, None)
+    if flash:
+        (st.success if flash[0] == "success" else st.error)(flash[1])
+    left, right = st.columns(2)
+    left.button(
+        f"Promote v{version} to production",
+        key="promote",
+        type="primary",
+        disabled=version == production,
+        on_click=_act,
+        args=(core, "promote", version),
+    )
+    right.button(
+        "Roll back to the previous approved version",
+        key="rollback",
+        disabled=production is None,
+        on_click=_act,
+        args=(core, "rollback"),
+    )
+
+
+def render() -> None:
+    s = clients.settings()
+    st.header(f"Models · {s.model_name}")
+    core = clients.bucket_or_none()
+    if core is None:
+        return
+    try:
+        loaded = _load(core.bucket, core.model_name)
+    except (ClientError, BotoCoreError) as e:
+        st.error(f"Cannot read the registry at s3://{core.bucket}/{core.models_prefix}{core.model_name}/: {e}")
+        return
+    rows, alias = loaded["rows"], loaded["alias"]
+    if not rows:
+        st.info("No versions yet: upload a batch on the Data page and the trainer publishes the first one.")
+        return
+    if alias:
+        st.metric("In production", f"v{alias['version']}")
+        st.caption(f"Alias moved by {alias.get('updated_by')} at {alias.get('updated_at')}: {alias.get('reason')}")
+    else:
+        st.warning("No version is in production: the gate has approved none yet. Promote one below.")
+    if st.button("Refresh", icon=":material/refresh:"):
+        _load.clear()
+        st.rerun()
+    st.dataframe(_table(rows), hide_index=True)
+    _chart(rows)
+    st.subheader("Gate decision and actions")
+    _details(core, rows)

@@ -1,0 +1,114 @@
+"""Predict page: a form generated from the schema; the API answers with the prediction and its version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from pydantic import ValidationError
+
+from app.ui import clients
+from app.ui.api_client import ApiError, ApiUnavailable, Prediction, ServedModel
+from app.ui.form_fields import ChoiceField, FormField, build_fields, to_instance
+from flywheel.schema import Schema
+
+LAST = "last_prediction"
+
+
+def _key(schema: Schema, name: str) -> str:
+    return f"feature:{schema.name}:{name}"
+
+
+def _served_schema(served: ServedModel | None) -> Schema | None:
+    try:
+        return Schema.model_validate(served.manifest["schema"]) if served else None
+    except (KeyError, ValidationError):
+        return None
+
+
+def _widget(field: FormField, key: str) -> Any:
+    if isinstance(field, ChoiceField):
+        return st.selectbox(field.label, field.options, index=field.index, key=key, help=field.help)
+    if field.nullable and key not in st.session_state:
+        # value=None keeps the widget clearable (empty = missing); the typical value is pre-filled.
+        st.session_state[key] = field.default
+    return st.number_input(
+        field.label,
+        min_value=field.min,
+        max_value=field.max,
+        value=None if field.nullable else field.default,
+        step=field.step,
+        format=field.format,
+        key=key,
+        help=field.help,
+        placeholder="missing",
+    )
+
+
+def _reset(keys: list[str]) -> None:
+    for key in keys:
+        st.session_state.pop(key, None)
+    st.session_state.pop(LAST, None)
+
+
+def _show(prediction: Prediction, schema: Schema) -> None:
+    target = schema.target
+    value = prediction.value
+    shown = f"{value:,.2f}" if isinstance(value, int | float) else str(value)
+    unit = f" {target.unit}" if target.unit else ""
+    st.success(
+        f"**{prediction.model} v{prediction.version}** predicts {target.name} = **{shown}**{unit}",
+        icon=":material/check_circle:",
+    )
+    if prediction.probabilities:
+        probs = pd.DataFrame(prediction.probabilities.items(), columns=["class", "probability"])
+        st.bar_chart(probs, x="class", y="probability", horizontal=True, height=160)
+    with st.expander("Request sent"):
+        st.json({"instances": [prediction.request]})
+
+
+def render() -> None:
+    s = clients.settings()
+    api = clients.api(s.api_url)
+    served: ServedModel | None = None
+    problem = ""
+    try:
+        served = api.served_model()
+    except ApiError as e:
+        problem = e.message
+    schema = _served_schema(served) or clients.configured_schema_or_stop(s.schema_ref)
+    st.header(f"Predict {schema.target.name}")
+    if schema.description:
+        st.caption(schema.description)
+    stats = served.manifest.get("feature_stats") if served else None
+    fields = build_fields(schema, stats)
+    if served is None:
+        st.warning(f"{problem}. The form shows schema {schema.name!r} with mid-range defaults.")
+    elif stats:
+        st.caption(f"Defaults: the medians (and most frequent categories) of v{served.version}'s training data.")
+    keys = [_key(schema, f.name) for f in fields]
+
+    with st.form("predict"):
+        values: dict[str, Any] = {}
+        columns = st.columns(2)
+        for i, (field, key) in enumerate(zip(fields, keys, strict=True)):
+            with columns[i % 2]:
+                values[field.name] = _widget(field, key)
+        submitted = st.form_submit_button("Predict", type="primary")
+    st.button("Reset to typical values", on_click=_reset, args=(keys,))
+
+    if submitted:
+        instance = to_instance(fields, values)
+        try:
+            st.session_state[LAST] = api.predict(instance)
+        except ApiUnavailable as e:
+            st.session_state.pop(LAST, None)
+            st.warning(f"No prediction: {e.message}.", icon=":material/cloud_off:")
+        except ApiError as e:
+            st.session_state.pop(LAST, None)
+            where = ", ".join(f"{k} {v}" for k, v in e.detail.items() if k in ("instance", "field"))
+            st.error(f"The API rejected the input ({e.status}): {e.message}" + (f" [{where}]" if where else ""))
+    last = st.session_state.get(LAST)
+    if isinstance(last, Prediction):
+        _show(last, schema)

@@ -1,0 +1,50 @@
+"""A notice on every page when the served model changes: polls `GET /v1/model` every few seconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from app.ui import clients
+from app.ui.api_client import ApiError
+
+POLL_SECONDS = 5
+SEEN = "served_version"  # the version this browser session saw last
+CHANGE = "served_version_change"  # {"from", "to", "at"} until dismissed
+
+
+def _dismiss() -> None:
+    st.session_state.pop(CHANGE, None)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def served_version_notice() -> None:
+    """Status line of the API; a toast and a banner when the version differs from the last one seen.
+
+    Behind a load balancer two replicas may briefly serve different versions while one reloads; the
+    banner then follows whichever answered last, and settles within one API poll.
+    """
+    s = clients.settings()
+    try:
+        served = clients.api(s.api_url).served_model()
+    except ApiError as e:
+        st.warning(f"Prediction API: {e.message}.", icon=":material/cloud_off:")
+        return
+    previous = st.session_state.get(SEEN)
+    st.session_state[SEEN] = served.version
+    if previous is not None and previous != served.version:
+        at = datetime.now(UTC).strftime("%H:%M:%S UTC")
+        st.session_state[CHANGE] = {"from": previous, "to": served.version, "at": at}
+        st.toast(f"{served.name} v{served.version} is now serving (was v{previous})", icon="🔄", duration="long")
+    change = st.session_state.get(CHANGE)
+    if change and change["to"] == served.version:
+        text, button = st.columns([8, 1], vertical_alignment="center")
+        text.info(
+            f"The served model changed at {change['at']}: {served.name} v{change['from']} → v{change['to']}. "
+            f"Predictions now come from v{change['to']}.",
+            icon="🔄",
+        )
+        button.button("Dismiss", key="dismiss_version_change", on_click=_dismiss)
+    else:
+        st.caption(f"Serving **{served.name} v{served.version}** ({served.source}, loaded {served.loaded_at}).")

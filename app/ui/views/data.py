@@ -1,0 +1,5 @@
+"""Page script (run by st.navigation): the Data page."""
+
+from app.ui.data_page import render
+
+render()

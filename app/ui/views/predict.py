@@ -1,0 +1,5 @@
+"""Page script (run by st.navigation): the Predict page."""
+
+from app.ui.predict_page import render
+
+render()

@@ -1,0 +1,130 @@
+"""UI fixtures: Streamlit's AppTest on app/ui/main.py, moto's S3, and a real `flywheel serve` on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from flywheel.settings import TrainerSettings
+from flywheel.storage import s3_client
+from flywheel.trainer import Outcome, retrain
+from tests.conftest import Stack, free_port
+from tests.helpers import csv_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+MAIN = ROOT / "app" / "ui" / "main.py"
+
+
+@pytest.fixture(autouse=True)
+def _ui_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fresh process-wide Streamlit caches (settings, clients, registry reads) and no API unless a test
+    starts one: the URL points at a closed loopback port."""
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    monkeypatch.setenv("FLYWHEEL_API_URL", f"http://127.0.0.1:{free_port()}")
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def open_app(page: str | None = None) -> AppTest:
+    """Run app/ui/main.py (the Predict page), then switch to views/<page>.py when given."""
+    at = AppTest.from_file(MAIN, default_timeout=30).run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    """Bodies of one kind of element (success, error, warning, info, caption, markdown, toast)."""
+    return [str(e.value) for e in getattr(at, kind)]
+
+
+def train(stack: Stack, seed: int, rows: int = 600, **overrides: Any) -> Outcome:
+    """Put a demo batch under data/ and run the real trainer (a linear model: fast)."""
+    stack.put(f"data/batch-{seed}.csv", csv_bytes(rows, seed=seed))
+    settings = TrainerSettings(bucket=stack.bucket, estimators="linear", cv_folds=2, **overrides)
+    outcome = retrain(settings, s3_client())
+    assert outcome.version is not None, outcome
+    return outcome
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Api:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def version(self) -> int | None:
+        """The version /readyz reports (None when not ready or not reachable)."""
+        try:
+            r = httpx.get(self.url + "/readyz", timeout=2)
+        except httpx.HTTPError:
+            return None
+        return r.json().get("model_version") if r.status_code == 200 else None
+
+    def wait_version(self, version: int, timeout: float = 30) -> None:
+        wait_for(lambda: self.proc.poll() is None and self.version() == version, timeout, f"API serving v{version}")
+
+
+@pytest.fixture
+def api(stack: Stack, moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    """A real `flywheel serve` replica on the test's bucket; the UI's FLYWHEEL_API_URL points at it."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "FLYWHEEL_BUCKET": stack.bucket,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "FLYWHEEL_POLL_INTERVAL_SECONDS": "0.3",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Api(f"http://127.0.0.1:{port}", proc, log)
+
+    def alive() -> bool:
+        try:
+            return httpx.get(server.url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(lambda: proc.poll() is not None or alive(), 30, "API /healthz")
+        assert proc.poll() is None, log.read_text(errors="replace")
+        monkeypatch.setenv("FLYWHEEL_API_URL", server.url)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,99 @@
+"""Models page against moto's S3: versions, gate reasons, chart, promote (with force) and roll back."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from flywheel.registry import Registry
+from tests.conftest import Stack
+from tests.ui.conftest import open_app, texts, train
+
+
+def chart_data(at: AppTest) -> pd.DataFrame:
+    """The data behind the one chart on the page (Arrow IPC inside the Vega-Lite element)."""
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1, "one metrics chart over versions"
+    return pa.ipc.open_stream(charts[0].proto.datasets[0].data.data).read_all().to_pandas()
+
+
+def alias(stack: Stack) -> dict[str, object]:
+    doc: dict[str, object] = stack.get_json("models/savings/aliases/production.json")
+    return doc
+
+
+def test_versions_gate_reasons_and_chart(stack: Stack) -> None:
+    assert train(stack, seed=1).status == "promoted"
+    rejected = train(stack, seed=2, gate_min_score=0.9999)
+    assert rejected.status == "rejected"
+
+    at = open_app("models")
+
+    table = at.dataframe[0].value
+    assert sorted(table["version"]) == [1, 2]
+    assert dict(zip(table["version"], table["status"], strict=True)) == {1: "promoted", 2: "rejected"}
+    assert dict(zip(table["version"], table["production"], strict=True)) == {1: "★", 2: ""}
+    assert any("failed: r2" in r and "vs floor 0.9999" in r for r in table["reasons"])
+    assert [m.value for m in at.metric] == ["v1"]
+    chart = chart_data(at)
+    assert sorted(set(chart["color -- streamlit-generated"])) == ["baseline", "candidate", "previous production"]
+    points = {
+        (r["version"], r["color -- streamlit-generated"]): r["value -- streamlit-generated"]
+        for r in chart.to_dict("records")
+    }
+    for row in table.to_dict("records"):
+        assert points[(row["version"], "candidate")] == pytest.approx(row["candidate"])
+        assert points[(row["version"], "baseline")] == pytest.approx(row["baseline"])
+    assert points[(2, "previous production")] == pytest.approx(table.set_index("version").loc[2, "previous_production"])
+    # the details of the production version are selected first
+    assert at.selectbox[0].value == 1
+    assert any(t.startswith("- ✅ passed: r2") for t in texts(at, "markdown"))
+    at.selectbox[0].select(2).run()
+    assert any(f"- ❌ {rejected.reasons[0]}" == t for t in texts(at, "markdown"))
+    assert at.checkbox(key="force-2").label.startswith("Force")
+
+
+def test_promote_needs_force_for_a_rejected_version_then_rollback(stack: Stack) -> None:
+    train(stack, seed=1)
+    train(stack, seed=2, gate_tolerance=1.0)  # v2 promoted whatever its score
+    assert train(stack, seed=3, gate_min_score=0.9999).status == "rejected"
+    assert alias(stack)["version"] == 2
+
+    at = open_app("models")
+    at.selectbox[0].select(3).run()
+    at.button(key="promote").click().run()
+    assert any("v3 was rejected by the gate" in t and "--force" in t for t in texts(at, "error"))
+    assert alias(stack)["version"] == 2, "a rejected version does not move the alias without force"
+
+    at.checkbox(key="force-3").check().run()
+    at.button(key="promote").click().run()
+    assert "Production → v3." in texts(at, "success")[0]
+    doc = alias(stack)
+    assert (doc["version"], doc["previous"], doc["updated_by"]) == (3, 2, "ui")
+    assert [m.value for m in at.metric] == ["v3"], "the page shows the new production version at once"
+
+    at.button(key="rollback").click().run()
+    assert "Rolled back: production → v2 (was v3)." in texts(at, "success")[0]
+    doc = alias(stack)
+    assert (doc["version"], doc["previous"], doc["updated_by"], doc["reason"]) == (2, 3, "ui", "rollback from v3")
+
+
+def test_rollback_with_nothing_older_shows_why(stack: Stack) -> None:
+    train(stack, seed=1)
+    at = open_app("models")
+    at.button(key="rollback").click().run()
+    assert texts(at, "error") == ["no approved version older than v1 to roll back to"]
+    assert alias(stack)["version"] == 1
+
+
+def test_empty_registry_and_missing_bucket(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_app("models")
+    assert any("No versions yet" in t for t in texts(at, "info"))
+    assert Registry(stack.s3, stack.bucket, "savings").versions() == []
+    monkeypatch.delenv("FLYWHEEL_BUCKET")
+    st.cache_resource.clear()  # settings are read once per process: start a "new" one
+    at = open_app("models")
+    assert any("FLYWHEEL_BUCKET is not set" in t for t in texts(at, "info"))
