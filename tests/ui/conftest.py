@@ -85,12 +85,25 @@ class Api:
         return r.json().get("model_version") if r.status_code == 200 else None
 
     def wait_version(self, version: int, timeout: float = 30) -> None:
-        wait_for(lambda: self.proc.poll() is None and self.version() == version, timeout, f"API serving v{version}")
+        wait_for(lambda: self._running() and self.version() == version, timeout, f"API serving v{version}")
+
+    def wait_alive(self, timeout: float = 30) -> None:
+        def alive() -> bool:
+            try:
+                return self._running() and httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(alive, timeout, "API /healthz")
+
+    def _running(self) -> bool:
+        assert self.proc.poll() is None, self.log.read_text(errors="replace")
+        return True
 
 
 @pytest.fixture
 def api(stack: Stack, moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
-    """A real `flywheel serve` replica on the test's bucket; the UI's FLYWHEEL_API_URL points at it."""
+    """A real `flywheel serve` replica on the test's bucket, starting; the UI's FLYWHEEL_API_URL points at it."""
     port = free_port()
     log = tmp_path / "serve.log"
     env = {
@@ -108,18 +121,9 @@ def api(stack: Stack, moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mo
             stderr=subprocess.STDOUT,
         )
     server = Api(f"http://127.0.0.1:{port}", proc, log)
-
-    def alive() -> bool:
-        try:
-            return httpx.get(server.url + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    monkeypatch.setenv("FLYWHEEL_API_URL", server.url)
     try:
-        wait_for(lambda: proc.poll() is not None or alive(), 30, "API /healthz")
-        assert proc.poll() is None, log.read_text(errors="replace")
-        monkeypatch.setenv("FLYWHEEL_API_URL", server.url)
-        yield server
+        yield server  # still starting: tests train meanwhile, then wait_version() or wait_alive()
     finally:
         if proc.poll() is None:
             proc.terminate()

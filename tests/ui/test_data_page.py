@@ -1,0 +1,57 @@
+"""Data page against moto's S3: the upload lands under data/ (and notifies the queue), batches and quarantine."""
+
+from __future__ import annotations
+
+from flywheel.events import parse_event, relevant
+from flywheel.settings import TrainerSettings
+from flywheel.storage import s3_client
+from flywheel.trainer import retrain
+from tests.conftest import Stack
+from tests.helpers import csv_bytes
+from tests.ui.conftest import open_app, texts
+
+
+def upload(stack: Stack, name: str, data: bytes) -> list[str]:
+    at = open_app("data")
+    at.file_uploader[0].set_value((name, data, "text/csv"))
+    at.button(key="FormSubmitter:upload-Upload").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return texts(at, "success")
+
+
+def test_upload_puts_the_csv_under_data_and_the_bucket_notifies_the_trainer(stack: Stack) -> None:
+    data = csv_bytes(50, seed=4)
+    messages = upload(stack, "my batch.csv", data)
+    assert stack.keys("data/") == ["data/my-batch.csv"]
+    obj = stack.s3.get_object(Bucket=stack.bucket, Key="data/my-batch.csv")
+    assert obj["Body"].read() == data and obj["ContentType"] == "text/csv"
+    assert f"s3://{stack.bucket}/data/my-batch.csv" in messages[0]
+    # the queue holds the same S3 notification as for any other drop, and the trainer's parser takes it
+    picked = relevant(parse_event({"Records": stack.receive()}), "data/")
+    assert [(o.bucket, o.key) for o in picked] == [(stack.bucket, "data/my-batch.csv")]
+
+    # the same name again is kept beside the first, never over it
+    upload(stack, "my batch.csv", csv_bytes(50, seed=5))
+    second = sorted(set(stack.keys("data/")) - {"data/my-batch.csv"})
+    assert len(second) == 1 and second[0].startswith("data/my-batch-") and second[0].endswith("Z.csv")
+    assert stack.s3.get_object(Bucket=stack.bucket, Key="data/my-batch.csv")["Body"].read() == data
+
+
+def test_batches_and_quarantine_reasons(stack: Stack) -> None:
+    stack.put("data/good.csv", csv_bytes(600, seed=1))
+    stack.put("data/bad.csv", b"income,expenses\n1,2\n")
+    outcome = retrain(TrainerSettings(bucket=stack.bucket, estimators="linear", cv_folds=2), s3_client())
+    assert outcome.status == "promoted" and [q.key for q in outcome.quarantined] == ["data/bad.csv"]
+    report = stack.get_json("quarantine/bad.csv.error.json")
+
+    at = open_app("data")
+
+    batches = at.dataframe[0].value
+    assert list(batches["key"]) == ["data/good.csv"]
+    assert list(batches["in v1"]) == ["✓"]
+    assert batches["size"][0].endswith("KB")
+    assert report["error"] in texts(at, "error"), "the reason from the .error.json report"
+    problems = at.dataframe[1].value
+    assert list(problems["message"]) == [p["message"] for p in report["problems"]]
+    assert any("missing" in m for m in problems["message"])
+    assert any("quarantine/bad.csv.error.json" in t for t in texts(at, "caption"))
