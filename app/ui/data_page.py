@@ -110,6 +110,8 @@ def render() -> None:
     if core is None:
         return
     _upload(core)
+    if st.button("Refresh", icon=":material/refresh:"):
+        _load.clear()
     try:
         loaded = _load(core.bucket, core.model_name)
     except (ClientError, BotoCoreError) as e:

@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from app.ui.api_client import ApiClient, ApiError, ApiUnavailable
 from app.ui.form_fields import median_from_profile
@@ -99,3 +100,19 @@ def test_notice_when_the_served_version_changes(stack: Stack, api: Api) -> None:
     at.button(key="dismiss_version_change").click().run()
     assert not any("→" in i for i in texts(at, "info"))
     assert any("Serving **savings v2**" in c for c in texts(at, "caption"))
+
+
+def _classifier_result() -> None:
+    from app.ui.api_client import Prediction
+    from app.ui.predict_page import _show
+    from flywheel.schema import load_schema
+
+    prediction = Prediction("churn", 7, "yes", {"no": 0.25, "yes": 0.75}, {"contract": "monthly"})
+    _show(prediction, load_schema("churn"))
+
+
+def test_a_classifier_result_shows_label_version_and_probabilities() -> None:
+    at = AppTest.from_function(_classifier_result, default_timeout=10).run()
+    assert not at.exception
+    assert texts(at, "success") == ["**churn v7** predicts churned = **yes**"]
+    assert at.get("vega_lite_chart"), "class probabilities chart"
