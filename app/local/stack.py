@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -259,8 +260,11 @@ class LocalStack:
                 try:
                     proc.wait(timeout=25)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                    log.warning("%s did not stop in 25 s; killing its process group", name)
+            # each child leads its own session: take down anything it started too (streamlit under `ui`)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         _say("stopped")
 
 
