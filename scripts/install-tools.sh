@@ -8,6 +8,8 @@ need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # actionlint runs ShellCheck over the workflows' `run:` scripts when it is installed (tests/ci).
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+# the UI's one real-browser test (tests/e2e/test_ui_browser.py) drives Debian's Chromium with Playwright
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
