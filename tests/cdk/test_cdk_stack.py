@@ -345,9 +345,12 @@ def test_cluster_version_logging_and_managed_nodes(template: Template):
     template.resource_count_is("AWS::EKS::Nodegroup", 1)
 
 
-def test_kubectl_layer_is_the_v35_package(synth: InProcessSynth):
-    layers = synth.resources("AWS::Lambda::LayerVersion")
-    assert any("kubectl" in json.dumps(layer["Properties"]).lower() for layer in layers.values())
+def test_kubectl_layer_matches_the_kubernetes_version(synth: InProcessSynth):
+    _, layer = only(synth.resources("AWS::Lambda::LayerVersion"), "ServingKubectlLayer")
+    description = layer["Properties"]["Description"]  # e.g. "/opt/kubectl/kubectl 1.35.2; /opt/helm/helm 4.1.3"
+    kubectl_minor = description.split("kubectl ")[1].rsplit(".", 1)[0]
+    major, minor = (int(x) for x in DEFAULTS.kubernetes_version.split("."))
+    assert kubectl_minor in {f"{major}.{minor - 1}", f"{major}.{minor}", f"{major}.{minor + 1}"}  # skew policy
 
 
 def test_pod_identity_binds_the_app_service_account(synth: InProcessSynth, template: Template):
