@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aws_cdk.assertions import Match, Template
@@ -348,7 +349,9 @@ def test_cluster_version_logging_and_managed_nodes(template: Template):
 def test_kubectl_layer_matches_the_kubernetes_version(synth: InProcessSynth):
     _, layer = only(synth.resources("AWS::Lambda::LayerVersion"), "ServingKubectlLayer")
     description = layer["Properties"]["Description"]  # e.g. "/opt/kubectl/kubectl 1.35.2; /opt/helm/helm 4.1.3"
-    kubectl_minor = description.split("kubectl ")[1].rsplit(".", 1)[0]
+    match = re.search(r"kubectl (\d+\.\d+)\.\d+", description)
+    assert match, description
+    kubectl_minor = match.group(1)
     major, minor = (int(x) for x in DEFAULTS.kubernetes_version.split("."))
     assert kubectl_minor in {f"{major}.{minor - 1}", f"{major}.{minor}", f"{major}.{minor + 1}"}  # skew policy
 
