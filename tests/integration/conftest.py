@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,6 +37,29 @@ class Replica:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+ROW = {"income": 5000.0, "expenses": 3000.0, "age": 40, "dependents": 1, "debt": 10000.0, "credit_score": 700,
+       "tenure_years": 3.0, "region": "north"}  # fmt: skip
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """Read one sample from /metrics (0 when absent)."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def predict(url: str, instances: list[dict[str, Any]]) -> httpx.Response:
+    return httpx.post(url + "/v1/predict", json={"instances": instances}, timeout=10)
+
+
+def serving_version(url: str) -> int | None:
+    r = httpx.get(url + "/readyz", timeout=2)
+    return r.json().get("model_version") if r.status_code == 200 else None
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30, interval: float = 0.1, what: str = "") -> None:
