@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from app.local.worker import LocalContext
 from flywheel.sampledata import GENERATORS
 
 
@@ -11,11 +10,5 @@ def csv_bytes(rows: int, seed: int = 0, drift: float = 0.0, dataset: str = "savi
     return GENERATORS[dataset](rows, seed=seed, drift=drift).to_csv(index=False).encode()
 
 
-@dataclass
-class FakeLambdaContext:
-    """The attributes Powertools reads from a Lambda context (no Lambda runtime runs here)."""
-
-    function_name: str = "flywheel-trainer"
-    memory_limit_in_mb: int = 3008
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:flywheel-trainer"
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+# the attributes Powertools reads from a Lambda context: the local worker's stand-in serves the tests too
+FakeLambdaContext = LocalContext
