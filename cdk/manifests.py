@@ -19,7 +19,8 @@ APP_IMAGE_PLACEHOLDER = "flywheel-app:latest"
 BUCKET_PLACEHOLDER = "FLYWHEEL_BUCKET_PLACEHOLDER"
 REGION_PLACEHOLDER = "AWS_REGION_PLACEHOLDER"
 APP_NAMESPACE = "flywheel"
-APP_SERVICE_ACCOUNT = "flywheel-app"
+APP_SERVICE_ACCOUNT = "flywheel-app"  # the API pods
+UI_SERVICE_ACCOUNT = "flywheel-ui"  # the UI pods (a role of their own: they also write)
 API_SERVICE = "flywheel-api"
 UI_SERVICE = "flywheel-ui"
 
@@ -78,6 +79,7 @@ def require_objects(manifests: list[Manifest]) -> None:
     want = {
         ("Namespace", APP_NAMESPACE),
         ("ServiceAccount", APP_SERVICE_ACCOUNT),
+        ("ServiceAccount", UI_SERVICE_ACCOUNT),
         ("Service", API_SERVICE),
         ("Service", UI_SERVICE),
     }

@@ -44,11 +44,28 @@ FINDINGS: tuple[Finding, ...] = (
         )
         for p in ("data", "quarantine", "models")
     ),
-    # Serving pods (Pod Identity role)
+    # API pods (Pod Identity role of ServiceAccount flywheel-app)
     Finding(
         "Serving/AppPodRole/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*]",
         _PREFIX_GRANT + " The pods can only read models/.",
+    ),
+    # UI pods (Pod Identity role of ServiceAccount flywheel-ui)
+    Finding(
+        "Serving/UiPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/data/*]",
+        _PREFIX_GRANT + " The UI lists and reads batches and uploads new ones (GetObject, PutObject; no delete).",
+    ),
+    Finding(
+        "Serving/UiPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/quarantine/*.error.json]",
+        _PREFIX_GRANT + " Read-only, and only the .error.json reports the UI shows, not the rejected batches.",
+    ),
+    Finding(
+        "Serving/UiPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*]",
+        _PREFIX_GRANT + " Read-only: the only registry key the UI may write is the production alias, named in "
+        "full without a wildcard.",
     ),
     # EKS control plane and nodes
     Finding(

@@ -13,7 +13,14 @@ from aws_cdk import aws_logs as logs
 from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
 from constructs import Construct, IConstruct
 
-from cdk.manifests import API_SERVICE, APP_NAMESPACE, APP_SERVICE_ACCOUNT, UI_SERVICE, Manifest
+from cdk.manifests import (
+    API_SERVICE,
+    APP_NAMESPACE,
+    APP_SERVICE_ACCOUNT,
+    UI_SERVICE,
+    UI_SERVICE_ACCOUNT,
+    Manifest,
+)
 
 
 class ServingCluster(Construct):
@@ -92,34 +99,45 @@ class ServingCluster(Construct):
                 ],
             )
 
-        # The app's pods get AWS credentials through EKS Pod Identity: this role, bound to its ServiceAccount
-        # (which the overlay defines; the association does not need it to exist first).
-        self.app_role = iam.Role(
-            self,
-            "AppPodRole",
-            assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com"),
-            description="Flywheel API/UI pods: read-only access to the model registry",
+        # The pods get AWS credentials through EKS Pod Identity: one role per ServiceAccount (which the overlay
+        # defines; an association does not need it to exist first). The API only reads the registry; the UI
+        # also uploads batches and moves the alias, so it gets a role of its own (grants in cdk/grants.py).
+        self.app_role, self.pod_identity = self._pod_role(
+            "App", APP_SERVICE_ACCOUNT, "Flywheel API pods: read-only access to the model registry"
         )
-        self.app_role.assume_role_policy.add_statements(  # type: ignore[union-attr]
-            iam.PolicyStatement(actions=["sts:TagSession"], principals=[iam.ServicePrincipal("pods.eks.amazonaws.com")])
+        self.ui_role, self.ui_pod_identity = self._pod_role(
+            "Ui",
+            UI_SERVICE_ACCOUNT,
+            "Flywheel UI pods: read batches and quarantine reports, upload under data/, move the production alias",
         )
-        agent = self.cluster.eks_pod_identity_agent
-        self.pod_identity = eks.CfnPodIdentityAssociation(
+
+    def _pod_role(
+        self, name: str, service_account: str, description: str
+    ) -> tuple[iam.Role, eks.CfnPodIdentityAssociation]:
+        """A role only EKS Pod Identity can assume, bound to `flywheel/<service_account>`."""
+        principal = iam.ServicePrincipal("pods.eks.amazonaws.com")
+        role = iam.Role(self, f"{name}PodRole", assumed_by=principal, description=description)
+        role.assume_role_policy.add_statements(  # type: ignore[union-attr]
+            iam.PolicyStatement(actions=["sts:TagSession"], principals=[principal])
+        )
+        association = eks.CfnPodIdentityAssociation(
             self,
-            "AppPodIdentity",
+            f"{name}PodIdentity",
             cluster_name=self.cluster.cluster_name,
             namespace=APP_NAMESPACE,
-            service_account=APP_SERVICE_ACCOUNT,
-            role_arn=self.app_role.role_arn,
+            service_account=service_account,
+            role_arn=role.role_arn,
         )
+        agent = self.cluster.eks_pod_identity_agent
         if agent is not None:
-            self.pod_identity.node.add_dependency(agent)
+            association.node.add_dependency(agent)
+        return role, association
 
     def deploy_app(self, manifests: list[Manifest]) -> eks.KubernetesManifest:
         """Apply the rendered overlay as one manifest (kubectl applies it in order: namespace first)."""
         app = self.cluster.add_manifest("App", *manifests)
-        # Pods start with credentials only once the agent runs and the association exists.
-        app.node.add_dependency(self.pod_identity)
+        # Pods start with credentials only once the agent runs and their association exists.
+        app.node.add_dependency(self.pod_identity, self.ui_pod_identity)
         return app
 
     def load_balancer_host(self, construct_id: str, *, service: str, after: IConstruct) -> str:

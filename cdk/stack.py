@@ -16,7 +16,7 @@ from cdk.app_repository import AppRepository
 from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
 from cdk.cluster_monitoring import RELEASE, ClusterMonitoring
 from cdk.data_bucket import DATA_PREFIX, DataBucket
-from cdk.grants import grant, model_reader_statements, trainer_statements
+from cdk.grants import grant, model_reader_statements, trainer_statements, ui_statements
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.observability import Observability
 from cdk.serving_cluster import ServingCluster
@@ -107,6 +107,7 @@ class FlywheelStack(Stack):
             log_retention=retention,
         )
         grant(serving.app_role, model_reader_statements(data.bucket))
+        grant(serving.ui_role, ui_statements(data.bucket, settings.model_name))
 
         monitoring_dir = repo_root / MONITORING_DIR
         monitoring = ClusterMonitoring(

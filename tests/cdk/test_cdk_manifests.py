@@ -63,6 +63,11 @@ def test_substitute_fails_when_the_overlay_drops_a_placeholder():
 def test_require_objects_names_what_is_missing():
     with pytest.raises(ManifestError, match="ServiceAccount/flywheel-app"):
         require_objects(DOCS)
+    accounts = [{"kind": "ServiceAccount", "metadata": {"name": n}} for n in ("flywheel-app", "flywheel-ui")]
+    services = [{"kind": "Service", "metadata": {"name": n}} for n in ("flywheel-api", "flywheel-ui")]
+    require_objects([DOCS[0], *accounts, *services])  # complete
+    with pytest.raises(ManifestError, match=r"lacks ServiceAccount/flywheel-ui$"):
+        require_objects([DOCS[0], accounts[0], *services])  # the UI's Pod Identity would bind to nothing
 
 
 def test_render_overlay_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kubectl: str):

@@ -278,13 +278,47 @@ def test_trainer_role_has_no_managed_policies_and_writes_only_its_log_group(synt
     ]
 
 
-def test_serving_pods_only_read_models(synth: InProcessSynth):
+def test_api_pods_only_read_models(synth: InProcessSynth):
     statements = _policy_statements(synth, "ServingAppPodRole")
     assert _s3_grants(statements) == {
         ("s3:GetObject", "BUCKET/models/*", ""),
         ("s3:ListBucket", "BUCKET", "models/*"),
     }
     assert all(not str(s["Action"]).startswith("sqs") for s in statements)
+    assert not [s for s in statements if "Put" in str(s["Action"]) or "Delete" in str(s["Action"])]
+
+
+def test_ui_pods_read_data_quarantine_reports_and_models_and_write_only_uploads_and_the_alias(
+    synth: InProcessSynth,
+):
+    statements = _policy_statements(synth, "ServingUiPodRole")
+    alias = f"BUCKET/models/{DEFAULTS.model_name}/aliases/production.json"
+    assert _s3_grants(statements) == {
+        ("s3:GetObject", "BUCKET/data/*", ""),  # list the batches, and HeadObject before an upload
+        ("s3:PutObject", "BUCKET/data/*", ""),  # upload
+        ("s3:GetObject", "BUCKET/quarantine/*.error.json", ""),  # the reports, not the rejected batches
+        ("s3:GetObject", "BUCKET/models/*", ""),  # registry: alias, manifests
+        ("s3:PutObject", alias, ""),  # promote / roll back: this one key, nothing else under models/
+        ("s3:ListBucket", "BUCKET", "data/*,quarantine/*,models/*"),
+    }
+    # Nothing but these S3 statements: no other service, no Resource "*", no Deny to hide an Allow.
+    assert all(
+        a.startswith("s3:")
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    )
+    assert all(s["Effect"] == "Allow" and s["Resource"] != "*" and "NotResource" not in s for s in statements)
+
+
+def test_ui_grants_follow_the_model_name_and_the_core_layout():
+    """The alias and report keys the CDK app grants are the ones the core writes and reads."""
+    from cdk.grants import ERROR_REPORT_SUFFIX, alias_key
+    from flywheel.batches import ERROR_SUFFIX
+    from flywheel.registry import Registry
+
+    assert ERROR_REPORT_SUFFIX == ERROR_SUFFIX
+    for name in (DEFAULTS.model_name, "churn-2"):
+        assert alias_key(name) == Registry(None, "bucket", name).alias_key
 
 
 # --- ECR -------------------------------------------------------------------------------------------------
@@ -375,11 +409,40 @@ def test_pod_identity_binds_the_app_service_account(synth: InProcessSynth, templ
     assert all(s["Principal"] == {"Service": "pods.eks.amazonaws.com"} for s in trust)
 
 
+def test_pod_identity_binds_the_ui_service_account_to_a_role_of_its_own(synth: InProcessSynth):
+    associations = synth.resources("AWS::EKS::PodIdentityAssociation")
+    cluster_id, _ = only(synth.resources("AWS::EKS::Cluster"), "ServingCluster")
+    api_role_id, _ = only(synth.resources("AWS::IAM::Role"), "ServingAppPodRole")
+    ui_role_id, ui_role = only(synth.resources("AWS::IAM::Role"), "ServingUiPodRole")
+    _, ui = only(associations, "ServingUiPodIdentity")
+    assert {k: v for k, v in ui["Properties"].items() if k != "Tags"} == {  # stack-wide tags aside
+        "ClusterName": {"Ref": cluster_id},
+        "Namespace": "flywheel",
+        "ServiceAccount": "flywheel-ui",
+        "RoleArn": {"Fn::GetAtt": [ui_role_id, "Arn"]},
+    }
+    agent_id, _ = only(synth.resources("AWS::EKS::Addon"), "ServingCluster")
+    assert agent_id in ui["DependsOn"]
+    # One association per ServiceAccount, each with its own role; the API's keeps its role.
+    bound = {a["Properties"]["ServiceAccount"]: a["Properties"]["RoleArn"] for a in associations.values()}
+    assert bound == {
+        "flywheel-app": {"Fn::GetAtt": [api_role_id, "Arn"]},
+        "flywheel-ui": {"Fn::GetAtt": [ui_role_id, "Arn"]},
+    }
+    trust = ui_role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    actions = {a for s in trust for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert actions == {"sts:AssumeRole", "sts:TagSession"}
+    assert all(s["Principal"] == {"Service": "pods.eks.amazonaws.com"} for s in trust)
+    assert "ManagedPolicyArns" not in ui_role["Properties"]
+
+
 def test_app_manifest_waits_for_pod_identity_and_the_chart_crds(synth: InProcessSynth):
     _, app = only(synth.resources("Custom::AWSCDK-EKS-KubernetesResource"), "ServingClustermanifestApp")
     association_id, _ = only(synth.resources("AWS::EKS::PodIdentityAssociation"), "ServingAppPodIdentity")
+    ui_association_id, _ = only(synth.resources("AWS::EKS::PodIdentityAssociation"), "ServingUiPodIdentity")
     chart_id, _ = only(synth.resources("Custom::AWSCDK-EKS-HelmChart"), "MonitoringChart")
     assert association_id in app["DependsOn"]
+    assert ui_association_id in app["DependsOn"]
     assert chart_id in app["DependsOn"]  # the overlay has a ServiceMonitor: its CRD comes with the chart
 
 

@@ -24,6 +24,7 @@ CONTEXT = {
     "retainData": "false",
     "trainerReservedConcurrency": "2",
     "imageTag": "3f2c1ab",
+    "modelName": "churn",
 }
 
 
@@ -82,3 +83,19 @@ def test_image_tag_reaches_the_pods(prod: InProcessSynth):
     _, app = only(prod.resources("Custom::AWSCDK-EKS-KubernetesResource"), "ServingClustermanifestApp")
     manifest: Any = app["Properties"]["Manifest"]
     assert joined(manifest).count(':3f2c1ab"') >= 2
+
+
+def test_ui_may_move_only_the_alias_of_the_configured_model(prod: InProcessSynth):
+    role_id, _ = only(prod.resources("AWS::IAM::Role"), "ServingUiPodRole")
+    puts = [
+        joined(statement["Resource"])
+        for policy in prod.resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "s3:PutObject" in statement["Action"]
+    ]
+    bucket = json.dumps({"Fn::GetAtt": [only(prod.resources("AWS::S3::Bucket"), "DataBucket")[0], "Arn"]})
+    assert sorted(r.replace(bucket, "BUCKET") for r in puts) == [
+        "BUCKET/data/*",
+        "BUCKET/models/churn/aliases/production.json",  # modelName, not the default savings
+    ]

@@ -129,10 +129,18 @@ def container_violations(objects: Iterable[Obj]) -> list[str]:
 
 def selector_violations(objects: list[Obj]) -> list[str]:
     """Selectors match labels and ports line up: workload selectors vs their templates, Services vs pods
-    and container ports, ServiceMonitors vs Services and their ports, HPA targets, PDBs, NetworkPolicies."""
+    and container ports, ServiceMonitors vs Services and their ports, HPA targets, PDBs, NetworkPolicies;
+    a workload's serviceAccountName (other than the namespace's `default`) is a ServiceAccount of its namespace
+    that the objects define."""
     out: list[str] = []
     loads = list(workloads(objects))
     services = [o for o in objects if o.get("kind") == "Service"]
+    accounts = {(namespace(o), o["metadata"]["name"]) for o in objects if o.get("kind") == "ServiceAccount"}
+
+    for w in loads:
+        account = pod_spec(w).get("serviceAccountName") or "default"
+        if account != "default" and (namespace(w), account) not in accounts:
+            out.append(f"{ref(w)}: serviceAccountName {account!r} is not a ServiceAccount of its namespace")
 
     def pods_for(obj: Obj, selector: Obj | None) -> list[Obj]:
         return [w for w in loads if namespace(w) == namespace(obj) and selector_matches(selector, pod_labels(w))]

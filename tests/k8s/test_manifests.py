@@ -105,6 +105,7 @@ def test_overlay_renders_the_contract_objects(overlay: str) -> None:
     for kind, name in [
         ("Namespace", "flywheel"),
         ("ServiceAccount", "flywheel-app"),
+        ("ServiceAccount", "flywheel-ui"),
         ("ConfigMap", "flywheel-config"),
         ("Deployment", "flywheel-api"),
         ("Deployment", "flywheel-ui"),
@@ -184,6 +185,7 @@ def test_policy_checks_catch_violations() -> None:
     find(objects, "Service", "flywheel-ui")["spec"]["selector"] = {"app.kubernetes.io/name": "nope"}
     find(objects, "ServiceMonitor", "flywheel-api")["spec"]["endpoints"][0]["port"] = "web"
     find(objects, "HorizontalPodAutoscaler", "flywheel-api")["spec"]["scaleTargetRef"]["name"] = "gone"
+    find(objects, "Deployment", "flywheel-ui")["spec"]["template"]["spec"]["serviceAccountName"] = "flywheel-admin"
     found = "\n".join(container_violations(objects) + selector_violations(objects))
     for expected in [
         "container api: no limits.cpu",
@@ -193,6 +195,7 @@ def test_policy_checks_catch_violations() -> None:
         "Service/flywheel/flywheel-ui: selector",
         "endpoint port 'web' is not a named port",
         "scaleTargetRef Deployment/gone does not exist",
+        "Deployment/flywheel/flywheel-ui: serviceAccountName 'flywheel-admin' is not a ServiceAccount",
     ]:
         assert expected in found, f"{expected!r} not reported in:\n{found}"
 
@@ -231,7 +234,22 @@ def test_ui_serves_streamlit_with_a_writable_home(overlay: str) -> None:
     empty_dirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
     mounts = {m["mountPath"] for m in ui["volumeMounts"] if m["name"] in empty_dirs}
     assert {"/home/flywheel", "/tmp"} <= mounts
-    assert spec["serviceAccountName"] == "flywheel-app"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_and_ui_run_as_service_accounts_of_their_own(overlay: str) -> None:
+    """The UI writes to S3 (uploads, the alias): its pods must not share the API's read-only identity, and
+    no other workload may use either account (each is bound to an IAM role by Pod Identity)."""
+    objects = render(overlay)
+    users: dict[str, list[str]] = {}
+    for w in objects:
+        if w["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            account = pod_spec(w).get("serviceAccountName") or "default"
+            users.setdefault(account, []).append(w["metadata"]["name"])
+    assert users["flywheel-app"] == ["flywheel-api"]
+    assert users["flywheel-ui"] == ["flywheel-ui"]
+    app, ui = find(objects, "ServiceAccount", "flywheel-app"), find(objects, "ServiceAccount", "flywheel-ui")
+    assert app.get("automountServiceAccountToken") == ui.get("automountServiceAccountToken")  # set up alike
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -277,8 +295,9 @@ def test_eks_overlay_keeps_the_placeholders_the_cdk_app_substitutes() -> None:
     assert data["AWS_REGION"] == "AWS_REGION_PLACEHOLDER"
     images = {container(objects, n)["image"] for n in ("flywheel-api", "flywheel-ui")}
     assert images == {"flywheel-app:latest"}
-    account = find(objects, "ServiceAccount", "flywheel-app")
-    assert not (account["metadata"].get("annotations") or {}), "Pod Identity needs no role annotation"
+    for name in ("flywheel-app", "flywheel-ui"):
+        account = find(objects, "ServiceAccount", name)
+        assert not (account["metadata"].get("annotations") or {}), "Pod Identity needs no role annotation"
 
 
 def test_eks_services_get_network_load_balancers() -> None:
