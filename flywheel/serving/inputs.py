@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from flywheel.errors import InvalidInput, PayloadTooLarge
 from flywheel.schema import Feature, Schema
 
@@ -48,23 +50,63 @@ def records_to_columns(schema: Schema, instances: Any, max_instances: int) -> Co
         raise InvalidInput("'instances' is empty", field="instances")
     if len(instances) > max_instances:
         raise PayloadTooLarge(f"{len(instances)} instances; at most {max_instances} per request", limit=max_instances)
-    features = schema.features
     names = set(schema.feature_names)
-    cols: Columns = {f.name: [] for f in features}
+    cols: Columns = {f.name: [] for f in schema.features}
     for i, inst in enumerate(instances):
         if not isinstance(inst, dict):
             raise InvalidInput(f"instance {i} is not an object", instance=i)
         if len(inst) != len(names) or inst.keys() != names:
-            unknown = sorted(set(inst) - names)
-            if unknown:
-                raise _bad(i, unknown[0], f"unknown feature; expected {schema.feature_names}")
-            missing = [n for n in schema.feature_names if n not in inst]
-            if any(not schema.by_name[m].nullable for m in missing):
-                first = next(m for m in missing if not schema.by_name[m].nullable)
-                raise _bad(i, first, "missing feature")
-        for f in features:
-            cols[f.name].append(_check_value(f, inst.get(f.name), i))
+            _check_keys(schema, inst, i, cols)  # raises, unless only nullable features are missing
+        for name, col in cols.items():
+            col.append(inst.get(name))
+    # column by column; the error reported is the lowest instance index (then schema order), as a row scan would
+    found = [(idx, order) for order, f in enumerate(schema.features) if (idx := _first_bad(f, cols[f.name])) >= 0]
+    if found:
+        idx, order = min(found)
+        f = schema.features[order]
+        _check_value(f, cols[f.name][idx], idx)  # raises with the precise message
+    for f in schema.features:
+        if f.type == "numeric" and f.nullable:
+            cols[f.name] = [math.nan if v is None else v for v in cols[f.name]]
     return cols
+
+
+def _check_keys(schema: Schema, inst: dict[str, Any], i: int, cols: Columns) -> None:
+    unknown = sorted(set(inst) - set(cols))
+    if unknown:
+        raise _bad(i, unknown[0], f"unknown feature; expected {schema.feature_names}")
+    missing = [n for n in schema.feature_names if n not in inst and not schema.by_name[n].nullable]
+    if missing:
+        raise _bad(i, missing[0], "missing feature")
+
+
+_NUMBER: set[type] = {int, float}
+
+
+def _first_bad(f: Feature, col: list[Any]) -> int:
+    """Index of the first value that fails its checks, -1 if none: vectorised for the common case."""
+    kinds = set(map(type, col))
+    if f.type == "numeric" and kinds <= _NUMBER | {type(None)}:
+        nulls = type(None) in kinds
+        arr = np.asarray([math.nan if v is None else v for v in col] if nulls else col, dtype="float64")
+        missing = np.fromiter((v is None for v in col), bool, len(col)) if nulls else np.zeros(len(col), bool)
+        bad = ~np.isfinite(arr) & ~missing if f.nullable else ~np.isfinite(arr)
+        if f.min is not None:
+            bad |= arr < f.min
+        if f.max is not None:
+            bad |= arr > f.max
+        if f.integer:
+            bad |= (arr != np.round(arr)) & ~missing  # NaN != NaN: a permitted null is not a fraction
+        hits = np.flatnonzero(bad)
+        return int(hits[0]) if hits.size else -1
+    if f.type == "categorical" and kinds == {str} and f.categories is not None and set(col) <= set(f.categories):
+        return -1
+    for i, v in enumerate(col):  # mixed types or nulls: the exact scan
+        try:
+            _check_value(f, v, i)
+        except InvalidInput:
+            return i
+    return -1
 
 
 _V2_TYPES = {"FP64", "FP32", "INT64", "INT32", "INT16", "INT8", "UINT8", "UINT16", "UINT32", "UINT64", "BYTES", "BOOL"}
