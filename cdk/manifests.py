@@ -1,15 +1,17 @@
 """Render the app's manifests from `k8s/overlays/eks` with kustomize and fill in what only the stack knows.
 
-The overlay is the single source of the manifests: nothing here re-types them. Only three kinds of value are
-replaced, each one a placeholder the overlay promises (see the k8s contract in docs/deploy.md).
+The overlay is the single source of the manifests: nothing here re-types them. Only the app image and the
+placeholders in the `flywheel-config` ConfigMap are replaced, each one a placeholder the overlay promises (the
+contract is in k8s/README.md and docs/deploy.md). Synth fails if one is missing or any is left over.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,19 @@ import yaml
 APP_IMAGE_PLACEHOLDER = "flywheel-app:latest"
 BUCKET_PLACEHOLDER = "FLYWHEEL_BUCKET_PLACEHOLDER"
 REGION_PLACEHOLDER = "AWS_REGION_PLACEHOLDER"
+MODEL_NAME_PLACEHOLDER = "FLYWHEEL_MODEL_NAME_PLACEHOLDER"
+SCHEMA_PLACEHOLDER = "FLYWHEEL_SCHEMA_PLACEHOLDER"
+#: Key of the `flywheel-config` ConfigMap -> the placeholder the eks overlay gives it. `substitute` needs a
+#: value for each; the model name and schema are the ones the trainer gets (the stack passes one mapping).
+CONFIG_PLACEHOLDERS = {
+    "FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER,
+    "AWS_REGION": REGION_PLACEHOLDER,
+    "FLYWHEEL_MODEL_NAME": MODEL_NAME_PLACEHOLDER,
+    "FLYWHEEL_SCHEMA": SCHEMA_PLACEHOLDER,
+}
+#: What a placeholder looks like, known or not: any such text left after `substitute` fails the synth (as does
+#: the app image placeholder as a whole value outside a container's `image`).
+_LEFTOVER = re.compile(r"[A-Z0-9_]*_PLACEHOLDER\b")
 APP_NAMESPACE = "flywheel"
 APP_SERVICE_ACCOUNT = "flywheel-app"  # the API pods
 UI_SERVICE_ACCOUNT = "flywheel-ui"  # the UI pods (a role of their own: they also write)
@@ -49,10 +64,17 @@ def render_overlay(overlay: Path) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def substitute(manifests: list[Manifest], *, image: str, bucket: str, region: str) -> list[Manifest]:
-    """Copy of `manifests` with the app image, bucket and region filled in; each placeholder must occur."""
+def substitute(manifests: list[Manifest], *, image: str, config: Mapping[str, str]) -> list[Manifest]:
+    """Copy of `manifests` with the app image and the ConfigMap placeholders filled in.
+
+    `config` maps each key of CONFIG_PLACEHOLDERS (`FLYWHEEL_BUCKET`, `AWS_REGION`, `FLYWHEEL_MODEL_NAME`,
+    `FLYWHEEL_SCHEMA`) to its value. Every placeholder must occur, and none may be left anywhere afterwards.
+    """
+    if set(config) != set(CONFIG_PLACEHOLDERS):
+        raise ManifestError(f"config must give exactly {', '.join(sorted(CONFIG_PLACEHOLDERS))}; got {sorted(config)}")
+    values = {CONFIG_PLACEHOLDERS[key]: value for key, value in config.items()}
     out = copy.deepcopy(manifests)
-    found = {APP_IMAGE_PLACEHOLDER: 0, BUCKET_PLACEHOLDER: 0, REGION_PLACEHOLDER: 0}
+    found = dict.fromkeys([APP_IMAGE_PLACEHOLDER, *values], 0)
     for doc in out:
         for container in _containers(doc):
             if container.get("image") == APP_IMAGE_PLACEHOLDER:
@@ -61,15 +83,17 @@ def substitute(manifests: list[Manifest], *, image: str, bucket: str, region: st
         if doc.get("kind") == "ConfigMap":
             data = doc.get("data") or {}
             for key, value in data.items():
-                if value == BUCKET_PLACEHOLDER:
-                    data[key] = bucket
-                    found[BUCKET_PLACEHOLDER] += 1
-                elif value == REGION_PLACEHOLDER:
-                    data[key] = region
-                    found[REGION_PLACEHOLDER] += 1
+                if value in values:
+                    found[value] += 1
+                    data[key] = values[value]
     missing = [name for name, count in found.items() if count == 0]
     if missing:
         raise ManifestError(f"the eks overlay no longer contains {', '.join(missing)}; nothing to substitute")
+    if leftover := sorted(_leftovers(out)):
+        raise ManifestError(
+            "placeholders left over after substitution (only the app image and the flywheel-config values "
+            f"{', '.join(CONFIG_PLACEHOLDERS.values())} are filled in): " + "; ".join(leftover)
+        )
     return out
 
 
@@ -94,6 +118,21 @@ def service_port(manifests: list[Manifest], name: str) -> int:
         if doc.get("kind") == "Service" and doc.get("metadata", {}).get("name") == name:
             return int(doc["spec"]["ports"][0]["port"])
     raise ManifestError(f"no Service {name}")
+
+
+def _leftovers(node: Any, path: str = "") -> Iterator[str]:
+    """`path: text` for every key or string value under `node` that still looks like a placeholder."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}/{key}"
+            if isinstance(key, str) and _LEFTOVER.search(key):
+                yield f"{where} (key)"
+            yield from _leftovers(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leftovers(value, f"{path}/{i}")
+    elif isinstance(node, str) and (_LEFTOVER.search(node) or node == APP_IMAGE_PLACEHOLDER):
+        yield f"{path}: {node}"
 
 
 def _containers(doc: Manifest) -> Iterator[dict[str, Any]]:

@@ -66,15 +66,20 @@ class FlywheelStack(Stack):
             s3.NotificationKeyFilter(prefix=DATA_PREFIX),
         )
 
+        # What the trainer and the serving pods must agree on: one mapping feeds the trainer's environment and
+        # the placeholders of the pods' ConfigMap, so the API reads the model the trainer publishes.
+        shared_config = {
+            "FLYWHEEL_BUCKET": data.bucket.bucket_name,
+            "FLYWHEEL_MODEL_NAME": settings.model_name,
+            "FLYWHEEL_SCHEMA": settings.schema,
+        }
         trainer = Trainer(
             self,
             "Trainer",
             repo_root=repo_root,
             queue=uploads.queue,
             environment={
-                "FLYWHEEL_BUCKET": data.bucket.bucket_name,
-                "FLYWHEEL_MODEL_NAME": settings.model_name,
-                "FLYWHEEL_SCHEMA": settings.schema,
+                **shared_config,
                 "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.trainer_lock_ttl_seconds),
                 "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
@@ -124,8 +129,7 @@ class FlywheelStack(Stack):
         app_manifests = m.substitute(
             rendered,
             image=app_repo.image_uri(settings.image_tag),
-            bucket=data.bucket.bucket_name,
-            region=Aws.REGION,
+            config={**shared_config, "AWS_REGION": Aws.REGION},
         )
         app = serving.deploy_app(app_manifests)
         if any(str(doc.get("apiVersion", "")).startswith("monitoring.coreos.com/") for doc in app_manifests):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,40 @@ def joined(value: Any) -> str:
         sep, parts = value["Fn::Join"]
         return sep.join(p if isinstance(p, str) else json.dumps(p) for p in parts)
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def with_markers(manifest: Any) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Parse a KubernetesManifest's Manifest property; every CloudFormation token in it becomes `@@<n>@@`."""
+    if isinstance(manifest, str):
+        return json.loads(manifest), []
+    sep, parts = manifest["Fn::Join"]
+    tokens: list[Any] = []
+    text = []
+    for part in parts:
+        if isinstance(part, str):
+            text.append(part)
+        else:
+            text.append(f"@@{len(tokens)}@@")
+            tokens.append(part)
+    return json.loads(sep.join(text)), tokens
+
+
+def app_config(synth: Synth) -> dict[str, Any]:
+    """Data of the API/UI ConfigMap `flywheel-config` as deployed; a value that is one token is that token."""
+    _, resource = only(synth.resources("Custom::AWSCDK-EKS-KubernetesResource"), "ServingClustermanifestApp")
+    docs, tokens = with_markers(resource["Properties"]["Manifest"])
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "flywheel-config"]
+    whole = re.compile(r"@@(\d+)@@")
+    return {
+        key: tokens[int(match.group(1))] if (match := whole.fullmatch(value)) else value
+        for key, value in config["data"].items()
+    }
+
+
+def trainer_environment(synth: Synth) -> dict[str, Any]:
+    """Environment variables of the trainer Lambda in the template."""
+    _, function = only(synth.resources("AWS::Lambda::Function"), "TrainerFunction")
+    return dict(function["Properties"]["Environment"]["Variables"])
 
 
 def offline_env(tmp: Path) -> dict[str, str]:

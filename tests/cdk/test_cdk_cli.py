@@ -8,9 +8,16 @@ import subprocess
 import sys
 from typing import Any
 
-from cdk_fixtures import REPO_ROOT, CliSynth, only
+from cdk_fixtures import REPO_ROOT, CliSynth, cdk_json_context, only, with_markers
 
-from cdk.manifests import APP_IMAGE_PLACEHOLDER, BUCKET_PLACEHOLDER, REGION_PLACEHOLDER, render_overlay
+from cdk.manifests import (
+    APP_IMAGE_PLACEHOLDER,
+    BUCKET_PLACEHOLDER,
+    MODEL_NAME_PLACEHOLDER,
+    REGION_PLACEHOLDER,
+    SCHEMA_PLACEHOLDER,
+    render_overlay,
+)
 from cdk.settings import DeploySettings
 
 PRUNE_LABEL = "aws.cdk.eks/prune-"
@@ -46,22 +53,6 @@ def test_cfn_lint_finds_no_errors(cli_synth: CliSynth):
 
 
 # --- the app manifests in the template equal `kubectl kustomize k8s/overlays/eks` ------------------------
-
-
-def _with_markers(manifest: Any) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Parse the Manifest property; every CloudFormation token in it becomes a marker `@@<n>@@`."""
-    if isinstance(manifest, str):
-        return json.loads(manifest), []
-    sep, parts = manifest["Fn::Join"]
-    tokens: list[Any] = []
-    text = []
-    for part in parts:
-        if isinstance(part, str):
-            text.append(part)
-        else:
-            text.append(f"@@{len(tokens)}@@")
-            tokens.append(part)
-    return json.loads(sep.join(text)), tokens
 
 
 def _drop_prune_labels(docs: list[dict[str, Any]]) -> None:
@@ -102,10 +93,10 @@ def _referenced(token: Any) -> set[str]:
     return set()
 
 
-def test_app_manifests_equal_the_kustomize_output_but_for_image_bucket_and_region(cli_synth: CliSynth, kubectl: str):
+def test_app_manifests_equal_the_kustomize_output_but_for_image_and_config_values(cli_synth: CliSynth, kubectl: str):
     rendered = render_overlay(REPO_ROOT / "k8s" / "overlays" / "eks")
     _, resource = only(cli_synth.resources("Custom::AWSCDK-EKS-KubernetesResource"), "ServingClustermanifestApp")
-    synthesized, tokens = _with_markers(resource["Properties"]["Manifest"])
+    synthesized, tokens = with_markers(resource["Properties"]["Manifest"])
     _drop_prune_labels(synthesized)
     assert [(d["kind"], d["metadata"]["name"]) for d in synthesized] == [
         (d["kind"], d["metadata"]["name"]) for d in rendered
@@ -113,24 +104,28 @@ def test_app_manifests_equal_the_kustomize_output_but_for_image_bucket_and_regio
 
     repo_id, _ = only(cli_synth.resources("AWS::ECR::Repository"), "AppImagesRepository")
     bucket_id, _ = only(cli_synth.resources("AWS::S3::Bucket"), "DataBucket")
-    tag = DeploySettings().image_tag
-    image = re.compile(rf"@@(\d+)@@\.dkr\.ecr\.@@(\d+)@@\.@@(\d+)@@/@@(\d+)@@:{re.escape(tag)}")
-    seen = {APP_IMAGE_PLACEHOLDER: 0, BUCKET_PLACEHOLDER: 0, REGION_PLACEHOLDER: 0}
-    unexpected = []
-    expected_tokens = {
+    settings = DeploySettings()  # the defaults: cdk.json sets neither imageTag, modelName nor schema
+    assert not {"imageTag", "modelName", "schema"} & set(cdk_json_context())
+    image = re.compile(rf"@@(\d+)@@\.dkr\.ecr\.@@(\d+)@@\.@@(\d+)@@/@@(\d+)@@:{re.escape(settings.image_tag)}")
+    expected = {
         BUCKET_PLACEHOLDER: _marker_for(tokens, {"Ref": bucket_id}),
         REGION_PLACEHOLDER: _marker_for(tokens, {"Ref": "AWS::Region"}),
+        MODEL_NAME_PLACEHOLDER: settings.model_name,
+        SCHEMA_PLACEHOLDER: settings.schema,
     }
+    seen = dict.fromkeys([APP_IMAGE_PLACEHOLDER, *expected], 0)
+    unexpected = []
     for path, want, got in _differences(rendered, synthesized):
         if want == APP_IMAGE_PLACEHOLDER and path.endswith("/image") and (match := image.fullmatch(str(got))):
             refs = set().union(*(_referenced(tokens[int(i)]) for i in match.groups()))
             assert refs == {repo_id, "AWS::URLSuffix"}, f"{path}: image built from {refs}"
-        elif want not in expected_tokens or got != expected_tokens[want]:
+        elif want not in expected or got != expected[want]:
             unexpected.append((path, want, got))
             continue
         seen[want] += 1
     assert not unexpected, "the manifests differ from the overlay:\n" + "\n".join(map(str, unexpected))[:4000]
-    assert seen[APP_IMAGE_PLACEHOLDER] >= 2 and seen[BUCKET_PLACEHOLDER] == 1 and seen[REGION_PLACEHOLDER] == 1
+    assert seen.pop(APP_IMAGE_PLACEHOLDER) >= 2
+    assert seen == dict.fromkeys(expected, 1)
 
 
 def _marker_for(tokens: list[Any], token: Any) -> str:

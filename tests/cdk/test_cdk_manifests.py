@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,10 @@ import yaml
 from cdk.manifests import (
     APP_IMAGE_PLACEHOLDER,
     BUCKET_PLACEHOLDER,
+    CONFIG_PLACEHOLDERS,
+    MODEL_NAME_PLACEHOLDER,
     REGION_PLACEHOLDER,
+    SCHEMA_PLACEHOLDER,
     ManifestError,
     render_overlay,
     require_objects,
@@ -24,7 +28,13 @@ DOCS = [
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": "flywheel-config", "namespace": "flywheel"},
-        "data": {"FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER, "AWS_REGION": REGION_PLACEHOLDER, "OTHER": "kept"},
+        "data": {
+            "FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER,
+            "AWS_REGION": REGION_PLACEHOLDER,
+            "FLYWHEEL_MODEL_NAME": MODEL_NAME_PLACEHOLDER,
+            "FLYWHEEL_SCHEMA": SCHEMA_PLACEHOLDER,
+            "OTHER": "kept",
+        },
     },
     {
         "apiVersion": "apps/v1",
@@ -42,9 +52,17 @@ DOCS = [
 ]
 
 
+CONFIG = {
+    "FLYWHEEL_BUCKET": "my-bucket",
+    "AWS_REGION": "eu-west-1",
+    "FLYWHEEL_MODEL_NAME": "churn",
+    "FLYWHEEL_SCHEMA": "churn-schema",
+}
+
+
 def test_substitute_fills_every_placeholder_and_nothing_else():
-    out = substitute(DOCS, image="repo/app:abc", bucket="my-bucket", region="eu-west-1")
-    assert out[1]["data"] == {"FLYWHEEL_BUCKET": "my-bucket", "AWS_REGION": "eu-west-1", "OTHER": "kept"}
+    out = substitute(DOCS, image="repo/app:abc", config=CONFIG)
+    assert out[1]["data"] == {**CONFIG, "OTHER": "kept"}
     pod = out[2]["spec"]["template"]["spec"]
     assert [c["image"] for c in pod["initContainers"] + pod["containers"]] == [
         "repo/app:abc",
@@ -52,12 +70,39 @@ def test_substitute_fills_every_placeholder_and_nothing_else():
         "busybox",
     ]
     assert DOCS[1]["data"]["FLYWHEEL_BUCKET"] == BUCKET_PLACEHOLDER  # the input is not modified
+    assert set(CONFIG_PLACEHOLDERS) == set(CONFIG)
 
 
-def test_substitute_fails_when_the_overlay_drops_a_placeholder():
-    without_region = [DOCS[0], {**DOCS[1], "data": {"FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER}}, DOCS[2]]
-    with pytest.raises(ManifestError, match=REGION_PLACEHOLDER):
-        substitute(without_region, image="i", bucket="b", region="r")
+@pytest.mark.parametrize("key", sorted(CONFIG_PLACEHOLDERS))
+def test_substitute_fails_when_the_overlay_drops_a_placeholder(key: str):
+    data = {k: v for k, v in DOCS[1]["data"].items() if k != key}
+    with pytest.raises(ManifestError, match=f"no longer contains {CONFIG_PLACEHOLDERS[key]}"):
+        substitute([DOCS[0], {**DOCS[1], "data": data}, DOCS[2]], image="i", config=CONFIG)
+
+
+def test_substitute_fails_when_a_value_for_a_placeholder_is_missing():
+    with pytest.raises(ManifestError, match="config must give exactly"):
+        substitute(DOCS, image="i", config={k: v for k, v in CONFIG.items() if k != "FLYWHEEL_SCHEMA"})
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("env", MODEL_NAME_PLACEHOLDER),  # a known placeholder outside the ConfigMap is not filled in
+        ("env", "s3://FLYWHEEL_BUCKET_PLACEHOLDER/data"),  # nor one inside a longer value
+        ("env", "NEW_PLACEHOLDER"),  # an overlay's new placeholder that nothing here knows
+        ("annotation", APP_IMAGE_PLACEHOLDER),  # the image anywhere but a container's image
+    ],
+)
+def test_substitute_fails_when_a_placeholder_is_left_over(where: str, text: str):
+    docs = copy.deepcopy(DOCS)
+    if where == "env":
+        docs[2]["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": text}]
+    else:
+        docs[2]["metadata"]["annotations"] = {"example.com/image": text}
+    with pytest.raises(ManifestError, match="left over") as error:
+        substitute(docs, image="i", config=CONFIG)
+    assert text in str(error.value)
 
 
 def test_require_objects_names_what_is_missing():

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from aws_cdk.assertions import Match, Template
-from cdk_fixtures import REPO_ROOT, InProcessSynth, joined, only
+from cdk_fixtures import REPO_ROOT, InProcessSynth, app_config, joined, only, trainer_environment
 
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.settings import DeploySettings
@@ -167,6 +167,17 @@ def test_trainer_environment(synth: InProcessSynth):
         "POWERTOOLS_METRICS_NAMESPACE": "Flywheel",
         "POWERTOOLS_LOG_LEVEL": "DEBUG",  # envName=dev; prod logs at INFO (test_cdk_variant)
     }
+
+
+def test_pods_get_the_trainers_bucket_model_name_and_schema(synth: InProcessSynth):
+    bucket_id, _ = only(synth.resources("AWS::S3::Bucket"), "DataBucket")
+    config, trainer = app_config(synth), trainer_environment(synth)
+    shared = ("FLYWHEEL_BUCKET", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA")
+    assert {k: config[k] for k in shared} == {k: trainer[k] for k in shared}
+    assert config["FLYWHEEL_BUCKET"] == {"Ref": bucket_id}
+    assert (config["FLYWHEEL_MODEL_NAME"], config["FLYWHEEL_SCHEMA"]) == (DEFAULTS.model_name, DEFAULTS.schema)
+    assert config["AWS_REGION"] == {"Ref": "AWS::Region"}
+    assert not any("PLACEHOLDER" in json.dumps(v) for v in config.values())
 
 
 def test_event_source_debounces_and_reports_partial_failures(synth: InProcessSynth, template: Template):

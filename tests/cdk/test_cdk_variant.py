@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Match, Template
-from cdk_fixtures import InProcessSynth, cdk_json_context, joined, only
+from cdk_fixtures import InProcessSynth, app_config, cdk_json_context, joined, only, trainer_environment
 
 from cdk.app import build_app
 
@@ -25,6 +25,7 @@ CONTEXT = {
     "trainerReservedConcurrency": "2",
     "imageTag": "3f2c1ab",
     "modelName": "churn",
+    "schema": "churn",
 }
 
 
@@ -83,6 +84,13 @@ def test_image_tag_reaches_the_pods(prod: InProcessSynth):
     _, app = only(prod.resources("Custom::AWSCDK-EKS-KubernetesResource"), "ServingClustermanifestApp")
     manifest: Any = app["Properties"]["Manifest"]
     assert joined(manifest).count(':3f2c1ab"') >= 2
+
+
+def test_pods_serve_the_model_and_schema_the_trainer_publishes(prod: InProcessSynth):
+    config, trainer = app_config(prod), trainer_environment(prod)
+    assert config["FLYWHEEL_MODEL_NAME"] == trainer["FLYWHEEL_MODEL_NAME"] == "churn"  # modelName, not savings
+    assert config["FLYWHEEL_SCHEMA"] == trainer["FLYWHEEL_SCHEMA"] == "churn"  # schema, not savings
+    assert config["FLYWHEEL_BUCKET"] == trainer["FLYWHEEL_BUCKET"]
 
 
 def test_ui_may_move_only_the_alias_of_the_configured_model(prod: InProcessSynth):

@@ -109,6 +109,13 @@ def test_deploy_assumes_a_role_builds_deploys_and_smoke_tests() -> None:
     script = runs(doc)
     for command in ("cdk deploy", "rollout status", "scripts/smoke_test.py"):
         assert command in script, command
+    # The model and schema the stack gives trainer and pods are the ones the job checks and smoke-tests.
+    assert job["env"]["MODEL_NAME"] == "${{ vars.FLYWHEEL_MODEL_NAME || 'savings' }}"
+    assert job["env"]["SCHEMA"] == "${{ vars.FLYWHEEL_SCHEMA || 'savings' }}"
+    (deploy,) = [s["run"] for s in steps(doc) if "cdk deploy" in s.get("run", "")]
+    for flag in ('-c modelName="$MODEL_NAME"', '-c schema="$SCHEMA"'):
+        assert flag in deploy, flag
+    assert "models/$MODEL_NAME/aliases/production.json" in script and '--schema "$SCHEMA"' in script
     assert doc["concurrency"]["cancel-in-progress"] is False
 
 
