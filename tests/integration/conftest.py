@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,9 @@ from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from flywheel.trainer import retrain
 from tests.conftest import Stack, free_port
-from tests.helpers import csv_bytes
+from tests.helpers import csv_bytes, wait_for
+
+__all__ = ["wait_for"]  # re-exported for the tests that import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,15 +61,6 @@ def predict(url: str, instances: list[dict[str, Any]]) -> httpx.Response:
 def serving_version(url: str) -> int | None:
     r = httpx.get(url + "/readyz", timeout=2)
     return r.json().get("model_version") if r.status_code == 200 else None
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30, interval: float = 0.1, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 def get_status(url: str) -> int:

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flywheel.sampledata import GENERATORS
 from flywheel.schema import load_schema
 from tests.conftest import free_port
+from tests.helpers import wait_for
 from tests.monitoring.promql import (
     BUILTIN_METRICS,
     RULES_FILE,
@@ -99,15 +100,6 @@ class Prometheus:
     def rules(self) -> list[dict[str, Any]]:
         body = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()
         return [rule for group in body["data"]["groups"] for rule in group["rules"]]
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def sample_instances(rows: int, seed: int) -> list[dict[str, Any]]:
@@ -199,16 +191,16 @@ def prometheus(api_replicas: list[str], light_load: None, tmp_path: Path) -> Ite
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, 30, "prometheus to be ready")
+        wait_for(ready, 30, "prometheus to be ready", interval=0.25)
         up = f'up{{job="{JOB}"}}'
-        wait_until(lambda: prom.value(f"count({up} == 1)") == len(api_replicas), 30, "both targets up")
-        wait_until(lambda: prom.value(f"min(count_over_time({up}[1m]))") >= MIN_SCRAPES, 30, f"{MIN_SCRAPES} scrapes")
+        wait_for(lambda: prom.value(f"count({up} == 1)") == len(api_replicas), 30, "both targets up", interval=0.25)
+        wait_for(lambda: prom.value(f"min(count_over_time({up}[1m]))") >= MIN_SCRAPES, 30, f"{MIN_SCRAPES} scrapes")
 
         def rules_evaluated() -> bool:
             rules = prom.rules()
             return bool(rules) and all(not r.get("lastEvaluation", "0").startswith("0") for r in rules)
 
-        wait_until(rules_evaluated, 30, "the rules to be evaluated")
+        wait_for(rules_evaluated, 30, "the rules to be evaluated")
         yield prom
     finally:
         proc.terminate()

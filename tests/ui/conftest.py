@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from flywheel.trainer import Outcome, retrain
 from tests.conftest import Stack, free_port
-from tests.helpers import csv_bytes
+from tests.helpers import csv_bytes, wait_for
+
+__all__ = ["wait_for"]  # re-exported for the UI tests
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "app" / "ui" / "main.py"
@@ -59,15 +60,6 @@ def train(stack: Stack, seed: int, rows: int = 600, **overrides: Any) -> Outcome
     outcome = retrain(settings, s3_client())
     assert outcome.version is not None, outcome
     return outcome
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass
