@@ -23,6 +23,8 @@ from flywheel.errors import NotReady
 from flywheel.serving.host import ServedModel
 from flywheel.serving.inputs import Columns
 
+INLINE_MAX_ROWS = 32
+
 
 @dataclass
 class Result:
@@ -129,8 +131,9 @@ class Batcher:
                 for name, col in it.columns.items():
                     merged[name].extend(col)
             try:
-                if len(items) == 1 and self._active <= 1:
-                    # alone: predict inline; a hop to the predict thread costs ~4 ms of GIL hand-over here
+                if len(items) == 1 and self._active <= 1 and items[0].rows <= INLINE_MAX_ROWS:
+                    # alone and small: predict inline; a hop to the predict thread costs ~4 ms of GIL
+                    # hand-over here. Big requests still go to the thread so /healthz and /metrics answer.
                     preds, proba = predict(served, merged)
                 else:  # company: the loop keeps reading requests while the batch runs
                     preds, proba = await loop.run_in_executor(self._executor, predict, served, merged)

@@ -182,14 +182,19 @@ def test_sigterm_drains_in_flight_requests(
     wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
     big = [{**ROW, "income": 1000.0 + i} for i in range(10_000)]
     responses: list[httpx.Response] = []
-    t = threading.Thread(target=lambda: responses.append(predict(api.url, big)))
-    t.start()
-    wait_for(lambda: metric(api.url, "flywheel_http_requests_in_flight") >= 2, 10, what="request in flight")
+    senders = [threading.Thread(target=lambda: responses.append(predict(api.url, big))) for _ in range(4)]
+    for t in senders:
+        t.start()
+    # all four accepted and still running (the /metrics request counts itself)
+    wait_for(lambda: metric(api.url, "flywheel_http_requests_in_flight") >= 5, 20, "requests in flight", 0.02)
     # uvicorn drains, then re-raises the signal so the parent sees how it ended
     assert api.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     assert "Waiting for connections to close" in api.output() or "Shutting down" in api.output()
-    t.join()
-    assert responses[0].status_code == 200 and len(responses[0].json()["predictions"]) == 10_000
+    for t in senders:
+        t.join()
+    assert len(responses) == 4
+    for r in responses:
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 10_000
     assert get_status(api.url + "/healthz") == 0  # stopped accepting
 
 
