@@ -1,0 +1,205 @@
+"""The trainer Lambda and every IAM grant of the stack (trainer, API pods, UI pods)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Template
+from cdk_fixtures import InProcessSynth, app_config, joined, only, trainer_environment
+
+from cdk.settings import DeploySettings
+
+DEFAULTS = DeploySettings()
+
+# --- trainer Lambda --------------------------------------------------------------------------------------
+
+
+def test_trainer_is_an_image_function_with_15_minute_timeout(synth: InProcessSynth):
+    _, function = only(synth.resources("AWS::Lambda::Function"), "TrainerFunction")
+    props = function["Properties"]
+    assert props["PackageType"] == "Image"
+    assert "Handler" not in props and "Runtime" not in props  # the image's CMD names the handler
+    assert props["Timeout"] == 900
+    assert props["MemorySize"] == DEFAULTS.trainer_memory_mib
+    assert props["EphemeralStorage"] == {"Size": DEFAULTS.trainer_ephemeral_storage_mib}
+    assert props["Architectures"] == ["x86_64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert "ReservedConcurrentExecutions" not in props  # opt-in: new accounts have too little concurrency
+
+
+def test_trainer_environment(synth: InProcessSynth):
+    bucket_id, _ = only(synth.resources("AWS::S3::Bucket"), "DataBucket")
+    _, function = only(synth.resources("AWS::Lambda::Function"), "TrainerFunction")
+    assert function["Properties"]["Environment"]["Variables"] == {
+        "FLYWHEEL_BUCKET": {"Ref": bucket_id},
+        "FLYWHEEL_MODEL_NAME": "savings",
+        "FLYWHEEL_SCHEMA": "savings",
+        "FLYWHEEL_LOCK_TTL_SECONDS": "1200",
+        "POWERTOOLS_SERVICE_NAME": "flywheel-trainer",
+        "POWERTOOLS_METRICS_NAMESPACE": "Flywheel",
+        "POWERTOOLS_LOG_LEVEL": "DEBUG",  # envName=dev; prod logs at INFO (test_cdk_variant)
+    }
+
+
+def test_pods_get_the_trainers_bucket_model_name_and_schema(synth: InProcessSynth):
+    bucket_id, _ = only(synth.resources("AWS::S3::Bucket"), "DataBucket")
+    config, trainer = app_config(synth), trainer_environment(synth)
+    shared = ("FLYWHEEL_BUCKET", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA")
+    assert {k: config[k] for k in shared} == {k: trainer[k] for k in shared}
+    assert config["FLYWHEEL_BUCKET"] == {"Ref": bucket_id}
+    assert (config["FLYWHEEL_MODEL_NAME"], config["FLYWHEEL_SCHEMA"]) == (DEFAULTS.model_name, DEFAULTS.schema)
+    assert config["AWS_REGION"] == {"Ref": "AWS::Region"}
+    assert not any("PLACEHOLDER" in json.dumps(v) for v in config.values())
+
+
+def test_event_source_debounces_and_reports_partial_failures(synth: InProcessSynth, template: Template):
+    queue_id, _ = only(synth.resources("AWS::SQS::Queue"), "UploadsQueue")
+    function_id, _ = only(synth.resources("AWS::Lambda::Function"), "TrainerFunction")
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "EventSourceArn": {"Fn::GetAtt": [queue_id, "Arn"]},
+            "FunctionName": {"Ref": function_id},
+            "BatchSize": DEFAULTS.trainer_batch_size,
+            "MaximumBatchingWindowInSeconds": DEFAULTS.trainer_batch_window_seconds,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "ScalingConfig": {"MaximumConcurrency": DEFAULTS.trainer_max_concurrency},
+        },
+    )
+
+
+def test_trainer_image_is_a_deploy_time_asset_of_the_trainer_dockerfile(synth: InProcessSynth):
+    assets = json.loads((synth.outdir / f"{synth.stack.stack_name}.assets.json").read_text())
+    images = list(assets["dockerImages"].values())
+    assert len(images) == 1
+    source = images[0]["source"]
+    assert source["dockerFile"] == "lambdas/trainer/Dockerfile"
+    assert source["platform"] == "linux/amd64"
+    # `cdk deploy` builds from this staged copy of the repository: it must hold the Dockerfile and everything
+    # the Dockerfile copies, and none of the heavy local directories.
+    context = synth.outdir / source["directory"]
+    dockerfile = context / source["dockerFile"]
+    assert dockerfile.is_file()
+    for copied in copy_sources(dockerfile.read_text()):
+        assert list(context.glob(copied)), f"the Dockerfile copies {copied}, missing from the staged context"
+    for heavy in (".venv", ".git", ".tools", "cdk.out", "tests", "node_modules", "cdk", "k8s"):
+        assert not (context / heavy).exists(), f"{heavy} leaked into the image build context"
+
+
+def copy_sources(dockerfile: str) -> list[str]:
+    """Sources of the Dockerfile's COPY instructions that read the build context (not another stage)."""
+    sources = []
+    for line in dockerfile.replace("\\\n", " ").splitlines():
+        words = line.split()
+        if not words or words[0].upper() != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        sources += [a.rstrip("/") for a in args[:-1]]
+    return sources
+
+
+def _policy_statements(synth: InProcessSynth, role_prefix: str) -> list[dict[str, Any]]:
+    role_id, _ = only(synth.resources("AWS::IAM::Role"), role_prefix)
+    statements = []
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _resource_text(resource: Any) -> str:
+    return joined(resource).replace(json.dumps({"Fn::GetAtt": ["DataBucketE6B0FAA8", "Arn"]}), "BUCKET")
+
+
+def _s3_grants(statements: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(action, resource, s3:prefix condition) for every S3 permission, with the bucket ARN written BUCKET."""
+    out = set()
+    for s in statements:
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        for action in actions:
+            if action.startswith("s3:"):
+                assert s["Effect"] == "Allow"
+                prefixes = s.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [])
+                out.add((action, _resource_text(s["Resource"]), ",".join(prefixes)))
+    return out
+
+
+def test_trainer_iam_is_scoped_to_prefixes(synth: InProcessSynth):
+    statements = _policy_statements(synth, "TrainerRole")
+    assert _s3_grants(statements) == {
+        ("s3:GetObject", "BUCKET/data/*", ""),
+        ("s3:GetObjectVersion", "BUCKET/data/*", ""),
+        ("s3:GetObjectTagging", "BUCKET/data/*", ""),
+        ("s3:DeleteObject", "BUCKET/data/*", ""),
+        ("s3:PutObject", "BUCKET/quarantine/*", ""),
+        ("s3:PutObjectTagging", "BUCKET/quarantine/*", ""),
+        ("s3:AbortMultipartUpload", "BUCKET/quarantine/*", ""),
+        ("s3:GetObject", "BUCKET/models/*", ""),
+        ("s3:PutObject", "BUCKET/models/*", ""),
+        ("s3:DeleteObject", "BUCKET/models/*", ""),
+        ("s3:AbortMultipartUpload", "BUCKET/models/*", ""),
+        ("s3:ListBucket", "BUCKET", "data/*,models/*"),
+    }
+    # The only Resource "*" is X-Ray's, which has no resource-level permissions (acknowledged in cdk/nag.py).
+    star = [s for s in statements if s["Resource"] == "*"]
+    assert star == [
+        {"Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Effect": "Allow", "Resource": "*"}
+    ]
+
+
+def test_trainer_role_has_no_managed_policies_and_writes_only_its_log_group(synth: InProcessSynth):
+    _, role = only(synth.resources("AWS::IAM::Role"), "TrainerRole")
+    assert "ManagedPolicyArns" not in role["Properties"]
+    log_group_id, _ = only(synth.resources("AWS::Logs::LogGroup"), "TrainerLogs")
+    logs = [s for s in _policy_statements(synth, "TrainerRole") if str(s["Action"]).count("logs:")]
+    assert logs == [
+        {
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [log_group_id, "Arn"]},
+        }
+    ]
+
+
+def test_api_pods_only_read_models(synth: InProcessSynth):
+    statements = _policy_statements(synth, "ServingAppPodRole")
+    assert _s3_grants(statements) == {
+        ("s3:GetObject", "BUCKET/models/*", ""),
+        ("s3:ListBucket", "BUCKET", "models/*"),
+    }
+    assert all(not str(s["Action"]).startswith("sqs") for s in statements)
+    assert not [s for s in statements if "Put" in str(s["Action"]) or "Delete" in str(s["Action"])]
+
+
+def test_ui_pods_read_data_quarantine_reports_and_models_and_write_only_uploads_and_the_alias(
+    synth: InProcessSynth,
+):
+    statements = _policy_statements(synth, "ServingUiPodRole")
+    alias = f"BUCKET/models/{DEFAULTS.model_name}/aliases/production.json"
+    assert _s3_grants(statements) == {
+        ("s3:GetObject", "BUCKET/data/*", ""),  # list the batches, and HeadObject before an upload
+        ("s3:PutObject", "BUCKET/data/*", ""),  # upload
+        ("s3:GetObject", "BUCKET/quarantine/*.error.json", ""),  # the reports, not the rejected batches
+        ("s3:GetObject", "BUCKET/models/*", ""),  # registry: alias, manifests
+        ("s3:PutObject", alias, ""),  # promote / roll back: this one key, nothing else under models/
+        ("s3:ListBucket", "BUCKET", "data/*,quarantine/*,models/*"),
+    }
+    # Nothing but these S3 statements: no other service, no Resource "*", no Deny to hide an Allow.
+    assert all(
+        a.startswith("s3:")
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    )
+    assert all(s["Effect"] == "Allow" and s["Resource"] != "*" and "NotResource" not in s for s in statements)
+
+
+def test_ui_grants_follow_the_model_name_and_the_core_layout():
+    """The alias and report keys the CDK app grants are the ones the core writes and reads."""
+    from cdk.grants import ERROR_REPORT_SUFFIX, alias_key
+    from flywheel.batches import ERROR_SUFFIX
+    from flywheel.registry import Registry
+
+    assert ERROR_REPORT_SUFFIX == ERROR_SUFFIX
+    for name in (DEFAULTS.model_name, "churn-2"):
+        assert alias_key(name) == Registry(None, "bucket", name).alias_key
