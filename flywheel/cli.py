@@ -71,8 +71,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from flywheel.lifecycle import rollback
 
-    before = _registry(args)
-    alias = rollback(before, actor=_actor())
+    alias = rollback(_registry(args), actor=_actor())
     print(f"production -> v{alias.version} (was v{alias.doc['previous']})")
     return 0
 
