@@ -65,7 +65,7 @@ class Service:
             max_wait_ms=settings.batch_max_wait_ms,
         )
 
-    def _on_batch(self, served: ServedModel, columns: Columns, predictions: list[Any], requests: int) -> None:
+    def _on_batch(self, served: ServedModel, columns: Columns, predictions: list[Any]) -> None:
         self.metrics.batch_size.observe(len(predictions))
         self.metrics.predictions.labels(version=str(served.version)).inc(len(predictions))
         self.monitor.record(served, columns, predictions)

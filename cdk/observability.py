@@ -62,39 +62,39 @@ class Observability(Construct):
 
         duration = function.metric_duration(statistic="Maximum", period=PERIOD)
         dlq_depth = dead_letter_queue.metric_approximate_number_of_messages_visible(statistic="Maximum", period=PERIOD)
+
+        def make_alarm(name: str, description: str, metric: cw.IMetric, threshold: float) -> cw.Alarm:
+            """At or over the threshold in one period; no data is not an alarm."""
+            return cw.Alarm(
+                self,
+                name,
+                alarm_description=description,
+                metric=metric,
+                threshold=threshold,
+                evaluation_periods=1,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+
         self.alarms = [
-            cw.Alarm(
-                self,
+            make_alarm(
                 "TrainerErrors",
-                alarm_description="The trainer Lambda failed (an exception, a timeout or an out-of-memory).",
-                metric=function.metric_errors(statistic="Sum", period=PERIOD),
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                "The trainer Lambda failed (an exception, a timeout or an out-of-memory).",
+                function.metric_errors(statistic="Sum", period=PERIOD),
+                1,
             ),
-            cw.Alarm(
-                self,
+            make_alarm(
                 "DeadLetters",
-                alarm_description="Upload notifications reached the dead-letter queue: their batches were not trained.",
-                metric=dlq_depth,
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                "Upload notifications reached the dead-letter queue: their batches were not trained.",
+                dlq_depth,
+                1,
             ),
-            cw.Alarm(
-                self,
+            make_alarm(
                 "TrainerNearTimeout",
-                alarm_description=(
-                    f"A trainer run took more than {int(NEAR_TIMEOUT_FRACTION * 100)}% of its "
-                    f"{int(timeout.to_minutes())}-minute timeout."
-                ),
-                metric=duration,
-                threshold=timeout.to_milliseconds() * NEAR_TIMEOUT_FRACTION,
-                evaluation_periods=1,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                f"A trainer run took more than {int(NEAR_TIMEOUT_FRACTION * 100)}% of its "
+                f"{int(timeout.to_minutes())}-minute timeout.",
+                duration,
+                timeout.to_milliseconds() * NEAR_TIMEOUT_FRACTION,
             ),
         ]
         for alarm in self.alarms:

@@ -126,14 +126,8 @@ class Registry:
 
     # -- alias -------------------------------------------------------------------------------------
     def alias(self) -> Alias | None:
-        try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=self.alias_key)
-        except ClientError as e:
-            if is_missing(e):
-                return None
-            raise
-        doc = json.loads(obj["Body"].read())
-        return Alias(version=int(doc["version"]), etag=obj["ETag"], doc=doc)
+        """Where production points now (None before the first promotion)."""
+        return self.alias_if_changed(None)
 
     def alias_if_changed(self, etag: str | None) -> Alias | None:
         """Conditional GET: None when the alias still has `etag` (HTTP 304) or does not exist."""

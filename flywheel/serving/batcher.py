@@ -61,7 +61,7 @@ class Batcher:
     def __init__(
         self,
         current: Callable[[], ServedModel | None],
-        on_batch: Callable[[ServedModel, Columns, list[Any], int], None],
+        on_batch: Callable[[ServedModel, Columns, list[Any]], None],
         *,
         max_size: int = 256,
         max_wait_ms: float = 2.0,
@@ -142,7 +142,7 @@ class Batcher:
                     if not it.future.done():
                         it.future.set_exception(e)
                 continue
-            self._on_batch(served, merged, preds, len(items))
+            self._on_batch(served, merged, preds)
             start = 0
             for it in items:
                 end = start + it.rows
