@@ -1,43 +1,38 @@
-"""Uploaded batches under data/: list, read with validation, quarantine with a reason. Nothing is lost."""
+"""Uploaded batches under data/: list, fetch the exact version, quarantine that version with a reason.
+
+Nothing a user uploads is lost: quarantine copies the validated object version (pinned by version id and
+ETag) and removes it from data/ only if it is still the current object there (a conditional delete), so
+a re-upload landing meanwhile stays; with bucket versioning the original stays as a noncurrent version too.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from botocore.exceptions import ClientError
 
 from flywheel.errors import BatchRejected
 from flywheel.registry import now_iso
-from flywheel.schema import Schema
-from flywheel.storage import is_missing
-from flywheel.validation import validate_batch
+from flywheel.storage import is_missing, is_precondition_failed
 
 ERROR_SUFFIX = ".error.json"
+CHUNK = 1 << 20
 
 
 @dataclass
-class Batch:
-    """An accepted batch and its lineage."""
+class Fetched:
+    """The object version that was downloaded (and is the one validated)."""
 
     key: str
-    version_id: str | None
     etag: str
+    version_id: str | None
     sha256: str
-    rows: int
-    frame: pd.DataFrame
-
-    def lineage(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "version_id": self.version_id,
-            "etag": self.etag,
-            "sha256": self.sha256,
-            "rows": self.rows,
-        }
+    size: int
+    uploaded: str
 
 
 @dataclass
@@ -45,6 +40,7 @@ class Quarantined:
     key: str
     quarantine_key: str
     problems: list[dict[str, Any]]
+    removed: bool = True  # False: a newer upload took the name meanwhile and was left in data/
 
 
 class BatchStore:
@@ -60,49 +56,67 @@ class BatchStore:
         objs = [o for p in pages for o in p.get("Contents", []) if not o["Key"].endswith("/")]
         return sorted(objs, key=lambda o: o["Key"])
 
-    def load(self, obj: dict[str, Any], schema: Schema, *, max_bytes: int, max_duplicate_fraction: float) -> Batch:
-        """Read and validate one object; raises BatchRejected naming the file, rows and columns."""
-        key = obj["Key"]
-        if obj["Size"] > max_bytes:
-            raise BatchRejected(
-                key,
-                [{"check": "size", "message": f"the file is {obj['Size']} bytes; the limit is {max_bytes}"}],
-            )
+    def fetch(self, key: str, dest: Path) -> Fetched:
+        """Stream the current version to `dest`, hashing as it goes (memory stays one chunk)."""
         got = self.s3.get_object(Bucket=self.bucket, Key=key)
-        data = got["Body"].read()
-        frame = validate_batch(data, key, schema, max_duplicate_fraction=max_duplicate_fraction)
-        return Batch(
+        digest, size = hashlib.sha256(), 0
+        with dest.open("wb") as f:
+            for chunk in got["Body"].iter_chunks(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                f.write(chunk)
+        return Fetched(
             key=key,
-            version_id=got.get("VersionId"),
             etag=got["ETag"].strip('"'),
-            sha256=hashlib.sha256(data).hexdigest(),
-            rows=len(frame),
-            frame=frame,
+            version_id=got.get("VersionId"),
+            sha256=digest.hexdigest(),
+            size=size,
+            uploaded=got["LastModified"].isoformat(),
         )
 
-    def quarantine(self, rejected: BatchRejected) -> Quarantined | None:
-        """Copy the batch to quarantine/ with its reasons beside it, then remove it from data/.
+    def quarantine(self, rejected: BatchRejected, *, etag: str, version_id: str | None) -> Quarantined | None:
+        """Copy exactly the validated version to quarantine/ with the reasons beside it, then take it out of data/.
 
-        The bucket is versioned, so the data/ object's bytes stay recoverable as a noncurrent version too.
-        Returns None when the object vanished meanwhile (someone else moved it).
+        Returns None when that version is gone already (someone else moved it, or a new upload replaced it
+        before the copy: the new one is validated on its own).
         """
         key = rejected.key
         target = self.quarantine_prefix + key[len(self.data_prefix) :]
+        source: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            source["VersionId"] = version_id
         try:
-            self.s3.copy_object(Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": key})
+            copied = self.s3.copy_object(
+                Bucket=self.bucket, Key=target, CopySource=source, CopySourceIfMatch=f'"{etag}"'
+            )
         except ClientError as e:
-            if is_missing(e):
+            if is_missing(e) or is_precondition_failed(e):
                 return None
             raise
-        report = {"file": key, "quarantined_as": target, "at": now_iso(), **rejected.to_dict()}
+        removed = True
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')
+        except ClientError as e:
+            if not (is_missing(e) or is_precondition_failed(e)):
+                raise
+            removed = False  # a re-upload replaced it: leave the new bytes alone
+        report = {
+            "file": key,
+            "version_id": version_id,
+            "etag": etag,
+            "quarantined_as": target,
+            "quarantined_version_id": copied.get("VersionId"),
+            "removed_from_data": removed,
+            "at": now_iso(),
+            **rejected.to_dict(),
+        }
         self.s3.put_object(
             Bucket=self.bucket,
             Key=target + ERROR_SUFFIX,
             Body=json.dumps(report, indent=2).encode(),
             ContentType="application/json",
         )
-        self.s3.delete_object(Bucket=self.bucket, Key=key)
-        return Quarantined(key=key, quarantine_key=target, problems=rejected.problems)
+        return Quarantined(key=key, quarantine_key=target, problems=rejected.problems, removed=removed)
 
     def quarantined(self) -> list[dict[str, Any]]:
         """The error reports under quarantine/, newest first."""

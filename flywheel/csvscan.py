@@ -12,7 +12,7 @@ Source = bytes | str | Path
 
 
 def _open(src: Source) -> BinaryIO:
-    return io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")  # noqa: SIM115
+    return io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
 
 
 def sniff(src: Source) -> tuple[str, str] | None:

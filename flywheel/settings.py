@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+BATCH_SHARE_OF_MEMORY = 16
 
 
 class CoreSettings(BaseSettings):
@@ -21,8 +25,9 @@ class CoreSettings(BaseSettings):
     data_prefix: str = "data/"
     quarantine_prefix: str = "quarantine/"
     models_prefix: str = "models/"
+    validated_prefix: str = "validated/"
 
-    @field_validator("data_prefix", "quarantine_prefix", "models_prefix")
+    @field_validator("data_prefix", "quarantine_prefix", "models_prefix", "validated_prefix")
     @classmethod
     def _slash(cls, v: str) -> str:
         if not v.endswith("/") or v.startswith("/"):
@@ -33,8 +38,16 @@ class CoreSettings(BaseSettings):
 class TrainerSettings(CoreSettings):
     """The trainer (Lambda or local worker)."""
 
-    max_batch_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
-    max_duplicate_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_batch_bytes: int | None = Field(default=None, gt=0)
+    memory_mib: int | None = Field(
+        default=None, gt=0, validation_alias=AliasChoices("FLYWHEEL_MEMORY_MIB", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    )
+    max_duplicate_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
+    train_window_rows: int = Field(default=1_000_000, ge=100)
+    offload: Literal["none", "process", "batch"] = "none"
+    offload_job_queue: str | None = None
+    offload_job_definition: str | None = None
+    queue_url: str | None = None
     estimators: str = "linear,hgb"
     cv_folds: int = Field(default=3, ge=2, le=10)
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
@@ -58,6 +71,19 @@ class TrainerSettings(CoreSettings):
     @property
     def estimator_names(self) -> list[str]:
         return self.estimators.split(",")
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory this trainer may use: the setting, the Lambda's size, or the machine's."""
+        if self.memory_mib:
+            return self.memory_mib * MIB
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+    @property
+    def batch_limit_bytes(self) -> int:
+        """The largest CSV accepted: validation streams, but training a batch needs ~16x its CSV size in
+        memory (measured, docs/trainer.md), so a batch may take at most 1/16 of the trainer's memory."""
+        return self.max_batch_bytes or self.memory_bytes // BATCH_SHARE_OF_MEMORY
 
 
 class ServeSettings(CoreSettings):

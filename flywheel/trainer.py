@@ -1,4 +1,4 @@
-"""One retrain: validate every batch, train a candidate, gate it, publish it. The Lambda and the CLI call this."""
+"""One retrain: validate new batches, train a candidate on the window, gate it, publish it. Every runner calls this."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import logging
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any, Literal
 
 import pandas as pd
 
 from flywheel import drift
-from flywheel.batches import Batch, BatchStore, Quarantined
-from flywheel.errors import BatchRejected, FlywheelError, ModelVerificationError
+from flywheel.batches import BatchStore, Quarantined
+from flywheel.catalog import Catalog
+from flywheel.errors import FlywheelError, ModelVerificationError
 from flywheel.gate import PRIMARY_METRIC, decide
+from flywheel.ingest import ingest
 from flywheel.manifest import (
     MANIFEST_FORMAT,
     check_libraries,
@@ -24,10 +28,13 @@ from flywheel.manifest import (
     records,
     sha256,
 )
-from flywheel.registry import Registry, now_iso
+from flywheel.promotion import decided_against, move_as_decided, pending
+from flywheel.registry import Alias, Registry, now_iso
+from flywheel.resources import resources
 from flywheel.schema import Schema, load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.training import fingerprint, fit_candidate, holdout_mask, naive_baseline, score
+from flywheel.window import training_window
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,8 @@ class Outcome:
     production_version: int | None = None
     rows: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
+    left_out: list[dict[str, Any]] = field(default_factory=list)  # accepted batches outside the window
+    validated_batches: int = 0  # batches validated in this run; the others came from validated/
     metrics: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
@@ -52,63 +61,75 @@ class Outcome:
         return asdict(self)
 
 
-def _production(schema: Schema, registry: Registry) -> tuple[Any, dict[str, Any] | None, int | None, list[str]]:
+def _production(
+    schema: Schema, registry: Registry, alias: Alias | None
+) -> tuple[Any, dict[str, Any] | None, list[str]]:
     """The model behind the alias, or None (with why) when there is none or it cannot be trusted here."""
-    alias = registry.alias()
     if alias is None:
-        return None, None, None, []
+        return None, None, []
     manifest = registry.manifest(alias.version)
     if manifest.get("schema", {}).get("features") != schema.model_dump(mode="json")["features"]:
-        return None, manifest, alias.version, [f"production v{alias.version} has another schema: not compared"]
+        return None, manifest, [f"production v{alias.version} has another schema: not compared"]
     try:
         check_libraries(manifest["libraries"])
         model = load_model(registry.model_bytes(alias.version), manifest["sha256"])
     except (ModelVerificationError, FlywheelError) as e:
-        return None, manifest, alias.version, [f"production v{alias.version} unusable here: {e.message}"]
-    return model, manifest, alias.version, []
+        return None, manifest, [f"production v{alias.version} unusable here: {e.message}"]
+    return model, manifest, []
 
 
-def _accepted(store: BatchStore, schema: Schema, s: TrainerSettings) -> tuple[list[Batch], list[Quarantined]]:
-    accepted: dict[str, Batch] = {}
-    quarantined: list[Quarantined] = []
-    for obj in store.objects():
-        try:
-            batch = store.load(
-                obj, schema, max_bytes=s.max_batch_bytes, max_duplicate_fraction=s.max_duplicate_fraction
-            )
-        except BatchRejected as e:
-            log.warning("batch rejected: %s", e.message, extra={"file": e.key, "problems": e.problems})
-            q = store.quarantine(e)
-            if q:
-                quarantined.append(q)
-            continue
-        accepted.setdefault(batch.sha256, batch)  # the same bytes uploaded twice count once
-    return list(accepted.values()), quarantined
+def lock_ttl(settings: TrainerSettings, deadline: float | None) -> int:
+    """The lock lives as long as this run can: until the invocation's deadline (plus a margin), not longer."""
+    if deadline is None:
+        return settings.lock_ttl_seconds
+    return max(60, int(deadline - time.time()) + 30)
 
 
-def retrain(settings: TrainerSettings, s3: Any, *, actor: str = "trainer") -> Outcome:
-    """Validate all batches under data/, train on the accepted ones, gate, publish, move the alias."""
+def retrain(settings: TrainerSettings, s3: Any, *, actor: str = "trainer", deadline: float | None = None) -> Outcome:
+    """Bring the validated cache up to date, train on the window, gate, publish, move the alias.
+
+    `deadline` (epoch seconds) is when the caller will be stopped (a Lambda's timeout): the lock expires then.
+    """
     started = time.monotonic()
     schema = load_schema(settings.schema_ref)
+    schema_sha = sha256(schema.model_dump_json().encode())
     registry = Registry(s3, settings.bucket, settings.model_name, settings.models_prefix)
     store = BatchStore(s3, settings.bucket, settings.data_prefix, settings.quarantine_prefix)
-    with registry.lock(owner=f"{actor}@{socket.gethostname()}", ttl_seconds=settings.lock_ttl_seconds):
-        batches, quarantined = _accepted(store, schema, settings)
-        out = Outcome(status="no-data", quarantined=quarantined)
+    catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{settings.model_name}/", schema_sha)
+    owner = f"{actor}@{socket.gethostname()}"
+    with registry.lock(owner=owner, ttl_seconds=lock_ttl(settings, deadline)), TemporaryDirectory() as tmp:
+        got = ingest(
+            store,
+            catalog.load(),
+            schema,
+            Path(tmp),
+            max_bytes=settings.batch_limit_bytes,
+            dup_share=settings.max_duplicate_fraction,
+        )
+        out = Outcome(status="no-data", quarantined=got.quarantined, validated_batches=got.validated_now)
         out.timings["validate"] = round(time.monotonic() - started, 3)
-        if not batches:
+        if not got.accepted:
             out.reasons = ["no accepted batch under " + settings.data_prefix]
             return _done(out, started)
-        schema_json = schema.model_dump_json()
-        fp = fingerprint([b.sha256 for b in batches] + [sha256(schema_json.encode())])
+        chosen, out.left_out = training_window(got.accepted, settings.train_window_rows)
+        fp = fingerprint([e.sha256 for e in chosen] + [schema_sha])
         versions = registry.versions()
         alias = registry.alias()
         out.production_version = alias.version if alias else None
-        if versions and registry.manifest(versions[-1]).get("data", {}).get("fingerprint") == fp:
+        if versions and (newest := registry.manifest(versions[-1])).get("data", {}).get("fingerprint") == fp:
             out.status, out.version = "unchanged", versions[-1]
             out.reasons = [f"data fingerprint {fp[:12]} already trained as v{versions[-1]}"]
+            if pending(newest, alias):
+                moved, note = move_as_decided(registry, versions[-1], newest["gate"], reason="completing an "
+                                              "approved promotion interrupted before the alias moved")  # fmt: skip
+                out.status = "promoted" if moved else "unchanged"
+                out.production_version = versions[-1] if moved else out.production_version
+                out.reasons.append(note)
             return _done(out, started)
-        out = _train_and_publish(settings, schema, registry, batches, fp, out, started)
+        frame = pd.concat([catalog.frame(e, schema, Path(tmp)) for e in chosen], ignore_index=True)
+        out.timings["load"] = round(time.monotonic() - started - out.timings["validate"], 3)
+        lineage = {"batches": [e.lineage() for e in chosen], "left_out": out.left_out}
+        out = _train_and_publish(settings, schema, registry, alias, frame, lineage, fp, out, started)
     return _done(out, started)
 
 
@@ -116,12 +137,13 @@ def _train_and_publish(
     s: TrainerSettings,
     schema: Schema,
     registry: Registry,
-    batches: list[Batch],
+    alias: Alias | None,
+    frame: pd.DataFrame,
+    lineage: dict[str, Any],
     fp: str,
     out: Outcome,
     started: float,
 ) -> Outcome:
-    frame = pd.concat([b.frame for b in batches], ignore_index=True)
     out.rows = len(frame)
     x, y = frame[schema.feature_names], frame[schema.target.name]
     hold = holdout_mask(frame, s.holdout_fraction)
@@ -132,7 +154,7 @@ def _train_and_publish(
     train_started = time.monotonic()
     trained = fit_candidate(schema, xt, yt, s.estimator_names, s.cv_folds, s.train_threads)
     baseline = naive_baseline(schema).fit(xt, yt)
-    prod_model, _, prod_version, notes = _production(schema, registry)
+    prod_model, _, notes = _production(schema, registry, alias)
     cand_scores, base_scores = score(schema, trained.model, xh, yh), score(schema, baseline, xh, yh)
     prod_scores = score(schema, prod_model, xh, yh) if prod_model is not None else None
     metrics = {"candidate": cand_scores, "baseline": base_scores, "production": prod_scores}
@@ -159,7 +181,7 @@ def _train_and_publish(
             "reasons": [*decision.reasons, *notes],
             "tolerance": s.gate_tolerance,
             "min_score": s.gate_min_score,
-            "production_version": prod_version,
+            **decided_against(alias),
         },
         "task": schema.task,
         "schema": schema.model_dump(mode="json"),
@@ -171,12 +193,14 @@ def _train_and_publish(
             "rows": len(frame),
             "train_rows": int((~hold).sum()),
             "holdout_rows": int(hold.sum()),
-            "batches": [b.lineage() for b in batches],
+            "window_rows": s.train_window_rows,
+            **lineage,
         },
         "sha256": sha256(model_bytes),
         "size_bytes": len(model_bytes),
         "libraries": library_versions(),
         "training_seconds": round(time.monotonic() - started, 3),
+        "resources": resources(),
         "golden": {"inputs": records(golden_x), "outputs": outputs(schema, trained.model, golden_x)},
         "feature_stats": drift.profile_frame(xt, schema.numeric, categories),
         "prediction_stats": (
@@ -191,13 +215,9 @@ def _train_and_publish(
     out.version, out.status, out.reasons = version, decision.status, manifest["gate"]["reasons"]
     out.metrics = {**metrics, "primary_metric": PRIMARY_METRIC[schema.task]}
     if decision.promoted:
-        alias = registry.alias()
-        if (alias.version if alias else None) != prod_version:
-            # an operator moved the alias while we trained: their choice stands
-            out.reasons.append(f"alias moved to v{alias.version if alias else None} during training; not moved")
-            return out
-        registry.move_alias(version, alias, actor="trainer", reason=f"gate passed: {decision.reasons[0]}")
-        out.production_version = version
+        moved, note = move_as_decided(registry, version, manifest["gate"], reason=f"gate passed: {decision.reasons[0]}")
+        out.reasons.append(note)
+        out.production_version = version if moved else out.production_version
     out.timings["publish"] = round(time.monotonic() - publish_started, 3)
     return out
 
