@@ -94,15 +94,51 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def cmd_drop(args: argparse.Namespace) -> int:
     from flywheel.settings import CoreSettings
     from flywheel.storage import s3_client
+    from flywheel.uploads import put_new
 
     s = CoreSettings(**_overrides(args))
     path = Path(args.file)
     if not path.is_file():
         raise FlywheelError(f"{path}: no such file")
-    key = s.data_prefix + (args.key or path.name)
-    s3_client().upload_file(str(path), s.bucket, key)
+    key = s.data_prefix + (args.name or path.name)
+    with path.open("rb") as body:
+        put_new(s3_client(), s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME")
     print(f"uploaded {path} -> s3://{s.bucket}/{key}")
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flywheel.errors import BatchRejected
+    from flywheel.schema import load_schema
+    from flywheel.settings import TrainerSettings
+    from flywheel.validation import validate_stream
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise FlywheelError(f"{path}: no such file")
+    share = args.max_duplicate_fraction
+    if share is None:
+        share = TrainerSettings.model_fields["max_duplicate_fraction"].default
+    size = path.stat().st_size
+    try:
+        found = validate_stream(path, str(path), load_schema(args.schema), max_duplicate_fraction=share)
+    except BatchRejected as e:
+        report = {"file": str(path), "accepted": False, **e.to_dict()}
+        print(json.dumps(report, indent=2) if args.json else _rejection_text(e))
+        return 1
+    report = {"file": str(path), "accepted": True, "rows": found.rows, "duplicate_rows": found.duplicates,
+              "bytes": size}  # fmt: skip
+    print(json.dumps(report, indent=2) if args.json else
+          f"{path}: accepted, {found.rows} rows ({found.duplicates} exactly repeated), {size} bytes")  # fmt: skip
+    return 0
+
+
+def _rejection_text(e: Any) -> str:
+    lines = [f"{e.key}: rejected"]
+    for p in e.problems:
+        column = f" [{p['column']}]" if p.get("column") else ""
+        lines.append(f"  {p['check']}{column}: {p['message']}")
+    return "\n".join(lines)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -182,10 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
     _common(p)
 
-    p = add("drop", cmd_drop, "Upload a CSV batch into data/ (triggers the trainer).")
+    p = add("drop", cmd_drop, "Upload a CSV batch into data/ (triggers the trainer). An existing name is refused.")
     _common(p)
     p.add_argument("file", help="CSV file to upload")
-    p.add_argument("--key", help="object name under data/ (default: the file name)")
+    p.add_argument("--as", "--key", dest="name", metavar="NAME",
+                   help="object name under data/ (default: the file name); batches are never replaced")  # fmt: skip
+
+    p = add("validate", cmd_validate, "Check a CSV batch locally, as the trainer will: exit 0 accepted, 1 rejected.")
+    p.add_argument("file", help="CSV file to check")
+    p.add_argument("--schema", default=os.environ.get("FLYWHEEL_SCHEMA", "savings"),
+                   help="built-in schema name or schema JSON path (default: $FLYWHEEL_SCHEMA or savings)")  # fmt: skip
+    p.add_argument("--max-duplicate-fraction", type=float, default=None,
+                   help="share of exactly repeated rows accepted (default: the trainer's, 0.01)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the report as JSON (what quarantine writes)")
 
     p = add("serve", cmd_serve, "Run one prediction API replica (hot-reloads the production model).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")

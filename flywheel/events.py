@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+#: The body of a message the trainer sends itself when another trainer holds the lock: "retrain later".
+RETRAIN_EVENT = "flywheel:Retrain"
+
 
 @dataclass(frozen=True)
 class ObjectRef:
@@ -23,6 +26,7 @@ class Message:
     message_id: str | None
     objects: list[ObjectRef] = field(default_factory=list)
     test_event: bool = False
+    retrain_requested: bool = False  # a delayed retry the trainer sent itself (RETRAIN_EVENT)
     error: str | None = None
 
 
@@ -57,6 +61,8 @@ def parse_event(event: dict[str, Any]) -> list[Message]:
                 raise ValueError("body is not a JSON object")
             if body.get("Event") == "s3:TestEvent":
                 msg.test_event = True
+            elif body.get("Event") == RETRAIN_EVENT:
+                msg.retrain_requested = True
             else:
                 msg.objects = _s3_records(body)
         except (ValueError, KeyError, TypeError) as e:

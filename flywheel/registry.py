@@ -187,6 +187,16 @@ class Registry:
         finally:
             self._release(token)
 
+    def lock_holder(self) -> dict[str, Any] | None:
+        """The lock's document while a live trainer holds it; None when free or expired."""
+        try:
+            held: dict[str, Any] = json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.lock_key)["Body"].read())
+        except ClientError as e:
+            if is_missing(e):
+                return None
+            raise
+        return held if held.get("expires_at", 0) > time.time() else None
+
     def _take_over_expired(self, body: str) -> None:
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self.lock_key)
@@ -196,7 +206,11 @@ class Registry:
             raise
         held = json.loads(obj["Body"].read())
         if held.get("expires_at", 0) > time.time():
-            raise LockBusy(f"another trainer holds the lock ({held.get('owner')})", holder=held.get("owner"))
+            raise LockBusy(
+                f"another trainer holds the lock ({held.get('owner')})",
+                holder=held.get("owner"),
+                expires_at=held.get("expires_at"),
+            )
         try:
             self.s3.put_object(Bucket=self.bucket, Key=self.lock_key, Body=body.encode(), IfMatch=obj["ETag"])
         except ClientError as e:

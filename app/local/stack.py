@@ -118,6 +118,9 @@ class LocalStack:
         _wait("moto", lambda: _http_ok(self.endpoint + "/moto-api/data.json"), 30, moto)
         queue_url = self._wire()
         _say("2/5 trainer worker (the Lambda handler, fed by the queue)")
+        # as in the cloud: a busy lock re-queues a delayed retrain; a retrain too big for a Lambda's limits is
+        # handed to a job, here a local `flywheel retrain` process
+        self.env.update({"FLYWHEEL_QUEUE_URL": queue_url, "FLYWHEEL_OFFLOAD": "process"})
         self._spawn("worker", [sys.executable, "-m", "app.local.worker", "--queue-url", queue_url,
                                "--debounce", str(o.debounce)])  # fmt: skip
         _say(f"3/5 {o.replicas} API replica(s)")

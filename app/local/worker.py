@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("flywheel.worker")
@@ -28,6 +28,11 @@ class LocalContext:
     memory_limit_in_mb: int = 0
     invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:flywheel-trainer-local"
     aws_request_id: str = ""
+    timeout_seconds: float = 900.0  # Lambda's maximum, like the cloud trainer's
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(max(0.0, self.started + self.timeout_seconds - time.monotonic()) * 1000)
 
 
 def _receive(sqs: Any, queue_url: str, wait: int) -> list[dict[str, Any]]:

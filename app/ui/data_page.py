@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from app.ui import clients
 from app.ui.uploads import put_batch
 from flywheel.settings import CoreSettings
+from flywheel.uploads import BatchExists
 
 
 def human_bytes(n: int) -> str:
@@ -47,6 +48,7 @@ def _upload(core: CoreSettings) -> None:
     with st.form("upload", clear_on_submit=True):
         st.markdown(f"**Upload a batch** into `s3://{core.bucket}/{core.data_prefix}`")
         file = st.file_uploader("CSV file (header = the schema's features and target)", type=["csv"])
+        save_as = st.text_input("Save as (optional)", placeholder="the file's name", help="batches are never replaced")
         submitted = st.form_submit_button("Upload", icon=":material/upload:")
     if not submitted:
         return
@@ -54,7 +56,10 @@ def _upload(core: CoreSettings) -> None:
         st.warning("Choose a CSV file first.")
         return
     try:
-        key = put_batch(clients.s3(), core.bucket, core.data_prefix, file.name, file.getvalue())
+        key = put_batch(clients.s3(), core.bucket, core.data_prefix, save_as.strip() or file.name, file.getvalue())
+    except BatchExists as e:
+        st.error(e.message)
+        return
     except (ClientError, BotoCoreError) as e:
         st.error(f"Upload failed: {e}")
         return

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from flywheel.storage import is_missing
+from flywheel.uploads import put_new
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -21,22 +18,8 @@ def object_name(filename: str) -> str:
     return f"{stem}.csv"
 
 
-def _exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as e:
-        if is_missing(e):
-            return False
-        raise
-    return True
-
-
 def put_batch(s3: Any, bucket: str, data_prefix: str, filename: str, data: bytes) -> str:
-    """Upload under data/ and return the key. An existing name gets a UTC timestamp rather than replaced:
-    replacing would silently swap the bytes a published version was trained on."""
+    """Upload under data/ with a create-only write and return the key; raises BatchExists for a taken name."""
     key = data_prefix + object_name(filename)
-    if _exists(s3, bucket, key):
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        key = f"{key.removesuffix('.csv')}-{stamp}.csv"
-    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="text/csv", Metadata={"uploaded-via": "flywheel-ui"})
+    put_new(s3, bucket, key, data, via="flywheel-ui", how_to_rename="give the batch another name ('Save as')")
     return key

@@ -1,11 +1,13 @@
 """Trainer Lambda: SQS (S3 notifications) -> one retrain per invocation -> partial batch failures.
 
-Thin by design: parse the event, call flywheel.trainer.retrain, report. The local worker of
-`flywheel up` calls this same function.
+Thin by design: parse the event, decide where the retrain runs (here, or handed to bigger compute when it
+will not fit), call flywheel.trainer.retrain, report. The local worker of `flywheel up` calls this same
+function.
 """
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from typing import Any
 
@@ -14,15 +16,19 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
+from flywheel.capacity import plan
 from flywheel.errors import FlywheelError, LockBusy
-from flywheel.events import parse_event, relevant
+from flywheel.events import Message, parse_event, relevant
+from flywheel.registry import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from flywheel.trainer import Outcome, retrain
+from lambdas.trainer import offload
 
 logger = Logger(service="flywheel-trainer")
 metrics = Metrics(namespace="Flywheel", service="flywheel-trainer")
 tracer = Tracer(service="flywheel-trainer")
+DEFAULT_SECONDS = 900.0  # a context without a deadline (a test, a local call) gets Lambda's maximum
 
 
 @cache
@@ -49,6 +55,45 @@ def _emit(outcome: Outcome) -> None:
             metrics.add_metric(name="ProductionHoldoutScore", unit=MetricUnit.NoUnit, value=value)
 
 
+def _seconds_left(context: Any) -> float:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return remaining() / 1000 if callable(remaining) else DEFAULT_SECONDS
+
+
+def _handed_off(settings: TrainerSettings, context: Any, seconds_left: float) -> bool:
+    """True when the retrain was sent to bigger compute. Raises LockBusy while another trainer runs."""
+    holder = Registry(_s3(), settings.bucket, settings.model_name, settings.models_prefix).lock_holder()
+    if holder is not None:
+        raise LockBusy(f"another trainer holds the lock ({holder.get('owner')})", expires_at=holder.get("expires_at"))
+    memory_mb = int(getattr(context, "memory_limit_in_mb", 0) or 0)
+    memory = memory_mb * 1024 * 1024 if memory_mb else settings.memory_bytes
+    p = plan(settings, _s3(), seconds_left=seconds_left, memory_bytes=memory)
+    if p.fits:
+        return False
+    started = offload.submit(settings, reason="; ".join(p.reasons))
+    logger.info("retrain handed off", extra={"plan": p.to_dict(), "started": started})
+    metrics.add_metric(name="HandedOff", unit=MetricUnit.Count, value=1)
+    return True
+
+
+def _failures(ids: list[str]) -> dict[str, Any]:
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in dict.fromkeys(ids)]}
+
+
+def _busy(settings: TrainerSettings, e: LockBusy, messages: list[Message], keys: list[str]) -> list[str]:
+    """Lock held: one delayed retry message instead of failed deliveries (which would count towards the DLQ)."""
+    if offload.retry_later(settings, keys=keys, expires_at=e.detail.get("expires_at"), reason=e.message):
+        logger.info("another trainer is running; a delayed retrain was queued", extra={"error": e.message})
+        return []
+    logger.warning("another trainer is running; messages will be retried", extra={"error": e.message})
+    return _retryable(messages)
+
+
+def _retryable(messages: list[Message]) -> list[str]:
+    """The deliveries a failed retrain hands back to the queue (then the DLQ)."""
+    return [m.message_id for m in messages if m.message_id and (m.objects or m.retrain_requested)]
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
@@ -63,20 +108,27 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         elif m.test_event:
             logger.info("ignoring s3:TestEvent", extra={"message_id": m.message_id})
     refs = [r for r in relevant(messages, settings.data_prefix) if r.bucket == settings.bucket]
-    if not refs:
-        return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
-    logger.info("retraining", extra={"keys": sorted({r.key for r in refs})})
+    if not refs and not any(m.retrain_requested for m in messages):
+        return _failures(failures)
+    keys = sorted({r.key for r in refs})
+    logger.info("retraining", extra={"keys": keys})
+    seconds_left = _seconds_left(context)
+    direct = bool(messages) and messages[0].message_id is None
     try:
-        outcome = retrain(settings, _s3(), actor="lambda")
-    except (FlywheelError, ClientError, BotoCoreError) as e:
-        if isinstance(e, LockBusy):
-            logger.warning("another trainer is running; messages will be retried", extra={"error": str(e)})
-        else:
-            logger.exception("retrain failed")
-        if messages and messages[0].message_id is None:
+        if settings.offload != "none" and _handed_off(settings, context, seconds_left):
+            return _failures(failures)
+        outcome = retrain(settings, _s3(), actor="lambda", deadline=time.time() + seconds_left)
+    except LockBusy as e:
+        if direct:
             raise  # a direct S3 invocation has no queue to retry: let Lambda's retry policy see the error
-        failures += [m.message_id for m in messages if m.message_id and m.objects]
-        return {"batchItemFailures": [{"itemIdentifier": i} for i in dict.fromkeys(failures)]}
+        return _failures(failures + _busy(settings, e, messages, keys))
+    except (FlywheelError, ClientError, BotoCoreError):
+        logger.exception("retrain failed")
+        if direct:
+            raise
+        return _failures(
+            failures + [m.message_id for m in messages if m.message_id and (m.objects or m.retrain_requested)]
+        )
     _emit(outcome)
     logger.info(
         "retrain finished",
@@ -87,8 +139,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "rows": outcome.rows,
             "duration_seconds": outcome.duration_seconds,
             "timings": outcome.timings,
+            "validated_batches": outcome.validated_batches,
             "quarantined": [q.key for q in outcome.quarantined],
+            "left_out": [b["key"] for b in outcome.left_out],
             "reasons": outcome.reasons,
         },
     )
-    return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
+    return _failures(failures)

@@ -11,12 +11,14 @@ from tests.helpers import csv_bytes
 from tests.ui.conftest import open_app, texts
 
 
-def upload(stack: Stack, name: str, data: bytes) -> list[str]:
+def upload(stack: Stack, name: str, data: bytes, save_as: str = "", kind: str = "success") -> list[str]:
     at = open_app("data")
     at.file_uploader[0].set_value((name, data, "text/csv"))
+    if save_as:
+        at.text_input[0].set_value(save_as)
     at.button(key="FormSubmitter:upload-Upload").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    return texts(at, "success")
+    return texts(at, kind)
 
 
 def test_upload_puts_the_csv_under_data_and_the_bucket_notifies_the_trainer(stack: Stack) -> None:
@@ -30,11 +32,14 @@ def test_upload_puts_the_csv_under_data_and_the_bucket_notifies_the_trainer(stac
     picked = relevant(parse_event({"Records": stack.receive()}), "data/")
     assert [(o.bucket, o.key) for o in picked] == [(stack.bucket, "data/my-batch.csv")]
 
-    # the same name again is kept beside the first, never over it
-    upload(stack, "my batch.csv", csv_bytes(50, seed=5))
-    second = sorted(set(stack.keys("data/")) - {"data/my-batch.csv"})
-    assert len(second) == 1 and second[0].startswith("data/my-batch-") and second[0].endswith("Z.csv")
+    # the same name again is refused (a create-only write), never written over the first
+    errors = upload(stack, "my batch.csv", csv_bytes(50, seed=5), kind="error")
+    assert "data/my-batch.csv already exists" in errors[0] and "Save as" in errors[0]
+    assert stack.keys("data/") == ["data/my-batch.csv"]
     assert stack.s3.get_object(Bucket=stack.bucket, Key="data/my-batch.csv")["Body"].read() == data
+    # ... and lands beside it under the name the user chose
+    upload(stack, "my batch.csv", csv_bytes(50, seed=5), save_as="second try")
+    assert stack.keys("data/") == ["data/my-batch.csv", "data/second-try.csv"]
 
 
 def test_batches_and_quarantine_reasons(stack: Stack) -> None:

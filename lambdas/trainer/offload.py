@@ -1,0 +1,67 @@
+"""Where a retrain goes when it will not fit the Lambda, and the delayed retry when the lock is busy.
+
+`batch`: AWS Batch on Fargate runs the same image with `python -m flywheel.cli retrain --model <name>`
+(cdk/trainer_job.py). `process`: `flywheel up` runs the same command as a local child process. Both run
+the same core function as the Lambda; the core does not know where it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import boto3
+
+from flywheel.errors import FlywheelError
+from flywheel.events import RETRAIN_EVENT
+from flywheel.settings import TrainerSettings
+from flywheel.storage import sqs_client
+
+log = logging.getLogger(__name__)
+MIN_DELAY, MAX_DELAY = 30, 900  # SQS allows at most 15 minutes of delay
+
+
+def submit(settings: TrainerSettings, *, reason: str) -> str:
+    """Start the retrain elsewhere; returns what was started (a job id or a process id)."""
+    name = settings.model_name
+    if settings.offload == "batch":
+        if not (settings.offload_job_queue and settings.offload_job_definition):
+            raise FlywheelError("FLYWHEEL_OFFLOAD=batch needs FLYWHEEL_OFFLOAD_JOB_QUEUE and _JOB_DEFINITION")
+        job = boto3.client("batch").submit_job(
+            jobName=f"flywheel-retrain-{name}-{int(time.time())}",
+            jobQueue=settings.offload_job_queue,
+            jobDefinition=settings.offload_job_definition,
+            parameters={"model": name},
+            tags={"flywheel:model": name, "flywheel:reason": reason[:200]},
+        )
+        return f"batch job {job['jobId']}"
+    if settings.offload == "process":
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flywheel.cli", "retrain", "--model", name],
+            env={**os.environ, "FLYWHEEL_RUNS_ON": "local-job"},
+            start_new_session=True,
+        )
+        threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends
+        return f"local process {proc.pid}"
+    raise FlywheelError(f"no offload target (FLYWHEEL_OFFLOAD={settings.offload})")
+
+
+def retry_later(settings: TrainerSettings, *, keys: list[str], expires_at: float | None, reason: str) -> bool:
+    """Send the queue one delayed "retrain" message instead of failing the deliveries: a busy lock is not
+    a failure, and failed receives would count towards the dead-letter limit. False when it cannot."""
+    if not settings.queue_url:
+        return False
+    delay = int(min(MAX_DELAY, max(MIN_DELAY, (expires_at or 0) - time.time() + 5)))
+    body: dict[str, Any] = {"Event": RETRAIN_EVENT, "model": settings.model_name, "reason": reason, "keys": keys[:50]}
+    try:
+        sqs_client().send_message(QueueUrl=settings.queue_url, MessageBody=json.dumps(body), DelaySeconds=delay)
+    except Exception:
+        log.exception("could not send the delayed retrain message; the deliveries will be retried instead")
+        return False
+    return True
