@@ -1,9 +1,11 @@
-"""Least-privilege S3 access, prefix by prefix, for the trainer, the API pods and the UI pods (wired in the Stack)."""
+"""Least-privilege access, wired in the Stack: S3 prefix by prefix for the trainer (Lambda and Batch job), the API
+pods and the UI pods; and the trainer Lambda's hand-off (submit its Batch job, re-queue an upload message)."""
 
 from __future__ import annotations
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 
 from cdk.data_bucket import DATA_PREFIX, MODELS_PREFIX, QUARANTINE_PREFIX
 
@@ -70,6 +72,19 @@ def ui_statements(bucket: s3.IBucket, model_name: str) -> list[iam.PolicyStateme
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{MODELS_PREFIX}*")]),
         iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(alias_key(model_name))]),
         _list_prefixes(bucket, DATA_PREFIX, QUARANTINE_PREFIX, MODELS_PREFIX),
+    ]
+
+
+def offload_statements(
+    *, job_queue_arn: str, job_definition_arns: list[str], upload_queue: sqs.IQueue
+) -> list[iam.PolicyStatement]:
+    """What the trainer Lambda needs to hand a retrain off: submit that one job definition to that one job queue
+    (Batch checks both resources of a SubmitJob), and put a delayed message back on the upload queue when
+    another trainer holds the lock. No other Batch action (describe, cancel) and no other queue.
+    """
+    return [
+        iam.PolicyStatement(actions=["batch:SubmitJob"], resources=[job_queue_arn, *job_definition_arns]),
+        iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[upload_queue.queue_arn]),
     ]
 
 

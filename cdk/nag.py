@@ -44,6 +44,22 @@ FINDINGS: tuple[Finding, ...] = (
         )
         for p in ("data", "quarantine", "models")
     ),
+    # Trainer job (AWS Batch on Fargate): the job role has the trainer's S3 statements, no more
+    *(
+        Finding(
+            "TrainerJob/JobRole/DefaultPolicy",
+            f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]",
+            _PREFIX_GRANT + " The same statements as the trainer Lambda's (a test asserts they are equal).",
+        )
+        for p in ("data", "quarantine", "models")
+    ),
+    Finding(
+        "TrainerJob/ExecutionRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::*]",
+        "Only ecr:GetAuthorizationToken, which ECR authorizes on Resource '*' only (it has no resource-level "
+        "permissions); the image pull itself is scoped to the asset repository (a test asserts nothing else "
+        "uses '*').",
+    ),
     # API pods (Pod Identity role of ServiceAccount flywheel-app)
     Finding(
         "Serving/AppPodRole/DefaultPolicy",

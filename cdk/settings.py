@@ -23,6 +23,19 @@ SUPPORTED_KUBERNETES_VERSIONS = ("1.34", "1.35", "1.36")
 #: CloudWatch Logs retentions offered here (days); cdk/stack.py maps them to RetentionDays.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 180, 365, 731)
 
+#: Fargate's task sizes (AWS Batch on Fargate takes the same table): vCPU -> (min, max, step) memory in MiB.
+#: Only whole vCPUs: 0.25 and 0.5 vCPU top out at 4 GiB, less than the Lambda the job stands in for.
+FARGATE_MEMORY_MIB = {
+    1: (2048, 8192, 1024),
+    2: (4096, 16384, 1024),
+    4: (8192, 30720, 1024),
+    8: (16384, 61440, 4096),
+    16: (32768, 122880, 8192),
+}
+
+#: The trainer Lambda's hard limit; a job that may not run longer than this belongs in the Lambda.
+LAMBDA_TIMEOUT_MINUTES = 15
+
 
 class SettingsError(ValueError):
     """A context value is missing its form or range; the message names the key."""
@@ -52,6 +65,10 @@ class DeploySettings:
     trainer_max_concurrency: int = 2
     trainer_reserved_concurrency: int | None = None
     trainer_lock_ttl_seconds: int = 1200
+    trainer_job_vcpu: int = 4
+    trainer_job_memory_mib: int = 16384
+    trainer_job_timeout_minutes: int = 240
+    trainer_job_max_vcpus: int = 16
     log_retention_days: int = 30
     noncurrent_version_days: int = 90
     quarantine_expiration_days: int = 365
@@ -124,6 +141,22 @@ class DeploySettings:
                 ">= 1, or unset",
             ),
             ("trainer_lock_ttl_seconds", self.trainer_lock_ttl_seconds > 900, "> 900 (the trainer's timeout)"),
+            (
+                "trainer_job_vcpu",
+                self.trainer_job_vcpu in FARGATE_MEMORY_MIB,
+                f"one of {', '.join(map(str, FARGATE_MEMORY_MIB))} (Fargate task sizes)",
+            ),
+            ("trainer_job_memory_mib", self._job_memory_fits(), self._job_memory_expected()),
+            (
+                "trainer_job_timeout_minutes",
+                LAMBDA_TIMEOUT_MINUTES < self.trainer_job_timeout_minutes <= 1440,
+                f"{LAMBDA_TIMEOUT_MINUTES + 1}..1440 (longer than the Lambda, at most a day)",
+            ),
+            (
+                "trainer_job_max_vcpus",
+                self.trainer_job_vcpu <= self.trainer_job_max_vcpus <= 256,
+                "trainerJobVcpu..256 (room for at least one job)",
+            ),
             ("log_retention_days", self.log_retention_days in LOG_RETENTION_DAYS, f"one of {LOG_RETENTION_DAYS}"),
             ("noncurrent_version_days", self.noncurrent_version_days >= 1, ">= 1"),
             ("quarantine_expiration_days", self.quarantine_expiration_days >= 30, ">= 30"),
@@ -148,6 +181,16 @@ class DeploySettings:
                 "an exact chart version (pinned)",
             ),
         ]
+
+    def _job_memory_fits(self) -> bool:
+        if self.trainer_job_vcpu not in FARGATE_MEMORY_MIB:
+            return True  # the vCPU check names the key at fault
+        low, high, step = FARGATE_MEMORY_MIB[self.trainer_job_vcpu]
+        return low <= self.trainer_job_memory_mib <= high and (self.trainer_job_memory_mib - low) % step == 0
+
+    def _job_memory_expected(self) -> str:
+        low, high, step = FARGATE_MEMORY_MIB.get(self.trainer_job_vcpu, (0, 0, 1))
+        return f"{low}..{high} in steps of {step} for trainerJobVcpu={self.trainer_job_vcpu} (Fargate task sizes)"
 
 
 def context_key(field_name: str) -> str:
@@ -223,6 +266,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "trainer_max_concurrency": _int,
     "trainer_reserved_concurrency": _optional(_int),
     "trainer_lock_ttl_seconds": _int,
+    "trainer_job_vcpu": _int,
+    "trainer_job_memory_mib": _int,
+    "trainer_job_timeout_minutes": _int,
+    "trainer_job_max_vcpus": _int,
     "log_retention_days": _int,
     "noncurrent_version_days": _int,
     "quarantine_expiration_days": _int,

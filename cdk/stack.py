@@ -1,4 +1,5 @@
-"""The Flywheel stack: data bucket, upload queue, trainer, app repository, serving cluster, observability."""
+"""The Flywheel stack: data bucket, upload queue, trainer (Lambda + Batch job), app repository, serving cluster,
+observability."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from cdk.app_repository import AppRepository
 from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
 from cdk.cluster_monitoring import RELEASE, ClusterMonitoring
 from cdk.data_bucket import DATA_PREFIX, DataBucket
-from cdk.grants import grant, model_reader_statements, trainer_statements, ui_statements
+from cdk.grants import grant, model_reader_statements, offload_statements, trainer_statements, ui_statements
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.observability import Observability
 from cdk.serving_cluster import ServingCluster
 from cdk.settings import DeploySettings
-from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME, TIMEOUT, Trainer
+from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME, TIMEOUT, Trainer, trainer_image
+from cdk.trainer_job import TrainerJob
 from cdk.upload_queue import UploadQueue
 
 EKS_OVERLAY = "k8s/overlays/eks"
@@ -73,27 +75,6 @@ class FlywheelStack(Stack):
             "FLYWHEEL_MODEL_NAME": settings.model_name,
             "FLYWHEEL_SCHEMA": settings.schema,
         }
-        trainer = Trainer(
-            self,
-            "Trainer",
-            repo_root=repo_root,
-            queue=uploads.queue,
-            environment={
-                **shared_config,
-                "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.trainer_lock_ttl_seconds),
-                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                "POWERTOOLS_LOG_LEVEL": "INFO" if settings.is_prod else "DEBUG",
-            },
-            memory_mib=settings.trainer_memory_mib,
-            ephemeral_storage_mib=settings.trainer_ephemeral_storage_mib,
-            batch_size=settings.trainer_batch_size,
-            batch_window=batch_window,
-            max_concurrency=settings.trainer_max_concurrency,
-            reserved_concurrency=settings.trainer_reserved_concurrency,
-            log_retention=retention,
-        )
-        grant(trainer.function, trainer_statements(data.bucket))
 
         app_repo = AppRepository(self, "AppImages", retain=settings.retain_data)
 
@@ -113,6 +94,63 @@ class FlywheelStack(Stack):
         )
         grant(serving.app_role, model_reader_statements(data.bucket))
         grant(serving.ui_role, ui_statements(data.bucket, settings.model_name))
+
+        # One image for the trainer Lambda and the Batch job it hands big retrains to: built and pushed once.
+        image = trainer_image(self, "TrainerImage", repo_root=repo_root)
+        job_timeout = Duration.minutes(settings.trainer_job_timeout_minutes)
+        job = TrainerJob(
+            self,
+            "TrainerJob",
+            image=image,
+            vpc=serving.vpc,
+            environment={
+                **shared_config,
+                "FLYWHEEL_TRAIN_THREADS": "0",  # every vCPU of the job
+                "FLYWHEEL_LOCK_TTL_SECONDS": str(int(job_timeout.to_seconds())),
+                "FLYWHEEL_RUNS_ON": "batch",
+            },
+            model_name=settings.model_name,
+            vcpu=settings.trainer_job_vcpu,
+            memory_mib=settings.trainer_job_memory_mib,
+            timeout=job_timeout,
+            max_vcpus=settings.trainer_job_max_vcpus,
+            log_retention=retention,
+        )
+        grant(job.job_role, trainer_statements(data.bucket))  # exactly the Lambda's S3 access
+
+        trainer = Trainer(
+            self,
+            "Trainer",
+            image=image,
+            queue=uploads.queue,
+            environment={
+                **shared_config,
+                "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.trainer_lock_ttl_seconds),
+                "FLYWHEEL_OFFLOAD": "batch",
+                "FLYWHEEL_OFFLOAD_JOB_QUEUE": job.job_queue.job_queue_arn,
+                "FLYWHEEL_OFFLOAD_JOB_DEFINITION": job.job_definition.job_definition_arn,
+                "FLYWHEEL_QUEUE_URL": uploads.queue.queue_url,  # a message re-sent with a delay on lock contention
+                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "POWERTOOLS_LOG_LEVEL": "INFO" if settings.is_prod else "DEBUG",
+            },
+            memory_mib=settings.trainer_memory_mib,
+            ephemeral_storage_mib=settings.trainer_ephemeral_storage_mib,
+            batch_size=settings.trainer_batch_size,
+            batch_window=batch_window,
+            max_concurrency=settings.trainer_max_concurrency,
+            reserved_concurrency=settings.trainer_reserved_concurrency,
+            log_retention=retention,
+        )
+        grant(trainer.function, trainer_statements(data.bucket))
+        grant(
+            trainer.function,
+            offload_statements(
+                job_queue_arn=job.job_queue.job_queue_arn,
+                job_definition_arns=job.job_definition_arns,
+                upload_queue=uploads.queue,
+            ),
+        )
 
         monitoring_dir = repo_root / MONITORING_DIR
         monitoring = ClusterMonitoring(
@@ -182,6 +220,8 @@ class FlywheelStack(Stack):
                 "CloudWatch dashboard of the trainer",
             ),
             "AlarmTopicArn": (observability.topic.topic_arn, "subscribe to trainer alarms"),
+            "TrainerJobQueueArn": (job.job_queue.job_queue_arn, "Batch job queue for retrains too big for the Lambda"),
+            "TrainerJobDefinitionArn": (job.job_definition.job_definition_arn, "the trainer's Batch job definition"),
         }
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)
@@ -189,6 +229,7 @@ class FlywheelStack(Stack):
         self.data = data
         self.uploads = uploads
         self.trainer = trainer
+        self.trainer_job = job
         self.app_repository = app_repo
         self.serving = serving
         self.monitoring = monitoring

@@ -1,4 +1,8 @@
-"""The trainer Lambda: a container image built from lambdas/trainer/Dockerfile, fed by the upload queue."""
+"""The trainer Lambda: a container image built from lambdas/trainer/Dockerfile, fed by the upload queue.
+
+The same image also runs as the AWS Batch job the Lambda hands big retrains to (cdk/trainer_job.py):
+`trainer_image` builds it once, and both use that one asset.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +52,19 @@ ASSET_EXCLUDES = [
 ]
 
 
+def trainer_image(scope: Construct, construct_id: str, *, repo_root: Path) -> ecr_assets.DockerImageAsset:
+    """The trainer image, built and pushed by `cdk deploy` (cdk-assets); `cdk synth` only stages the context."""
+    return ecr_assets.DockerImageAsset(
+        scope,
+        construct_id,
+        directory=str(repo_root),
+        file=DOCKERFILE,
+        platform=ecr_assets.Platform.LINUX_AMD64,
+        exclude=ASSET_EXCLUDES,
+        ignore_mode=IgnoreMode.DOCKER,  # read .dockerignore with Docker's rules, not as globs
+    )
+
+
 class Trainer(Construct):
     """Docker-image Lambda with a 15-minute timeout, debounced SQS batches and partial-batch failures."""
 
@@ -56,7 +73,7 @@ class Trainer(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        repo_root: Path,
+        image: ecr_assets.DockerImageAsset,
         queue: sqs.IQueue,
         environment: dict[str, str],
         memory_mib: int,
@@ -78,14 +95,8 @@ class Trainer(Construct):
             description="Flywheel trainer Lambda",
         )
         self.log_group.grant_write(self.role)
-        # The image is built and pushed by `cdk deploy` (cdk-assets); `cdk synth` only stages the context.
-        code = lambda_.DockerImageCode.from_image_asset(
-            str(repo_root),
-            file=DOCKERFILE,
-            platform=ecr_assets.Platform.LINUX_AMD64,
-            exclude=ASSET_EXCLUDES,
-            ignore_mode=IgnoreMode.DOCKER,  # read .dockerignore with Docker's rules, not as globs
-        )
+        # The image's ENTRYPOINT + CMD run the runtime interface client with the handler; no override here.
+        code = lambda_.DockerImageCode.from_ecr(image.repository, tag_or_digest=image.image_tag)
         self.function = lambda_.DockerImageFunction(
             self,
             "Function",

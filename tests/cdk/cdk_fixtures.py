@@ -101,6 +101,38 @@ def trainer_environment(synth: Synth) -> dict[str, Any]:
     return dict(function["Properties"]["Environment"]["Variables"])
 
 
+def role_statements(synth: Synth, role_prefix: str) -> list[dict[str, Any]]:
+    """Every statement of every policy attached to the one role whose logical id starts with `role_prefix`."""
+    role_id, _ = only(synth.resources("AWS::IAM::Role"), role_prefix)
+    statements = []
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    """A statement's actions as a list (IAM allows a single string)."""
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def _resource_text(resource: Any) -> str:
+    return joined(resource).replace(json.dumps({"Fn::GetAtt": ["DataBucketE6B0FAA8", "Arn"]}), "BUCKET")
+
+
+def s3_grants(statements: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(action, resource, s3:prefix condition) for every S3 permission, with the bucket ARN written BUCKET."""
+    out = set()
+    for s in statements:
+        for action in actions(s):
+            if action.startswith("s3:"):
+                assert s["Effect"] == "Allow"
+                prefixes = s.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [])
+                out.add((action, _resource_text(s["Resource"]), ",".join(prefixes)))
+    return out
+
+
 def offline_env(tmp: Path) -> dict[str, str]:
     """An environment with no AWS credentials, no config, no metadata service, no telemetry or update checks."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_"))}

@@ -51,11 +51,52 @@ def test_command_line_strings_are_parsed():
         ("log_retention_days", 10, "logRetentionDays"),
         ("kube_prometheus_stack_version", "latest", "kubePrometheusStackVersion"),
         ("image_tag", "bad tag", "imageTag"),
+        ("trainer_job_vcpu", 3, "trainerJobVcpu"),
+        ("trainer_job_vcpu", "0.5", "trainerJobVcpu"),
+        ("trainer_job_timeout_minutes", 15, "trainerJobTimeoutMinutes"),
+        ("trainer_job_timeout_minutes", 1441, "trainerJobTimeoutMinutes"),
+        ("trainer_job_max_vcpus", 2, "trainerJobMaxVcpus"),
+        ("trainer_job_max_vcpus", 257, "trainerJobMaxVcpus"),
     ],
 )
 def test_bad_values_name_the_context_key(key: str, value: object, message: str):
     with pytest.raises(SettingsError, match=message):
         DeploySettings.from_mapping({key: value})
+
+
+@pytest.mark.parametrize(
+    ("vcpu", "memory_mib"),
+    [
+        (2, 30720),  # 30 GiB needs 4 vCPU
+        (4, 4096),  # below 4 vCPU's 8 GiB
+        (4, 31744),  # above 4 vCPU's 30 GiB
+        (4, 8704),  # 4 vCPU: whole GiB only
+        (8, 20480 + 1024),  # 8 vCPU: 4 GiB steps
+        (16, 32768 + 4096),  # 16 vCPU: 8 GiB steps
+        (1, 16384),  # 1 vCPU: at most 8 GiB
+    ],
+)
+def test_job_memory_must_fit_fargates_table_for_the_vcpu(vcpu: int, memory_mib: int):
+    with pytest.raises(SettingsError, match=rf"trainerJobMemoryMib.*trainerJobVcpu={vcpu}"):
+        DeploySettings.from_mapping(
+            {"trainer_job_vcpu": vcpu, "trainer_job_memory_mib": memory_mib, "trainer_job_max_vcpus": 16}
+        )
+
+
+@pytest.mark.parametrize(
+    ("vcpu", "memory_mib"), [(1, 2048), (1, 8192), (2, 16384), (4, 30720), (8, 61440), (8, 20480), (16, 122880)]
+)
+def test_fargate_sizes_are_accepted(vcpu: int, memory_mib: int):
+    settings = DeploySettings.from_mapping(
+        {"trainer_job_vcpu": str(vcpu), "trainer_job_memory_mib": str(memory_mib), "trainer_job_max_vcpus": "16"}
+    )
+    assert (settings.trainer_job_vcpu, settings.trainer_job_memory_mib) == (vcpu, memory_mib)
+
+
+def test_job_defaults():
+    settings = DeploySettings()
+    assert (settings.trainer_job_vcpu, settings.trainer_job_memory_mib) == (4, 16384)
+    assert (settings.trainer_job_timeout_minutes, settings.trainer_job_max_vcpus) == (240, 16)
 
 
 def test_batches_over_ten_need_a_batching_window():

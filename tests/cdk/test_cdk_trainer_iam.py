@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aws_cdk.assertions import Template
-from cdk_fixtures import InProcessSynth, app_config, joined, only, trainer_environment
+from cdk_fixtures import InProcessSynth, app_config, only, role_statements, s3_grants, trainer_environment
 
 from cdk.settings import DeploySettings
 
@@ -30,12 +29,20 @@ def test_trainer_is_an_image_function_with_15_minute_timeout(synth: InProcessSyn
 
 def test_trainer_environment(synth: InProcessSynth):
     bucket_id, _ = only(synth.resources("AWS::S3::Bucket"), "DataBucket")
+    queue_id, _ = only(synth.resources("AWS::Batch::JobQueue"), "TrainerJobQueue")
+    definition_id, _ = only(synth.resources("AWS::Batch::JobDefinition"), "TrainerJobDefinition")
+    upload_queue_id, _ = only(synth.resources("AWS::SQS::Queue"), "UploadsQueue")
     _, function = only(synth.resources("AWS::Lambda::Function"), "TrainerFunction")
     assert function["Properties"]["Environment"]["Variables"] == {
         "FLYWHEEL_BUCKET": {"Ref": bucket_id},
         "FLYWHEEL_MODEL_NAME": "savings",
         "FLYWHEEL_SCHEMA": "savings",
         "FLYWHEEL_LOCK_TTL_SECONDS": "1200",
+        # The hand-off to the Batch job (tests/cdk/test_cdk_trainer_job.py) and the lock-contention re-queue.
+        "FLYWHEEL_OFFLOAD": "batch",
+        "FLYWHEEL_OFFLOAD_JOB_QUEUE": {"Fn::GetAtt": [queue_id, "JobQueueArn"]},
+        "FLYWHEEL_OFFLOAD_JOB_DEFINITION": {"Ref": definition_id},
+        "FLYWHEEL_QUEUE_URL": {"Ref": upload_queue_id},
         "POWERTOOLS_SERVICE_NAME": "flywheel-trainer",
         "POWERTOOLS_METRICS_NAMESPACE": "Flywheel",
         "POWERTOOLS_LOG_LEVEL": "DEBUG",  # envName=dev; prod logs at INFO (test_cdk_variant)
@@ -99,35 +106,9 @@ def copy_sources(dockerfile: str) -> list[str]:
     return sources
 
 
-def _policy_statements(synth: InProcessSynth, role_prefix: str) -> list[dict[str, Any]]:
-    role_id, _ = only(synth.resources("AWS::IAM::Role"), role_prefix)
-    statements = []
-    for policy in synth.resources("AWS::IAM::Policy").values():
-        if {"Ref": role_id} in policy["Properties"]["Roles"]:
-            statements += policy["Properties"]["PolicyDocument"]["Statement"]
-    return statements
-
-
-def _resource_text(resource: Any) -> str:
-    return joined(resource).replace(json.dumps({"Fn::GetAtt": ["DataBucketE6B0FAA8", "Arn"]}), "BUCKET")
-
-
-def _s3_grants(statements: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    """(action, resource, s3:prefix condition) for every S3 permission, with the bucket ARN written BUCKET."""
-    out = set()
-    for s in statements:
-        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
-        for action in actions:
-            if action.startswith("s3:"):
-                assert s["Effect"] == "Allow"
-                prefixes = s.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [])
-                out.add((action, _resource_text(s["Resource"]), ",".join(prefixes)))
-    return out
-
-
 def test_trainer_iam_is_scoped_to_prefixes(synth: InProcessSynth):
-    statements = _policy_statements(synth, "TrainerRole")
-    assert _s3_grants(statements) == {
+    statements = role_statements(synth, "TrainerRole")
+    assert s3_grants(statements) == {
         ("s3:GetObject", "BUCKET/data/*", ""),
         ("s3:GetObjectVersion", "BUCKET/data/*", ""),
         ("s3:GetObjectTagging", "BUCKET/data/*", ""),
@@ -152,7 +133,7 @@ def test_trainer_role_has_no_managed_policies_and_writes_only_its_log_group(synt
     _, role = only(synth.resources("AWS::IAM::Role"), "TrainerRole")
     assert "ManagedPolicyArns" not in role["Properties"]
     log_group_id, _ = only(synth.resources("AWS::Logs::LogGroup"), "TrainerLogs")
-    logs = [s for s in _policy_statements(synth, "TrainerRole") if str(s["Action"]).count("logs:")]
+    logs = [s for s in role_statements(synth, "TrainerRole") if str(s["Action"]).count("logs:")]
     assert logs == [
         {
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -163,8 +144,8 @@ def test_trainer_role_has_no_managed_policies_and_writes_only_its_log_group(synt
 
 
 def test_api_pods_only_read_models(synth: InProcessSynth):
-    statements = _policy_statements(synth, "ServingAppPodRole")
-    assert _s3_grants(statements) == {
+    statements = role_statements(synth, "ServingAppPodRole")
+    assert s3_grants(statements) == {
         ("s3:GetObject", "BUCKET/models/*", ""),
         ("s3:ListBucket", "BUCKET", "models/*"),
     }
@@ -175,9 +156,9 @@ def test_api_pods_only_read_models(synth: InProcessSynth):
 def test_ui_pods_read_data_quarantine_reports_and_models_and_write_only_uploads_and_the_alias(
     synth: InProcessSynth,
 ):
-    statements = _policy_statements(synth, "ServingUiPodRole")
+    statements = role_statements(synth, "ServingUiPodRole")
     alias = f"BUCKET/models/{DEFAULTS.model_name}/aliases/production.json"
-    assert _s3_grants(statements) == {
+    assert s3_grants(statements) == {
         ("s3:GetObject", "BUCKET/data/*", ""),  # list the batches, and HeadObject before an upload
         ("s3:PutObject", "BUCKET/data/*", ""),  # upload
         ("s3:GetObject", "BUCKET/quarantine/*.error.json", ""),  # the reports, not the rejected batches

@@ -26,6 +26,10 @@ CONTEXT = {
     "imageTag": "3f2c1ab",
     "modelName": "churn",
     "schema": "churn",
+    "trainerJobVcpu": "8",
+    "trainerJobMemoryMib": "32768",
+    "trainerJobTimeoutMinutes": "600",
+    "trainerJobMaxVcpus": "32",
 }
 
 
@@ -107,3 +111,19 @@ def test_ui_may_move_only_the_alias_of_the_configured_model(prod: InProcessSynth
         "BUCKET/data/*",
         "BUCKET/models/churn/aliases/production.json",  # modelName, not the default savings
     ]
+
+
+def test_trainer_job_size_timeout_and_model_follow_the_context(prod: InProcessSynth):
+    _, job = only(prod.resources("AWS::Batch::JobDefinition"), "TrainerJobDefinition")
+    props = job["Properties"]
+    container = props["ContainerProperties"]
+    assert {r["Type"]: r["Value"] for r in container["ResourceRequirements"]} == {"VCPU": "8", "MEMORY": "32768"}
+    assert props["Timeout"] == {"AttemptDurationSeconds": 600 * 60}
+    assert props["Parameters"] == {"model": "churn"}
+    assert props["JobDefinitionName"] == "Flywheel-prod-trainer"
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert (env["FLYWHEEL_MODEL_NAME"], env["FLYWHEEL_SCHEMA"]) == ("churn", "churn")
+    assert env["FLYWHEEL_LOCK_TTL_SECONDS"] == str(600 * 60)
+    assert env["FLYWHEEL_BUCKET"] == trainer_environment(prod)["FLYWHEEL_BUCKET"]
+    _, environment = only(prod.resources("AWS::Batch::ComputeEnvironment"), "TrainerJobComputeEnvironment")
+    assert environment["Properties"]["ComputeResources"]["MaxvCpus"] == 32

@@ -164,8 +164,9 @@ def test_trainer_image_runs_the_lambda_handler() -> None:
     final = stages(REPO / "lambdas" / "trainer" / "Dockerfile")[-1]
     code = "\n".join(line for line in final.splitlines() if not line.lstrip().startswith("#"))
     assert "OMP_NUM_THREADS" not in code, "training uses every vCPU"
-    assert 'ENTRYPOINT ["/opt/venv/bin/python", "-m", "awslambdaric"]' in final
-    assert 'CMD ["lambdas.trainer.handler.handler"]' in final
+    # `python -m` + a module: the Lambda runs the image's CMD, a Batch job replaces only the command.
+    assert 'ENTRYPOINT ["/opt/venv/bin/python", "-m"]' in final
+    assert 'CMD ["awslambdaric", "lambdas.trainer.handler.handler"]' in final
 
 
 def test_dockerignore_sends_only_what_the_images_copy() -> None:
