@@ -1,9 +1,15 @@
-"""Trainer benchmark: wall time and peak RSS to validate + train + publish 10k, 100k and 1M rows.
+"""Trainer benchmark: validation alone, a first retrain, and retrain cost as drops accumulate.
 
-    python bench/train.py [--sizes 10000 100000 1000000]
+    python bench/train.py [--validate-mb 50 200] [--first-rows 1000000] [--drops 30 --drop-rows 100000]
+                          [--skip validate first growth]
 
-Each size runs `flywheel retrain` logic in a fresh child process against moto's S3 server on loopback,
-so peak RSS is that run's alone. Prints figures; never pass/fail.
+Every measured run is a fresh child process (peak RSS is that run's alone) against moto's S3 server on
+loopback, with the trainer's defaults (estimators linear + hgb, all cores). Prints figures; never pass/fail.
+
+Growth: each of the N drops is uploaded; at the measured drops (1st, 10th, Nth) a full retrain runs in a
+child process; at the others only the ingest step runs (validate the new batch into validated/), which is
+what that drop's own retrain would have left behind. So the measured retrain sees what it would in steady
+state: one new batch to validate, the rest in the cache.
 """
 
 from __future__ import annotations
@@ -13,59 +19,135 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._local import ROOT, make_bucket, start_moto
 
-CHILD = """
+VALIDATE = """
+import json, sys, time
+from flywheel.schema import load_schema
+from flywheel.validation import validate_stream
+t = time.perf_counter()
+v = validate_stream(sys.argv[1], "bench.csv", load_schema("savings"))
+print(json.dumps({"seconds": time.perf_counter() - t, "rows": v.rows}))
+"""
+
+RETRAIN = """
 import json, sys, time
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from flywheel.trainer import retrain
 t = time.perf_counter()
-out = retrain(TrainerSettings(bucket=sys.argv[1]), s3_client())
-print(json.dumps({"seconds": time.perf_counter() - t, "status": out.status, "estimator_rows": out.rows,
-                  "metrics": out.metrics}))
+out = retrain(TrainerSettings(bucket=sys.argv[1], train_threads=0), s3_client())
+print(json.dumps({"seconds": time.perf_counter() - t, "status": out.status, "rows": out.rows,
+                  "validated": out.validated_batches, "timings": out.timings, "metrics": out.metrics}))
 """
+
+
+def child(code: str, *args: str) -> tuple[dict[str, Any], float]:
+    """Run `code` in a fresh interpreter; (its JSON line, its peak RSS in MiB)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.PIPE, env=os.environ)
+    assert proc.stdout is not None
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read().decode().strip().splitlines()
+    if status != 0 or not out:
+        raise RuntimeError(f"child failed with status {status}")
+    return json.loads(out[-1]), usage.ru_maxrss / 1024
+
+
+def csv_of(rows: int, seed: int) -> bytes:
+    from flywheel.sampledata import savings
+
+    return savings(rows, seed=seed).to_csv(index=False).encode()
+
+
+def bench_validate(sizes_mb: list[int], tmp: Path) -> None:
+    print("\nvalidation alone (streaming, fresh process)")
+    print(f"{'csv MB':>8} {'rows':>10} {'seconds':>8} {'peak RSS MiB':>13} {'peak / file':>12}")
+    for mb in sizes_mb:
+        rows = int(mb * 1e6 / 50.6)  # the savings CSV is ~50.6 bytes per row
+        path = tmp / f"v{mb}.csv"
+        path.write_bytes(csv_of(rows, seed=mb))
+        size = path.stat().st_size
+        got, rss = child(VALIDATE, str(path))
+        print(f"{size / 1e6:8.1f} {got['rows']:>10} {got['seconds']:8.1f} {rss:13.0f} {rss * 2**20 / size:11.1f}x")
+        path.unlink()
+
+
+def bench_first(rows: int, s3: Any) -> None:
+    print(f"\nfirst retrain on {rows} rows x 8 features (validate + train + publish)")
+    bucket = "bench-first"
+    make_bucket(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="data/batch.csv", Body=csv_of(rows, seed=1))
+    got, rss = child(RETRAIN, bucket)
+    r2 = got["metrics"]["candidate"]["r2"]
+    print(f"  {got['seconds']:.1f} s, peak RSS {rss:.0f} MiB, {got['status']}, holdout R2 {r2:.4f}, "
+          f"phases {got['timings']}")  # fmt: skip
+
+
+def bench_growth(drops: int, drop_rows: int, s3: Any) -> None:
+    from flywheel.batches import BatchStore
+    from flywheel.catalog import Catalog
+    from flywheel.ingest import ingest
+    from flywheel.manifest import sha256
+    from flywheel.schema import load_schema
+    from flywheel.settings import TrainerSettings
+
+    measured = sorted({1, min(10, drops), drops})
+    print(f"\ngrowth: {drops} drops of {drop_rows} rows; retrain measured after drops {measured}")
+    print(f"{'drop':>5} {'rows in data/':>14} {'trained rows':>13} {'validated':>10} {'seconds':>8} {'peak MiB':>9}")
+    bucket = "bench-growth"
+    make_bucket(s3, bucket)
+    settings = TrainerSettings(bucket=bucket)
+    schema = load_schema(settings.schema_ref)
+    store = BatchStore(s3, bucket, settings.data_prefix, settings.quarantine_prefix)
+    schema_sha = sha256(schema.model_dump_json().encode())
+    for k in range(1, drops + 1):
+        s3.put_object(Bucket=bucket, Key=f"data/drop-{k:03d}.csv", Body=csv_of(drop_rows, seed=100 + k))
+        if k in measured:
+            got, rss = child(RETRAIN, bucket)
+            print(f"{k:>5} {k * drop_rows:>14} {got['rows']:>13} {got['validated']:>10} {got['seconds']:8.1f} "
+                  f"{rss:9.0f}")  # fmt: skip
+        else:
+            catalog = Catalog(
+                s3, bucket, f"validated/{settings.model_name}/", sha256(schema.model_dump_json().encode())
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                ingest(store, catalog.load(), schema, Path(tmp), max_bytes=settings.batch_limit_bytes,
+                       dup_share=settings.max_duplicate_fraction)  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--validate-mb", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--first-rows", type=int, default=1_000_000)
+    parser.add_argument("--drops", type=int, default=30)
+    parser.add_argument("--drop-rows", type=int, default=100_000)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["validate", "first", "growth"])
     args = parser.parse_args()
 
-    from flywheel.sampledata import savings
     from flywheel.storage import s3_client
 
     moto, _ = start_moto()
+    started = time.perf_counter()
     try:
         s3 = s3_client()
-        print(f"{'rows':>10} {'csv MB':>8} {'wall s':>8} {'peak RSS MiB':>13} {'status':>9} {'holdout R2':>10}")
-        for n in args.sizes:
-            bucket = f"bench-train-{n}"
-            make_bucket(s3, bucket)
-            body = savings(n, seed=1).to_csv(index=False).encode()
-            s3.put_object(Bucket=bucket, Key="data/batch.csv", Body=body)
-            proc = subprocess.Popen(
-                [sys.executable, "-c", CHILD, bucket], cwd=ROOT, stdout=subprocess.PIPE, env=os.environ.copy()
-            )
-            assert proc.stdout is not None
-            started = time.perf_counter()
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - started
-            if status != 0:
-                print(f"{n:>10} failed with status {status}")
-                continue
-            result = json.loads(proc.stdout.read().decode().strip().splitlines()[-1])
-            r2 = result["metrics"]["candidate"]["r2"]
-            print(f"{n:>10} {len(body) / 1e6:8.1f} {result['seconds']:8.1f} {usage.ru_maxrss / 1024:13.0f} "
-                  f"{result['status']:>9} {r2:10.4f}   (process wall incl. imports {wall:.1f} s)")  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            if "validate" not in args.skip:
+                bench_validate(args.validate_mb, Path(tmp))
+        if "first" not in args.skip:
+            bench_first(args.first_rows, s3)
+        if "growth" not in args.skip:
+            bench_growth(args.drops, args.drop_rows, s3)
     finally:
         moto.terminate()
         moto.wait()
+    print(f"\n(total {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores)")
     return 0
 
 

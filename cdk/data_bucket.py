@@ -9,6 +9,7 @@ from constructs import Construct
 DATA_PREFIX = "data/"
 QUARANTINE_PREFIX = "quarantine/"
 MODELS_PREFIX = "models/"
+VALIDATED_PREFIX = "validated/"  # the trainer's typed Parquet copies of accepted batches (docs/architecture.md)
 
 
 class DataBucket(Construct):

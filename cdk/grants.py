@@ -7,7 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 
-from cdk.data_bucket import DATA_PREFIX, MODELS_PREFIX, QUARANTINE_PREFIX
+from cdk.data_bucket import DATA_PREFIX, MODELS_PREFIX, QUARANTINE_PREFIX, VALIDATED_PREFIX
 
 #: The one alias the registry moves (flywheel.registry.ALIAS) and the suffix of a quarantine report
 #: (flywheel.batches.ERROR_SUFFIX). The CDK app does not import the core; tests/cdk keeps these equal.
@@ -24,7 +24,8 @@ def _list_prefixes(bucket: s3.IBucket, *prefixes: str) -> iam.PolicyStatement:
 
 
 def trainer_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
-    """Read and remove uploads, write rejects, read/write/delete the registry (the lock is deleted on release)."""
+    """Read and remove uploads, write rejects, read/write the validated cache (never delete it: a retrain only adds),
+    read/write/delete the registry (the lock is deleted on release)."""
     return [
         iam.PolicyStatement(
             actions=["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:DeleteObject"],
@@ -33,6 +34,10 @@ def trainer_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
         iam.PolicyStatement(
             actions=["s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"],
             resources=[bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*")],
+        ),
+        iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            resources=[bucket.arn_for_objects(f"{VALIDATED_PREFIX}*")],
         ),
         iam.PolicyStatement(
             actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],

@@ -42,7 +42,7 @@ FINDINGS: tuple[Finding, ...] = (
         Finding(
             "Trainer/Role/DefaultPolicy", f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]", _PREFIX_GRANT
         )
-        for p in ("data", "quarantine", "models")
+        for p in ("data", "quarantine", "validated", "models")
     ),
     # Trainer job (AWS Batch on Fargate): the job role has the trainer's S3 statements, no more
     *(
@@ -51,7 +51,7 @@ FINDINGS: tuple[Finding, ...] = (
             f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]",
             _PREFIX_GRANT + " The same statements as the trainer Lambda's (a test asserts they are equal).",
         )
-        for p in ("data", "quarantine", "models")
+        for p in ("data", "quarantine", "validated", "models")
     ),
     Finding(
         "TrainerJob/ExecutionRole/DefaultPolicy",

@@ -64,3 +64,31 @@ def test_errors_are_clear(stack: Stack, tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 2 and "no version 7" in err
     code, _, err = run(capsys, "drop", str(tmp_path / "missing.csv"))
     assert code == 2 and "no such file" in err
+
+
+def test_drop_refuses_an_existing_name(stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "b.csv", tmp_path / "other.csv"
+    first.write_bytes(b"one\n")
+    second.write_bytes(b"two\n")
+    assert run(capsys, "drop", str(first))[0] == 0
+    code, _, err = run(capsys, "drop", str(second), "--as", "b.csv")
+    assert code == 2 and "data/b.csv already exists" in err and "--as NAME" in err
+    assert stack.s3.get_object(Bucket=stack.bucket, Key="data/b.csv")["Body"].read() == b"one\n"
+    assert run(capsys, "drop", str(second), "--as", "b-2.csv")[0] == 0
+    assert stack.keys("data/") == ["data/b-2.csv", "data/b.csv"]
+
+
+def test_validate_reports_like_the_quarantine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.csv"
+    assert run(capsys, "sample-data", "--rows", "300", "--out", str(good))[0] == 0
+    code, out, _ = run(capsys, "validate", str(good))
+    assert code == 0 and "accepted, 300 rows" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text(good.read_text().replace("north", "atlantis", 1))
+    code, out, _ = run(capsys, "validate", str(bad), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["accepted"] is False and report["file"] == str(bad)
+    (problem,) = report["problems"]
+    assert problem["check"] == "category" and problem["column"] == "region" and problem["count"] == 1
+    code, out, _ = run(capsys, "validate", str(bad))
+    assert code == 1 and "category [region]:" in out and "atlantis" in out
