@@ -114,9 +114,7 @@ def bench_growth(drops: int, drop_rows: int, s3: Any) -> None:
             print(f"{k:>5} {k * drop_rows:>14} {got['rows']:>13} {got['validated']:>10} {got['seconds']:8.1f} "
                   f"{rss:9.0f}")  # fmt: skip
         else:
-            catalog = Catalog(
-                s3, bucket, f"validated/{settings.model_name}/", sha256(schema.model_dump_json().encode())
-            )
+            catalog = Catalog(s3, bucket, f"validated/{settings.model_name}/", schema_sha)
             with tempfile.TemporaryDirectory() as tmp:
                 ingest(store, catalog.load(), schema, Path(tmp), max_bytes=settings.batch_limit_bytes,
                        dup_share=settings.max_duplicate_fraction)  # fmt: skip
