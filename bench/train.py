@@ -37,6 +37,26 @@ v = validate_stream(sys.argv[1], "bench.csv", load_schema("savings"))
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": v.rows}))
 """
 
+INGEST = """
+import sys, tempfile
+from pathlib import Path
+from flywheel.batches import BatchStore
+from flywheel.catalog import Catalog
+from flywheel.ingest import ingest
+from flywheel.manifest import sha256
+from flywheel.schema import load_schema
+from flywheel.settings import TrainerSettings
+from flywheel.storage import s3_client
+s, s3 = TrainerSettings(bucket=sys.argv[1]), s3_client()
+schema = load_schema(s.schema_ref)
+catalog = Catalog(s3, s.bucket, f"{s.validated_prefix}{s.model_name}/", sha256(schema.model_dump_json().encode()))
+store = BatchStore(s3, s.bucket, s.data_prefix, s.quarantine_prefix)
+with tempfile.TemporaryDirectory() as tmp:
+    got = ingest(store, catalog.load(), schema, Path(tmp),
+                 max_bytes=s.batch_limit_bytes, dup_share=s.max_duplicate_fraction)
+print('{"validated": %d}' % got.validated_now)
+"""
+
 RETRAIN = """
 import json, sys, time
 from flywheel.settings import TrainerSettings
@@ -60,10 +80,11 @@ def child(code: str, *args: str) -> tuple[dict[str, Any], float]:
     return json.loads(out[-1]), usage.ru_maxrss / 1024
 
 
-def csv_of(rows: int, seed: int) -> bytes:
-    from flywheel.sampledata import savings
-
-    return savings(rows, seed=seed).to_csv(index=False).encode()
+def csv_file(rows: int, seed: int, path: Path) -> Path:
+    """Generate in a child: the parent stays small, so a forked child's peak RSS is its own."""
+    cmd = [sys.executable, "-m", "flywheel.cli", "sample-data", "--rows", str(rows), "--seed", str(seed)]
+    subprocess.run([*cmd, "--out", str(path)], cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
+    return path
 
 
 def bench_validate(sizes_mb: list[int], tmp: Path) -> None:
@@ -71,53 +92,38 @@ def bench_validate(sizes_mb: list[int], tmp: Path) -> None:
     print(f"{'csv MB':>8} {'rows':>10} {'seconds':>8} {'peak RSS MiB':>13} {'peak / file':>12}")
     for mb in sizes_mb:
         rows = int(mb * 1e6 / 50.6)  # the savings CSV is ~50.6 bytes per row
-        path = tmp / f"v{mb}.csv"
-        path.write_bytes(csv_of(rows, seed=mb))
+        path = csv_file(rows, mb, tmp / f"v{mb}.csv")
         size = path.stat().st_size
         got, rss = child(VALIDATE, str(path))
         print(f"{size / 1e6:8.1f} {got['rows']:>10} {got['seconds']:8.1f} {rss:13.0f} {rss * 2**20 / size:11.1f}x")
         path.unlink()
 
 
-def bench_first(rows: int, s3: Any) -> None:
+def bench_first(rows: int, s3: Any, tmp: Path) -> None:
     print(f"\nfirst retrain on {rows} rows x 8 features (validate + train + publish)")
     bucket = "bench-first"
     make_bucket(s3, bucket)
-    s3.put_object(Bucket=bucket, Key="data/batch.csv", Body=csv_of(rows, seed=1))
+    s3.upload_file(str(csv_file(rows, 1, tmp / "first.csv")), bucket, "data/batch.csv")
     got, rss = child(RETRAIN, bucket)
     r2 = got["metrics"]["candidate"]["r2"]
     print(f"  {got['seconds']:.1f} s, peak RSS {rss:.0f} MiB, {got['status']}, holdout R2 {r2:.4f}, "
           f"phases {got['timings']}")  # fmt: skip
 
 
-def bench_growth(drops: int, drop_rows: int, s3: Any) -> None:
-    from flywheel.batches import BatchStore
-    from flywheel.catalog import Catalog
-    from flywheel.ingest import ingest
-    from flywheel.manifest import sha256
-    from flywheel.schema import load_schema
-    from flywheel.settings import TrainerSettings
-
+def bench_growth(drops: int, drop_rows: int, s3: Any, tmp: Path) -> None:
     measured = sorted({1, min(10, drops), drops})
     print(f"\ngrowth: {drops} drops of {drop_rows} rows; retrain measured after drops {measured}")
     print(f"{'drop':>5} {'rows in data/':>14} {'trained rows':>13} {'validated':>10} {'seconds':>8} {'peak MiB':>9}")
     bucket = "bench-growth"
     make_bucket(s3, bucket)
-    settings = TrainerSettings(bucket=bucket)
-    schema = load_schema(settings.schema_ref)
-    store = BatchStore(s3, bucket, settings.data_prefix, settings.quarantine_prefix)
-    schema_sha = sha256(schema.model_dump_json().encode())
     for k in range(1, drops + 1):
-        s3.put_object(Bucket=bucket, Key=f"data/drop-{k:03d}.csv", Body=csv_of(drop_rows, seed=100 + k))
+        s3.upload_file(str(csv_file(drop_rows, 100 + k, tmp / "drop.csv")), bucket, f"data/drop-{k:03d}.csv")
         if k in measured:
             got, rss = child(RETRAIN, bucket)
             print(f"{k:>5} {k * drop_rows:>14} {got['rows']:>13} {got['validated']:>10} {got['seconds']:8.1f} "
                   f"{rss:9.0f}")  # fmt: skip
         else:
-            catalog = Catalog(s3, bucket, f"validated/{settings.model_name}/", schema_sha)
-            with tempfile.TemporaryDirectory() as tmp:
-                ingest(store, catalog.load(), schema, Path(tmp), max_bytes=settings.batch_limit_bytes,
-                       dup_share=settings.max_duplicate_fraction)  # fmt: skip
+            child(INGEST, bucket)  # what this drop's own retrain would have cached
 
 
 def main() -> int:
@@ -138,10 +144,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             if "validate" not in args.skip:
                 bench_validate(args.validate_mb, Path(tmp))
-        if "first" not in args.skip:
-            bench_first(args.first_rows, s3)
-        if "growth" not in args.skip:
-            bench_growth(args.drops, args.drop_rows, s3)
+            if "first" not in args.skip:
+                bench_first(args.first_rows, s3, Path(tmp))
+            if "growth" not in args.skip:
+                bench_growth(args.drops, args.drop_rows, s3, Path(tmp))
     finally:
         moto.terminate()
         moto.wait()

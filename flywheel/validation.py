@@ -25,7 +25,7 @@ from flywheel.errors import BatchRejected
 from flywheel.schema import Schema
 
 MAX_LINES_REPORTED = 10
-BLOCK_BYTES = 4 << 20  # a row (a line) may be at most this long
+BLOCK_BYTES = 1 << 20  # a row (a line) may be at most this long; 1 MiB keeps the read-ahead small
 NULL_TOKENS = pa.array(["nan", "null", "na", "none"])
 Source = bytes | str | Path
 

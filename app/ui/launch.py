@@ -15,7 +15,8 @@ from types import FrameType
 
 MAIN = Path(__file__).resolve().with_name("main.py")
 
-# The upload widget accepts what the trainer accepts by default (FLYWHEEL_MAX_BATCH_BYTES, 256 MiB).
+# The upload widget caps uploads at 256 MiB; the trainer takes at most FLYWHEEL_MAX_BATCH_BYTES (1/16 of its memory,
+# 188 MiB on the default Lambda) and quarantines a bigger file with a "size" report naming the limit.
 MAX_UPLOAD_MB = 256
 
 
