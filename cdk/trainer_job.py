@@ -17,9 +17,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-#: Appended to the image's ENTRYPOINT (`python -m`, lambdas/trainer/Dockerfile); Batch fills in `Ref::model`
-#: from the job's parameters (the default below, or what SubmitJob passes).
-COMMAND = ["flywheel.cli", "retrain", "--model", "Ref::model"]
+#: Appended to the image's ENTRYPOINT (`python -m`, lambdas/trainer/Dockerfile); Batch fills in `Ref::model` and
+#: `Ref::lock` from the job's parameters (the defaults below, or what SubmitJob passes: the Lambda passes the
+#: token of the trainer lock it claimed for the job, which the job adopts; "none" = take the lock normally).
+COMMAND = ["flywheel.cli", "retrain", "--model", "Ref::model", "--adopt-lock", "Ref::lock"]
 #: The image's unprivileged user (USER 10001:10001 in the Dockerfile); it owns nothing in the image.
 USER = "10001"
 #: One retry, and only when the infrastructure failed the attempt (below); a retrain that fails on its own
@@ -124,7 +125,7 @@ class TrainerJob(Construct):
             "Definition",
             container=container,
             job_definition_name=self.job_definition_name,
-            parameters={"model": model_name},
+            parameters={"model": model_name, "lock": "none"},
             timeout=timeout,
             retry_attempts=ATTEMPTS,
             retry_strategies=RETRY_STRATEGIES,

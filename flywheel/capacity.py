@@ -6,13 +6,18 @@ The Lambda asks this first and hands a retrain that will not fit to bigger compu
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flywheel.batches import BatchStore
-from flywheel.catalog import Catalog
+from flywheel.catalog import Catalog, Entry
+from flywheel.manifest import sha256
 from flywheel.registry import Registry
+from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
+from flywheel.training import fingerprint
+from flywheel.window import training_window
 
 # Priors until a run has been measured here (bench/train.py on 2 cores, savings data, 8 features).
 PRIOR_SECONDS_PER_ROW = 40e-6
@@ -30,48 +35,55 @@ class Plan:
     seconds: float
     peak_bytes: int
     fits: bool
+    nothing_new: bool = False  # every batch validated before and the window already trained: a quick no-op
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _history(registry: Registry) -> tuple[float, float]:
-    """(seconds per row, bytes per row) of the newest version's run, or the priors."""
-    versions = registry.versions()
-    if not versions:
+def _history(newest: dict[str, Any] | None) -> tuple[float, float]:
+    """(seconds per row here, bytes per row) from the newest version's run, or the priors."""
+    rows = int((newest or {}).get("data", {}).get("rows") or 0)
+    if newest is None or rows < 10_000:  # small runs are all fixed cost: their per-row figures say nothing
         return PRIOR_SECONDS_PER_ROW, PRIOR_BYTES_PER_ROW
-    m = registry.manifest(versions[-1])
-    rows = int(m.get("data", {}).get("rows") or 0)
-    if rows < 10_000:  # small runs are all fixed cost: their per-row figures say nothing
-        return PRIOR_SECONDS_PER_ROW, PRIOR_BYTES_PER_ROW
-    seconds = float(m.get("training_seconds") or 0) / rows
-    peak = int(m.get("resources", {}).get("peak_rss_bytes") or 0)
+    used = newest.get("resources", {})
+    # a run on more cores (the Batch job) was faster per row than this machine will be
+    cpus = min(8.0, max(0.25, float(used.get("cpus") or 1) / float(os.cpu_count() or 1)))
+    seconds = float(newest.get("training_seconds") or 0) / rows * cpus
+    peak = int(used.get("peak_rss_bytes") or 0)
     per_row = max(PRIOR_BYTES_PER_ROW / 4, (peak - BASE_BYTES) / rows) if peak else PRIOR_BYTES_PER_ROW
     return max(seconds, PRIOR_SECONDS_PER_ROW / 4), per_row
 
 
 def plan(settings: TrainerSettings, s3: Any, *, seconds_left: float, memory_bytes: int) -> Plan:
     """Estimate the next retrain of `settings.model_name` against the time and memory available."""
-    from flywheel.manifest import sha256
-    from flywheel.schema import load_schema
-
     schema_sha = sha256(load_schema(settings.schema_ref).model_dump_json().encode())
     catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{settings.model_name}/", schema_sha).load()
     store = BatchStore(s3, settings.bucket, settings.data_prefix, settings.quarantine_prefix)
-    known_rows, new_bytes, sizes = 0, 0, []
+    registry = Registry(s3, settings.bucket, settings.model_name, settings.models_prefix)
+    known: list[Entry] = []
+    new_bytes = 0
     for obj in store.objects():
         entry = catalog.get(obj)
         if entry is None:
             new_bytes += int(obj["Size"])
         else:
-            known_rows += entry.rows
-            sizes.append((entry.size, entry.rows))
-    csv_per_row = sum(s for s, _ in sizes) / max(1, sum(r for _, r in sizes)) if sizes else PRIOR_CSV_BYTES_PER_ROW
-    rows = min(settings.train_window_rows, known_rows + int(new_bytes / max(1.0, csv_per_row)))
-    sec_per_row, bytes_per_row = _history(Registry(s3, settings.bucket, settings.model_name, settings.models_prefix))
+            known.append(entry)
+    versions = registry.versions()
+    newest = registry.manifest(versions[-1]) if versions else None
+    chosen, _ = training_window(known, settings.train_window_rows)
+    trained = newest is not None and newest.get("data", {}).get("fingerprint") == fingerprint(
+        [e.sha256 for e in chosen] + [schema_sha]
+    )
+    sizes = sum(e.size for e in known), sum(e.rows for e in known)
+    csv_per_row = sizes[0] / sizes[1] if sizes[1] else PRIOR_CSV_BYTES_PER_ROW
+    rows = min(settings.train_window_rows, sizes[1] + int(new_bytes / max(1.0, csv_per_row)))
+    sec_per_row, bytes_per_row = _history(newest)
     seconds = new_bytes / VALIDATE_BYTES_PER_SECOND + rows * sec_per_row
     peak = int(BASE_BYTES + rows * bytes_per_row)
+    if new_bytes == 0 and trained:
+        return Plan(rows=rows, new_bytes=0, seconds=0.0, peak_bytes=BASE_BYTES, fits=True, nothing_new=True)
     reasons = []
     if seconds > TIME_SHARE * seconds_left:
         reasons.append(f"~{seconds:.0f} s estimated, {seconds_left:.0f} s left")

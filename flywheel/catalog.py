@@ -9,6 +9,7 @@ training. A change of schema invalidates the whole index.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
+from flywheel.errors import FlywheelError
 from flywheel.schema import Schema
 from flywheel.storage import is_missing
 from flywheel.validation import to_frame
@@ -37,6 +39,7 @@ class Entry:
     duplicates: int
     size: int
     uploaded: str  # the object's LastModified (ISO 8601): what "newest" means for the training window
+    copy_sha256: str = ""  # of the Parquet copy: checked when it is read back
 
     def lineage(self) -> dict[str, Any]:
         return {
@@ -68,10 +71,14 @@ class Catalog:
             if not is_missing(e):
                 raise
             return self
-        if doc.get("schema_sha256") == self.schema_sha256:
-            self.entries = {k: Entry(**v) for k, v in doc.get("batches", {}).items()}
-        else:
+        if doc.get("schema_sha256") != self.schema_sha256:
             self._dirty = True  # another schema: every batch is validated again
+            return self
+        for key, fields in doc.get("batches", {}).items():
+            try:
+                self.entries[key] = Entry(**fields)
+            except TypeError:  # written by another release: validate that batch again
+                self._dirty = True
         return self
 
     def get(self, obj: dict[str, Any]) -> Entry | None:
@@ -81,9 +88,15 @@ class Catalog:
 
     def add(self, entry: Entry, parquet: Path) -> None:
         """Upload the typed copy (same content, same key: an overwrite changes nothing) and index it."""
+        entry.copy_sha256 = _file_sha256(parquet)
         self.s3.upload_file(str(parquet), self.bucket, self.parquet_key(entry.sha256))
         self.entries[entry.key] = entry
         self._dirty = True
+
+    def forget(self, key: str) -> None:
+        """Drop one entry: its object is validated again by the next ingest."""
+        if self.entries.pop(key, None) is not None:
+            self._dirty = True
 
     def keep_only(self, keys: set[str]) -> list[str]:
         """Forget objects that left data/; returns their keys."""
@@ -106,10 +119,33 @@ class Catalog:
         self._dirty = False
 
     def frame(self, entry: Entry, schema: Schema, workdir: Path) -> pd.DataFrame:
-        """The typed rows of one batch, read back from its Parquet copy."""
+        """The typed rows of one batch, read back from its Parquet copy (MissingCopy if gone or altered)."""
         path = workdir / f"{entry.sha256}.parquet"
-        self.s3.download_file(self.bucket, self.parquet_key(entry.sha256), str(path))
         try:
+            self.s3.download_file(self.bucket, self.parquet_key(entry.sha256), str(path))
+        except ClientError as e:
+            if is_missing(e) or str(e.response.get("Error", {}).get("Code")) == "404":
+                raise MissingCopy(f"validated copy of {entry.key} is missing", file=entry.key) from e
+            raise
+        try:
+            if entry.copy_sha256 and _file_sha256(path) != entry.copy_sha256:
+                raise MissingCopy(f"validated copy of {entry.key} was altered", file=entry.key)
             return to_frame(pq.read_table(path), schema)
         finally:
             path.unlink(missing_ok=True)
+
+
+class MissingCopy(FlywheelError):
+    """A validated copy is gone or does not match its index entry: the batch is validated again."""
+
+    def __init__(self, message: str, file: str) -> None:
+        super().__init__(message, file=file)
+        self.key = file
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -82,7 +82,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from flywheel.trainer import retrain
 
     s = TrainerSettings(**_overrides(args))
-    outcome = retrain(s, s3_client(), actor=_actor())
+    adopt = None if args.adopt_lock in (None, "", "none") else args.adopt_lock
+    outcome = retrain(s, s3_client(), actor=_actor(), adopt_lock=adopt)
     for q in outcome.quarantined:
         print(f"quarantined {q.key} -> {q.quarantine_key}: {q.problems[0]['message']}")
     print(f"{outcome.status}: version {outcome.version}, production {outcome.production_version}, {outcome.rows} rows")
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
     _common(p)
+    p.add_argument("--adopt-lock", metavar="TOKEN",
+                   help="take over the lock the Lambda claimed for this run (passed by the hand-off)")  # fmt: skip
 
     p = add("drop", cmd_drop, "Upload a CSV batch into data/ (triggers the trainer). An existing name is refused.")
     _common(p)

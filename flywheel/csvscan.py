@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 HEAD_BYTES = 64 * 1024
+HEADER_MAX_BYTES = 128 * 1024
 Source = bytes | str | Path
 
 
@@ -29,16 +30,38 @@ def sniff(src: Source) -> tuple[str, str] | None:
     return None
 
 
-def header(src: Source) -> list[str] | None:
-    """The cells of the first non-blank line (the header), as the csv module reads them; None if unreadable."""
+def header(src: Source) -> list[str] | str:
+    """The cells of the first non-empty line (the header), or why they cannot be read.
+
+    Only the header line's own bytes are decoded, so a bad byte further down is reported where it is.
+    """
     with _open(src) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
-        try:
-            for row in csv.reader(text):
-                if row and row != [""]:
-                    return row
-        except (csv.Error, UnicodeDecodeError):
-            return None
+        line = b""
+        while not line.strip(b"\r\n"):
+            line = raw.readline(HEADER_MAX_BYTES + 1)
+            if not line:
+                return "the file has no header line"
+    if len(line) > HEADER_MAX_BYTES:
+        return f"the header line is longer than {HEADER_MAX_BYTES >> 10} KiB"
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return f"the header line is not UTF-8 text (byte {e.start + 1})"
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:
+        return f"the header line is not readable CSV: {e}"
+    return rows[0] if rows and rows[0] else "the file has no header line"
+
+
+def first_bad_utf8_line(src: Source) -> tuple[int, int] | None:
+    """(line, byte in that line) of the first bytes that are not UTF-8, counting every line from 1."""
+    with _open(src) as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                return number, e.start + 1
     return None
 
 

@@ -22,7 +22,7 @@ from flywheel.catalog import Catalog, Entry
 from flywheel.errors import BatchRejected
 from flywheel.schema import Schema
 from flywheel.storage import is_missing
-from flywheel.validation import validate_stream
+from flywheel.validation import SinkFailed, validate_stream
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ def _validate(
     except BatchRejected as e:
         sink.close()
         return e, got
+    except (SinkFailed, MemoryError, OSError):
+        raise  # the machine failed (disk full, out of memory), not the batch: fail the run, the delivery retries
     except Exception as e:  # a batch must never stop the flywheel: quarantine it, say why
         log.exception("unexpected error validating %s", key)
         return _unexpected(key, e), got

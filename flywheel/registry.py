@@ -172,8 +172,20 @@ class Registry:
 
     # -- single-flight lock ------------------------------------------------------------------------
     @contextmanager
-    def lock(self, owner: str, ttl_seconds: int) -> Iterator[str]:
-        """Create-only lock object; an expired one is taken over with IfMatch so only one trainer wins."""
+    def lock(self, owner: str, ttl_seconds: int, adopt: str | None = None) -> Iterator[str]:
+        """Create-only lock object; an expired one is taken over with IfMatch so only one trainer wins.
+
+        `adopt`: the token of a lock claimed for this run by another process (a hand-off); it is taken over
+        even though it has not expired. Released on every exit path.
+        """
+        token = self.claim(owner, ttl_seconds, adopt=adopt)
+        try:
+            yield token
+        finally:
+            self.release(token)
+
+    def claim(self, owner: str, ttl_seconds: int, adopt: str | None = None) -> str:
+        """Take the lock and return its token, without releasing it (the caller or its successor will)."""
         token = f"{owner}:{uuid.uuid4().hex[:12]}"
         body = json.dumps({"owner": token, "expires_at": time.time() + ttl_seconds, "acquired": now_iso()})
         try:
@@ -181,23 +193,20 @@ class Registry:
         except ClientError as e:
             if not is_precondition_failed(e):
                 raise
-            self._take_over_expired(body)
-        try:
-            yield token
-        finally:
-            self._release(token)
+            self._take_over(body, adopt)
+        return token
 
-    def lock_holder(self) -> dict[str, Any] | None:
-        """The lock's document while a live trainer holds it; None when free or expired."""
+    def lock_doc(self) -> dict[str, Any] | None:
+        """The lock's document as it is (live or expired), None when there is none."""
         try:
             held: dict[str, Any] = json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.lock_key)["Body"].read())
         except ClientError as e:
             if is_missing(e):
                 return None
             raise
-        return held if held.get("expires_at", 0) > time.time() else None
+        return held
 
-    def _take_over_expired(self, body: str) -> None:
+    def _take_over(self, body: str, adopt: str | None) -> None:
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self.lock_key)
         except ClientError as e:
@@ -205,7 +214,7 @@ class Registry:
                 raise LockBusy("trainer lock changed hands; retry") from e
             raise
         held = json.loads(obj["Body"].read())
-        if held.get("expires_at", 0) > time.time():
+        if held.get("expires_at", 0) > time.time() and not (adopt and held.get("owner") == adopt):
             raise LockBusy(
                 f"another trainer holds the lock ({held.get('owner')})",
                 holder=held.get("owner"),
@@ -218,7 +227,8 @@ class Registry:
                 raise LockBusy("another trainer took over the expired lock first") from e
             raise
 
-    def _release(self, token: str) -> None:
+    def release(self, token: str) -> None:
+        """Delete the lock if `token` still holds it."""
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self.lock_key)
             if json.loads(obj["Body"].read()).get("owner") == token:

@@ -47,6 +47,7 @@ class TrainerSettings(CoreSettings):
     offload: Literal["none", "process", "batch"] = "none"
     offload_job_queue: str | None = None
     offload_job_definition: str | None = None
+    offload_lock_seconds: int = Field(default=16_200, gt=0)  # a claimed hand-off holds the lock this long at most
     queue_url: str | None = None
     estimators: str = "linear,hgb"
     cv_folds: int = Field(default=3, ge=2, le=10)

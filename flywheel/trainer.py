@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from tempfile import TemporaryDirectory
+from tempfile import TemporaryDirectory, gettempdir
 from typing import Any, Literal
 
 import pandas as pd
 
 from flywheel import drift
 from flywheel.batches import BatchStore, Quarantined
-from flywheel.catalog import Catalog
+from flywheel.catalog import Catalog, Entry, MissingCopy
 from flywheel.errors import FlywheelError, ModelVerificationError
 from flywheel.gate import PRIMARY_METRIC, decide
-from flywheel.ingest import ingest
+from flywheel.ingest import Ingested, ingest
 from flywheel.manifest import (
     MANIFEST_FORMAT,
     check_libraries,
@@ -30,7 +33,7 @@ from flywheel.manifest import (
 )
 from flywheel.promotion import decided_against, move_as_decided, pending
 from flywheel.registry import Alias, Registry, now_iso
-from flywheel.resources import resources
+from flywheel.resources import resources, runs_on
 from flywheel.schema import Schema, load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.training import fingerprint, fit_candidate, holdout_mask, naive_baseline, score
@@ -38,7 +41,10 @@ from flywheel.window import training_window
 
 log = logging.getLogger(__name__)
 
-Status = Literal["promoted", "rejected", "unchanged", "no-data"]
+# "approved": the gate passed but the alias was left where an operator put it meanwhile
+Status = Literal["promoted", "approved", "rejected", "unchanged", "no-data"]
+WORKDIR_PREFIX = "flywheel-retrain-"
+STALE_WORKDIR_SECONDS = 16 * 60  # longer than a Lambda can run
 
 
 @dataclass
@@ -78,6 +84,34 @@ def _production(
     return model, manifest, []
 
 
+def _frames(
+    catalog: Catalog, chosen: list[Entry], schema: Schema, workdir: Path, refresh: Callable[[], Ingested]
+) -> pd.DataFrame:
+    """The window's rows from the validated copies; a copy gone or altered is re-made from its CSV once."""
+    for attempt in (1, 2):
+        try:
+            entries = [catalog.entries.get(e.key, e) for e in chosen]
+            return pd.concat([catalog.frame(e, schema, workdir) for e in entries], ignore_index=True)
+        except MissingCopy as e:
+            if attempt == 2:
+                raise
+            log.warning("%s: validating the batch again", e.message, extra={"file": e.key})
+            catalog.forget(e.key)
+            refresh()
+    raise AssertionError("unreachable")
+
+
+def remove_stale_workdirs() -> None:
+    """A Lambda killed at its timeout leaves its /tmp work behind in a warm environment: remove what is older
+    than any invocation can be (only on Lambda, where one invocation runs at a time)."""
+    if runs_on() != "lambda":
+        return
+    for path in Path(gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > STALE_WORKDIR_SECONDS:
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def lock_ttl(settings: TrainerSettings, deadline: float | None) -> int:
     """The lock lives as long as this run can: until the invocation's deadline (plus a margin), not longer."""
     if deadline is None:
@@ -85,27 +119,41 @@ def lock_ttl(settings: TrainerSettings, deadline: float | None) -> int:
     return max(60, int(deadline - time.time()) + 30)
 
 
-def retrain(settings: TrainerSettings, s3: Any, *, actor: str = "trainer", deadline: float | None = None) -> Outcome:
+def retrain(
+    settings: TrainerSettings,
+    s3: Any,
+    *,
+    actor: str = "trainer",
+    deadline: float | None = None,
+    adopt_lock: str | None = None,
+) -> Outcome:
     """Bring the validated cache up to date, train on the window, gate, publish, move the alias.
 
     `deadline` (epoch seconds) is when the caller will be stopped (a Lambda's timeout): the lock expires then.
+    `adopt_lock` is the token of a lock claimed for this run by whoever handed it off (the Lambda).
     """
     started = time.monotonic()
     schema = load_schema(settings.schema_ref)
     schema_sha = sha256(schema.model_dump_json().encode())
     registry = Registry(s3, settings.bucket, settings.model_name, settings.models_prefix)
     store = BatchStore(s3, settings.bucket, settings.data_prefix, settings.quarantine_prefix)
-    catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{settings.model_name}/", schema_sha)
+    catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{settings.model_name}/", schema_sha).load()
+    remove_stale_workdirs()
     owner = f"{actor}@{socket.gethostname()}"
-    with registry.lock(owner=owner, ttl_seconds=lock_ttl(settings, deadline)), TemporaryDirectory() as tmp:
-        got = ingest(
-            store,
-            catalog.load(),
-            schema,
-            Path(tmp),
-            max_bytes=settings.batch_limit_bytes,
-            dup_share=settings.max_duplicate_fraction,
-        )
+    lock = registry.lock(owner=owner, ttl_seconds=lock_ttl(settings, deadline), adopt=adopt_lock)
+    with lock, TemporaryDirectory(prefix=WORKDIR_PREFIX) as tmp:
+
+        def refresh() -> Ingested:
+            return ingest(
+                store,
+                catalog,
+                schema,
+                Path(tmp),
+                max_bytes=settings.batch_limit_bytes,
+                dup_share=settings.max_duplicate_fraction,
+            )
+
+        got = refresh()
         out = Outcome(status="no-data", quarantined=got.quarantined, validated_batches=got.validated_now)
         out.timings["validate"] = round(time.monotonic() - started, 3)
         if not got.accepted:
@@ -126,7 +174,7 @@ def retrain(settings: TrainerSettings, s3: Any, *, actor: str = "trainer", deadl
                 out.production_version = versions[-1] if moved else out.production_version
                 out.reasons.append(note)
             return _done(out, started)
-        frame = pd.concat([catalog.frame(e, schema, Path(tmp)) for e in chosen], ignore_index=True)
+        frame = _frames(catalog, chosen, schema, Path(tmp), refresh)
         out.timings["load"] = round(time.monotonic() - started - out.timings["validate"], 3)
         lineage = {"batches": [e.lineage() for e in chosen], "left_out": out.left_out}
         out = _train_and_publish(settings, schema, registry, alias, frame, lineage, fp, out, started)
@@ -218,6 +266,7 @@ def _train_and_publish(
         moved, note = move_as_decided(registry, version, manifest["gate"], reason=f"gate passed: {decision.reasons[0]}")
         out.reasons.append(note)
         out.production_version = version if moved else out.production_version
+        out.status = "promoted" if moved else "approved"
     out.timings["publish"] = round(time.monotonic() - publish_started, 3)
     return out
 

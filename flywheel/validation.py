@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from flywheel.csvscan import first_ragged_line, header, sniff
+from flywheel.csvscan import first_bad_utf8_line, first_ragged_line, header, sniff
 from flywheel.errors import BatchRejected
 from flywheel.schema import Schema
 
@@ -28,6 +28,10 @@ MAX_LINES_REPORTED = 10
 BLOCK_BYTES = 1 << 20  # a row (a line) may be at most this long; 1 MiB keeps the read-ahead small
 NULL_TOKENS = pa.array(["nan", "null", "na", "none"])
 Source = bytes | str | Path
+
+
+class SinkFailed(Exception):
+    """Writing a validated block failed (disk full, ...): the trainer's problem, never the batch's."""
 
 
 def _problem(check: str, message: str) -> dict[str, Any]:
@@ -71,7 +75,7 @@ class Problems:
     def as_list(self) -> list[dict[str, Any]]:
         out = []
         for (check, column, text), f in self._found.items():
-            head = text.format(seen=sorted(f.seen)) if f.seen else text
+            head = text.replace("{seen}", str(sorted(f.seen)))
             p: dict[str, Any] = {"check": check, "count": f.count, "lines": f.lines}
             if column is not None:
                 p["column"] = column
@@ -116,7 +120,7 @@ def _categorical(
     empty = _np(pc.equal(s, "")).astype(bool)
     outside = ~empty & ~_np(pc.is_in(s, value_set=pa.array(list(allowed)))).astype(bool)
     if outside.any():
-        text = f"'{name}' has {{seen}} outside {list(allowed)}"
+        text = f"'{name}' has {{seen}} outside {list(allowed)}"  # {seen}: filled in once all blocks are read
         problems.add("category", name, text, outside, offset)
         seen = pc.unique(pc.filter(s, pa.array(outside))).to_pylist()[:50]
         problems.add_seen("category", name, text, [str(v)[:40] for v in seen])
@@ -169,7 +173,9 @@ def _format_error(src: Source, key: str, e: Exception, rows_read: int) -> BatchR
     if "Empty CSV" in text:
         return BatchRejected(key, [_problem("empty", "the file is empty")])
     if "UTF8" in text or "UTF-8" in text:
-        return BatchRejected(key, [_problem("format", f"not UTF-8 text (near line {rows_read + 2})")])
+        where = first_bad_utf8_line(src)
+        at = f"line {where[0]}, byte {where[1]}" if where else f"near line {rows_read + 2}"
+        return BatchRejected(key, [_problem("format", f"not UTF-8 text at {at} (save the file as UTF-8)")])
     ragged = first_ragged_line(src) if "columns" in text else None
     if ragged:
         line, got, want = ragged
@@ -194,8 +200,8 @@ def validate_stream(
     if kind:
         raise BatchRejected(key, [_problem(*kind)])
     names = header(src)
-    if names is None:
-        raise BatchRejected(key, [_problem("format", "the header line is not readable UTF-8 CSV")])
+    if isinstance(names, str):
+        raise BatchRejected(key, [_problem("format", names)])
     hint = ""
     if len(names) == 1 and any(d in names[0] for d in ";\t|"):
         hint = "; the header looks separated by another character than ',' (a comma-separated file is expected)"
@@ -213,9 +219,12 @@ def validate_stream(
             typed = _type_block(block, raw, schema, found, rows)
             hashes.append(pd.util.hash_pandas_object(typed.to_pandas(), index=False).to_numpy())
             if sink is not None and not found:
-                sink(typed)
+                try:
+                    sink(typed)
+                except Exception as e:
+                    raise SinkFailed(f"writing the typed copy of {key} failed: {e}") from e
             rows += block.num_rows
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+    except (pa.ArrowInvalid, UnicodeDecodeError) as e:  # the bytes; anything else is the machine's problem
         raise _format_error(src, key, e, rows) from e
     if rows == 0:
         raise BatchRejected(key, [_problem("empty", "the file has a header but no rows")])

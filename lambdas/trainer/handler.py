@@ -62,16 +62,26 @@ def _seconds_left(context: Any) -> float:
 
 def _handed_off(settings: TrainerSettings, context: Any, seconds_left: float) -> bool:
     """True when the retrain was sent to bigger compute. Raises LockBusy while another trainer runs."""
-    holder = Registry(_s3(), settings.bucket, settings.model_name, settings.models_prefix).lock_holder()
-    if holder is not None:
-        raise LockBusy(f"another trainer holds the lock ({holder.get('owner')})", expires_at=holder.get("expires_at"))
+    registry = Registry(_s3(), settings.bucket, settings.model_name, settings.models_prefix)
+    held = registry.lock_doc()
+    if held is not None and held.get("expires_at", 0) > time.time():
+        raise LockBusy(f"another trainer holds the lock ({held.get('owner')})", expires_at=held.get("expires_at"))
+    # an expired lock of a Lambda run means that run died (timeout, out of memory): do not try it here again
+    died = held is not None and str(held.get("owner", "")).startswith("lambda@")
     memory_mb = int(getattr(context, "memory_limit_in_mb", 0) or 0)
     memory = memory_mb * 1024 * 1024 if memory_mb else settings.memory_bytes
     p = plan(settings, _s3(), seconds_left=seconds_left, memory_bytes=memory)
-    if p.fits:
+    if p.nothing_new or (p.fits and not died):
         return False
-    started = offload.submit(settings, reason="; ".join(p.reasons))
-    logger.info("retrain handed off", extra={"plan": p.to_dict(), "started": started})
+    reason = "; ".join(p.reasons) or "the previous Lambda run did not finish (timeout or out of memory)"
+    # claim the lock for the job, so no second job starts before it does; the job adopts the claim
+    token = registry.claim("handoff", settings.offload_lock_seconds)
+    try:
+        started = offload.submit(settings, reason=reason, lock_token=token)
+    except Exception:
+        registry.release(token)
+        raise
+    logger.info("retrain handed off", extra={"plan": p.to_dict(), "reason": reason, "started": started})
     metrics.add_metric(name="HandedOff", unit=MetricUnit.Count, value=1)
     return True
 

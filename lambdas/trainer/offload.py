@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -25,10 +26,11 @@ from flywheel.storage import sqs_client
 
 log = logging.getLogger(__name__)
 MIN_DELAY, MAX_DELAY = 30, 900  # SQS allows at most 15 minutes of delay
+_TAG_UNSAFE = re.compile(r"[^\w\s+\-=.:/@]")  # characters AWS tags (and ECS, which Batch propagates to) refuse
 
 
-def submit(settings: TrainerSettings, *, reason: str) -> str:
-    """Start the retrain elsewhere; returns what was started (a job id or a process id)."""
+def submit(settings: TrainerSettings, *, reason: str, lock_token: str) -> str:
+    """Start the retrain elsewhere, adopting the lock claimed for it; returns what was started."""
     name = settings.model_name
     if settings.offload == "batch":
         if not (settings.offload_job_queue and settings.offload_job_definition):
@@ -37,14 +39,18 @@ def submit(settings: TrainerSettings, *, reason: str) -> str:
             jobName=f"flywheel-retrain-{name}-{int(time.time())}",
             jobQueue=settings.offload_job_queue,
             jobDefinition=settings.offload_job_definition,
-            parameters={"model": name},
-            tags={"flywheel:model": name, "flywheel:reason": reason[:200]},
+            parameters={"model": name, "lock": lock_token},
+            tags={"flywheel:model": name, "flywheel:reason": _TAG_UNSAFE.sub(" ", reason)[:250]},
         )
         return f"batch job {job['jobId']}"
     if settings.offload == "process":
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flywheel.cli", "retrain", "--model", name],
-            env={**os.environ, "FLYWHEEL_RUNS_ON": "local-job"},
+            [sys.executable, "-m", "flywheel.cli", "retrain", "--model", name, "--adopt-lock", lock_token],
+            env={
+                **os.environ,
+                "FLYWHEEL_RUNS_ON": "local-job",
+                "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.offload_lock_seconds),
+            },
             start_new_session=True,
         )
         threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends

@@ -43,6 +43,7 @@ def test_trainer_environment(synth: InProcessSynth):
         "FLYWHEEL_OFFLOAD_JOB_QUEUE": {"Fn::GetAtt": [queue_id, "JobQueueArn"]},
         "FLYWHEEL_OFFLOAD_JOB_DEFINITION": {"Ref": definition_id},
         "FLYWHEEL_QUEUE_URL": {"Ref": upload_queue_id},
+        "FLYWHEEL_OFFLOAD_LOCK_SECONDS": str(240 * 60 + 1800),
         "POWERTOOLS_SERVICE_NAME": "flywheel-trainer",
         "POWERTOOLS_METRICS_NAMESPACE": "Flywheel",
         "POWERTOOLS_LOG_LEVEL": "DEBUG",  # envName=dev; prod logs at INFO (test_cdk_variant)

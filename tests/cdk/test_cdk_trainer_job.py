@@ -66,8 +66,10 @@ def test_entrypoint_runs_the_handler_in_lambda_and_the_cli_in_batch(synth: InPro
     _, job = _job_definition(synth)
     assert entrypoint == ["/opt/venv/bin/python", "-m"]
     assert entrypoint + cmd == ["/opt/venv/bin/python", "-m", "awslambdaric", "lambdas.trainer.handler.handler"]
-    assert job["ContainerProperties"]["Command"] == ["flywheel.cli", "retrain", "--model", "Ref::model"]
-    assert job["Parameters"] == {"model": DEFAULTS.model_name}
+    assert job["ContainerProperties"]["Command"] == [
+        "flywheel.cli", "retrain", "--model", "Ref::model", "--adopt-lock", "Ref::lock"
+    ]  # fmt: skip
+    assert job["Parameters"] == {"model": DEFAULTS.model_name, "lock": "none"}
 
 
 def test_job_command_is_a_real_cli_invocation(synth: InProcessSynth):
@@ -75,13 +77,12 @@ def test_job_command_is_a_real_cli_invocation(synth: InProcessSynth):
     from flywheel.cli import build_parser
 
     _, job = _job_definition(synth)
-    module, *argv = [
-        job["Parameters"]["model"] if a == "Ref::model" else a for a in job["ContainerProperties"]["Command"]
-    ]
+    params = {f"Ref::{k}": v for k, v in job["Parameters"].items()}
+    module, *argv = [params.get(a, a) for a in job["ContainerProperties"]["Command"]]
     assert module == "flywheel.cli"
     assert (REPO_ROOT / "flywheel" / "cli.py").read_text().count('if __name__ == "__main__":') == 1
     args = build_parser().parse_args(argv)
-    assert (args.command, args.model) == ("retrain", DEFAULTS.model_name)
+    assert (args.command, args.model, args.adopt_lock) == ("retrain", DEFAULTS.model_name, "none")
 
 
 # --- the job's container -------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_trainer_job_size_timeout_and_model_follow_the_context(prod: InProcessSy
     container = props["ContainerProperties"]
     assert {r["Type"]: r["Value"] for r in container["ResourceRequirements"]} == {"VCPU": "8", "MEMORY": "32768"}
     assert props["Timeout"] == {"AttemptDurationSeconds": 600 * 60}
-    assert props["Parameters"] == {"model": "churn"}
+    assert props["Parameters"] == {"model": "churn", "lock": "none"}
     assert props["JobDefinitionName"] == "Flywheel-prod-trainer"
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert (env["FLYWHEEL_MODEL_NAME"], env["FLYWHEEL_SCHEMA"]) == ("churn", "churn")

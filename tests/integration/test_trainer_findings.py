@@ -15,33 +15,15 @@ from flywheel.storage import s3_client
 from flywheel.trainer import retrain
 from lambdas.trainer import handler as trainer
 from tests.conftest import Stack
-from tests.helpers import FakeLambdaContext, csv_bytes
+from tests.helpers import csv_bytes
+from tests.integration.trainer_helpers import MODELS, alias_version, fresh_handler, invoke, manifest
 
-MODELS = "models/savings/"
 FAST = {"estimators": "linear", "cv_folds": 2}
 
 
 @pytest.fixture(autouse=True)
 def _fresh_handler_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLYWHEEL_ESTIMATORS", "linear")
-    monkeypatch.setenv("FLYWHEEL_CV_FOLDS", "2")
-    trainer._settings.cache_clear()
-    trainer._s3.cache_clear()
-
-
-def invoke(stack: Stack, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    records = stack.receive() if records is None else records
-    result: dict[str, Any] = trainer.handler({"Records": records}, FakeLambdaContext())
-    return result
-
-
-def alias_version(stack: Stack) -> int | None:
-    key = MODELS + "aliases/production.json"
-    return stack.get_json(key)["version"] if key in stack.keys(MODELS) else None
-
-
-def manifest(stack: Stack, version: int) -> dict[str, Any]:
-    return stack.get_json(f"{MODELS}versions/{version:06d}/manifest.json")
+    fresh_handler(monkeypatch, FLYWHEEL_ESTIMATORS="linear", FLYWHEEL_CV_FOLDS="2")
 
 
 def test_1_quoted_header_batch_is_quarantined_and_a_good_batch_still_trains(stack: Stack) -> None:
@@ -199,3 +181,36 @@ def test_busy_lock_queues_one_delayed_retrain_instead_of_failing(stack: Stack, m
     retry = [{"messageId": "r-1", "body": json.dumps(body), "eventSource": "aws:sqs"}]
     assert invoke(stack, retry) == {"batchItemFailures": []}
     assert alias_version(stack) == 1
+
+
+def test_a_lost_validated_copy_is_made_again_from_its_csv(stack: Stack) -> None:
+    stack.put("data/a.csv", csv_bytes(800, seed=1))
+    assert retrain(TrainerSettings(**FAST), s3_client()).validated_batches == 1
+    sha = stack.get_json("validated/savings/index.json")["batches"]["data/a.csv"]["sha256"]
+    stack.s3.delete_object(Bucket=stack.bucket, Key=f"validated/savings/{sha}.parquet")
+    stack.put("data/b.csv", csv_bytes(800, seed=2))
+    out = retrain(TrainerSettings(**FAST), s3_client())
+    assert out.status in {"promoted", "rejected"} and out.version == 2
+    assert f"validated/savings/{sha}.parquet" in stack.keys("validated/")
+    assert manifest(stack, 2)["data"]["rows"] == 1600
+
+
+def test_approved_but_left_where_an_operator_put_it_is_not_called_promoted(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel import trainer as core
+
+    stack.put("data/a.csv", csv_bytes(800, seed=1))
+    assert retrain(TrainerSettings(**FAST), s3_client()).status == "promoted"
+    stack.put("data/b.csv", csv_bytes(800, seed=2))
+    real = core.fit_candidate
+
+    def operator_acts_during_training(*args: Any, **kw: Any) -> Any:
+        registry = Registry(s3_client(), stack.bucket, "savings")
+        registry.move_alias(1, registry.alias(), actor="ops", reason="pin v1 while we look")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(core, "fit_candidate", operator_acts_during_training)
+    out = retrain(TrainerSettings(**FAST), s3_client())
+    assert out.status == "approved" and out.production_version == 1, out.reasons
+    assert "left there" in out.reasons[-1] and alias_version(stack) == 1

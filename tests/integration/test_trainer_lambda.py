@@ -17,31 +17,12 @@ from flywheel.trainer import retrain
 from lambdas.trainer import handler as trainer
 from tests.conftest import Stack
 from tests.helpers import FakeLambdaContext, csv_bytes
-
-MODELS = "models/savings/"
+from tests.integration.trainer_helpers import MODELS, alias_version, fresh_handler, invoke, manifest
 
 
 @pytest.fixture(autouse=True)
-def _fresh_handler_state() -> None:
-    trainer._settings.cache_clear()
-    trainer._s3.cache_clear()
-
-
-def invoke(stack: Stack) -> dict[str, Any]:
-    """Receive what S3 sent to the queue and hand it to the handler as Lambda's SQS poller would."""
-    records = stack.receive()
-    assert records, "S3 sent no notification to the queue"
-    result: dict[str, Any] = trainer.handler({"Records": records}, FakeLambdaContext())
-    return result
-
-
-def alias_version(stack: Stack) -> int | None:
-    key = MODELS + "aliases/production.json"
-    return stack.get_json(key)["version"] if key in stack.keys(MODELS) else None
-
-
-def manifest(stack: Stack, version: int) -> dict[str, Any]:
-    return stack.get_json(f"{MODELS}versions/{version:06d}/manifest.json")
+def _fresh_handler_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh_handler(monkeypatch)
 
 
 def test_first_batch_promotes_version_1(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:

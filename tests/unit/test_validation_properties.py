@@ -115,3 +115,35 @@ def test_small_share_of_repeated_rows_is_accepted_by_default() -> None:
     big = csv_bytes(2000, seed=12).decode()
     body = big + "".join(big.splitlines(keepends=True)[1:2])  # 0.05%
     assert len(validate_batch(body.encode(), "data/x.csv", SAVINGS)) == 2001
+
+
+def test_a_bad_byte_is_named_by_its_line() -> None:
+    lines = list(LINES)
+    lines[30] = lines[30].replace("north", "n\xf6rth").replace("south", "s\xf6uth")
+    body = "".join(lines).encode("latin-1")
+    with pytest.raises(BatchRejected) as info:
+        validate_batch(body, "data/x.csv", SAVINGS)
+    message = info.value.problems[0]["message"]
+    assert message.startswith("not UTF-8 text at line 31, byte"), message
+
+
+def test_categories_with_braces_are_reported() -> None:
+    from flywheel.schema import Schema
+
+    doc = SAVINGS.model_dump(mode="json")
+    region = next(f for f in doc["features"] if f["name"] == "region")
+    region["categories"] = ["{north}", "south", "east", "west"]
+    schema = Schema.model_validate(doc)
+    with pytest.raises(BatchRejected) as info:
+        validate_batch(GOOD.encode(), "data/x.csv", schema)
+    assert any("outside ['{north}'" in p["message"] for p in info.value.problems)
+
+
+def test_a_failing_sink_is_not_the_batch_s_fault() -> None:
+    from flywheel.validation import SinkFailed, validate_stream
+
+    def full_disk(_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(SinkFailed):
+        validate_stream(GOOD.encode(), "data/x.csv", SAVINGS, sink=full_disk)
