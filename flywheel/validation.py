@@ -117,8 +117,10 @@ def _categorical(
     arr: Any, name: str, allowed: tuple[str, ...], nullable: bool, problems: Problems, offset: int
 ) -> pa.Array:
     s = pc.utf8_trim_whitespace(arr)
-    empty = _np(pc.equal(s, "")).astype(bool)
-    outside = ~empty & ~_np(pc.is_in(s, value_set=pa.array(list(allowed)))).astype(bool)
+    known = _np(pc.is_in(s, value_set=pa.array(list(allowed)))).astype(bool)
+    # "NA", "null", ... mean missing, as in a numeric column, unless the schema lists them as categories
+    empty = _np(pc.equal(s, "")).astype(bool) | (~known & _np(pc.is_in(pc.utf8_lower(s), value_set=NULL_TOKENS)))
+    outside = ~empty & ~known
     if outside.any():
         text = f"'{name}' has {{seen}} outside {list(allowed)}"  # {seen}: filled in once all blocks are read
         problems.add("category", name, text, outside, offset)
@@ -136,6 +138,10 @@ def _header(names: list[str], schema: Schema, hint: str) -> list[dict[str, Any]]
     missing = [c for c in schema.columns if c not in cols]
     unknown = [c for c in dict.fromkeys(cols) if c not in schema.columns]
     if missing:
+        folded = {c.casefold(): c for c in cols if c not in schema.columns}
+        near = [f"{folded[m.casefold()]!r} for {m!r}" for m in missing if m.casefold() in folded]
+        if near:
+            hint += f"; names are case-sensitive (found {', '.join(near)})"
         problems.append(_problem("header", f"missing column(s) {missing}{hint}"))
     if unknown:
         shown = [u[:60] for u in unknown[:20]]

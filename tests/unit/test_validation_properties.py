@@ -147,3 +147,18 @@ def test_a_failing_sink_is_not_the_batch_s_fault() -> None:
 
     with pytest.raises(SinkFailed):
         validate_stream(GOOD.encode(), "data/x.csv", SAVINGS, sink=full_disk)
+
+
+def test_null_tokens_in_a_category_column_mean_missing() -> None:
+    lines = list(LINES)
+    lines[5] = lines[5].replace("north", "NA").replace("south", "NA").replace("east", "NA").replace("west", "NA")
+    with pytest.raises(BatchRejected) as info:  # region is not nullable: reported as empty, not as a category
+        validate_batch("".join(lines).encode(), "data/x.csv", SAVINGS)
+    (problem,) = info.value.problems
+    assert (problem["check"], problem["column"], problem["lines"]) == ("null", "region", [6])
+
+
+def test_a_column_named_in_another_case_gets_a_hint() -> None:
+    with pytest.raises(BatchRejected) as info:
+        validate_batch(GOOD.replace("income", "Income", 1).encode(), "data/x.csv", SAVINGS)
+    assert "names are case-sensitive (found 'Income' for 'income')" in info.value.problems[0]["message"]
