@@ -44,16 +44,26 @@ class Quarantined:
 
 
 class BatchStore:
-    """The data side of the bucket."""
+    """The data side of the bucket for one model: `data/<folder>` (and, for the default model of a bucket laid
+    out the old way, the CSVs directly under `data/`). Quarantine mirrors the path: `quarantine/<folder>...`."""
 
-    def __init__(self, s3: Any, bucket: str, data_prefix: str, quarantine_prefix: str) -> None:
+    def __init__(
+        self, s3: Any, bucket: str, data_prefix: str, quarantine_prefix: str, *, folder: str = "", flat: bool = False
+    ) -> None:
         self.s3, self.bucket = s3, bucket
         self.data_prefix, self.quarantine_prefix = data_prefix, quarantine_prefix
+        self.folder, self.flat = folder, flat
+
+    def _list(self, prefix: str, delimiter: str | None) -> list[dict[str, Any]]:
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
+        pages = self.s3.get_paginator("list_objects_v2").paginate(**kwargs)
+        return [o for p in pages for o in p.get("Contents", []) if not o["Key"].endswith("/")]
 
     def objects(self) -> list[dict[str, Any]]:
-        """Objects under data/ (sorted by key), folder markers excluded."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.data_prefix)
-        objs = [o for p in pages for o in p.get("Contents", []) if not o["Key"].endswith("/")]
+        """This model's objects under data/ (sorted by key), folder markers excluded."""
+        objs = self._list(self.data_prefix + self.folder, None)
+        if self.flat and self.folder:
+            objs += self._list(self.data_prefix, "/")
         return sorted(objs, key=lambda o: o["Key"])
 
     def fetch(self, key: str, dest: Path) -> Fetched:
@@ -119,12 +129,13 @@ class BatchStore:
         return Quarantined(key=key, quarantine_key=target, problems=rejected.problems, removed=removed)
 
     def quarantined(self) -> list[dict[str, Any]]:
-        """The error reports under quarantine/, newest first."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.quarantine_prefix)
+        """This model's error reports under quarantine/, newest first."""
+        objs = self._list(self.quarantine_prefix + self.folder, None)
+        if self.flat and self.folder:
+            objs += self._list(self.quarantine_prefix, "/")
         reports = []
-        for page in pages:
-            for o in page.get("Contents", []):
-                if o["Key"].endswith(ERROR_SUFFIX):
-                    body = self.s3.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read()
-                    reports.append(json.loads(body))
+        for o in objs:
+            if o["Key"].endswith(ERROR_SUFFIX):
+                body = self.s3.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read()
+                reports.append(json.loads(body))
         return sorted(reports, key=lambda r: r.get("at", ""), reverse=True)
