@@ -10,11 +10,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from flywheel.batches import BatchStore
+from flywheel import registrations
 from flywheel.catalog import Catalog, Entry
 from flywheel.manifest import sha256
 from flywheel.registry import Registry
-from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.training import fingerprint
 from flywheel.window import training_window
@@ -56,12 +55,12 @@ def _history(newest: dict[str, Any] | None) -> tuple[float, float]:
     return max(seconds, PRIOR_SECONDS_PER_ROW / 4), per_row
 
 
-def plan(settings: TrainerSettings, s3: Any, *, seconds_left: float, memory_bytes: int) -> Plan:
-    """Estimate the next retrain of `settings.model_name` against the time and memory available."""
-    schema_sha = sha256(load_schema(settings.schema_ref).model_dump_json().encode())
-    catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{settings.model_name}/", schema_sha).load()
-    store = BatchStore(s3, settings.bucket, settings.data_prefix, settings.quarantine_prefix)
-    registry = Registry(s3, settings.bucket, settings.model_name, settings.models_prefix)
+def plan(settings: TrainerSettings, s3: Any, *, model: str, seconds_left: float, memory_bytes: int) -> Plan:
+    """Estimate model `model`'s next retrain against the time and memory available."""
+    schema_sha = sha256(registrations.schema_for(s3, settings, model).model_dump_json().encode())
+    catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{model}/", schema_sha).load()
+    store = registrations.batch_store(s3, settings, model)
+    registry = Registry(s3, settings.bucket, model, settings.models_prefix)
     known: list[Entry] = []
     new_bytes = 0
     for obj in store.objects():

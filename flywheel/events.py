@@ -27,6 +27,7 @@ class Message:
     objects: list[ObjectRef] = field(default_factory=list)
     test_event: bool = False
     retrain_requested: bool = False  # a delayed retry the trainer sent itself (RETRAIN_EVENT)
+    requested_model: str | None = None  # which model that retry is for (None: the default model)
     error: str | None = None
 
 
@@ -63,6 +64,8 @@ def parse_event(event: dict[str, Any]) -> list[Message]:
                 msg.test_event = True
             elif body.get("Event") == RETRAIN_EVENT:
                 msg.retrain_requested = True
+                model = body.get("model")
+                msg.requested_model = model if isinstance(model, str) and model else None
             else:
                 msg.objects = _s3_records(body)
         except (ValueError, KeyError, TypeError) as e:

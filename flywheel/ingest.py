@@ -131,3 +131,20 @@ def ingest(
                 out.quarantined.append(q)
     catalog.save()
     return out
+
+
+def quarantine_unrouted(s3: Any, settings: Any, key: str, name: str, known: list[str]) -> Quarantined | None:
+    """A batch under `data/<name>/` when no model `name` is registered: quarantined with the reason."""
+    try:
+        head = s3.head_object(Bucket=settings.bucket, Key=key)
+    except ClientError as e:
+        if is_missing(e) or str(e.response.get("Error", {}).get("Code")) == "404":
+            return None
+        raise
+    message = (
+        f"{name!r} is not a registered model (registered: {known}); upload under {settings.data_prefix}<model>/, "
+        f"or register it first: flywheel models add {name} --schema FILE"
+    )
+    rejected = BatchRejected(key, [{"check": "model", "message": message}])
+    store = BatchStore(s3, settings.bucket, settings.data_prefix, settings.quarantine_prefix)
+    return store.quarantine(rejected, etag=head["ETag"].strip('"'), version_id=head.get("VersionId"))

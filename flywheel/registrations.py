@@ -104,6 +104,19 @@ def models(s3: Any, settings: CoreSettings) -> dict[str, Schema]:
     return dict(sorted(found.items()))
 
 
+def schema_for(s3: Any, settings: CoreSettings, name: str) -> Schema:
+    """The schema model `name` trains and serves with. The default model of a bucket laid out the old way is
+    registered on first use with the schema from the settings (the registration is then what counts)."""
+    try:
+        return schema_of(s3, settings.bucket, name, settings.models_prefix)
+    except NotFound:
+        if name != settings.model_name:
+            raise
+    schema = load_schema(settings.schema_ref)
+    register(s3, settings.bucket, name, schema, settings.models_prefix)
+    return schema
+
+
 def data_prefix(settings: CoreSettings, name: str) -> str:
     """Where model `name`'s batches are uploaded."""
     return f"{settings.data_prefix}{name}/"

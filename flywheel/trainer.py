@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from flywheel import drift
-from flywheel.batches import BatchStore, Quarantined
+from flywheel import drift, registrations
+from flywheel.batches import Quarantined
 from flywheel.catalog import Catalog, Entry, MissingCopy
 from flywheel.errors import FlywheelError, ModelVerificationError
 from flywheel.gate import PRIMARY_METRIC, decide
@@ -34,7 +34,7 @@ from flywheel.manifest import (
 from flywheel.promotion import decided_against, move_as_decided, pending
 from flywheel.registry import Alias, Registry, now_iso
 from flywheel.resources import resources, runs_on
-from flywheel.schema import Schema, load_schema
+from flywheel.schema import Schema
 from flywheel.settings import TrainerSettings
 from flywheel.training import fingerprint, fit_candidate, holdout_mask, naive_baseline, score
 from flywheel.window import training_window
@@ -52,6 +52,7 @@ class Outcome:
     """What a retrain did; the Lambda turns it into logs and metrics."""
 
     status: Status
+    model: str = ""
     version: int | None = None
     production_version: int | None = None
     rows: int = 0
@@ -123,21 +124,24 @@ def retrain(
     settings: TrainerSettings,
     s3: Any,
     *,
+    model: str | None = None,
     actor: str = "trainer",
     deadline: float | None = None,
     adopt_lock: str | None = None,
 ) -> Outcome:
-    """Bring the validated cache up to date, train on the window, gate, publish, move the alias.
+    """Bring model `model`'s validated cache up to date, train on its window, gate, publish, move its alias.
 
+    `model` defaults to the settings' model (FLYWHEEL_MODEL_NAME); its schema is its registration's.
     `deadline` (epoch seconds) is when the caller will be stopped (a Lambda's timeout): the lock expires then.
     `adopt_lock` is the token of a lock claimed for this run by whoever handed it off (the Lambda).
     """
     started = time.monotonic()
-    schema = load_schema(settings.schema_ref)
+    name = model or settings.model_name
+    schema = registrations.schema_for(s3, settings, name)
     schema_sha = sha256(schema.model_dump_json().encode())
-    registry = Registry(s3, settings.bucket, settings.model_name, settings.models_prefix)
-    store = BatchStore(s3, settings.bucket, settings.data_prefix, settings.quarantine_prefix)
-    catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{settings.model_name}/", schema_sha).load()
+    registry = Registry(s3, settings.bucket, name, settings.models_prefix)
+    store = registrations.batch_store(s3, settings, name)
+    catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{name}/", schema_sha).load()
     remove_stale_workdirs()
     owner = f"{actor}@{socket.gethostname()}"
     lock = registry.lock(owner=owner, ttl_seconds=lock_ttl(settings, deadline), adopt=adopt_lock)
@@ -154,10 +158,10 @@ def retrain(
             )
 
         got = refresh()
-        out = Outcome(status="no-data", quarantined=got.quarantined, validated_batches=got.validated_now)
+        out = Outcome(status="no-data", model=name, quarantined=got.quarantined, validated_batches=got.validated_now)
         out.timings["validate"] = round(time.monotonic() - started, 3)
         if not got.accepted:
-            out.reasons = ["no accepted batch under " + settings.data_prefix]
+            out.reasons = [f"no accepted batch under {store.data_prefix}{store.folder}"]
             return _done(out, started)
         chosen, out.left_out = training_window(got.accepted, settings.train_window_rows)
         fp = fingerprint([e.sha256 for e in chosen] + [schema_sha])

@@ -1,4 +1,4 @@
-"""Trainer Lambda: SQS (S3 notifications) -> one retrain per invocation -> partial batch failures.
+"""Trainer Lambda: SQS (S3 notifications) -> one retrain per model per invocation -> partial batch failures.
 
 Thin by design: parse the event, decide where the retrain runs (here, or handed to bigger compute when it
 will not fit), call flywheel.trainer.retrain, report. The local worker of `flywheel up` calls this same
@@ -16,9 +16,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
+from flywheel import registrations
 from flywheel.capacity import plan
 from flywheel.errors import FlywheelError, LockBusy
 from flywheel.events import Message, parse_event, relevant
+from flywheel.ingest import quarantine_unrouted
+from flywheel.registrations import model_of_key
 from flywheel.registry import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
@@ -60,9 +63,9 @@ def _seconds_left(context: Any) -> float:
     return remaining() / 1000 if callable(remaining) else DEFAULT_SECONDS
 
 
-def _handed_off(settings: TrainerSettings, context: Any, seconds_left: float) -> bool:
-    """True when the retrain was sent to bigger compute. Raises LockBusy while another trainer runs."""
-    registry = Registry(_s3(), settings.bucket, settings.model_name, settings.models_prefix)
+def _handed_off(settings: TrainerSettings, name: str, context: Any, seconds_left: float) -> bool:
+    """True when model `name`'s retrain was sent to bigger compute. Raises LockBusy while another trainer runs."""
+    registry = Registry(_s3(), settings.bucket, name, settings.models_prefix)
     held = registry.lock_doc()
     if held is not None and held.get("expires_at", 0) > time.time():
         raise LockBusy(f"another trainer holds the lock ({held.get('owner')})", expires_at=held.get("expires_at"))
@@ -70,79 +73,75 @@ def _handed_off(settings: TrainerSettings, context: Any, seconds_left: float) ->
     died = held is not None and str(held.get("owner", "")).startswith("lambda@")
     memory_mb = int(getattr(context, "memory_limit_in_mb", 0) or 0)
     memory = memory_mb * 1024 * 1024 if memory_mb else settings.memory_bytes
-    p = plan(settings, _s3(), seconds_left=seconds_left, memory_bytes=memory)
+    p = plan(settings, _s3(), model=name, seconds_left=seconds_left, memory_bytes=memory)
     if p.nothing_new or (p.fits and not died):
         return False
     reason = "; ".join(p.reasons) or "the previous Lambda run did not finish (timeout or out of memory)"
     # claim the lock for the job, so no second job starts before it does; the job adopts the claim
     token = registry.claim("handoff", settings.offload_lock_seconds)
     try:
-        started = offload.submit(settings, reason=reason, lock_token=token)
+        started = offload.submit(settings, model=name, reason=reason, lock_token=token)
     except Exception:
         registry.release(token)
         raise
-    logger.info("retrain handed off", extra={"plan": p.to_dict(), "reason": reason, "started": started})
+    logger.info("retrain handed off", extra={"model": name, "plan": p.to_dict(), "reason": reason, "started": started})
     metrics.add_metric(name="HandedOff", unit=MetricUnit.Count, value=1)
     return True
+
+
+def _busy(settings: TrainerSettings, name: str, e: LockBusy, keys: list[str]) -> bool:
+    """Lock held: one delayed retry message instead of failed deliveries (which would count towards the DLQ)."""
+    expires_at = e.detail.get("expires_at")
+    if offload.retry_later(settings, model=name, keys=keys, expires_at=expires_at, reason=e.message):
+        logger.info("another trainer is running; a delayed retrain was queued", extra={"model": name})
+        return True
+    logger.warning("another trainer is running; messages will be retried", extra={"model": name, "error": e.message})
+    return False
 
 
 def _failures(ids: list[str]) -> dict[str, Any]:
     return {"batchItemFailures": [{"itemIdentifier": i} for i in dict.fromkeys(ids)]}
 
 
-def _busy(settings: TrainerSettings, e: LockBusy, messages: list[Message], keys: list[str]) -> list[str]:
-    """Lock held: one delayed retry message instead of failed deliveries (which would count towards the DLQ)."""
-    if offload.retry_later(settings, keys=keys, expires_at=e.detail.get("expires_at"), reason=e.message):
-        logger.info("another trainer is running; a delayed retrain was queued", extra={"error": e.message})
-        return []
-    logger.warning("another trainer is running; messages will be retried", extra={"error": e.message})
-    return _retryable(messages)
+def _models_of(m: Message, settings: TrainerSettings) -> set[str]:
+    names = {model_of_key(o.key, settings) for o in m.objects}
+    if m.retrain_requested:
+        names.add(m.requested_model or settings.model_name)
+    return {n for n in names if n}
 
 
-def _retryable(messages: list[Message]) -> list[str]:
-    """The deliveries a failed retrain hands back to the queue (then the DLQ)."""
-    return [m.message_id for m in messages if m.message_id and (m.objects or m.retrain_requested)]
-
-
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Retrain once however many records arrived; failed messages go back to the queue (then the DLQ)."""
-    settings = _settings()
-    messages = parse_event(event)
-    failures = [m.message_id for m in messages if m.error and m.message_id]
+def _route(settings: TrainerSettings, messages: list[Message]) -> dict[str, list[str]]:
+    """{model: keys} to retrain; a new batch for no registered model is quarantined, naming the registered ones."""
+    known = registrations.models(_s3(), settings)
+    out: dict[str, list[str]] = {}
+    for ref in relevant(messages, settings.data_prefix):
+        if ref.bucket != settings.bucket:
+            continue
+        name = model_of_key(ref.key, settings) or ""
+        if name in known:
+            out.setdefault(name, []).append(ref.key)
+        elif ref.event_name.startswith("ObjectCreated"):
+            q = quarantine_unrouted(_s3(), settings, ref.key, name, sorted(known))
+            if q:
+                logger.warning("batch for no registered model quarantined", extra={"file": ref.key, "model": name})
     for m in messages:
-        if m.error:
-            logger.error("unreadable message", extra={"message_id": m.message_id, "error": m.error})
-        elif m.test_event:
-            logger.info("ignoring s3:TestEvent", extra={"message_id": m.message_id})
-    refs = [r for r in relevant(messages, settings.data_prefix) if r.bucket == settings.bucket]
-    if not refs and not any(m.retrain_requested for m in messages):
-        return _failures(failures)
-    keys = sorted({r.key for r in refs})
-    logger.info("retraining", extra={"keys": keys})
+        if m.retrain_requested:
+            out.setdefault(m.requested_model or settings.model_name, [])
+    return {name: sorted(set(keys)) for name, keys in out.items()}
+
+
+def _retrain_one(settings: TrainerSettings, name: str, keys: list[str], context: Any) -> None:
+    """One model's retrain (here, or handed off). Raises what a retry should see."""
     seconds_left = _seconds_left(context)
-    direct = bool(messages) and messages[0].message_id is None
-    try:
-        if settings.offload != "none" and _handed_off(settings, context, seconds_left):
-            return _failures(failures)
-        outcome = retrain(settings, _s3(), actor="lambda", deadline=time.time() + seconds_left)
-    except LockBusy as e:
-        if direct:
-            raise  # a direct S3 invocation has no queue to retry: let Lambda's retry policy see the error
-        return _failures(failures + _busy(settings, e, messages, keys))
-    except (FlywheelError, ClientError, BotoCoreError):
-        logger.exception("retrain failed")
-        if direct:
-            raise
-        return _failures(
-            failures + [m.message_id for m in messages if m.message_id and (m.objects or m.retrain_requested)]
-        )
+    logger.info("retraining", extra={"model": name, "keys": keys})
+    if settings.offload != "none" and _handed_off(settings, name, context, seconds_left):
+        return
+    outcome = retrain(settings, _s3(), model=name, actor="lambda", deadline=time.time() + seconds_left)
     _emit(outcome)
     logger.info(
         "retrain finished",
         extra={
+            "model": name,
             "status": outcome.status,
             "version": outcome.version,
             "production_version": outcome.production_version,
@@ -155,4 +154,46 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "reasons": outcome.reasons,
         },
     )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """One retrain per model named in the records, each under its own lock; one model's failure never blocks
+    another's. Failed messages (those naming a model whose retrain failed) go back to the queue (then the DLQ)."""
+    settings = _settings()
+    messages = parse_event(event)
+    failures = [m.message_id for m in messages if m.error and m.message_id]
+    for m in messages:
+        if m.error:
+            logger.error("unreadable message", extra={"message_id": m.message_id, "error": m.error})
+        elif m.test_event:
+            logger.info("ignoring s3:TestEvent", extra={"message_id": m.message_id})
+    if not relevant(messages, settings.data_prefix) and not any(m.retrain_requested for m in messages):
+        return _failures(failures)
+    direct = bool(messages) and messages[0].message_id is None
+    try:
+        work = _route(settings, messages)
+    except (FlywheelError, ClientError, BotoCoreError):
+        logger.exception("could not route the records to models")
+        if direct:
+            raise
+        return _failures(failures + [m.message_id for m in messages if m.message_id and _models_of(m, settings)])
+    failed: set[str] = set()
+    errors: list[Exception] = []
+    for name, keys in work.items():
+        try:
+            _retrain_one(settings, name, keys, context)
+        except LockBusy as e:
+            if direct or not _busy(settings, name, e, keys):
+                failed.add(name)
+                errors.append(e)
+        except (FlywheelError, ClientError, BotoCoreError) as e:
+            logger.exception("retrain failed", extra={"model": name})
+            failed.add(name)
+            errors.append(e)
+    if direct and errors:
+        raise errors[0]  # a direct S3 invocation has no queue to retry: let Lambda's retry policy see the error
+    failures += [m.message_id for m in messages if m.message_id and _models_of(m, settings) & failed]
     return _failures(failures)

@@ -29,9 +29,9 @@ MIN_DELAY, MAX_DELAY = 30, 900  # SQS allows at most 15 minutes of delay
 _TAG_UNSAFE = re.compile(r"[^\w\s+\-=.:/@]")  # characters AWS tags (and ECS, which Batch propagates to) refuse
 
 
-def submit(settings: TrainerSettings, *, reason: str, lock_token: str) -> str:
-    """Start the retrain elsewhere, adopting the lock claimed for it; returns what was started."""
-    name = settings.model_name
+def submit(settings: TrainerSettings, *, model: str, reason: str, lock_token: str) -> str:
+    """Start model `model`'s retrain elsewhere, adopting the lock claimed for it; returns what was started."""
+    name = model
     if settings.offload == "batch":
         if not (settings.offload_job_queue and settings.offload_job_definition):
             raise FlywheelError("FLYWHEEL_OFFLOAD=batch needs FLYWHEEL_OFFLOAD_JOB_QUEUE and _JOB_DEFINITION")
@@ -58,13 +58,15 @@ def submit(settings: TrainerSettings, *, reason: str, lock_token: str) -> str:
     raise FlywheelError(f"no offload target (FLYWHEEL_OFFLOAD={settings.offload})")
 
 
-def retry_later(settings: TrainerSettings, *, keys: list[str], expires_at: float | None, reason: str) -> bool:
+def retry_later(
+    settings: TrainerSettings, *, model: str, keys: list[str], expires_at: float | None, reason: str
+) -> bool:
     """Send the queue one delayed "retrain" message instead of failing the deliveries: a busy lock is not
     a failure, and failed receives would count towards the dead-letter limit. False when it cannot."""
     if not settings.queue_url:
         return False
     delay = int(min(MAX_DELAY, max(MIN_DELAY, (expires_at or 0) - time.time() + 5)))
-    body: dict[str, Any] = {"Event": RETRAIN_EVENT, "model": settings.model_name, "reason": reason, "keys": keys[:50]}
+    body: dict[str, Any] = {"Event": RETRAIN_EVENT, "model": model, "reason": reason, "keys": keys[:50]}
     try:
         sqs_client().send_message(QueueUrl=settings.queue_url, MessageBody=json.dumps(body), DelaySeconds=delay)
     except Exception:

@@ -30,11 +30,11 @@ def _fresh_handler_state(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_plan_uses_rows_and_the_time_left(stack: Stack) -> None:
     stack.put("data/a.csv", csv_bytes(2000, seed=1))
     s = TrainerSettings()
-    roomy = plan(s, s3_client(), seconds_left=900, memory_bytes=3008 << 20)
+    roomy = plan(s, s3_client(), model="savings", seconds_left=900, memory_bytes=3008 << 20)
     assert roomy.fits and 1500 < roomy.rows < 2600 and roomy.new_bytes > 0
-    tight = plan(s, s3_client(), seconds_left=0.01, memory_bytes=3008 << 20)
+    tight = plan(s, s3_client(), model="savings", seconds_left=0.01, memory_bytes=3008 << 20)
     assert not tight.fits and "s left" in tight.reasons[0]
-    small = plan(s, s3_client(), seconds_left=900, memory_bytes=100 << 20)
+    small = plan(s, s3_client(), model="savings", seconds_left=900, memory_bytes=100 << 20)
     assert not small.fits and "MiB available" in small.reasons[0]
 
 
@@ -101,7 +101,9 @@ def test_batch_submission_names_the_queue_definition_and_model(monkeypatch: pyte
         offload_job_definition=expected["jobDefinition"],
     )
     with stub:
-        started = offload.submit(s, reason="~2000 s estimated; 900 s left (50%)", lock_token="handoff:abc")
+        started = offload.submit(
+            s, model="savings", reason="~2000 s estimated; 900 s left (50%)", lock_token="handoff:abc"
+        )
         assert started == "batch job job-123"
     stub.assert_no_pending_responses()
 
@@ -114,7 +116,7 @@ def stub_any() -> Any:
 
 def test_delayed_retry_message_is_understood_by_the_handler(stack: Stack) -> None:
     s = TrainerSettings(queue_url=stack.queue_url)
-    assert offload.retry_later(s, keys=["data/a.csv"], expires_at=None, reason="busy")
+    assert offload.retry_later(s, model="savings", keys=["data/a.csv"], expires_at=None, reason="busy")
     got = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["All"])["Attributes"]
     assert got["ApproximateNumberOfMessagesDelayed"] == "1"
     body = {"Event": "flywheel:Retrain", "model": "savings", "keys": ["data/a.csv"]}
