@@ -10,20 +10,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flywheel.cli_env import settings_error, use_local_stack
+from flywheel.cli_models import actor, add_parsers
 from flywheel.errors import FlywheelError
 
 
-def _registry(args: argparse.Namespace) -> Any:
-    from flywheel.registry import Registry
+def _core(args: argparse.Namespace, cls: Any = None) -> Any:
     from flywheel.settings import CoreSettings
-    from flywheel.storage import s3_client
 
-    s = CoreSettings(**_overrides(args))
-    return Registry(s3_client(), s.bucket, s.model_name, s.models_prefix)
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in {"bucket": args.bucket, "model_name": args.model}.items() if v}
+    return (cls or CoreSettings)(**({"bucket": args.bucket} if args.bucket else {}))
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
@@ -39,69 +34,33 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from flywheel.lifecycle import summaries
-
-    rows = summaries(_registry(args))
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("no versions yet: drop a batch into data/ (flywheel drop FILE)")
-        return 0
-    print(f"{'':2}{'version':>7}  {'status':9} {'estimator':9} {'metric':17} {'cand':>8} {'prod':>8} {'naive':>8} "
-          f"{'rows':>9}  created")  # fmt: skip
-    for r in rows:
-        prev = "" if r["previous_production"] is None else f"{r['previous_production']:.4f}"
-        mark = "* " if r["production"] else "  "
-        print(f"{mark}{r['version']:>7}  {r['status']:9} {r['estimator']:9} {r['metric']:17} {r['candidate']:>8.4f} "
-              f"{prev:>8} {r['baseline']:>8.4f} {r['rows']:>9}  {r['created_at']}")  # fmt: skip
-    print("\n* = production. 'prod' is the production model's score on the candidate's holdout at training time.")
-    return 0
-
-
-def cmd_promote(args: argparse.Namespace) -> int:
-    from flywheel.lifecycle import promote
-
-    alias = promote(_registry(args), args.version, actor=_actor(), force=args.force, reason=args.reason)
-    print(f"production -> v{alias.version}")
-    return 0
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    from flywheel.lifecycle import rollback
-
-    alias = rollback(_registry(args), actor=_actor())
-    print(f"production -> v{alias.version} (was v{alias.doc['previous']})")
-    return 0
-
-
 def cmd_retrain(args: argparse.Namespace) -> int:
     from flywheel.settings import TrainerSettings
     from flywheel.storage import s3_client
     from flywheel.trainer import retrain
 
-    s = TrainerSettings(**_overrides(args))
+    s = _core(args, TrainerSettings)
     adopt = None if args.adopt_lock in (None, "", "none") else args.adopt_lock
-    outcome = retrain(s, s3_client(), actor=_actor(), adopt_lock=adopt)
+    outcome = retrain(s, s3_client(), model=args.model, actor=actor(), adopt_lock=adopt)
     for q in outcome.quarantined:
         print(f"quarantined {q.key} -> {q.quarantine_key}: {q.problems[0]['message']}")
-    print(f"{outcome.status}: version {outcome.version}, production {outcome.production_version}, {outcome.rows} rows")
+    print(f"{outcome.status}: {outcome.model} version {outcome.version}, production {outcome.production_version}, "
+          f"{outcome.rows} rows")  # fmt: skip
     for r in outcome.reasons:
         print(f"  {r}")
     return 0
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
-    from flywheel.settings import CoreSettings
+    from flywheel.registrations import check_name, data_prefix
     from flywheel.storage import s3_client
     from flywheel.uploads import put_new
 
-    s = CoreSettings(**_overrides(args))
+    s = _core(args)
     path = Path(args.file)
     if not path.is_file():
         raise FlywheelError(f"{path}: no such file")
-    key = s.data_prefix + (args.name or path.name)
+    key = data_prefix(s, check_name(args.model or s.model_name)) + (args.name or path.name)
     with path.open("rb") as body:
         put_new(s3_client(), s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME")
     print(f"uploaded {path} -> s3://{s.bucket}/{key}")
@@ -174,13 +133,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     return up(opts)
 
 
-def _actor() -> str:
-    return os.environ.get("USER") or os.environ.get("USERNAME") or "operator"
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bucket", help="bucket (default: $FLYWHEEL_BUCKET)")
-    p.add_argument("--model", help="model name (default: $FLYWHEEL_MODEL_NAME or 'savings')")
+    p.add_argument("--model", help="which model (default: the default model, $FLYWHEEL_MODEL_NAME or 'savings')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,25 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift", type=float, default=0.0, help="population shift, 0 (none) to 1 (strong)")
     p.add_argument("--dataset", choices=["savings", "churn"], default="savings", help="which demo dataset")
 
-    p = add("models", cmd_models, "List model versions, their gate status and metrics, and which serves.")
-    _common(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    p = add("promote", cmd_promote, "Point production at version N (compare-and-swap on the alias).")
-    _common(p)
-    p.add_argument("version", type=int, help="version number")
-    p.add_argument("--force", action="store_true", help="allow a version the gate rejected")
-    p.add_argument("--reason", default="", help="why (recorded in the alias)")
-
-    p = add("rollback", cmd_rollback, "Move production back to the previous approved version.")
-    _common(p)
+    add_parsers(add, _common)
 
     p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
     _common(p)
     p.add_argument("--adopt-lock", metavar="TOKEN",
                    help="take over the lock the Lambda claimed for this run (passed by the hand-off)")  # fmt: skip
 
-    p = add("drop", cmd_drop, "Upload a CSV batch into data/ (triggers the trainer). An existing name is refused.")
+    p = add("drop", cmd_drop, "Upload a CSV batch into data/<model>/ (triggers that model's trainer). "
+                              "An existing name is refused.")  # fmt: skip
     _common(p)
     p.add_argument("file", help="CSV file to upload")
     p.add_argument("--as", "--key", dest="name", metavar="NAME",
@@ -264,19 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from botocore.exceptions import EndpointConnectionError
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
+    local = use_local_stack() if args.command not in {"up", "sample-data", "validate", "serve", "ui"} else None
     try:
         code: int = args.func(args)
     except FlywheelError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
-    except Exception as e:
-        from pydantic import ValidationError
-
-        if isinstance(e, ValidationError):
-            print(f"error: invalid settings: {e}", file=sys.stderr)
-            return 2
-        raise
+    except ValidationError as e:
+        print(f"error: {settings_error(e, local)}", file=sys.stderr)
+        return 2
+    except EndpointConnectionError as e:
+        hint = f" (from {local}: is `make up` still running?)" if local else ""
+        print(f"error: cannot reach S3 at {e.kwargs.get('endpoint_url')}{hint}", file=sys.stderr)
+        return 2
     return code
 
 

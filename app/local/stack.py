@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from app.local.state import Mirror
+from flywheel.cli_env import write_stack_file
+from flywheel.errors import FlywheelError
 
 log = logging.getLogger("flywheel.up")
 QUEUE, DLQ = "flywheel-data", "flywheel-data-dlq"
@@ -37,6 +39,7 @@ class Options:
     ui: bool = True
     prometheus: bool = True
     seed: bool = True
+    demo_models: tuple[str, ...] = ("savings", "churn")  # registered and seeded beside the default model
     debounce: float = 2.0
     max_receive_count: int = 3
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -92,6 +95,7 @@ class LocalStack:
         os.environ.update({k: self.env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                                     "AWS_REGION", "AWS_DEFAULT_REGION")})  # fmt: skip
         self.mirror: Mirror | None = None
+        self.stack_file: Path | None = None
         self._stop = threading.Event()
 
     # -- processes ---------------------------------------------------------------------------------
@@ -177,15 +181,33 @@ class LocalStack:
         )
         if restored:
             _say(f"restored {restored} object(s) from the state directory")
-        elif o.seed:
-            from flywheel.sampledata import GENERATORS
-
-            gen = GENERATORS.get(o.schema)
-            if gen is not None:
-                body = gen(5000, seed=1).to_csv(index=False).encode()
-                s3.put_object(Bucket=o.bucket, Key="data/seed-batch.csv", Body=body)
-                _say("seeded data/seed-batch.csv (5,000 rows from `flywheel sample-data`)")
+        self._register_and_seed(s3, seed=o.seed and not restored)
+        self.stack_file = write_stack_file(o.state_dir, {
+            "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.env["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": self.env["AWS_SECRET_ACCESS_KEY"], "AWS_REGION": "us-east-1",
+            "FLYWHEEL_BUCKET": o.bucket, "FLYWHEEL_MODEL_NAME": o.model_name,
+            "FLYWHEEL_API_URL": f"http://127.0.0.1:{o.api_port}",
+        })  # fmt: skip
         return str(url)
+
+    def _register_and_seed(self, s3: Any, *, seed: bool) -> None:
+        """Register the default model and the demo models (each with its built-in schema); seed each empty one."""
+        from flywheel.registrations import register
+        from flywheel.sampledata import GENERATORS
+        from flywheel.schema import load_schema
+
+        o = self.o
+        wanted = {o.model_name: o.schema, **{n: n for n in o.demo_models if n != o.model_name}}
+        for name, schema_ref in wanted.items():
+            try:
+                register(s3, o.bucket, name, load_schema(schema_ref))
+            except FlywheelError as e:  # registered earlier with another schema: that registration stands
+                _say(f"model {name}: {e.message}")
+            gen = GENERATORS.get(schema_ref)
+            if seed and gen is not None:
+                body = gen(5000, seed=1).to_csv(index=False).encode()
+                s3.put_object(Bucket=o.bucket, Key=f"data/{name}/seed-batch.csv", Body=body)
+                _say(f"model {name}: seeded data/{name}/seed-batch.csv (5,000 rows from `flywheel sample-data`)")
 
     def _start_prometheus(self) -> None:
         binary = shutil.which("prometheus")
@@ -219,13 +241,12 @@ class LocalStack:
             ),
             f"  S3 + SQS      {self.endpoint}   (bucket {o.bucket}, queue {QUEUE}, DLQ {DLQ})",
             "",
-            "Try, in another terminal:",
-            f"  export AWS_ENDPOINT_URL={self.endpoint} AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local "
-            f"AWS_REGION=us-east-1 FLYWHEEL_BUCKET={o.bucket}",
+            "Try, in another terminal (the CLI finds this stack by itself):",
+            "  .venv/bin/flywheel models                    # every model: versions, gate decisions, which serves",
             "  .venv/bin/flywheel sample-data --rows 20000 --seed 7 --drift 0.8 --out /tmp/drifted.csv",
-            "  .venv/bin/flywheel drop /tmp/drifted.csv     # a new version is trained, gated and hot-reloaded",
-            "  .venv/bin/flywheel models                    # versions, gate decisions, which one serves",
-            "  .venv/bin/flywheel rollback                  # every replica follows within seconds",
+            "  .venv/bin/flywheel drop /tmp/drifted.csv --model savings   # trained, gated, hot-reloaded",
+            "  .venv/bin/flywheel rollback --model savings  # every replica follows within seconds",
+            "  curl -s localhost:8080/v1/models             # both models, served by every replica",
             "",
             "Ctrl-C stops everything; state is kept for the next `make up`.",
         ]
@@ -252,6 +273,8 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.stack_file is not None:
+            self.stack_file.unlink(missing_ok=True)  # the CLI no longer finds a stack that is not running
         for name, proc in reversed(self.procs):
             if name == "moto" and self.mirror is not None:
                 try:

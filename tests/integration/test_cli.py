@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +41,12 @@ def test_drop_retrain_models_promote_rollback(stack: Stack, tmp_path: Path, caps
         path = tmp_path / f"batch-{seed}.csv"
         run(capsys, "sample-data", "--rows", "1200", "--seed", str(seed), "--drift", str(drift), "--out", str(path))
         code, out, _ = run(capsys, "drop", str(path))
-        assert code == 0 and f"s3://{stack.bucket}/data/batch-{seed}.csv" in out
+        assert code == 0 and f"s3://{stack.bucket}/data/savings/batch-{seed}.csv" in out
         code, out, _ = run(capsys, "retrain")
-        assert code == 0 and out.startswith("promoted: version")
+        assert code == 0 and out.startswith("promoted: savings version")
     code, out, _ = run(capsys, "retrain")
     assert out.startswith("unchanged")
-    code, out, _ = run(capsys, "models", "--json")
+    code, out, _ = run(capsys, "models", "--model", "savings", "--json")
     rows = json.loads(out)
     assert [r["version"] for r in rows] == [1, 2] and [r["production"] for r in rows] == [False, True]
     code, out, _ = run(capsys, "models")
@@ -72,10 +73,10 @@ def test_drop_refuses_an_existing_name(stack: Stack, tmp_path: Path, capsys: pyt
     second.write_bytes(b"two\n")
     assert run(capsys, "drop", str(first))[0] == 0
     code, _, err = run(capsys, "drop", str(second), "--as", "b.csv")
-    assert code == 2 and "data/b.csv already exists" in err and "--as NAME" in err
-    assert stack.s3.get_object(Bucket=stack.bucket, Key="data/b.csv")["Body"].read() == b"one\n"
+    assert code == 2 and "data/savings/b.csv already exists" in err and "--as NAME" in err
+    assert stack.s3.get_object(Bucket=stack.bucket, Key="data/savings/b.csv")["Body"].read() == b"one\n"
     assert run(capsys, "drop", str(second), "--as", "b-2.csv")[0] == 0
-    assert stack.keys("data/") == ["data/b-2.csv", "data/b.csv"]
+    assert stack.keys("data/") == ["data/savings/b-2.csv", "data/savings/b.csv"]
 
 
 def test_validate_reports_like_the_quarantine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,3 +93,44 @@ def test_validate_reports_like_the_quarantine(tmp_path: Path, capsys: pytest.Cap
     assert problem["check"] == "category" and problem["column"] == "region" and problem["count"] == 1
     code, out, _ = run(capsys, "validate", str(bad))
     assert code == 1 and "category [region]:" in out and "atlantis" in out
+
+
+def test_two_models_from_the_cli(stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "add", "churn", "--schema", "churn")
+    assert code == 0 and "churn: registered" in out and "data/churn/" in out
+    assert run(capsys, "models", "add", "churn", "--schema", "churn")[1].startswith("churn: already registered")
+    code, _, err = run(capsys, "models", "add", "churn", "--schema", "savings")
+    assert code == 2 and "never changes" in err
+    path = tmp_path / "c.csv"
+    run(capsys, "sample-data", "--dataset", "churn", "--rows", "900", "--out", str(path))
+    code, out, _ = run(capsys, "drop", str(path), "--model", "churn")
+    assert code == 0 and f"s3://{stack.bucket}/data/churn/c.csv" in out
+    code, out, _ = run(capsys, "retrain", "--model", "churn")
+    assert code == 0 and out.startswith("promoted: churn version 1")
+    code, out, _ = run(capsys, "models", "--json")
+    listing = json.loads(out)
+    assert set(listing) == {"churn", "savings"} and [r["version"] for r in listing["churn"]] == [1]
+    assert listing["savings"] == []
+    code, out, _ = run(capsys, "models")
+    assert "churn (classification, schema 'churn')" in out and "savings (regression" in out
+    code, _, err = run(capsys, "models", "--model", "fraud")
+    assert code == 2 and "'fraud' is not registered" in err
+
+
+def test_the_cli_finds_a_running_local_stack_or_says_what_is_missing(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYWHEEL_"))}
+    env["FLYWHEEL_STATE_DIR"] = str(tmp_path)
+    cli = [sys.executable, "-m", "flywheel.cli", "models", "--json"]
+    out = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "missing setting FLYWHEEL_BUCKET" in out.stderr and "make up" in out.stderr
+    from flywheel.cli_env import write_stack_file
+
+    write_stack_file(tmp_path, {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": "t",
+                                "AWS_SECRET_ACCESS_KEY": "t", "AWS_REGION": "us-east-1",
+                                "FLYWHEEL_BUCKET": stack.bucket})  # fmt: skip
+    out = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"savings": []}
