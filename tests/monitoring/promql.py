@@ -33,11 +33,17 @@ GRAFANA_VARIABLES = {
     "__range": "1h",
     "namespace": ".*",
     "instance": ".*",
+    "model": ".*",
 }
+#: Serving metrics without a `model` label; every other flywheel_* series carries one (docs/metrics.md): the
+#: name of a served model, or "" on HTTP routes that address no model.
+UNLABELLED_METRICS = {"flywheel_http_requests_in_flight"}
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _SELECTOR = re.compile(r"(?<![\w:])(flywheel_[a-z0-9_]+|up|scrape_[a-z_]+)\b(?:\s*\{([^{}]*)\})?")
 _MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+#: An aggregation and its grouping clause, written the house way: `sum by (a, b) (...)` (or with `without`).
+_AGGREGATION = re.compile(r"\b(sum|min|max|avg|count|group|stddev|stdvar)\s*(?:(by|without)\s*\(([^()]*)\)\s*)?\(")
 _LABEL_VALUES = re.compile(r"^\s*label_values\((.*),\s*(\w+)\s*\)\s*$", re.S)
 
 
@@ -102,6 +108,31 @@ def selectors(expr: str) -> list[Selector]:
 
 def metric_names(expr: str) -> set[str]:
     return {s.metric for s in selectors(expr)}
+
+
+def is_per_model(metric: str) -> bool:
+    """A flywheel_* metric whose series carry a `model` label (histogram suffixes included)."""
+    if not metric.startswith("flywheel_"):
+        return False
+    stem = next((metric.removesuffix(s) for s in HISTOGRAM_SUFFIXES if metric.endswith(s)), metric)
+    return metric not in UNLABELLED_METRICS and stem not in UNLABELLED_METRICS
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregation operator in an expression: `sum by (model, le)` -> ("sum", "by", ("model", "le"))."""
+
+    op: str
+    clause: str | None
+    labels: tuple[str, ...]
+
+
+def aggregations(expr: str) -> list[Aggregation]:
+    out = []
+    for m in _AGGREGATION.finditer(expr):
+        labels = tuple(label.strip() for label in (m.group(3) or "").split(",") if label.strip())
+        out.append(Aggregation(m.group(1), m.group(2), labels))
+    return out
 
 
 def alert_rules() -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,13 +20,16 @@ from tests.monitoring.promql import (
     REPO,
     RULES_FILE,
     RULES_TEST_FILE,
+    aggregations,
     alert_rules,
     base_metric,
     dashboard_queries,
     dashboards,
     documented_metrics,
+    is_per_model,
     metric_names,
     panels,
+    selectors,
     substitute,
     variables,
 )
@@ -105,6 +109,34 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
     assert silent >= EXPECTED_ALERTS, f"no silent case for {EXPECTED_ALERTS - silent}"
 
 
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+def test_alert_about_a_model_keeps_and_names_the_model(rule: dict[str, Any]) -> None:
+    """One fleet serves several models: an alert groups by `model` and says which one it is about."""
+    names = metric_names(rule["expr"])
+    assert names and all(is_per_model(n) for n in names), f"{rule['alert']} concerns no model: {names}"
+    for agg in aggregations(rule["expr"]):
+        assert agg.clause == "by" and "model" in agg.labels, f"{rule['alert']}: {agg} drops the model"
+    for key in ("summary", "description"):
+        assert "$labels.model" in rule["annotations"][key], f"{rule['alert']}: {key} does not name the model"
+
+
+def _models(series: str) -> set[str]:
+    """Non-empty `model` values of a promtool input series (route templates have braces: no selector parse)."""
+    return set(re.findall(r'[{,]\s*model="([^"]+)"', series))
+
+
+def test_every_alert_fires_for_one_model_and_not_for_another() -> None:
+    """Each alert has a firing unit test with two models where exactly one is expected to alert."""
+    covered = set()
+    for case in yaml.safe_load(RULES_TEST_FILE.read_text(encoding="utf-8"))["tests"]:
+        models = set().union(*(_models(s["series"]) for s in case["input_series"]))
+        for check in case.get("alert_rule_test", []):
+            alerting = {a["exp_labels"].get("model") for a in check.get("exp_alerts") or []}
+            if len(models) >= 2 and len(alerting) == 1 and alerting < models:
+                covered.add(check["alertname"])
+    assert covered >= EXPECTED_ALERTS, f"no two-model firing case for {EXPECTED_ALERTS - covered}"
+
+
 def test_rules_wrap_into_a_valid_prometheus_rule() -> None:
     """The CDK app ships rules.yaml as a PrometheusRule; the operator's schema must accept it as is."""
     groups = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
@@ -175,6 +207,36 @@ def test_dashboards_cover_serving_and_the_model_lifecycle() -> None:
         "flywheel_prediction_drift_psi",
         "flywheel_prediction_value_bucket",
     } <= names["model-lifecycle.json"]
+
+
+def test_dashboards_have_a_multi_select_model_variable() -> None:
+    for name, board in dashboards().items():
+        (var,) = [v for v in board["templating"]["list"] if v["name"] == "model"]
+        assert (var["type"], var["multi"], var["includeAll"], var["allValue"]) == ("query", True, True, ".*"), name
+        query = var["query"]["query"]
+        assert re.fullmatch(r"label_values\(flywheel_model_info(\{[^{}]*\})?, model\)", query), query
+        assert var["definition"] == query
+
+
+def test_per_model_panels_filter_on_the_model_variable_and_show_each_model() -> None:
+    """A query of a per-model metric filters `model=~"$model"` and keeps `model` in every aggregation (so
+    each model is its own series, named in the legend), unless Grafana repeats the panel once per model."""
+    for name, board in dashboards().items():
+        for panel in panels(board):
+            repeated = panel.get("repeat") == "model"
+            if repeated:
+                assert "$model" in panel["title"], f"{name}: a repeated panel names its model"
+            for target in panel["targets"]:
+                where = f"{name}: panel {panel['title']!r} target {target['refId']}"
+                labelled = [s for s in selectors(target["expr"]) if is_per_model(s.metric)]
+                for sel in labelled:
+                    assert ("model", "=~", "$model") in sel.matchers, f"{where}: {sel.metric} is not filtered"
+                if not labelled or repeated:
+                    continue
+                for agg in aggregations(target["expr"]):
+                    assert agg.clause == "by" and "model" in agg.labels, f"{where}: {agg} merges the models"
+                legend = target.get("legendFormat", "")
+                assert "{{model}}" in legend or target.get("format") == "table", f"{where}: legend {legend!r}"
 
 
 def test_dashboard_queries_use_documented_metrics() -> None:
