@@ -8,6 +8,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from app.ui.api_client import ApiClient
+from flywheel import registrations
 from flywheel.batches import BatchStore
 from flywheel.errors import SchemaError
 from flywheel.registry import Registry
@@ -45,9 +46,9 @@ def configured_schema_or_stop(ref: str) -> Schema:
 
 
 @st.cache_resource(show_spinner=False)
-def api(base_url: str) -> ApiClient:
+def api(base_url: str, default_model: str) -> ApiClient:
     """One HTTP client (connection pool) per API URL, shared by every session."""
-    return ApiClient(base_url)
+    return ApiClient(base_url, default_model=default_model)
 
 
 @st.cache_resource(show_spinner=False)
@@ -59,7 +60,8 @@ def s3() -> Any:
 
 @st.cache_resource(show_spinner=False)
 def bucket_settings(bucket: str, model_name: str) -> CoreSettings:
-    """The bucket layout (FLYWHEEL_*_PREFIX) for the UI's bucket and model, from the environment."""
+    """The bucket layout (FLYWHEEL_*_PREFIX) for the UI's bucket, from the environment; `model_name` is the
+    default model (FLYWHEEL_MODEL_NAME), whose batches may also lie directly under data/."""
     return CoreSettings(bucket=bucket, model_name=model_name)
 
 
@@ -75,9 +77,11 @@ def bucket_or_none() -> CoreSettings | None:
     return bucket_settings(s.bucket, s.model_name)
 
 
-def registry(core: CoreSettings) -> Registry:
-    return Registry(s3(), core.bucket, core.model_name, core.models_prefix)
+def registry(core: CoreSettings, name: str) -> Registry:
+    """Model `name`'s versions and alias."""
+    return Registry(s3(), core.bucket, name, core.models_prefix)
 
 
-def batch_store(core: CoreSettings) -> BatchStore:
-    return BatchStore(s3(), core.bucket, core.data_prefix, core.quarantine_prefix)
+def batch_store(core: CoreSettings, name: str) -> BatchStore:
+    """Model `name`'s batches and quarantine reports (registrations.batch_store: the old layout included)."""
+    return registrations.batch_store(s3(), core, name)

@@ -1,4 +1,5 @@
-"""Data page: upload a CSV batch, list the batches under data/ and the quarantined ones with their reasons."""
+"""Data page: upload a CSV batch for the chosen model (into data/<name>/), list its batches and the quarantined
+ones with their reasons."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import clients
+from app.ui import clients, picker
 from app.ui.uploads import put_batch
+from flywheel import registrations
 from flywheel.settings import CoreSettings
 from flywheel.uploads import BatchExists
 
@@ -24,10 +26,11 @@ def human_bytes(n: int) -> str:
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def _load(bucket: str, model_name: str) -> dict[str, Any]:
-    """Objects under data/, quarantine reports and the production version's batches (cached briefly)."""
-    core = clients.bucket_settings(bucket, model_name)
-    store, registry = clients.batch_store(core), clients.registry(core)
+def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
+    """Model `name`'s objects under data/, its quarantine reports and its production version's batches
+    (cached briefly)."""
+    core = clients.bucket_settings(bucket, default_model)
+    store, registry = clients.batch_store(core, name), clients.registry(core, name)
     alias = registry.alias()
     trained: list[str] = []
     if alias is not None:
@@ -44,9 +47,16 @@ def _load(bucket: str, model_name: str) -> dict[str, Any]:
     }
 
 
-def _upload(core: CoreSettings) -> None:
+def _where(core: CoreSettings, name: str) -> str:
+    """Where model `name`'s batches are listed from."""
+    folder = registrations.data_prefix(core, name)
+    return f"{folder} and {core.data_prefix}*" if name == core.model_name else folder
+
+
+def _upload(core: CoreSettings, name: str) -> None:
+    prefix = registrations.data_prefix(core, name)
     with st.form("upload", clear_on_submit=True):
-        st.markdown(f"**Upload a batch** into `s3://{core.bucket}/{core.data_prefix}`")
+        st.markdown(f"**Upload a batch for {name}** into `s3://{core.bucket}/{prefix}`")
         file = st.file_uploader("CSV file (header = the schema's features and target)", type=["csv"])
         save_as = st.text_input("Save as (optional)", placeholder="the file's name", help="batches are never replaced")
         submitted = st.form_submit_button("Upload", icon=":material/upload:")
@@ -56,7 +66,7 @@ def _upload(core: CoreSettings) -> None:
         st.warning("Choose a CSV file first.")
         return
     try:
-        key = put_batch(clients.s3(), core.bucket, core.data_prefix, save_as.strip() or file.name, file.getvalue())
+        key = put_batch(clients.s3(), core.bucket, prefix, save_as.strip() or file.name, file.getvalue())
     except BatchExists as e:
         st.error(e.message)
         return
@@ -64,6 +74,7 @@ def _upload(core: CoreSettings) -> None:
         st.error(f"Upload failed: {e}")
         return
     _load.clear()
+    picker.clear()  # the trainer registers the default model on its first run
     st.success(
         f"Uploaded {file.name} as s3://{core.bucket}/{key} ({human_bytes(file.size)}). The bucket notifies the "
         "trainer: it validates the batch and retrains; a new version appears on the Models page, or the batch "
@@ -71,9 +82,10 @@ def _upload(core: CoreSettings) -> None:
     )
 
 
-def _accepted(loaded: dict[str, Any], core: CoreSettings) -> None:
+def _accepted(loaded: dict[str, Any], core: CoreSettings, name: str) -> None:
     objects = loaded["objects"]
-    st.subheader(f"Batches under {core.data_prefix} ({len(objects)})")
+    st.subheader(f"Batches of {name} ({len(objects)})")
+    st.caption(f"Under {_where(core, name)}")
     if not objects:
         st.info("No batch yet.")
         return
@@ -90,11 +102,11 @@ def _accepted(loaded: dict[str, Any], core: CoreSettings) -> None:
     )
 
 
-def _quarantined(loaded: dict[str, Any], core: CoreSettings) -> None:
+def _quarantined(loaded: dict[str, Any], core: CoreSettings, name: str) -> None:
     reports = loaded["quarantined"]
     st.subheader(f"Quarantined ({len(reports)})")
     if not reports:
-        st.caption(f"No rejected batch under {core.quarantine_prefix}.")
+        st.caption(f"No rejected batch of {name} under {core.quarantine_prefix}{name}/.")
         return
     for i, report in enumerate(reports):
         with st.expander(f"❌ {report.get('file')} · {report.get('at', '')}", expanded=i == 0):
@@ -110,17 +122,19 @@ def _quarantined(loaded: dict[str, Any], core: CoreSettings) -> None:
 
 
 def render() -> None:
-    st.header("Data")
+    name = picker.current().name
+    st.header(f"Data · {name}")
     core = clients.bucket_or_none()
     if core is None:
         return
-    _upload(core)
+    _upload(core, name)
     if st.button("Refresh", icon=":material/refresh:"):
         _load.clear()
+        picker.clear()
     try:
-        loaded = _load(core.bucket, core.model_name)
+        loaded = _load(core.bucket, core.model_name, name)
     except (ClientError, BotoCoreError) as e:
         st.error(f"Cannot read s3://{core.bucket}/: {e}")
         return
-    _accepted(loaded, core)
-    _quarantined(loaded, core)
+    _accepted(loaded, core, name)
+    _quarantined(loaded, core, name)

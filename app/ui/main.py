@@ -1,4 +1,5 @@
-"""The Streamlit script (`flywheel ui` runs it through app.ui.launch): navigation, status, the chosen page."""
+"""The Streamlit script (`flywheel ui` runs it through app.ui.launch): navigation, the model picker, status,
+the chosen page."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.ui import clients
+from app.ui import clients, picker
 from app.ui.version_watch import served_version_notice
 
 VIEWS = Path(__file__).resolve().parent / "views"
@@ -21,9 +22,9 @@ page = st.navigation(
     ]
 )
 with st.sidebar:
+    picker.choose()
     st.caption(
-        f"Model **{settings.model_name}** · API {settings.api_url} · "
-        + (f"bucket `{settings.bucket}`" if settings.bucket else "no bucket configured")
+        f"API {settings.api_url} · " + (f"bucket `{settings.bucket}`" if settings.bucket else "no bucket configured")
     )
 served_version_notice()
 page.run()

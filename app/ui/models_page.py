@@ -1,4 +1,4 @@
-"""Models page: versions, gate decisions and metrics from the registry; promote and roll back."""
+"""Models page: the chosen model's versions, gate decisions and metrics from the registry; promote and roll back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import clients
+from app.ui import clients, picker
 from flywheel.errors import ConflictError, NotFound
 from flywheel.lifecycle import promote, rollback, summaries
 from flywheel.settings import CoreSettings
@@ -19,30 +19,34 @@ _MARKS = {"passed": "✅", "failed": "❌"}
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def _load(bucket: str, model_name: str) -> dict[str, Any]:
-    """Version summaries and the alias document (cached briefly; actions clear the cache)."""
-    registry = clients.registry(clients.bucket_settings(bucket, model_name))
+def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
+    """Model `name`'s version summaries and alias document (cached briefly; actions clear the cache)."""
+    registry = clients.registry(clients.bucket_settings(bucket, default_model), name)
     alias = registry.alias()
     return {"rows": summaries(registry), "alias": alias.doc if alias else None}
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _manifest(bucket: str, model_name: str, version: int) -> dict[str, Any]:
+def _manifest(bucket: str, default_model: str, name: str, version: int) -> dict[str, Any]:
     """A version's manifest: immutable, so cached without expiry."""
-    return clients.registry(clients.bucket_settings(bucket, model_name)).manifest(version)
+    return clients.registry(clients.bucket_settings(bucket, default_model), name).manifest(version)
 
 
-def _act(core: CoreSettings, what: str, version: int | None = None) -> None:
-    """Button callback: move the alias with the same compare-and-swap as the CLI, report the outcome."""
-    registry = clients.registry(core)
+def _force_key(name: str, version: int) -> str:
+    return f"force-{name}-{version}"
+
+
+def _act(core: CoreSettings, name: str, what: str, version: int | None = None) -> None:
+    """Button callback: move model `name`'s alias with the same compare-and-swap as the CLI, report the outcome."""
+    registry = clients.registry(core, name)
     try:
         if what == "promote" and version is not None:
-            force = bool(st.session_state.get(f"force-{version}", False))
+            force = bool(st.session_state.get(_force_key(name, version), False))
             alias = promote(registry, version, actor=ACTOR, force=force)
-            message = f"Production → v{alias.version}."
+            message = f"{name}: production → v{alias.version}."
         else:
             alias = rollback(registry, actor=ACTOR)
-            message = f"Rolled back: production → v{alias.version} (was v{alias.doc['previous']})."
+            message = f"Rolled back {name}: production → v{alias.version} (was v{alias.doc['previous']})."
     except (ConflictError, NotFound) as e:
         st.session_state[FLASH] = ("error", e.message)
     except (ClientError, BotoCoreError) as e:
@@ -75,7 +79,7 @@ def _chart(rows: list[dict[str, Any]]) -> None:
     )
 
 
-def _details(core: CoreSettings, rows: list[dict[str, Any]]) -> None:
+def _details(core: CoreSettings, name: str, rows: list[dict[str, Any]]) -> None:
     by_version = {r["version"]: r for r in rows}
     production = next((r["version"] for r in rows if r["production"]), None)
     versions = sorted(by_version, reverse=True)
@@ -87,7 +91,7 @@ def _details(core: CoreSettings, rows: list[dict[str, Any]]) -> None:
         format_func=lambda v: f"v{v} · {by_version[v]['status']}" + (" · production" if v == production else ""),
     )
     row = by_version[version]
-    manifest = _manifest(core.bucket, core.model_name, version)
+    manifest = _manifest(core.bucket, core.model_name, name, version)
     decision = "approved" if row["status"] == "promoted" else "rejected"
     st.markdown(f"**Gate: {decision}** ({row['metric']}, tolerance {manifest['gate'].get('tolerance')})")
     for reason in row["reasons"]:
@@ -102,7 +106,7 @@ def _details(core: CoreSettings, rows: list[dict[str, Any]]) -> None:
     if row["status"] != "promoted":
         st.checkbox(
             "Force: serve this version although the gate rejected it",
-            key=f"force-{version}",
+            key=_force_key(name, version),
         )
     flash = st.session_state.pop(FLASH, None)
     if flash:
@@ -114,31 +118,31 @@ def _details(core: CoreSettings, rows: list[dict[str, Any]]) -> None:
         type="primary",
         disabled=version == production,
         on_click=_act,
-        args=(core, "promote", version),
+        args=(core, name, "promote", version),
     )
     right.button(
         "Roll back to the previous approved version",
         key="rollback",
         disabled=production is None,
         on_click=_act,
-        args=(core, "rollback"),
+        args=(core, name, "rollback"),
     )
 
 
 def render() -> None:
-    s = clients.settings()
-    st.header(f"Models · {s.model_name}")
+    name = picker.current().name
+    st.header(f"Models · {name}")
     core = clients.bucket_or_none()
     if core is None:
         return
     try:
-        loaded = _load(core.bucket, core.model_name)
+        loaded = _load(core.bucket, core.model_name, name)
     except (ClientError, BotoCoreError) as e:
-        st.error(f"Cannot read the registry at s3://{core.bucket}/{core.models_prefix}{core.model_name}/: {e}")
+        st.error(f"Cannot read the registry at s3://{core.bucket}/{core.models_prefix}{name}/: {e}")
         return
     rows, alias = loaded["rows"], loaded["alias"]
     if not rows:
-        st.info("No versions yet: upload a batch on the Data page and the trainer publishes the first one.")
+        st.info(f"No versions of {name} yet: upload a batch on the Data page and the trainer publishes the first one.")
         return
     if alias:
         st.metric("In production", f"v{alias['version']}")
@@ -147,8 +151,9 @@ def render() -> None:
         st.warning("No version is in production: the gate has approved none yet. Promote one below.")
     if st.button("Refresh", icon=":material/refresh:"):
         _load.clear()
+        picker.clear()
         st.rerun()
     st.dataframe(_table(rows), hide_index=True)
     _chart(rows)
     st.subheader("Gate decision and actions")
-    _details(core, rows)
+    _details(core, name, rows)

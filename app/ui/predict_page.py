@@ -1,4 +1,5 @@
-"""Predict page: a form generated from the schema; the API answers with the prediction and its version."""
+"""Predict page: a form generated from the chosen model's schema; the API answers with the prediction and its
+version."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
-from app.ui import clients
+from app.ui import clients, picker
 from app.ui.api_client import ApiError, ApiUnavailable, Prediction, ServedModel
 from app.ui.form_fields import ChoiceField, FormField, build_fields, to_instance
 from flywheel.schema import Schema
 
-LAST = "last_prediction"
+LAST = "last_prediction"  # {model: its last Prediction}
 
 
-def _key(schema: Schema, name: str) -> str:
-    return f"feature:{schema.name}:{name}"
+def _key(model: str, schema: Schema, name: str) -> str:
+    return f"feature:{model}:{schema.name}:{name}"
 
 
 def _served_schema(served: ServedModel | None) -> Schema | None:
@@ -46,10 +47,10 @@ def _widget(field: FormField, key: str) -> Any:
     )
 
 
-def _reset(keys: list[str]) -> None:
+def _reset(model: str, keys: list[str]) -> None:
     for key in keys:
         st.session_state.pop(key, None)
-    st.session_state.pop(LAST, None)
+    st.session_state.get(LAST, {}).pop(model, None)
 
 
 def _show(prediction: Prediction, schema: Schema) -> None:
@@ -68,26 +69,37 @@ def _show(prediction: Prediction, schema: Schema) -> None:
         st.json({"instances": [prediction.request]})
 
 
+def _schema(chosen: picker.Chosen, served: ServedModel | None, schema_ref: str) -> Schema:
+    """The served version's schema (what the API validates against), else the registered one."""
+    schema = _served_schema(served) or chosen.schema
+    if schema is not None:
+        return schema
+    if chosen.default:
+        return clients.configured_schema_or_stop(schema_ref)
+    st.error(f"No schema for model {chosen.name!r}: the API does not serve it and no bucket is configured.")
+    st.stop()
+
+
 def render() -> None:
     s = clients.settings()
-    api = clients.api(s.api_url)
+    chosen = picker.current()
+    api = clients.api(s.api_url, s.model_name)
     served: ServedModel | None = None
     problem = ""
     try:
-        served = api.served_model()
+        served = api.served_model(chosen.name)
     except ApiError as e:
         problem = e.message
-    schema = _served_schema(served) or clients.configured_schema_or_stop(s.schema_ref)
+    schema = _schema(chosen, served, s.schema_ref)
     st.header(f"Predict {schema.target.name}")
-    if schema.description:
-        st.caption(schema.description)
+    st.caption(f"Model **{chosen.name}**" + (f": {schema.description}" if schema.description else ""))
     stats = served.manifest.get("feature_stats") if served else None
     fields = build_fields(schema, stats)
     if served is None:
         st.warning(f"{problem}. The form shows schema {schema.name!r} with mid-range defaults.")
     elif stats:
         st.caption(f"Defaults: the medians (and most frequent categories) of v{served.version}'s training data.")
-    keys = [_key(schema, f.name) for f in fields]
+    keys = [_key(chosen.name, schema, f.name) for f in fields]
 
     with st.form("predict"):
         values: dict[str, Any] = {}
@@ -96,19 +108,18 @@ def render() -> None:
             with columns[i % 2]:
                 values[field.name] = _widget(field, key)
         submitted = st.form_submit_button("Predict", type="primary")
-    st.button("Reset to typical values", on_click=_reset, args=(keys,))
+    st.button("Reset to typical values", on_click=_reset, args=(chosen.name, keys))
 
+    last: dict[str, Prediction] = st.session_state.setdefault(LAST, {})
     if submitted:
         instance = to_instance(fields, values)
+        last.pop(chosen.name, None)
         try:
-            st.session_state[LAST] = api.predict(instance)
+            last[chosen.name] = api.predict(instance, chosen.name)
         except ApiUnavailable as e:
-            st.session_state.pop(LAST, None)
             st.warning(f"No prediction: {e.message}.", icon=":material/cloud_off:")
         except ApiError as e:
-            st.session_state.pop(LAST, None)
             where = ", ".join(f"{k} {v}" for k, v in e.detail.items() if k in ("instance", "field"))
             st.error(f"The API rejected the input ({e.status}): {e.message}" + (f" [{where}]" if where else ""))
-    last = st.session_state.get(LAST)
-    if isinstance(last, Prediction):
-        _show(last, schema)
+    if chosen.name in last:
+        _show(last[chosen.name], schema)

@@ -1,4 +1,4 @@
-"""Putting a CSV into data/: the same path as any other drop (the bucket notifies the trainer)."""
+"""Putting a CSV into a model's data/<name>/: the same path as any other drop (the bucket notifies the trainer)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def object_name(filename: str) -> str:
 
 
 def put_batch(s3: Any, bucket: str, data_prefix: str, filename: str, data: bytes) -> str:
-    """Upload under data/ with a create-only write and return the key; raises BatchExists for a taken name."""
+    """Upload under `data_prefix` (the model's `data/<name>/`) with a create-only write and return the key;
+    raises BatchExists for a taken name."""
     key = data_prefix + object_name(filename)
     put_new(s3, bucket, key, data, via="flywheel-ui", how_to_rename="give the batch another name ('Save as')")
     return key

@@ -39,9 +39,13 @@ def _ui_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     st.cache_data.clear()
 
 
-def open_app(page: str | None = None) -> AppTest:
-    """Run app/ui/main.py (the Predict page), then switch to views/<page>.py when given."""
-    at = AppTest.from_file(MAIN, default_timeout=30).run()
+def open_app(page: str | None = None, model: str | None = None) -> AppTest:
+    """Run app/ui/main.py (the Predict page), then switch to views/<page>.py when given; `model` is the
+    `?model=` of the link that opened the app."""
+    at = AppTest.from_file(MAIN, default_timeout=30)
+    if model:
+        at.query_params["model"] = model
+    at.run()
     if page:
         at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -53,11 +57,20 @@ def texts(at: AppTest, kind: str) -> list[str]:
     return [str(e.value) for e in getattr(at, kind)]
 
 
-def train(stack: Stack, seed: int, rows: int = 600, **overrides: Any) -> Outcome:
-    """Put a demo batch under data/ and run the real trainer (a linear model: fast)."""
-    stack.put(f"data/batch-{seed}.csv", csv_bytes(rows, seed=seed))
+def pick(at: AppTest, model: str) -> AppTest:
+    """Choose `model` in the sidebar's picker and rerun."""
+    at.selectbox(key="model").select(model).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def train(stack: Stack, seed: int, rows: int = 600, model: str = "", **overrides: Any) -> Outcome:
+    """Put a demo batch for `model` under data/<model>/ (no model: the default one's, directly under data/ as
+    in the old layout) and run the real trainer on that model (a linear model: fast)."""
+    key = f"data/{model}/batch-{seed}.csv" if model else f"data/batch-{seed}.csv"
+    stack.put(key, csv_bytes(rows, seed=seed, dataset=model or "savings"))
     settings = TrainerSettings(bucket=stack.bucket, estimators="linear", cv_folds=2, **overrides)
-    outcome = retrain(settings, s3_client())
+    outcome = retrain(settings, s3_client(), model=model or None)
     assert outcome.version is not None, outcome
     return outcome
 

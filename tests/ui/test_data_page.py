@@ -1,4 +1,5 @@
-"""Data page against moto's S3: the upload lands under data/ (and notifies the queue), batches and quarantine."""
+"""Data page against moto's S3: the upload lands under data/<model>/ (and notifies the queue), batches and
+quarantine, in a bucket laid out the old way (one model, CSVs directly under data/)."""
 
 from __future__ import annotations
 
@@ -21,25 +22,25 @@ def upload(stack: Stack, name: str, data: bytes, save_as: str = "", kind: str = 
     return texts(at, kind)
 
 
-def test_upload_puts_the_csv_under_data_and_the_bucket_notifies_the_trainer(stack: Stack) -> None:
+def test_upload_puts_the_csv_under_the_models_folder_and_the_bucket_notifies_the_trainer(stack: Stack) -> None:
     data = csv_bytes(50, seed=4)
     messages = upload(stack, "my batch.csv", data)
-    assert stack.keys("data/") == ["data/my-batch.csv"]
-    obj = stack.s3.get_object(Bucket=stack.bucket, Key="data/my-batch.csv")
+    assert stack.keys("data/") == ["data/savings/my-batch.csv"]
+    obj = stack.s3.get_object(Bucket=stack.bucket, Key="data/savings/my-batch.csv")
     assert obj["Body"].read() == data and obj["ContentType"] == "text/csv"
-    assert f"s3://{stack.bucket}/data/my-batch.csv" in messages[0]
+    assert f"s3://{stack.bucket}/data/savings/my-batch.csv" in messages[0]
     # the queue holds the same S3 notification as for any other drop, and the trainer's parser takes it
     picked = relevant(parse_event({"Records": stack.receive()}), "data/")
-    assert [(o.bucket, o.key) for o in picked] == [(stack.bucket, "data/my-batch.csv")]
+    assert [(o.bucket, o.key) for o in picked] == [(stack.bucket, "data/savings/my-batch.csv")]
 
     # the same name again is refused (a create-only write), never written over the first
     errors = upload(stack, "my batch.csv", csv_bytes(50, seed=5), kind="error")
-    assert "data/my-batch.csv already exists" in errors[0] and "Save as" in errors[0]
-    assert stack.keys("data/") == ["data/my-batch.csv"]
-    assert stack.s3.get_object(Bucket=stack.bucket, Key="data/my-batch.csv")["Body"].read() == data
+    assert "data/savings/my-batch.csv already exists" in errors[0] and "Save as" in errors[0]
+    assert stack.keys("data/") == ["data/savings/my-batch.csv"]
+    assert stack.s3.get_object(Bucket=stack.bucket, Key="data/savings/my-batch.csv")["Body"].read() == data
     # ... and lands beside it under the name the user chose
     upload(stack, "my batch.csv", csv_bytes(50, seed=5), save_as="second try")
-    assert stack.keys("data/") == ["data/my-batch.csv", "data/second-try.csv"]
+    assert stack.keys("data/") == ["data/savings/my-batch.csv", "data/savings/second-try.csv"]
 
 
 def test_batches_and_quarantine_reasons(stack: Stack) -> None:
@@ -51,6 +52,8 @@ def test_batches_and_quarantine_reasons(stack: Stack) -> None:
 
     at = open_app("data")
 
+    assert at.selectbox(key="model").options == ["savings"], "one model: the default one"
+    assert any(c == "Under data/savings/ and data/*" for c in texts(at, "caption"))
     batches = at.dataframe[0].value
     assert list(batches["key"]) == ["data/good.csv"]
     assert list(batches["in v1"]) == ["✓"]

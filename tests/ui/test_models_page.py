@@ -49,11 +49,11 @@ def test_versions_gate_reasons_and_chart(stack: Stack) -> None:
         assert points[(row["version"], "baseline")] == pytest.approx(row["baseline"])
     assert points[(2, "previous production")] == pytest.approx(table.set_index("version").loc[2, "previous_production"])
     # the details of the production version are selected first
-    assert at.selectbox[0].value == 1
+    assert at.main.selectbox[0].value == 1
     assert any(t.startswith("- ✅ passed: r2") for t in texts(at, "markdown"))
-    at.selectbox[0].select(2).run()
+    at.main.selectbox[0].select(2).run()
     assert any(f"- ❌ {rejected.reasons[0]}" == t for t in texts(at, "markdown"))
-    assert at.checkbox(key="force-2").label.startswith("Force")
+    assert at.checkbox(key="force-savings-2").label.startswith("Force")
 
 
 def test_promote_needs_force_for_a_rejected_version_then_rollback(stack: Stack) -> None:
@@ -63,20 +63,20 @@ def test_promote_needs_force_for_a_rejected_version_then_rollback(stack: Stack) 
     assert alias(stack)["version"] == 2
 
     at = open_app("models")
-    at.selectbox[0].select(3).run()
+    at.main.selectbox[0].select(3).run()
     at.button(key="promote").click().run()
     assert any("v3 was rejected by the gate" in t and "--force" in t for t in texts(at, "error"))
     assert alias(stack)["version"] == 2, "a rejected version does not move the alias without force"
 
-    at.checkbox(key="force-3").check().run()
+    at.checkbox(key="force-savings-3").check().run()
     at.button(key="promote").click().run()
-    assert "Production → v3." in texts(at, "success")[0]
+    assert "savings: production → v3." in texts(at, "success")[0]
     doc = alias(stack)
     assert (doc["version"], doc["previous"], doc["updated_by"]) == (3, 2, "ui")
     assert [m.value for m in at.metric] == ["v3"], "the page shows the new production version at once"
 
     at.button(key="rollback").click().run()
-    assert "Rolled back: production → v2 (was v3)." in texts(at, "success")[0]
+    assert "Rolled back savings: production → v2 (was v3)." in texts(at, "success")[0]
     doc = alias(stack)
     assert (doc["version"], doc["previous"], doc["updated_by"], doc["reason"]) == (2, 3, "ui", "rollback from v3")
 
@@ -91,7 +91,7 @@ def test_rollback_with_nothing_older_shows_why(stack: Stack) -> None:
 
 def test_empty_registry_and_missing_bucket(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_app("models")
-    assert any("No versions yet" in t for t in texts(at, "info"))
+    assert any("No versions of savings yet" in t for t in texts(at, "info"))
     assert Registry(stack.s3, stack.bucket, "savings").versions() == []
     monkeypatch.delenv("FLYWHEEL_BUCKET")
     st.cache_resource.clear()  # settings are read once per process: start a "new" one

@@ -25,10 +25,10 @@ def test_form_from_the_schema_predicts_and_names_the_version(stack: Stack, api: 
 
     at = open_app()
 
-    assert len(at.number_input) + len(at.selectbox) == len(schema.features)
+    assert len(at.number_input) + len(at.main.selectbox) == len(schema.features)
     assert sorted(w.label.split(" (")[0] for w in at.number_input) == sorted(schema.numeric)
-    assert [w.label for w in at.selectbox] == schema.categorical
-    region = at.selectbox[0]
+    assert [w.label for w in at.main.selectbox] == schema.categorical
+    region = at.main.selectbox[0]
     assert region.options == list(schema.by_name["region"].categories or ())
     inputs = {w.label.split(" (")[0]: w for w in at.number_input}
     age = inputs["age"]
@@ -66,7 +66,7 @@ def test_api_down_keeps_the_form_and_says_why(stack: Stack) -> None:
     warnings = texts(at, "warning")
     assert any("not reachable" in w for w in warnings), warnings
     schema = load_schema("savings")
-    assert len(at.number_input) + len(at.selectbox) == len(schema.features)
+    assert len(at.number_input) + len(at.main.selectbox) == len(schema.features)
     age = next(w for w in at.number_input if w.label == "age")
     assert age.value == 59, "mid-range default without a served model"
     at.button(key="FormSubmitter:predict-Predict").click().run()
