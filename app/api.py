@@ -1,6 +1,7 @@
-"""The prediction API: /v1 (records), Open Inference Protocol V2, health, readiness, metrics.
+"""The prediction API: every served model under /v1/models/<name> and the Open Inference Protocol (V2);
+/v1/predict and /v1/model keep serving the default model (FLYWHEEL_MODEL_NAME). Health, readiness, metrics.
 
-Every response that involves a model names the version that produced it.
+Every response that involves a model names the model and the version that produced it.
 """
 
 from __future__ import annotations
@@ -24,14 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.middleware import MetricsMiddleware
-from flywheel.errors import FlywheelError, InvalidInput, NotFound, NotReady, PayloadTooLarge
-from flywheel.registry import Registry
-from flywheel.serving.batcher import Batcher
-from flywheel.serving.host import ModelHost, ServedModel
+from app.middleware import MODEL_SCOPE_KEY, MetricsMiddleware
+from flywheel.errors import FlywheelError, InvalidInput, PayloadTooLarge
+from flywheel.serving import v2
+from flywheel.serving.fleet import V2_STATE, Fleet, Hosted
 from flywheel.serving.inputs import Columns, records_to_columns, v2_to_columns
 from flywheel.serving.metrics import ServingMetrics
-from flywheel.serving.monitor import DriftMonitor
 from flywheel.settings import ServeSettings
 from flywheel.storage import s3_client
 
@@ -50,31 +49,7 @@ class Service:
         self.settings = settings
         self.prom = registry if registry is not None else REGISTRY
         self.metrics = ServingMetrics(registry)
-        self.registry = Registry(s3, settings.bucket, settings.model_name, settings.models_prefix)
-        self.host = ModelHost(
-            self.registry,
-            self.metrics,
-            poll_interval=settings.poll_interval_seconds,
-            pinned_version=settings.pinned_version,
-        )
-        self.monitor = DriftMonitor(self.metrics, settings.drift_window)
-        self.batcher = Batcher(
-            lambda: self.host.current,
-            self._on_batch,
-            max_size=settings.batch_max_size,
-            max_wait_ms=settings.batch_max_wait_ms,
-        )
-
-    def _on_batch(self, served: ServedModel, columns: Columns, predictions: list[Any]) -> None:
-        self.metrics.batch_size.observe(len(predictions))
-        self.metrics.predictions.labels(version=str(served.version)).inc(len(predictions))
-        self.monitor.record(served, columns, predictions)
-
-    def served(self) -> ServedModel:
-        served = self.host.current
-        if served is None:
-            raise NotReady("no model loaded yet")
-        return served
+        self.fleet = Fleet(settings, s3, self.metrics)
 
     async def body(self, request: Request) -> Any:
         limit = self.settings.max_body_bytes
@@ -92,33 +67,42 @@ class Service:
         except orjson.JSONDecodeError as e:
             raise InvalidInput(f"malformed JSON: {e}", field="body") from e
 
-    async def predict(self, columns: Columns) -> Any:
-        rows = len(next(iter(columns.values())))
-        return await self.batcher.submit(columns, rows)
-
 
 def _svc(request: Request) -> Service:
     svc: Service = request.app.state.service
     return svc
 
 
-async def v1_predict(request: Request) -> Response:
+def _hosted(request: Request) -> Hosted:
+    """The model the path names (the default model on /v1/predict and /v1/model); labels the request's metrics."""
     svc = _svc(request)
-    with svc.batcher.request():
+    hosted = svc.fleet.get(request.path_params.get("name", svc.fleet.default))
+    request.scope[MODEL_SCOPE_KEY] = hosted.name  # a served model's name only: the label stays bounded
+    return hosted
+
+
+# -- /v1 --------------------------------------------------------------------------------------------
+async def v1_predict(request: Request) -> Response:
+    svc, hosted = _svc(request), _hosted(request)
+    with hosted.batcher.request():
         body = await svc.body(request)
-        served = svc.served()
+        served = hosted.served()
         if not isinstance(body, dict) or "instances" not in body:
             raise InvalidInput("body must be an object with 'instances'", field="instances")
         columns = records_to_columns(served.schema, body["instances"], svc.settings.max_instances)
-        result = await svc.predict(columns)
+        result = await hosted.batcher.submit(columns, _rows(columns))
     out: dict[str, Any] = {"model": result.name, "model_version": result.version, "predictions": result.predictions}
     if result.probabilities is not None:
         out["probabilities"] = result.probabilities
     return ORJSONResponse(out)
 
 
+def _rows(columns: Columns) -> int:
+    return len(next(iter(columns.values())))
+
+
 async def v1_model(request: Request) -> Response:
-    served = _svc(request).served()
+    served = _hosted(request).served()
     return ORJSONResponse(
         {
             "model": served.name,
@@ -130,91 +114,77 @@ async def v1_model(request: Request) -> Response:
     )
 
 
+async def v1_models(request: Request) -> Response:
+    fleet = _svc(request).fleet
+    models = [{k: d[k] for k in ("name", "version", "ready")} for d in (m.describe() for m in fleet.models.values())]
+    return ORJSONResponse({"default": fleet.default, "models": models})
+
+
+# -- health, readiness, metrics ---------------------------------------------------------------------
 async def healthz(request: Request) -> Response:
     return ORJSONResponse({"status": "alive"})
 
 
 async def readyz(request: Request) -> Response:
-    served = _svc(request).host.current
-    if served is None:
-        return ORJSONResponse({"ready": False, "reason": "no model loaded yet"}, status_code=503)
-    return ORJSONResponse({"ready": True, "model": served.name, "model_version": served.version})
+    fleet = _svc(request).fleet
+    ready, body = fleet.readiness()
+    default = fleet.models.get(fleet.default)
+    if default is not None and default.host.current is not None:  # what single-model clients read
+        body = {"model": default.name, "model_version": default.host.current.version, **body}
+    return ORJSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:
     svc = _svc(request)
-    svc.monitor.refresh(svc.host.current)
+    for m in list(svc.fleet.models.values()):
+        m.monitor.refresh(m.host.current)
     return Response(generate_latest(svc.prom), media_type=CONTENT_TYPE_LATEST)
 
 
-# -- Open Inference Protocol V2 -------------------------------------------------------------------
-def _v2_model(request: Request) -> ServedModel:
-    served = _svc(request).served()
-    name = request.path_params["name"]
-    if name != served.name:
-        raise NotFound(f"unknown model {name!r}; this server serves {served.name!r}")
-    version = request.path_params.get("version")
-    if version is not None and version != str(served.version):
-        raise NotFound(f"version {version} is not loaded; v{served.version} is", version=version)
-    return served
-
-
-_V2_DTYPE = {"numeric": "FP64", "categorical": "BYTES"}
-
-
+# -- Open Inference Protocol V2 ---------------------------------------------------------------------
 async def v2_live(request: Request) -> Response:
     return ORJSONResponse({"live": True})
 
 
 async def v2_ready(request: Request) -> Response:
-    ready = _svc(request).host.ready
+    ready, _ = _svc(request).fleet.readiness()
     return ORJSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
+async def v2_models(request: Request) -> Response:
+    """MLServer's repository index: one entry per served model."""
+    entries = []
+    for m in _svc(request).fleet.models.values():
+        current = m.host.current
+        entries.append({"name": m.name, "version": str(current.version) if current else "",
+                        "state": V2_STATE[m.host.state], "reason": m.reason()})  # fmt: skip
+    return ORJSONResponse(entries)
+
+
 async def v2_model_ready(request: Request) -> Response:
-    _v2_model(request)
-    return ORJSONResponse({"name": request.path_params["name"], "ready": True})
+    hosted = _hosted(request)
+    current = hosted.host.current
+    if current is not None:
+        v2.check_version(current, request.path_params.get("version"))
+    ready = current is not None
+    return ORJSONResponse({"name": hosted.name, "ready": ready}, status_code=200 if ready else 503)
 
 
 async def v2_metadata(request: Request) -> Response:
-    served = _v2_model(request)
-    outputs = [{"name": "predictions", "datatype": "BYTES" if served.classes else "FP64", "shape": [-1]}]
-    if served.classes:
-        outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [-1, len(served.classes)]})
-    return ORJSONResponse(
-        {
-            "name": served.name,
-            "versions": [str(served.version)],
-            "platform": "sklearn",
-            "inputs": [{"name": f.name, "datatype": _V2_DTYPE[f.type], "shape": [-1]} for f in served.schema.features],
-            "outputs": outputs,
-        }
-    )
+    served = _hosted(request).served()
+    v2.check_version(served, request.path_params.get("version"))
+    return ORJSONResponse(v2.metadata(served))
 
 
 async def v2_infer(request: Request) -> Response:
-    svc = _svc(request)
-    with svc.batcher.request():
-        served = _v2_model(request)
+    svc, hosted = _svc(request), _hosted(request)
+    with hosted.batcher.request():
+        served = hosted.served()
+        v2.check_version(served, request.path_params.get("version"))
         body = await svc.body(request)
         columns = v2_to_columns(served.schema, body, svc.settings.max_instances)
-        result = await svc.predict(columns)
-    n = len(result.predictions)
-    outputs: list[dict[str, Any]] = [
-        {
-            "name": "predictions",
-            "shape": [n],
-            "datatype": "BYTES" if served.classes else "FP64",
-            "data": result.predictions,
-        }
-    ]
-    if result.probabilities is not None:
-        flat = [p[c] for p in result.probabilities for c in served.classes]
-        outputs.append({"name": "probabilities", "shape": [n, len(served.classes)], "datatype": "FP64", "data": flat})
-    out: dict[str, Any] = {"model_name": result.name, "model_version": str(result.version), "outputs": outputs}
-    if isinstance(body, dict) and "id" in body:
-        out["id"] = body["id"]
-    return ORJSONResponse(out)
+        result = await hosted.batcher.submit(columns, _rows(columns))
+    return ORJSONResponse(v2.response(result, body))
 
 
 async def _flywheel_error(request: Request, exc: Exception) -> Response:
@@ -230,11 +200,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 ROUTES = [
     Route("/v1/predict", v1_predict, methods=["POST"]),
     Route("/v1/model", v1_model, methods=["GET"]),
+    Route("/v1/models", v1_models, methods=["GET"]),
+    Route("/v1/models/{name}", v1_model, methods=["GET"]),
+    Route("/v1/models/{name}/predict", v1_predict, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/v2/health/live", v2_live, methods=["GET"]),
     Route("/v2/health/ready", v2_ready, methods=["GET"]),
+    Route("/v2/models", v2_models, methods=["GET"]),
     Route("/v2/models/{name}", v2_metadata, methods=["GET"]),
     Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),
     Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
@@ -253,14 +227,13 @@ def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registr
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        service.host.start()
-        service.batcher.start()
-        log.info("serving %s from s3://%s (pinned=%s)", settings.model_name, settings.bucket, settings.pinned_version)
+        service.fleet.start()
+        log.info("serving %s from s3://%s (default %s, pinned=%s)", settings.serve_models or "every registered model",
+                 settings.bucket, settings.model_name, settings.pinned_version)  # fmt: skip
         try:
             yield
         finally:
-            await service.batcher.stop()
-            service.host.stop()
+            await service.fleet.stop()
 
     app = Starlette(
         routes=ROUTES,

@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware (cheaper than BaseHTTPMiddleware): request metrics by route template."""
+"""Pure-ASGI middleware (cheaper than BaseHTTPMiddleware): request metrics by route template and model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flywheel.serving.metrics import ServingMetrics
+
+# the handler puts the served model a request addressed here; "" when it addressed none (or an unknown one)
+MODEL_SCOPE_KEY = "flywheel.model"
 
 
 class MetricsMiddleware:
@@ -34,6 +37,5 @@ class MetricsMiddleware:
             self.metrics.in_flight.dec()
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_duration.labels(route=template, status=str(status)).observe(
-                time.perf_counter() - started
-            )
+            model = scope.get(MODEL_SCOPE_KEY, "")
+            self.metrics.request_duration.labels(template, str(status), model).observe(time.perf_counter() - started)

@@ -3,7 +3,8 @@
 The worker takes everything queued (up to max_size rows). It waits up to max_wait only while more
 requests are already on their way (inside `request()` but not yet queued), so a lone request never
 waits and batches grow with concurrency. Each batch runs on one model snapshot: every response in it names the
-same version.
+same version. A replica runs one batcher per model, each with its own predict thread: a model's batches run
+one at a time anyway, and one model's big batch never queues another model's requests behind it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def predict(served: ServedModel, columns: Columns) -> tuple[list[Any], list[list
     return pred.tolist(), proba
 
 
+class Activity:
+    """Prediction requests in flight in this process, across every model's batcher."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+
 class Batcher:
     def __init__(
         self,
@@ -65,16 +73,20 @@ class Batcher:
         *,
         max_size: int = 256,
         max_wait_ms: float = 2.0,
+        name: str = "model",
+        activity: Activity | None = None,
     ) -> None:
         self._current, self._on_batch = current, on_batch
         self.max_size, self.max_wait = max_size, max_wait_ms / 1000
+        self.name = name
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._active = 0  # requests inside request(): queued, or still being read and checked
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._activity = activity if activity is not None else Activity()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
         if self._task:
@@ -87,10 +99,12 @@ class Batcher:
     def request(self) -> Iterator[None]:
         """Wrap a whole prediction request, so the worker knows companions are on their way."""
         self._active += 1
+        self._activity.requests += 1
         try:
             yield
         finally:
             self._active -= 1
+            self._activity.requests -= 1
 
     async def submit(self, columns: Columns, rows: int) -> Result:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -131,9 +145,10 @@ class Batcher:
                 for name, col in it.columns.items():
                     merged[name].extend(col)
             try:
-                if len(items) == 1 and self._active <= 1 and items[0].rows <= INLINE_MAX_ROWS:
-                    # alone and small: predict inline; a hop to the predict thread costs ~4 ms of GIL
-                    # hand-over here. Big requests still go to the thread so /healthz and /metrics answer.
+                if len(items) == 1 and self._activity.requests <= 1 and items[0].rows <= INLINE_MAX_ROWS:
+                    # alone in the process and small: predict inline; a hop to the predict thread costs ~4 ms
+                    # of GIL hand-over here. Big requests, and any request while others (of any model) are
+                    # in flight, go to the thread so the loop keeps reading them and /healthz answers.
                     preds, proba = predict(served, merged)
                 else:  # company: the loop keeps reading requests while the batch runs
                     preds, proba = await loop.run_in_executor(self._executor, predict, served, merged)

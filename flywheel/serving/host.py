@@ -1,7 +1,8 @@
-"""The model host: poll the production alias, load + verify a new version, then swap it in atomically.
+"""The model host: poll one model's production alias, load + verify a new version, then swap it in atomically.
 
 A version that fails any check is never served; the old one keeps serving and the failure is counted
-and retried with backoff. S3 being unreachable never makes a loaded host unready.
+and retried with backoff. S3 being unreachable never makes a loaded host unready. A replica runs one
+host per model (flywheel/serving/fleet.py); they share the process's memory budget.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -20,11 +21,15 @@ from flywheel.errors import FlywheelError, ModelVerificationError
 from flywheel.manifest import check_golden, check_libraries, load_model
 from flywheel.registry import Registry
 from flywheel.schema import Schema
-from flywheel.serving import memory
+from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60.0
+
+# unknown: the alias was never read; unavailable: no production version yet; loading: production names a
+# version not served yet; failed: that version was refused (retried with backoff); ready: a version serves
+State = Literal["unknown", "unavailable", "loading", "failed", "ready"]
 
 
 @dataclass(frozen=True)
@@ -47,32 +52,53 @@ class ModelHost:
         registry: Registry,
         metrics: ServingMetrics,
         *,
+        budget: MemoryBudget | None = None,
         poll_interval: float = 5.0,
         pinned_version: int | None = None,
     ) -> None:
         self.registry, self.metrics = registry, metrics
+        self.name = registry.name
+        self.budget = budget if budget is not None else MemoryBudget()
         self.poll_interval, self.pinned = poll_interval, pinned_version
         self.current: ServedModel | None = None
         self._etag: str | None = None
+        self._polled = False  # the alias has been read at least once
         self._wanted: int | None = None  # the version production points at (or the pinned one)
         self._wanted_since: float | None = None
         self._failures = 0
         self._next_attempt = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        metrics.add_model(self.name)
 
     @property
     def ready(self) -> bool:
         return self.current is not None
 
+    @property
+    def wanted(self) -> int | None:
+        """The version production points at (None: none yet, or the alias was never read)."""
+        return self._wanted
+
+    @property
+    def state(self) -> State:
+        if self.current is not None:
+            return "ready"
+        if not self._polled:
+            return "unknown"
+        if self._wanted is None:
+            return "unavailable"
+        return "failed" if self._failures else "loading"
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="model-host", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"model-host-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop polling; `wait=False` only asks (a fleet asks every host first, then waits for each)."""
         self._stop.set()
-        if self._thread:
+        if wait and self._thread:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
@@ -87,7 +113,9 @@ class ModelHost:
         try:
             self._observe()
         except (ClientError, BotoCoreError, FlywheelError, ValueError, KeyError) as e:
-            log.warning("alias poll failed; keeping v%s: %s", self.current and self.current.version, e)
+            log.warning(
+                "alias poll failed for %s; keeping v%s: %s", self.name, self.current and self.current.version, e
+            )
         self._update_staleness()
         wanted = self._wanted
         if wanted is None or (self.current and self.current.version == wanted):
@@ -100,8 +128,10 @@ class ModelHost:
         if self.pinned is not None:
             if self._wanted != self.pinned:
                 self._wanted, self._wanted_since = self.pinned, time.monotonic()
+            self._polled = True
             return
         alias = self.registry.alias_if_changed(self._etag)
+        self._polled = True
         if alias is None:
             return
         self._etag = alias.etag
@@ -112,7 +142,8 @@ class ModelHost:
     def _update_staleness(self) -> None:
         current = self.current.version if self.current else None
         behind = self._wanted is not None and current != self._wanted and self._wanted_since is not None
-        self.metrics.staleness.set(time.monotonic() - self._wanted_since if behind and self._wanted_since else 0.0)
+        stale = time.monotonic() - self._wanted_since if behind and self._wanted_since else 0.0
+        self.metrics.staleness.labels(model=self.name).set(stale)
 
     def _load(self, version: int) -> None:
         started = time.monotonic()
@@ -122,10 +153,11 @@ class ModelHost:
             self._failures += 1
             delay = min(MAX_BACKOFF_SECONDS, self.poll_interval * 2 ** min(self._failures, 6))
             self._next_attempt = time.monotonic() + delay
-            self.metrics.reloads.labels(result="failure").inc()
+            self.metrics.reloads.labels(model=self.name, result="failure").inc()
             log.error(
-                "refusing v%s (attempt %d, next in %.0fs); still serving v%s: %s",
+                "refusing v%s of %s (attempt %d, next in %.0fs); still serving v%s: %s",
                 version,
+                self.name,
                 self._failures,
                 delay,
                 self.current and self.current.version,
@@ -133,21 +165,22 @@ class ModelHost:
             )
             return
         self._swap(served)
-        self.metrics.reload_duration.observe(time.monotonic() - started)
-        self.metrics.reloads.labels(result="success").inc()
+        self.metrics.reload_duration.labels(model=self.name).observe(time.monotonic() - started)
+        self.metrics.reloads.labels(model=self.name, result="success").inc()
         self._failures = 0
 
     def verify(self, version: int) -> ServedModel:
-        """Download, check memory, sha256, libraries and golden outputs; nothing is served before this passes."""
+        """Download, check libraries, memory room, sha256 and golden outputs; nothing is served before this passes."""
         manifest = self.registry.manifest(version)
         check_libraries(manifest["libraries"])
-        memory.ensure_room_for(int(manifest.get("size_bytes", 0)))
-        model = load_model(self.registry.model_bytes(version), manifest["sha256"])
-        schema = Schema.model_validate(manifest["schema"])
-        check_golden(schema, model, manifest["golden"])
+        size = int(manifest.get("size_bytes", 0))
+        with self.budget.reserve(self.name, version, size):
+            model = load_model(self.registry.model_bytes(version), manifest["sha256"])
+            schema = Schema.model_validate(manifest["schema"])
+            check_golden(schema, model, manifest["golden"])
         classes = [str(c) for c in getattr(model, "classes_", [])]
         return ServedModel(
-            name=self.registry.name,
+            name=self.name,
             version=version,
             model=model,
             schema=schema,
@@ -160,11 +193,12 @@ class ModelHost:
     def _swap(self, served: ServedModel) -> None:
         old = self.current
         self.current = served  # one reference assignment: requests see the old or the new model, never half
+        self.budget.hold(self.name, served.version, int(served.manifest.get("size_bytes", 0)))
         m = self.metrics
         if old is not None:
             m.model_info.remove(old.name, str(old.version))
         m.model_info.labels(model=served.name, version=str(served.version)).set(1)
         m.model_version.labels(model=served.name).set(served.version)
-        m.ready.set(1)
+        m.ready.labels(model=served.name).set(1)
         self._update_staleness()
         log.info("now serving %s v%s (was v%s)", served.name, served.version, old and old.version)

@@ -1,4 +1,8 @@
-"""Every serving metric, defined once (docs/metrics.md). Base units; few, bounded labels."""
+"""Every serving metric, defined once (docs/metrics.md). Base units; few, bounded labels.
+
+`model` is the first label of every per-model series; its values are the models this replica serves
+(bounded by the registrations), and "" on HTTP routes that address no model.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 # predictions of any dataset: symmetric log-spaced buckets wide enough for money, counts and scores
 _POS = (0.1, 1, 10, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000, 100_000, 1_000_000)
 VALUE_BUCKETS = tuple(sorted({-x for x in _POS} | {0.0} | set(_POS)))
+RELOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class ServingMetrics:
@@ -18,43 +23,57 @@ class ServingMetrics:
         r = registry if registry is not None else REGISTRY
         self.request_duration = Histogram(
             "flywheel_http_request_duration_seconds",
-            "HTTP request latency by route template and status code.",
-            ["route", "status"],
+            "HTTP request latency by route template, status code and model.",
+            ["route", "status", "model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.in_flight = Gauge("flywheel_http_requests_in_flight", "Requests being served now.", registry=r)
-        self.predictions = Counter("flywheel_predictions", "Rows predicted, by model version.", ["version"], registry=r)
-        self.batch_size = Histogram(
-            "flywheel_batch_size", "Rows per predict call after micro-batching.", buckets=BATCH_BUCKETS, registry=r
+        self.predictions = Counter(
+            "flywheel_predictions", "Rows predicted, by model and version.", ["model", "version"], registry=r
         )
+        self.batch_size = Histogram(
+            "flywheel_batch_size", "Rows per predict call after micro-batching.", ["model"],
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
         self.model_info = Gauge("flywheel_model_info", "The model version this replica serves (=1).",
                                 ["model", "version"], registry=r)  # fmt: skip
         self.model_version = Gauge("flywheel_model_version", "Served model version as a number.", ["model"], registry=r)
-        self.ready = Gauge("flywheel_model_ready", "1 when a model is loaded and serving.", registry=r)
-        self.reloads = Counter("flywheel_model_reloads", "Model swaps attempted, by result.", ["result"], registry=r)
+        self.ready = Gauge("flywheel_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r)
+        self.reloads = Counter(
+            "flywheel_model_reloads", "Model swaps attempted, by model and result.", ["model", "result"], registry=r
+        )
         self.reload_duration = Histogram(
             "flywheel_model_reload_duration_seconds",
             "Download, verification and swap of a new version.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            ["model"],
+            buckets=RELOAD_BUCKETS,
             registry=r,
         )
         self.staleness = Gauge(
             "flywheel_model_staleness_seconds",
             "Seconds the newest promoted version has not been served (0 when current).",
+            ["model"],
             registry=r,
         )
         self.feature_drift = Gauge(
-            "flywheel_feature_drift_psi", "PSI of recent inputs vs training statistics.", ["feature"], registry=r
-        )
+            "flywheel_feature_drift_psi", "PSI of recent inputs vs training statistics.", ["model", "feature"],
+            registry=r,
+        )  # fmt: skip
         self.prediction_drift = Gauge(
-            "flywheel_prediction_drift_psi", "PSI of recent predictions vs holdout predictions.", registry=r
+            "flywheel_prediction_drift_psi", "PSI of recent predictions vs holdout predictions.", ["model"], registry=r
         )
         self.prediction_value = Histogram(
-            "flywheel_prediction_value", "Predicted values (regression).", buckets=VALUE_BUCKETS, registry=r
-        )
+            "flywheel_prediction_value", "Predicted values (regression).", ["model"], buckets=VALUE_BUCKETS,
+            registry=r,
+        )  # fmt: skip
         self.predicted_class = Counter(
-            "flywheel_predicted_class", "Predictions per class (classification).", ["class"], registry=r
+            "flywheel_predicted_class", "Predictions per class (classification).", ["model", "class"], registry=r
         )
+
+    def add_model(self, model: str) -> None:
+        """Create a served model's series at zero, so dashboards and alerts see it before its first event."""
+        self.ready.labels(model=model).set(0)
+        self.staleness.labels(model=model).set(0)
         for result in ("success", "failure"):
-            self.reloads.labels(result=result)
+            self.reloads.labels(model=model, result=result)

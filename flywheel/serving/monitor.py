@@ -13,8 +13,10 @@ from flywheel.serving.metrics import ServingMetrics
 
 
 class DriftMonitor:
-    def __init__(self, metrics: ServingMetrics, window: int = 2000) -> None:
-        self.metrics, self.window = metrics, window
+    """One per served model: its own windows, its own `model`-labelled gauges."""
+
+    def __init__(self, metrics: ServingMetrics, model: str, window: int = 2000) -> None:
+        self.metrics, self.model, self.window = metrics, model, window
         self._inputs: dict[str, deque[Any]] = {}
         self._preds: deque[Any] = deque(maxlen=window)
         self._version: int | None = None
@@ -33,10 +35,11 @@ class DriftMonitor:
         m = self.metrics
         if served.classes:
             for p in predictions:
-                m.predicted_class.labels(**{"class": str(p)}).inc()
+                m.predicted_class.labels(self.model, str(p)).inc()
         else:
+            observe = m.prediction_value.labels(model=self.model).observe
             for p in predictions:
-                m.prediction_value.observe(p)
+                observe(p)
 
     def refresh(self, served: ServedModel | None) -> None:
         """Recompute PSI gauges (on each scrape; O(window) per feature)."""
@@ -51,9 +54,11 @@ class DriftMonitor:
         for name, values in inputs.items():
             if name in stats and len(values) >= 50:
                 prof = stats[name]
-                self.metrics.feature_drift.labels(feature=name).set(
+                self.metrics.feature_drift.labels(model=self.model, feature=name).set(
                     drift.psi(prof["proportions"], drift.histogram(prof, values))
                 )
         prof = served.manifest.get("prediction_stats")
         if prof and len(preds) >= 50:
-            self.metrics.prediction_drift.set(drift.psi(prof["proportions"], drift.histogram(prof, preds)))
+            self.metrics.prediction_drift.labels(model=self.model).set(
+                drift.psi(prof["proportions"], drift.histogram(prof, preds))
+            )

@@ -45,9 +45,9 @@ ROW = {"income": 5000.0, "expenses": 3000.0, "age": 40, "dependents": 1, "debt":
 
 
 def metric(url: str, name: str, **labels: str) -> float:
-    """Read one sample from /metrics (0 when absent)."""
+    """Read one sample from /metrics (0 when absent); labels in any order (the exposition sorts them)."""
     text = httpx.get(url + "/metrics", timeout=5).text
-    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
     for line in text.splitlines():
         if line.startswith(want + " "):
             return float(line.rsplit(" ", 1)[1])

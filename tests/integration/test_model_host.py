@@ -49,16 +49,20 @@ def test_a_bad_version_is_never_served(
     api = start_replica(stack.bucket, moto_endpoint)
     wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
     bad = _publish_broken(stack, kind)
-    wait_for(lambda: metric(api.url, "flywheel_model_reloads_total", result="failure") >= 1, 20, what="failure")
+    wait_for(
+        lambda: metric(api.url, "flywheel_model_reloads_total", model="savings", result="failure") >= 1,
+        20,
+        what="failure",
+    )
     assert serving_version(api.url) == 1
     r = predict(api.url, [ROW])
     assert r.status_code == 200 and r.json()["model_version"] == 1
     assert f"refusing v{bad}" in api.output()
-    wait_for(lambda: metric(api.url, "flywheel_model_staleness_seconds") > 0, 10, what="staleness")
+    wait_for(lambda: metric(api.url, "flywheel_model_staleness_seconds", model="savings") > 0, 10, what="staleness")
     # rolling the alias back to v1 clears staleness
     registry = Registry(s3_client(), stack.bucket, "savings")
     registry.move_alias(1, registry.alias(), actor="test", reason="undo")
-    wait_for(lambda: metric(api.url, "flywheel_model_staleness_seconds") == 0, 10, what="fresh again")
+    wait_for(lambda: metric(api.url, "flywheel_model_staleness_seconds", model="savings") == 0, 10, what="fresh again")
 
 
 def test_s3_down_keeps_serving(stack: Stack, start_replica: Callable[..., Replica], tmp_path: Any) -> None:
@@ -88,7 +92,7 @@ def test_s3_down_keeps_serving(stack: Stack, start_replica: Callable[..., Replic
     for _ in range(10):
         assert get_status(api.url + "/readyz") == 200
         assert predict(api.url, [ROW]).json()["model_version"] == 1
-    assert metric(api.url, "flywheel_model_ready") == 1
+    assert metric(api.url, "flywheel_model_ready", model="savings") == 1
 
 
 def test_pinned_version(stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]) -> None:

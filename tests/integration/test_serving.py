@@ -28,7 +28,7 @@ def test_starts_unready_then_ready_after_first_model(
     assert get_status(api.url + "/v2/health/ready") == 503
     r = predict(api.url, [ROW])
     assert r.status_code == 503 and "no model" in r.json()["error"]
-    assert metric(api.url, "flywheel_model_ready") == 0
+    assert metric(api.url, "flywheel_model_ready", model="savings") == 0
     train(stack)
     wait_for(lambda: serving_version(api.url) == 1, 20, what="v1 loaded")
     r = predict(api.url, [ROW, {**ROW, "region": "west", "credit_score": None}])
@@ -81,8 +81,8 @@ def test_swap_under_load_never_fails_or_mixes(
     assert expected[1] != expected[2]
     for _, body in results:
         assert body["predictions"] == pytest.approx(expected[body["model_version"]], rel=1e-9)
-    assert metric(api.url, "flywheel_model_reloads_total", result="success") == 2
-    assert metric(api.url, "flywheel_model_staleness_seconds") == 0
+    assert metric(api.url, "flywheel_model_reloads_total", model="savings", result="success") == 2
+    assert metric(api.url, "flywheel_model_staleness_seconds", model="savings") == 0
 
 
 def test_v2_protocol_round_trip(stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]) -> None:
@@ -136,25 +136,26 @@ def test_bad_requests_name_instance_and_field(
     # none of that hurt the server
     assert predict(api.url, [ROW]).status_code == 200
     text = httpx.get(api.url + "/metrics").text
-    assert 'flywheel_http_request_duration_seconds_count{route="/v1/predict",status="422"}' in text
-    assert 'flywheel_http_request_duration_seconds_count{route="/v1/predict",status="413"}' in text
+    assert 'flywheel_http_request_duration_seconds_count{model="savings",route="/v1/predict",status="422"}' in text
+    assert 'flywheel_http_request_duration_seconds_count{model="savings",route="/v1/predict",status="413"}' in text
 
 
 def test_metrics_names_and_labels(api_replicas: list[str]) -> None:
     url = api_replicas[0]
     text = httpx.get(url + "/metrics").text
     for name in [
-        'flywheel_http_request_duration_seconds_bucket{le="0.005",route="/v1/predict",status="200"}',
+        'flywheel_http_request_duration_seconds_bucket{le="0.005",model="savings",route="/v1/predict",status="200"}',
+        'flywheel_http_request_duration_seconds_count{model="",route="/readyz",status="200"}',
         "flywheel_http_requests_in_flight ",
-        'flywheel_predictions_total{version="1"} 20.0',
-        "flywheel_batch_size_count ",
+        'flywheel_predictions_total{model="savings",version="1"} 20.0',
+        'flywheel_batch_size_count{model="savings"} ',
         'flywheel_model_info{model="savings",version="1"} 1.0',
         'flywheel_model_version{model="savings"} 1.0',
-        "flywheel_model_ready 1.0",
-        'flywheel_model_reloads_total{result="success"} 1.0',
-        "flywheel_model_reload_duration_seconds_count 1.0",
-        "flywheel_model_staleness_seconds 0.0",
-        "flywheel_prediction_value_count 20.0",
+        'flywheel_model_ready{model="savings"} 1.0',
+        'flywheel_model_reloads_total{model="savings",result="success"} 1.0',
+        'flywheel_model_reload_duration_seconds_count{model="savings"} 1.0',
+        'flywheel_model_staleness_seconds{model="savings"} 0.0',
+        'flywheel_prediction_value_count{model="savings"} 20.0',
     ]:
         assert name in text, name
     assert "_created" not in text
@@ -169,9 +170,9 @@ def test_drift_gauges_follow_inputs(stack: Stack, moto_endpoint: str, start_repl
     shifted = savings(300, seed=9, drift=1.0).drop(columns=["monthly_savings"])
     instances = json.loads(shifted.to_json(orient="records"))
     assert predict(api.url, instances).status_code == 200
-    assert metric(api.url, "flywheel_feature_drift_psi", feature="income") > 0.25
-    assert metric(api.url, "flywheel_feature_drift_psi", feature="tenure_years") < 0.1
-    assert metric(api.url, "flywheel_prediction_drift_psi") > 0
+    assert metric(api.url, "flywheel_feature_drift_psi", model="savings", feature="income") > 0.25
+    assert metric(api.url, "flywheel_feature_drift_psi", model="savings", feature="tenure_years") < 0.1
+    assert metric(api.url, "flywheel_prediction_drift_psi", model="savings") > 0
 
 
 def test_sigterm_drains_in_flight_requests(
@@ -215,4 +216,4 @@ def test_classifier_returns_probabilities(
     assert body["predictions"][0] in {"yes", "no"}
     assert set(body["probabilities"][0]) == {"no", "yes"}
     assert sum(body["probabilities"][0].values()) == pytest.approx(1.0)
-    assert metric(api.url, "flywheel_predicted_class_total", **{"class": body["predictions"][0]}) == 1
+    assert metric(api.url, "flywheel_predicted_class_total", model="savings", **{"class": body["predictions"][0]}) == 1

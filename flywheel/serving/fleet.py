@@ -1,0 +1,184 @@
+"""The models one replica serves: one host, batcher and drift monitor per model, found by listing the
+registrations (`models/<name>/schema.json`) at start-up and every FLYWHEEL_DISCOVER_INTERVAL_SECONDS after.
+
+Each model hot-reloads on its own from its own alias; a model registered while the replica runs is served
+without a restart. A registration that disappears is not unloaded (registrations are create-only; a listing
+that misses one must not take a model away): the model keeps serving until the replica restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from flywheel import registrations
+from flywheel.errors import FlywheelError, NotFound, NotReady
+from flywheel.registry import Registry
+from flywheel.schema import Schema
+from flywheel.serving.batcher import Activity, Batcher
+from flywheel.serving.host import ModelHost, ServedModel, State
+from flywheel.serving.inputs import Columns
+from flywheel.serving.memory import MemoryBudget
+from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.monitor import DriftMonitor
+from flywheel.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+# Open Inference Protocol / MLServer repository-index states
+V2_STATE = {"ready": "READY", "loading": "LOADING", "unknown": "UNKNOWN", "unavailable": "UNAVAILABLE",
+            "failed": "UNAVAILABLE"}  # fmt: skip
+
+
+class Hosted:
+    """One served model: its host (hot reload), its batcher (micro-batching) and its drift monitor."""
+
+    def __init__(self, name: str, schema: Schema, host: ModelHost, monitor: DriftMonitor, *, gating: bool) -> None:
+        self.name, self.schema, self.host, self.monitor = name, schema, host, monitor
+        self.gating = gating  # known at start-up: the replica is not ready until it is loaded (if it has a version)
+        self.batcher: Batcher  # set by the fleet
+
+    def on_batch(self, served: ServedModel, columns: Columns, predictions: list[Any]) -> None:
+        m = self.host.metrics
+        m.batch_size.labels(model=self.name).observe(len(predictions))
+        m.predictions.labels(model=self.name, version=str(served.version)).inc(len(predictions))
+        self.monitor.record(served, columns, predictions)
+
+    def served(self) -> ServedModel:
+        served = self.host.current
+        if served is None:
+            raise NotReady(f"no model loaded yet for {self.name!r}", model=self.name, state=self.host.state)
+        return served
+
+    def describe(self) -> dict[str, Any]:
+        """Name, served version, state and the version production points at."""
+        current = self.host.current
+        return {
+            "name": self.name,
+            "version": current.version if current else None,
+            "ready": current is not None,
+            "state": self.host.state,
+            "production_version": self.host.wanted,
+        }
+
+    def reason(self) -> str:
+        state: State = self.host.state
+        return {
+            "unknown": "the production alias has not been read yet",
+            "unavailable": "no production version yet",
+            "loading": f"loading v{self.host.wanted}",
+            "failed": f"v{self.host.wanted} was refused; retrying",
+        }.get(state, "")
+
+
+class Fleet:
+    """Every model this replica serves. Mutated only on the event loop (the discovery task)."""
+
+    def __init__(self, settings: ServeSettings, s3: Any, metrics: ServingMetrics) -> None:
+        self.settings, self.s3, self.metrics = settings, s3, metrics
+        self.default = settings.model_name
+        self.models: dict[str, Hosted] = {}
+        self.discovered = False  # the registrations were listed at least once
+        self.budget = MemoryBudget()  # room for a new version given every model held
+        self.activity = Activity()
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="discover")
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._discover_forever(), name="discover")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for m in self.models.values():
+            m.host.stop(wait=False)
+        for m in self.models.values():
+            await m.batcher.stop()
+            m.host.stop()
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+    async def _discover_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.settings.discover_interval_seconds
+        while True:
+            try:
+                found = await loop.run_in_executor(self._io, self._registered)
+            except (ClientError, BotoCoreError, FlywheelError) as e:
+                log.warning("listing model registrations failed; serving %s: %s", sorted(self.models), e)
+            else:
+                self.adopt(found)
+            await asyncio.sleep(interval if self.discovered else min(1.0, interval))
+
+    def _registered(self) -> dict[str, Schema]:
+        found = registrations.models(self.s3, self.settings)
+        wanted = self.settings.served_names
+        return {n: s for n, s in found.items() if not wanted or n in wanted}
+
+    def adopt(self, found: dict[str, Schema]) -> None:
+        """Start serving every model in `found` not served yet (on the event loop)."""
+        first = not self.discovered
+        for name, schema in found.items():
+            if name not in self.models:
+                self.models[name] = self._start(name, schema, gating=first)
+                log.info("serving model %s (%s)%s", name, schema.name, "" if first else ", registered meanwhile")
+        self.discovered = True
+
+    def _start(self, name: str, schema: Schema, *, gating: bool) -> Hosted:
+        s = self.settings
+        registry = Registry(self.s3, s.bucket, name, s.models_prefix)
+        host = ModelHost(
+            registry,
+            self.metrics,
+            budget=self.budget,
+            poll_interval=s.poll_interval_seconds,
+            pinned_version=s.pinned_version if name == self.default else None,
+        )
+        hosted = Hosted(name, schema, host, DriftMonitor(self.metrics, name, s.drift_window), gating=gating)
+        hosted.batcher = Batcher(
+            lambda: host.current,
+            hosted.on_batch,
+            max_size=s.batch_max_size,
+            max_wait_ms=s.batch_max_wait_ms,
+            name=name,
+            activity=self.activity,
+        )
+        host.start()
+        hosted.batcher.start()
+        return hosted
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def get(self, name: str) -> Hosted:
+        """The served model `name`: 404 naming the served models when there is none, 503 before the listing."""
+        hosted = self.models.get(name)
+        if hosted is not None:
+            return hosted
+        if not self.discovered:
+            raise NotReady("model registrations not read yet", model=name)
+        served = sorted(self.models)
+        raise NotFound(f"unknown model {name!r}; this server serves {served}", model=name, models=served)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when a model is loaded and every model known at start-up that has a production version is.
+
+        A model with no version yet does not block; neither does one registered after start-up (every replica
+        would turn unready at once while it loads); their state is in the body."""
+        models = {n: m.describe() for n, m in self.models.items()}
+        body: dict[str, Any] = {"models": models}
+        if not self.discovered:
+            return False, {**body, "reason": "model registrations not read yet"}
+        waiting = sorted(
+            n for n, m in self.models.items() if m.gating and m.host.state in ("unknown", "loading", "failed")
+        )
+        if waiting:
+            return False, {**body, "reason": f"waiting for {waiting}"}
+        if not any(m["ready"] for m in models.values()):
+            return False, {**body, "reason": "no model loaded yet"}
+        return True, body
