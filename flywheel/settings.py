@@ -98,6 +98,24 @@ class ServeSettings(CoreSettings):
     batch_max_size: int = Field(default=256, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     drift_window: int = Field(default=2000, ge=100)
+    serve_models: str = ""  # comma-separated model names; empty: every registered model
+    discover_interval_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("serve_models")
+    @classmethod
+    def _model_names(cls, v: str) -> str:
+        from flywheel.registrations import NAME
+
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        bad = [n for n in names if not NAME.match(n)]
+        if bad:
+            raise ValueError(f"invalid model names {bad}: use a-z, 0-9 and '-'")
+        return ",".join(dict.fromkeys(names))
+
+    @property
+    def served_names(self) -> list[str]:
+        """The models this replica serves; empty: every registered one."""
+        return self.serve_models.split(",") if self.serve_models else []
 
 
 class UISettings(BaseSettings):
