@@ -1,8 +1,6 @@
 """A small HTTP client of the prediction API (docs/serving.md): short timeouts, one error type per outcome.
 
-Every model is asked for by name: `GET /v1/models/<name>`, `POST /v1/models/<name>/predict`. For the default
-model an API that does not know those paths yet (404) is asked on `/v1/model` and `/v1/predict`, which
-stay the default model's, so a UI rolled out before the API still works with one model.
+Every model is asked for by name: `GET /v1/models/<name>`, `POST /v1/models/<name>/predict`, `GET /v1/models`.
 """
 
 from __future__ import annotations
@@ -53,17 +51,15 @@ class Prediction:
     request: dict[str, Any] = field(default_factory=dict)
 
 
+def _path(name: str) -> str:
+    return f"/v1/models/{quote(name, safe='')}"
+
+
 class ApiClient:
-    """Talks to one API base URL. Thread-safe (httpx.Client), so one instance serves every session.
+    """Talks to one API base URL. Thread-safe (httpx.Client), so one instance serves every session."""
 
-    `default_model` is the model `/v1/model` and `/v1/predict` serve (FLYWHEEL_MODEL_NAME).
-    """
-
-    def __init__(
-        self, base_url: str, *, default_model: str = "", timeout: httpx.Timeout = TIMEOUT, transport: Any = None
-    ) -> None:
+    def __init__(self, base_url: str, *, timeout: httpx.Timeout = TIMEOUT, transport: Any = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.default_model = default_model
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -75,9 +71,9 @@ class ApiClient:
         names = [m if isinstance(m, str) else m.get("name") or m.get("model") for m in listed]
         return sorted({str(n) for n in names if n})
 
-    def served_model(self, name: str = "") -> ServedModel:
-        """`GET /v1/models/<name>` (the default model when no name); ApiUnavailable when down or not loaded yet."""
-        body = self._per_model(name, "GET", "", "/v1/model")
+    def served_model(self, name: str) -> ServedModel:
+        """`GET /v1/models/<name>`; raises ApiUnavailable when the API is down or has no version of it loaded yet."""
+        body = self._call("GET", _path(name))
         return ServedModel(
             name=str(body["model"]),
             version=int(body["version"]),
@@ -86,9 +82,9 @@ class ApiClient:
             source=str(body.get("source") or ""),
         )
 
-    def predict(self, instance: dict[str, Any], name: str = "") -> Prediction:
+    def predict(self, name: str, instance: dict[str, Any]) -> Prediction:
         """`POST /v1/models/<name>/predict` with one instance; raises ApiError naming the field the API rejected."""
-        body = self._per_model(name, "POST", "/predict", "/v1/predict", json={"instances": [instance]})
+        body = self._call("POST", _path(name) + "/predict", json={"instances": [instance]})
         probabilities = body.get("probabilities")
         return Prediction(
             model=str(body["model"]),
@@ -97,23 +93,6 @@ class ApiClient:
             probabilities=probabilities[0] if probabilities else None,
             request=instance,
         )
-
-    def _per_model(self, name: str, method: str, suffix: str, default_path: str, **kwargs: Any) -> dict[str, Any]:
-        """Call the model's own path; for the default model, the default path when the API lacks the former."""
-        name = name or self.default_model
-        if not name:
-            return self._call(method, default_path, **kwargs)
-        try:
-            return self._call(method, f"/v1/models/{quote(name, safe='')}{suffix}", **kwargs)
-        except ApiError as e:
-            if e.status != 404:
-                raise
-            if name != self.default_model:
-                raise ApiError(f"the prediction API does not serve model {name!r} ({e.message})", 404, e.detail) from e
-        body = self._call(method, default_path, **kwargs)
-        if body.get("model") != name:
-            raise ApiError(f"the prediction API serves {body.get('model')!r} at {default_path}, not {name!r}", 404)
-        return body
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         url = self.base_url + path

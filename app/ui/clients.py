@@ -46,9 +46,9 @@ def configured_schema_or_stop(ref: str) -> Schema:
 
 
 @st.cache_resource(show_spinner=False)
-def api(base_url: str, default_model: str) -> ApiClient:
+def api(base_url: str) -> ApiClient:
     """One HTTP client (connection pool) per API URL, shared by every session."""
-    return ApiClient(base_url, default_model=default_model)
+    return ApiClient(base_url)
 
 
 @st.cache_resource(show_spinner=False)

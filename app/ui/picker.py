@@ -38,9 +38,9 @@ def _registered(bucket: str, default_model: str) -> dict[str, Schema]:
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def _served(api_url: str, default_model: str) -> list[str]:
+def _served(api_url: str) -> list[str]:
     try:
-        return clients.api(api_url, default_model).models()
+        return clients.api(api_url).models()
     except ApiError:
         return []  # an API that is down, or does not list its models yet: the default model only
 
@@ -55,7 +55,7 @@ def available() -> tuple[dict[str, Schema | None], str]:
     """The models to pick from (sorted by name) and, when they could not be listed, why."""
     s = clients.settings()
     if not s.bucket:
-        names = set(_served(s.api_url, s.model_name)) | {s.model_name}
+        names = set(_served(s.api_url)) | {s.model_name}
         return {n: None for n in sorted(names)}, ""
     try:
         return dict(_registered(s.bucket, s.model_name)), ""

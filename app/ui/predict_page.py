@@ -83,7 +83,7 @@ def _schema(chosen: picker.Chosen, served: ServedModel | None, schema_ref: str) 
 def render() -> None:
     s = clients.settings()
     chosen = picker.current()
-    api = clients.api(s.api_url, s.model_name)
+    api = clients.api(s.api_url)
     served: ServedModel | None = None
     problem = ""
     try:
@@ -115,7 +115,7 @@ def render() -> None:
         instance = to_instance(fields, values)
         last.pop(chosen.name, None)
         try:
-            last[chosen.name] = api.predict(instance, chosen.name)
+            last[chosen.name] = api.predict(chosen.name, instance)
         except ApiUnavailable as e:
             st.warning(f"No prediction: {e.message}.", icon=":material/cloud_off:")
         except ApiError as e:

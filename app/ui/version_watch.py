@@ -29,7 +29,7 @@ def served_version_notice() -> None:
     s = clients.settings()
     name = picker.current().name
     try:
-        served = clients.api(s.api_url, s.model_name).served_model(name)
+        served = clients.api(s.api_url).served_model(name)
     except ApiError as e:
         st.warning(f"Prediction API ({name}): {e.message}.", icon=":material/cloud_off:")
         return

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from app.ui.form_fields import median_from_profile
 from flywheel.events import parse_event, relevant
 from flywheel.registrations import model_of_key, register
 from flywheel.schema import load_schema
 from flywheel.settings import CoreSettings
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
-from tests.ui.conftest import open_app, pick, texts, train
+from tests.ui.conftest import Api, open_app, pick, texts, train, wait_for
 
 
 @pytest.fixture
@@ -108,3 +113,48 @@ def test_promote_and_rollback_move_only_the_chosen_models_alias(two_models: Stac
     churn = stack.get_json("models/churn/aliases/production.json")
     assert (churn["version"], churn["updated_by"]) == (1, "ui")
     assert stack.get_json("models/savings/aliases/production.json")["version"] == 2, "savings untouched"
+
+
+def test_predict_asks_the_api_for_the_chosen_model(
+    two_models: Stack, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.wait_version(2)  # the default model, savings
+    wait_for(lambda: _served_version(api, "churn") == 1, 30, "API serving churn v1")
+    churn = load_schema("churn")
+    manifest = httpx.get(api.url + "/v1/models/churn", timeout=5).json()["manifest"]
+
+    at = open_app(model="churn")
+    assert any("Serving **churn v1**" in c for c in texts(at, "caption"))
+    assert form_features(at) == sorted(churn.feature_names)
+    tenure = next(w for w in at.main.number_input if w.label.startswith("tenure_months"))
+    assert tenure.value == round(median_from_profile(manifest["feature_stats"]["tenure_months"]) or -1)
+    next(w for w in at.main.selectbox if w.label == "contract").select("two_year")
+    at.button(key="FormSubmitter:predict-Predict").click().run()
+    (shown,) = texts(at, "success")
+    assert shown.startswith(f"**churn v1** predicts {churn.target.name} = ")
+    instance = json.loads(at.json[0].value)["instances"][0]
+    assert instance["contract"] == "two_year"
+    direct = httpx.post(api.url + "/v1/models/churn/predict", json={"instances": [instance]}, timeout=5).json()
+    assert f"**{direct['predictions'][0]}**" in shown, "the UI shows what the API computed for churn"
+    assert at.get("vega_lite_chart"), "class probabilities"
+
+    pick(at, "savings")
+    assert any("Serving **savings v2**" in c for c in texts(at, "caption"))
+    assert not texts(at, "success"), "churn's prediction is not shown under savings"
+    assert not at.toast, "switching models is not a change of the served version"
+
+    # without a bucket the picker lists what the API serves, and the form follows the served manifest
+    monkeypatch.delenv("FLYWHEEL_BUCKET")
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = open_app(model="churn")
+    assert at.selectbox(key="model").options == ["churn", "savings"]
+    assert form_features(at) == sorted(churn.feature_names)
+
+
+def _served_version(api: Api, name: str) -> int | None:
+    try:
+        r = httpx.get(f"{api.url}/v1/models/{name}", timeout=2)
+    except httpx.HTTPError:
+        return None
+    return r.json().get("version") if r.status_code == 200 else None

@@ -57,7 +57,7 @@ def test_form_from_the_schema_predicts_and_names_the_version(stack: Stack, api: 
 
     # the client names what the API rejected
     with pytest.raises(ApiError) as err:
-        ApiClient(api.url).predict({**instance, "age": 5})
+        ApiClient(api.url).predict("savings", {**instance, "age": 5})
     assert err.value.status == 422 and "age" in err.value.message
 
 
@@ -79,7 +79,7 @@ def test_notice_when_the_served_version_changes(stack: Stack, api: Api) -> None:
     at = open_app()
     assert any("not ready: no model loaded yet" in w for w in texts(at, "warning"))
     with pytest.raises(ApiUnavailable):
-        ApiClient(api.url).served_model()
+        ApiClient(api.url).served_model("savings")
 
     train(stack, seed=1)
     assert train(stack, seed=2, gate_min_score=0.9999).status == "rejected"
