@@ -60,12 +60,17 @@ def alias_key(model_name: str) -> str:
     return f"{MODELS_PREFIX}{model_name}/aliases/{ALIAS}.json"
 
 
-def ui_statements(bucket: s3.IBucket, model_name: str) -> list[iam.PolicyStatement]:
+#: The production alias of every model: one wildcard, for the model folder, and nothing else below it.
+ANY_ALIAS_KEY = alias_key("*")
+
+
+def ui_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
     """What a UI pod needs (docs/ui.md): list and read batches and upload new ones under `data/` (GetObject
     also answers the HeadObject that keeps an upload from replacing a name), list and read the quarantine
-    reports, read and list `models/`, and move exactly one key, the production alias of `model_name`.
+    reports, read and list `models/`, and move the production alias of any model
+    (`models/*/aliases/production.json`: models are registered at run time, so their names are not known here).
 
-    No delete anywhere; no write under `quarantine/` or to model versions.
+    No delete anywhere; no write under `quarantine/`, to model versions or to registrations.
     """
     return [
         iam.PolicyStatement(
@@ -75,7 +80,7 @@ def ui_statements(bucket: s3.IBucket, model_name: str) -> list[iam.PolicyStateme
             actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*{ERROR_REPORT_SUFFIX}")]
         ),
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{MODELS_PREFIX}*")]),
-        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(alias_key(model_name))]),
+        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(ANY_ALIAS_KEY)]),
         _list_prefixes(bucket, DATA_PREFIX, QUARANTINE_PREFIX, MODELS_PREFIX),
     ]
 

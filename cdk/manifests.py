@@ -22,13 +22,16 @@ BUCKET_PLACEHOLDER = "FLYWHEEL_BUCKET_PLACEHOLDER"
 REGION_PLACEHOLDER = "AWS_REGION_PLACEHOLDER"
 MODEL_NAME_PLACEHOLDER = "FLYWHEEL_MODEL_NAME_PLACEHOLDER"
 SCHEMA_PLACEHOLDER = "FLYWHEEL_SCHEMA_PLACEHOLDER"
+SERVE_MODELS_PLACEHOLDER = "FLYWHEEL_SERVE_MODELS_PLACEHOLDER"
 #: Key of the `flywheel-config` ConfigMap -> the placeholder the eks overlay gives it. `substitute` needs a
 #: value for each; the model name and schema are the ones the trainer gets (the stack passes one mapping).
+#: FLYWHEEL_SERVE_MODELS may be filled in with "" (serve every registered model).
 CONFIG_PLACEHOLDERS = {
     "FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER,
     "AWS_REGION": REGION_PLACEHOLDER,
     "FLYWHEEL_MODEL_NAME": MODEL_NAME_PLACEHOLDER,
     "FLYWHEEL_SCHEMA": SCHEMA_PLACEHOLDER,
+    "FLYWHEEL_SERVE_MODELS": SERVE_MODELS_PLACEHOLDER,
 }
 #: What a placeholder looks like, known or not: any such text left after `substitute` fails the synth (as does
 #: the app image placeholder as a whole value outside a container's `image`).
@@ -68,7 +71,8 @@ def substitute(manifests: list[Manifest], *, image: str, config: Mapping[str, st
     """Copy of `manifests` with the app image and the ConfigMap placeholders filled in.
 
     `config` maps each key of CONFIG_PLACEHOLDERS (`FLYWHEEL_BUCKET`, `AWS_REGION`, `FLYWHEEL_MODEL_NAME`,
-    `FLYWHEEL_SCHEMA`) to its value. Every placeholder must occur, and none may be left anywhere afterwards.
+    `FLYWHEEL_SCHEMA`, `FLYWHEEL_SERVE_MODELS`) to its value. Every placeholder must occur, and none may be
+    left anywhere afterwards.
     """
     if set(config) != set(CONFIG_PLACEHOLDERS):
         raise ManifestError(f"config must give exactly {', '.join(sorted(CONFIG_PLACEHOLDERS))}; got {sorted(config)}")

@@ -80,8 +80,16 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         "Serving/UiPodRole/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*]",
-        _PREFIX_GRANT + " Read-only: the only registry key the UI may write is the production alias, named in "
-        "full without a wildcard.",
+        _PREFIX_GRANT + " Read-only (GetObject): the UI's only write under models/ is the production alias of a "
+        "model, granted on its own below.",
+    ),
+    Finding(
+        "Serving/UiPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*/aliases/production.json]",
+        "PutObject on the production alias of any model (promote, roll back): models are registered at run time "
+        "(flywheel models add), so their names are unknown at synth. The wildcard stands for the model folder and "
+        "the key must end in /aliases/production.json, so no version, manifest, registration or rollout is "
+        "writable.",
     ),
     # EKS control plane and nodes
     Finding(
@@ -129,6 +137,14 @@ FINDINGS: tuple[Finding, ...] = (
         "Serving/Cluster/KubectlProvider/Provider/framework-onEvent/ServiceRole/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::<ServingClusterKubectlProviderHandler86C000B2.Arn>:*]",
         _CDK_KUBECTL + " The wildcard covers the versions of its own handler function only.",
+    ),
+    # Model registrations (cdk/registrations.py): aws-cdk-lib's AwsCustomResource runs one singleton Lambda
+    Finding(
+        "AWS679f53fac002430cb0da5b7982bd2287/ServiceRole",
+        f"AwsSolutions-IAM4[Policy::{_PARTITION}/service-role/AWSLambdaBasicExecutionRole]",
+        "The singleton Lambda behind aws-cdk-lib's AwsCustomResource, which writes each registered model's "
+        "schema.json at deploy; the managed policy only lets it write its logs, and each registration adds a "
+        "policy allowing s3:PutObject on exactly that model's models/<name>/schema.json.",
     ),
     # S3 -> SQS notification custom resource (aws-cdk-lib internals)
     Finding(

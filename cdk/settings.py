@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from constructs import Node
 
+from cdk.registrations import MODEL_NAME, parse_models
+
 T = TypeVar("T")
 
 #: The kubectl layer installed (aws-cdk.lambda-layer-kubectl-v35) talks to API servers one minor version
@@ -58,6 +60,10 @@ class DeploySettings:
     image_tag: str = "latest"
     model_name: str = "savings"
     schema: str = "savings"
+    #: Models registered at deploy (name, schema); empty means the default model alone: modelName=schema.
+    models: tuple[tuple[str, str], ...] = ()
+    #: FLYWHEEL_SERVE_MODELS of the API pods; empty means every registered model.
+    serve_models: tuple[str, ...] = ()
     trainer_memory_mib: int = 3008
     trainer_ephemeral_storage_mib: int = 2048
     trainer_batch_size: int = 100
@@ -75,6 +81,11 @@ class DeploySettings:
     retain_data: bool = True
     alarm_email: str | None = None
     kube_prometheus_stack_version: str = "88.2.0"
+
+    @property
+    def registered_models(self) -> tuple[tuple[str, str], ...]:
+        """(name, schema) of every model the deploy registers: `models`, or else `modelName=schema`."""
+        return self.models or ((self.model_name, self.schema),)
 
     @property
     def is_prod(self) -> bool:
@@ -128,8 +139,19 @@ class DeploySettings:
             ("node_disk_size_gib", 20 <= self.node_disk_size_gib <= 1000, "20..1000"),
             ("nat_gateways", 1 <= self.nat_gateways <= 2, "1 or 2 (the VPC spans two AZs)"),
             ("image_tag", _matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", self.image_tag), "an image tag"),
-            ("model_name", _matches(r"[a-z0-9][a-z0-9-]{0,62}", self.model_name), "a registry name"),
+            ("model_name", MODEL_NAME.fullmatch(self.model_name) is not None, "a registry name"),
             ("schema", len(self.schema) > 0, "a schema name"),
+            (
+                "models",
+                all(MODEL_NAME.fullmatch(name) for name, _ in self.models),
+                "name=schema pairs, each name matching ^[a-z0-9][a-z0-9-]{0,62}$",
+            ),
+            (
+                "models",
+                all(ref == self.schema for name, ref in self.models if name == self.model_name),
+                f"the default model {self.model_name!r} (modelName) with the schema of `schema` ({self.schema!r})",
+            ),
+            ("serve_models", all(MODEL_NAME.fullmatch(n) for n in self.serve_models), "model names, or empty (all)"),
             ("trainer_memory_mib", 128 <= self.trainer_memory_mib <= 10240, "128..10240"),
             ("trainer_ephemeral_storage_mib", 512 <= self.trainer_ephemeral_storage_mib <= 10240, "512..10240"),
             ("trainer_batch_window_seconds", 0 <= self.trainer_batch_window_seconds <= 300, "0..300"),
@@ -259,6 +281,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "image_tag": _str,
     "model_name": _str,
     "schema": _str,
+    "models": parse_models,
+    "serve_models": _str_tuple,
     "trainer_memory_mib": _int,
     "trainer_ephemeral_storage_mib": _int,
     "trainer_batch_size": _int,

@@ -20,6 +20,7 @@ from cdk.data_bucket import DATA_PREFIX, DataBucket
 from cdk.grants import grant, model_reader_statements, offload_statements, trainer_statements, ui_statements
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.observability import Observability
+from cdk.registrations import ModelRegistrations, resolve
 from cdk.serving_cluster import ServingCluster
 from cdk.settings import DeploySettings
 from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME, TIMEOUT, Trainer, trainer_image
@@ -53,6 +54,8 @@ class FlywheelStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         retention = _RETENTION[settings.log_retention_days]
         batch_window = Duration.seconds(settings.trainer_batch_window_seconds)
+        # Read and check the schema files first: a bad `models` value fails before anything is built.
+        registrations = resolve(settings.registered_models, repo_root=repo_root)
 
         data = DataBucket(
             self,
@@ -60,6 +63,9 @@ class FlywheelStack(Stack):
             retain=settings.retain_data,
             noncurrent_version_days=settings.noncurrent_version_days,
             quarantine_expiration_days=settings.quarantine_expiration_days,
+        )
+        models = ModelRegistrations(
+            self, "Models", bucket=data.bucket, registrations=registrations, log_retention=retention
         )
         uploads = UploadQueue(self, "Uploads", consumer_timeout=TIMEOUT, batch_window=batch_window)
         data.bucket.add_event_notification(
@@ -93,7 +99,7 @@ class FlywheelStack(Stack):
             log_retention=retention,
         )
         grant(serving.app_role, model_reader_statements(data.bucket))
-        grant(serving.ui_role, ui_statements(data.bucket, settings.model_name))
+        grant(serving.ui_role, ui_statements(data.bucket))
 
         # One image for the trainer Lambda and the Batch job it hands big retrains to: built and pushed once.
         image = trainer_image(self, "TrainerImage", repo_root=repo_root)
@@ -169,7 +175,11 @@ class FlywheelStack(Stack):
         app_manifests = m.substitute(
             rendered,
             image=app_repo.image_uri(settings.image_tag),
-            config={**shared_config, "AWS_REGION": Aws.REGION},
+            config={
+                **shared_config,
+                "FLYWHEEL_SERVE_MODELS": ",".join(settings.serve_models),  # "" = every registered model
+                "AWS_REGION": Aws.REGION,
+            },
         )
         app = serving.deploy_app(app_manifests)
         if any(str(doc.get("apiVersion", "")).startswith("monitoring.coreos.com/") for doc in app_manifests):
@@ -229,6 +239,7 @@ class FlywheelStack(Stack):
             CfnOutput(self, name, value=value, description=description)
 
         self.data = data
+        self.models = models
         self.uploads = uploads
         self.trainer = trainer
         self.trainer_job = job

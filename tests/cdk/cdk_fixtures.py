@@ -13,6 +13,29 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CDK_CLI = REPO_ROOT / ".tools" / "node_modules" / ".bin" / "cdk"
 STACK_NAME = "Flywheel-dev"
+ADMIN_ROLE = "arn:aws:iam::123456789012:role/flywheel-admins"
+#: A production-like deployment from context strings (as `cdk deploy -c key=value` passes them): the `prod`
+#: fixture (test_cdk_variant, test_cdk_registrations).
+PROD_CONTEXT = {
+    "envName": "prod",
+    "kubernetesVersion": "1.36",
+    "nodeInstanceTypes": "m6i.large,m5.large",
+    "clusterEndpointCidrs": "203.0.113.0/24",
+    "adminRoleArn": ADMIN_ROLE,
+    "alarmEmail": "ops@example.com",
+    "retainData": "false",
+    "trainerReservedConcurrency": "2",
+    "imageTag": "3f2c1ab",
+    "modelName": "churn",
+    "schema": "churn",
+    # a built-in by name, another by name, and a schema file by its path in the repository
+    "models": "churn=churn,savings=savings,churn-eu=flywheel/schemas/churn.json",
+    "serveModels": "churn,savings",
+    "trainerJobVcpu": "8",
+    "trainerJobMemoryMib": "32768",
+    "trainerJobTimeoutMinutes": "600",
+    "trainerJobMaxVcpus": "32",
+}
 
 # jsii runs on the machine's Node 20 and warns loudly about its end of life; the warning is not a test result.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")

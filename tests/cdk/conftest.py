@@ -9,7 +9,16 @@ import subprocess
 from typing import Any
 
 import pytest
-from cdk_fixtures import CDK_CLI, REPO_ROOT, STACK_NAME, CliSynth, InProcessSynth, cdk_json_context, offline_env
+from cdk_fixtures import (
+    CDK_CLI,
+    PROD_CONTEXT,
+    REPO_ROOT,
+    STACK_NAME,
+    CliSynth,
+    InProcessSynth,
+    cdk_json_context,
+    offline_env,
+)
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +31,20 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> InProcessSynth:
     outdir = tmp_path_factory.mktemp("cdk-out")
     app, stack = build_app(App(outdir=str(outdir), context=cdk_json_context()))
     app.synth()  # raises if cdk-nag reports an unacknowledged finding
+    template = json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
+    return InProcessSynth(outdir=outdir, template=template, stack=stack)
+
+
+@pytest.fixture(scope="session")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> InProcessSynth:
+    """A production-like deployment (PROD_CONTEXT), synthesized once; cdk-nag must pass for it too."""
+    from aws_cdk import App
+
+    from cdk.app import build_app
+
+    outdir = tmp_path_factory.mktemp("cdk-prod")
+    app, stack = build_app(App(outdir=str(outdir), context={**cdk_json_context(), **PROD_CONTEXT}))
+    app.synth()
     template = json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
     return InProcessSynth(outdir=outdir, template=template, stack=stack)
 

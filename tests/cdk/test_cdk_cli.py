@@ -16,6 +16,7 @@ from cdk.manifests import (
     MODEL_NAME_PLACEHOLDER,
     REGION_PLACEHOLDER,
     SCHEMA_PLACEHOLDER,
+    SERVE_MODELS_PLACEHOLDER,
     render_overlay,
 )
 from cdk.settings import DeploySettings
@@ -104,14 +105,15 @@ def test_app_manifests_equal_the_kustomize_output_but_for_image_and_config_value
 
     repo_id, _ = only(cli_synth.resources("AWS::ECR::Repository"), "AppImagesRepository")
     bucket_id, _ = only(cli_synth.resources("AWS::S3::Bucket"), "DataBucket")
-    settings = DeploySettings()  # the defaults: cdk.json sets neither imageTag, modelName nor schema
-    assert not {"imageTag", "modelName", "schema"} & set(cdk_json_context())
+    settings = DeploySettings()  # the defaults: cdk.json sets none of these
+    assert not {"imageTag", "modelName", "schema", "models", "serveModels"} & set(cdk_json_context())
     image = re.compile(rf"@@(\d+)@@\.dkr\.ecr\.@@(\d+)@@\.@@(\d+)@@/@@(\d+)@@:{re.escape(settings.image_tag)}")
     expected = {
         BUCKET_PLACEHOLDER: _marker_for(tokens, {"Ref": bucket_id}),
         REGION_PLACEHOLDER: _marker_for(tokens, {"Ref": "AWS::Region"}),
         MODEL_NAME_PLACEHOLDER: settings.model_name,
         SCHEMA_PLACEHOLDER: settings.schema,
+        SERVE_MODELS_PLACEHOLDER: "",  # every registered model
     }
     seen = dict.fromkeys([APP_IMAGE_PLACEHOLDER, *expected], 0)
     unexpected = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ from cdk.manifests import (
     MODEL_NAME_PLACEHOLDER,
     REGION_PLACEHOLDER,
     SCHEMA_PLACEHOLDER,
+    SERVE_MODELS_PLACEHOLDER,
     ManifestError,
     render_overlay,
     require_objects,
@@ -22,7 +24,7 @@ from cdk.manifests import (
 )
 from cdk.monitoring_assets import MonitoringConfigError, chart_values, dashboards
 
-DOCS = [
+DOCS: list[dict[str, Any]] = [
     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flywheel"}},
     {
         "apiVersion": "v1",
@@ -33,6 +35,7 @@ DOCS = [
             "AWS_REGION": REGION_PLACEHOLDER,
             "FLYWHEEL_MODEL_NAME": MODEL_NAME_PLACEHOLDER,
             "FLYWHEEL_SCHEMA": SCHEMA_PLACEHOLDER,
+            "FLYWHEEL_SERVE_MODELS": SERVE_MODELS_PLACEHOLDER,
             "OTHER": "kept",
         },
     },
@@ -57,6 +60,7 @@ CONFIG = {
     "AWS_REGION": "eu-west-1",
     "FLYWHEEL_MODEL_NAME": "churn",
     "FLYWHEEL_SCHEMA": "churn-schema",
+    "FLYWHEEL_SERVE_MODELS": "",  # empty is a value: every registered model
 }
 
 

@@ -57,6 +57,10 @@ def test_command_line_strings_are_parsed():
         ("trainer_job_timeout_minutes", 1441, "trainerJobTimeoutMinutes"),
         ("trainer_job_max_vcpus", 2, "trainerJobMaxVcpus"),
         ("trainer_job_max_vcpus", 257, "trainerJobMaxVcpus"),
+        ("models", "Savings=savings", "models"),
+        ("models", "savings", "models"),
+        ("models", '{"churn": 3}', "models"),
+        ("serve_models", "churn,Savings", "serveModels"),
     ],
 )
 def test_bad_values_name_the_context_key(key: str, value: object, message: str):
@@ -108,6 +112,27 @@ def test_batches_over_ten_need_a_batching_window():
 def test_node_group_can_scale_to_zero():
     settings = DeploySettings.from_mapping({"node_min_size": "0", "node_desired_size": "0"})
     assert (settings.node_min_size, settings.node_desired_size, settings.node_max_size) == (0, 0, 4)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "savings=savings, churn-eu=path/to/churn.json",  # -c models=...
+        '["savings=savings", "churn-eu=path/to/churn.json"]',  # a JSON list
+        {"savings": "savings", "churn-eu": "path/to/churn.json"},  # an object in cdk.json
+    ],
+)
+def test_models_parse_from_the_command_line_a_list_or_an_object(value: object):
+    settings = DeploySettings.from_mapping({"models": value, "serve_models": "churn-eu"})
+    assert settings.models == (("savings", "savings"), ("churn-eu", "path/to/churn.json"))
+    assert settings.registered_models == settings.models
+    assert settings.serve_models == ("churn-eu",)
+
+
+def test_without_models_the_default_model_is_registered_and_every_model_served():
+    settings = DeploySettings.from_mapping({"model_name": "churn", "schema": "churn"})
+    assert settings.registered_models == (("churn", "churn"),)
+    assert settings.serve_models == ()
 
 
 def test_unknown_keys_fail():

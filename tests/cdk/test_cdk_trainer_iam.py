@@ -58,6 +58,7 @@ def test_pods_get_the_trainers_bucket_model_name_and_schema(synth: InProcessSynt
     assert config["FLYWHEEL_BUCKET"] == {"Ref": bucket_id}
     assert (config["FLYWHEEL_MODEL_NAME"], config["FLYWHEEL_SCHEMA"]) == (DEFAULTS.model_name, DEFAULTS.schema)
     assert config["AWS_REGION"] == {"Ref": "AWS::Region"}
+    assert config["FLYWHEEL_SERVE_MODELS"] == ""  # serveModels unset: every registered model
     assert not any("PLACEHOLDER" in json.dumps(v) for v in config.values())
 
 
@@ -157,17 +158,17 @@ def test_api_pods_only_read_models(synth: InProcessSynth):
     assert not [s for s in statements if "Put" in str(s["Action"]) or "Delete" in str(s["Action"])]
 
 
-def test_ui_pods_read_data_quarantine_reports_and_models_and_write_only_uploads_and_the_alias(
+def test_ui_pods_read_data_quarantine_reports_and_models_and_write_only_uploads_and_aliases(
     synth: InProcessSynth,
 ):
     statements = role_statements(synth, "ServingUiPodRole")
-    alias = f"BUCKET/models/{DEFAULTS.model_name}/aliases/production.json"
+    alias = "BUCKET/models/*/aliases/production.json"  # any model's, and under models/ nothing else
     assert s3_grants(statements) == {
         ("s3:GetObject", "BUCKET/data/*", ""),  # list the batches, and HeadObject before an upload
         ("s3:PutObject", "BUCKET/data/*", ""),  # upload
         ("s3:GetObject", "BUCKET/quarantine/*.error.json", ""),  # the reports, not the rejected batches
         ("s3:GetObject", "BUCKET/models/*", ""),  # registry: alias, manifests
-        ("s3:PutObject", alias, ""),  # promote / roll back: this one key, nothing else under models/
+        ("s3:PutObject", alias, ""),  # promote / roll back any model: its alias, no version or registration
         ("s3:ListBucket", "BUCKET", "data/*,quarantine/*,models/*"),
     }
     # Nothing but these S3 statements: no other service, no Resource "*", no Deny to hide an Allow.
@@ -179,12 +180,20 @@ def test_ui_pods_read_data_quarantine_reports_and_models_and_write_only_uploads_
     assert all(s["Effect"] == "Allow" and s["Resource"] != "*" and "NotResource" not in s for s in statements)
 
 
-def test_ui_grants_follow_the_model_name_and_the_core_layout():
-    """The alias and report keys the CDK app grants are the ones the core writes and reads."""
-    from cdk.grants import ERROR_REPORT_SUFFIX, alias_key
+def test_ui_grants_follow_the_core_layout():
+    """The alias and report keys the CDK app grants are the ones the core writes and reads; the alias pattern
+    matches every model's alias and none of the other keys under models/."""
+    from fnmatch import fnmatchcase
+
+    from cdk.grants import ANY_ALIAS_KEY, ERROR_REPORT_SUFFIX, alias_key
     from flywheel.batches import ERROR_SUFFIX
+    from flywheel.registrations import schema_key
     from flywheel.registry import Registry
 
     assert ERROR_REPORT_SUFFIX == ERROR_SUFFIX
     for name in (DEFAULTS.model_name, "churn-2"):
-        assert alias_key(name) == Registry(None, "bucket", name).alias_key
+        registry = Registry(None, "bucket", name)
+        assert alias_key(name) == registry.alias_key
+        assert fnmatchcase(registry.alias_key, ANY_ALIAS_KEY)  # IAM's `*` matches like fnmatch's, `/` included
+        for other in (schema_key("models/", name), f"models/{name}/versions/0001/manifest.json"):
+            assert not fnmatchcase(other, ANY_ALIAS_KEY), other

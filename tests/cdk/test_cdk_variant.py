@@ -3,43 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import pytest
-from aws_cdk import App
 from aws_cdk.assertions import Match, Template
-from cdk_fixtures import InProcessSynth, app_config, cdk_json_context, joined, only, trainer_environment
-
-from cdk.app import build_app
-
-ADMIN_ROLE = "arn:aws:iam::123456789012:role/flywheel-admins"
-CONTEXT = {
-    "envName": "prod",
-    "kubernetesVersion": "1.36",
-    "nodeInstanceTypes": "m6i.large,m5.large",
-    "clusterEndpointCidrs": "203.0.113.0/24",
-    "adminRoleArn": ADMIN_ROLE,
-    "alarmEmail": "ops@example.com",
-    "retainData": "false",
-    "trainerReservedConcurrency": "2",
-    "imageTag": "3f2c1ab",
-    "modelName": "churn",
-    "schema": "churn",
-    "trainerJobVcpu": "8",
-    "trainerJobMemoryMib": "32768",
-    "trainerJobTimeoutMinutes": "600",
-    "trainerJobMaxVcpus": "32",
-}
-
-
-@pytest.fixture(scope="module")
-def prod(tmp_path_factory: pytest.TempPathFactory) -> InProcessSynth:
-    outdir: Path = tmp_path_factory.mktemp("cdk-prod")
-    app, stack = build_app(App(outdir=str(outdir), context={**cdk_json_context(), **CONTEXT}))
-    app.synth()  # cdk-nag must pass for these options too
-    template = json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
-    return InProcessSynth(outdir=outdir, template=template, stack=stack)
+from cdk_fixtures import ADMIN_ROLE, InProcessSynth, app_config, joined, only, trainer_environment
 
 
 def test_stack_name_and_log_level_follow_the_environment(prod: InProcessSynth):
@@ -97,7 +64,7 @@ def test_pods_serve_the_model_and_schema_the_trainer_publishes(prod: InProcessSy
     assert config["FLYWHEEL_BUCKET"] == trainer["FLYWHEEL_BUCKET"]
 
 
-def test_ui_may_move_only_the_alias_of_the_configured_model(prod: InProcessSynth):
+def test_ui_may_move_the_alias_of_any_model_and_nothing_else_under_models(prod: InProcessSynth):
     role_id, _ = only(prod.resources("AWS::IAM::Role"), "ServingUiPodRole")
     puts = [
         joined(statement["Resource"])
@@ -109,8 +76,12 @@ def test_ui_may_move_only_the_alias_of_the_configured_model(prod: InProcessSynth
     bucket = json.dumps({"Fn::GetAtt": [only(prod.resources("AWS::S3::Bucket"), "DataBucket")[0], "Arn"]})
     assert sorted(r.replace(bucket, "BUCKET") for r in puts) == [
         "BUCKET/data/*",
-        "BUCKET/models/churn/aliases/production.json",  # modelName, not the default savings
+        "BUCKET/models/*/aliases/production.json",  # every model's alias, whatever modelName and models say
     ]
+
+
+def test_pods_serve_the_listed_models(prod: InProcessSynth):
+    assert app_config(prod)["FLYWHEEL_SERVE_MODELS"] == "churn,savings"  # serveModels
 
 
 def test_trainer_job_size_timeout_and_model_follow_the_context(prod: InProcessSynth):

@@ -26,7 +26,14 @@ CRD_VALIDATOR = REPO / "tests" / "k8s" / "crd" / "validate.mjs"
 CUSTOM_GROUPS = ("monitoring.coreos.com/",)
 
 API_DRAIN_SECONDS = 20  # the API finishes in-flight requests within this after SIGTERM
-REQUIRED_CONFIG_KEYS = {"FLYWHEEL_BUCKET", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA", "AWS_REGION", "FLYWHEEL_API_URL"}
+REQUIRED_CONFIG_KEYS = {
+    "FLYWHEEL_BUCKET",
+    "FLYWHEEL_MODEL_NAME",
+    "FLYWHEEL_SCHEMA",
+    "FLYWHEEL_SERVE_MODELS",
+    "AWS_REGION",
+    "FLYWHEEL_API_URL",
+}
 
 
 def _tool(name: str) -> str:
@@ -283,6 +290,7 @@ def test_config_map_has_every_setting_and_a_stable_name(overlay: str) -> None:
     if overlay != "eks":  # the eks overlay leaves the model to the CDK app (next test)
         assert data["FLYWHEEL_MODEL_NAME"] == "savings"
         assert data["FLYWHEEL_SCHEMA"] == "savings"
+        assert data["FLYWHEEL_SERVE_MODELS"] == ""  # every registered model
     assert data["FLYWHEEL_API_URL"] == "http://flywheel-api.flywheel.svc:8080"
     for name in ("flywheel-api", "flywheel-ui"):
         refs = [e["configMapRef"]["name"] for e in container(objects, name)["envFrom"]]
@@ -294,13 +302,14 @@ def test_eks_overlay_keeps_the_placeholders_the_cdk_app_substitutes() -> None:
     data = find(objects, "ConfigMap", "flywheel-config")["data"]
     assert data["FLYWHEEL_BUCKET"] == "FLYWHEEL_BUCKET_PLACEHOLDER"
     assert data["AWS_REGION"] == "AWS_REGION_PLACEHOLDER"
-    # Filled in from the CDK context modelName/schema, the values the trainer gets: one model for all.
+    # Filled in from the CDK context modelName/schema (the default model, the values the trainer gets) and
+    # serveModels (the models the pods serve; empty = every registered one).
     assert data["FLYWHEEL_MODEL_NAME"] == "FLYWHEEL_MODEL_NAME_PLACEHOLDER"
     assert data["FLYWHEEL_SCHEMA"] == "FLYWHEEL_SCHEMA_PLACEHOLDER"
+    assert data["FLYWHEEL_SERVE_MODELS"] == "FLYWHEEL_SERVE_MODELS_PLACEHOLDER"
     placeholders = {v for v in data.values() if v.endswith("_PLACEHOLDER")}
-    assert placeholders == {
-        f"{k}_PLACEHOLDER" for k in ("FLYWHEEL_BUCKET", "AWS_REGION", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA")
-    }
+    keys = ("FLYWHEEL_BUCKET", "AWS_REGION", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA", "FLYWHEEL_SERVE_MODELS")
+    assert placeholders == {f"{k}_PLACEHOLDER" for k in keys}
     images = {container(objects, n)["image"] for n in ("flywheel-api", "flywheel-ui")}
     assert images == {"flywheel-app:latest"}
     for name in ("flywheel-app", "flywheel-ui"):
