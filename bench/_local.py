@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +64,25 @@ def make_bucket(s3: object, bucket: str) -> None:
     s3.put_bucket_versioning(  # type: ignore[attr-defined]
         Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
     )
+
+
+def train_model(s3: Any, bucket: str, name: str, frame: Any, estimators: str = "linear,hgb") -> int:
+    """Register `name` (schema = the sample dataset's), upload `frame` under data/<name>/, retrain it: the version."""
+    from flywheel import registrations
+    from flywheel.schema import load_schema
+    from flywheel.settings import TrainerSettings
+    from flywheel.trainer import retrain
+
+    dataset = "churn" if "churned" in frame.columns else "savings"
+    registrations.register(s3, bucket, name, load_schema(dataset))
+    key = f"data/{name}/batch-{len(s3.list_objects_v2(Bucket=bucket, Prefix=f'data/{name}/').get('Contents', []))}.csv"
+    s3.put_object(Bucket=bucket, Key=key, Body=frame.to_csv(index=False).encode())
+    settings = TrainerSettings(bucket=bucket, model_name=name, schema_ref=dataset, estimators=estimators,
+                               gate_tolerance=1.0)  # fmt: skip
+    outcome = retrain(settings, s3)
+    if outcome.version is None:
+        raise RuntimeError(f"{name}: no version ({outcome.reasons})")
+    return outcome.version
 
 
 def start_api(bucket: str, port: int, **env: str) -> subprocess.Popen[bytes]:

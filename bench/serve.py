@@ -2,6 +2,7 @@
 
     python bench/serve.py            # throughput/latency at c=1, 16, 64 and 1,000-row batches
     python bench/serve.py --swaps    # also: move the alias every few seconds under load
+    python bench/serve.py --two-models   # only: two models in one replica, both swapping under load
 
 Prints req/s, rows/s, p50, p99 and errors. Needs wrk (Debian package `wrk`). Never pass/fail.
 """
@@ -18,11 +19,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._local import ROOT, free_port, make_bucket, start_api, start_moto, wait_http
+from bench._local import ROOT, free_port, make_bucket, start_api, start_moto, train_model, wait_http
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same thread budget for every contender
 
@@ -73,15 +75,98 @@ def raw_predict(model_path: str, one: dict[str, object], rows: list[dict[str, ob
         print(f"raw predict {label:>10}: {per * 1000:8.3f} ms/call  {len(records) / per:12,.0f} rows/s")
 
 
+def two_models(seconds: int, swap_every: float) -> int:
+    """One replica serving two models (savings, churn), each with two versions; wrk drives both at once
+    (c=8 each) while each model's alias flips between its versions every `swap_every` seconds, staggered."""
+    from flywheel.registry import Registry
+    from flywheel.sampledata import churn, savings
+    from flywheel.storage import s3_client
+
+    moto, _ = start_moto()
+    procs: list[subprocess.Popen[bytes]] = [moto]
+    tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
+    try:
+        s3, bucket = s3_client(), "flywheel-bench"
+        make_bucket(s3, bucket)
+        bodies, registries = {}, {}
+        for name, gen, target in (("savings", savings, "monthly_savings"), ("churn", churn, "churned")):
+            for seed in (1, 2):
+                train_model(s3, bucket, name, gen(5_000, seed=seed, drift=seed - 1.0))
+            registries[name] = Registry(s3, bucket, name)
+            rows = json.loads(gen(1, seed=5).drop(columns=[target]).to_json(orient="records"))
+            bodies[name] = tmp / f"{name}.json"
+            bodies[name].write_text(json.dumps({"instances": rows}))
+        port = free_port()
+        procs.append(start_api(bucket, port, FLYWHEEL_POLL_INTERVAL_SECONDS="1"))
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/v1/models/churn")
+
+        def drive(label: str, conns: dict[str, int]) -> None:
+            out: dict[str, dict[str, float]] = {}
+            runs = [threading.Thread(target=lambda n=n, c=c: out.update({n: wrk(f"{base}/v1/models/{n}/predict",
+                                     str(bodies[n]), c, seconds)})) for n, c in conns.items()]  # fmt: skip
+            for t in runs:
+                t.start()
+            for t in runs:
+                t.join()
+            for n, r in sorted(out.items()):
+                print(f"{label:>14} {n:8} {conns[n]:3} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
+                      f"{r['errors']:7.0f} {r['requests']:9.0f}")  # fmt: skip
+
+        print(f"\ntwo models, one replica, 1 row per request, {seconds} s per run")
+        print(
+            f"{'run':>14} {'model':8} {'c':>3} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'requests':>9}"
+        )
+        drive("one model", {"savings": 16})
+        drive("two, steady", {"savings": 8, "churn": 8})
+        stop, moves = threading.Event(), dict.fromkeys(registries, 0)
+
+        def swapper(name: str, delay: float) -> None:
+            if stop.wait(delay):
+                return
+            while True:
+                registry = registries[name]
+                alias = registry.alias()
+                assert alias is not None
+                registry.move_alias(1 if alias.version == 2 else 2, alias, actor="bench", reason="swap")
+                moves[name] += 1
+                if stop.wait(swap_every):
+                    return
+
+        swappers = [threading.Thread(target=swapper, args=(n, i * swap_every / 2)) for i, n in enumerate(registries)]
+        for t in swappers:
+            t.start()
+        drive("two, swapping", {"savings": 8, "churn": 8})
+        stop.set()
+        for t in swappers:
+            t.join()
+        with urllib.request.urlopen(base + "/metrics") as r:
+            text = r.read().decode()
+        for n in registries:
+            ok = re.search(rf'flywheel_model_reloads_total{{model="{n}",result="success"}} ([\d.]+)', text)
+            print(f"{n}: {moves[n]} alias moves (every {swap_every}s), {float(ok.group(1)) - 1 if ok else 0:.0f} "
+                  "swaps done by the replica")  # fmt: skip
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
     parser.add_argument("--swaps", action="store_true", help="also run the alias-swap mode")
     parser.add_argument("--swap-every", type=float, default=3.0)
+    parser.add_argument("--two-models", action="store_true", help="only the two-model swap-under-load figure")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
+    if args.two_models:
+        return two_models(max(args.seconds * 3, 30), args.swap_every)
 
     from flywheel.registry import Registry
     from flywheel.sampledata import savings

@@ -38,8 +38,8 @@ V2_STATE = {"ready": "READY", "loading": "LOADING", "unknown": "UNKNOWN", "unava
 class Hosted:
     """One served model: its host (hot reload), its batcher (micro-batching) and its drift monitor."""
 
-    def __init__(self, name: str, schema: Schema, host: ModelHost, monitor: DriftMonitor, *, gating: bool) -> None:
-        self.name, self.schema, self.host, self.monitor = name, schema, host, monitor
+    def __init__(self, name: str, host: ModelHost, monitor: DriftMonitor, *, gating: bool) -> None:
+        self.name, self.host, self.monitor = name, host, monitor
         self.gating = gating  # known at start-up: the replica is not ready until it is loaded (if it has a version)
         self.batcher: Batcher  # set by the fleet
 
@@ -86,6 +86,8 @@ class Fleet:
         self.discovered = False  # the registrations were listed at least once
         self.budget = MemoryBudget()  # room for a new version given every model held
         self.activity = Activity()
+        # one predict thread for every model (docs/serving.md, "Micro-batching and threads")
+        self._predict = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="discover")
         self._task: asyncio.Task[None] | None = None
 
@@ -104,6 +106,7 @@ class Fleet:
             await m.batcher.stop()
             m.host.stop()
         self._io.shutdown(wait=False, cancel_futures=True)
+        self._predict.shutdown(wait=False, cancel_futures=True)
 
     async def _discover_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -127,11 +130,11 @@ class Fleet:
         first = not self.discovered
         for name, schema in found.items():
             if name not in self.models:
-                self.models[name] = self._start(name, schema, gating=first)
+                self.models[name] = self._start(name, gating=first)
                 log.info("serving model %s (%s)%s", name, schema.name, "" if first else ", registered meanwhile")
         self.discovered = True
 
-    def _start(self, name: str, schema: Schema, *, gating: bool) -> Hosted:
+    def _start(self, name: str, *, gating: bool) -> Hosted:
         s = self.settings
         registry = Registry(self.s3, s.bucket, name, s.models_prefix)
         host = ModelHost(
@@ -141,7 +144,7 @@ class Fleet:
             poll_interval=s.poll_interval_seconds,
             pinned_version=s.pinned_version if name == self.default else None,
         )
-        hosted = Hosted(name, schema, host, DriftMonitor(self.metrics, name, s.drift_window), gating=gating)
+        hosted = Hosted(name, host, DriftMonitor(self.metrics, name, s.drift_window), gating=gating)
         hosted.batcher = Batcher(
             lambda: host.current,
             hosted.on_batch,
@@ -149,6 +152,7 @@ class Fleet:
             max_wait_ms=s.batch_max_wait_ms,
             name=name,
             activity=self.activity,
+            executor=self._predict,
         )
         host.start()
         hosted.batcher.start()
