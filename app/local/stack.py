@@ -147,6 +147,8 @@ class LocalStack:
         started = time.monotonic()
         for url, proc in zip(self.api_urls(), apis, strict=True):
             _wait(f"a model on {url}", lambda url=url: _http_ok(url + "/readyz"), 300, proc)
+            if o.seed:  # every seeded model trains in turn: wait for the last one too
+                _wait(f"every model on {url}", lambda url=url: _all_served(url), 300, proc)
         _say(f"ready in {time.monotonic() - started:.0f}s")
         self._banner()
 
@@ -292,6 +294,17 @@ class LocalStack:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         _say("stopped")
+
+
+def _all_served(url: str) -> bool:
+    import json
+
+    try:
+        with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:  # noqa: S310 - loopback
+            models = json.loads(r.read())["models"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(models) and all(m.get("ready") for m in models)
 
 
 def _served(url: str) -> int | None:

@@ -102,10 +102,12 @@ class Up:
         return self.proc.wait(timeout=90)
 
     def cli(self, *args: str) -> str:
+        """The CLI as a user runs it in another terminal: nothing exported, it finds the stack by itself."""
+        bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYWHEEL_"))}
         out = subprocess.run(
             [sys.executable, "-m", "flywheel.cli", *args],
             cwd=ROOT,
-            env=self.env,
+            env={**bare, "FLYWHEEL_STATE_DIR": str(self.state)},
             capture_output=True,
             text=True,
             timeout=120,
@@ -134,12 +136,22 @@ def up(tmp_path: Path) -> Iterator[Up]:
 
 
 def _models(up: Up) -> list[dict[str, Any]]:
-    return json.loads(up.cli("models", "--json"))
+    rows: list[dict[str, Any]] = json.loads(up.cli("models", "--model", "savings", "--json"))
+    return rows
 
 
 def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     up.start()
     assert up.served() == [1, 1]
+    for url in up.apis:  # both models, served by every replica
+        listing = httpx.get(url + "/v1/models", timeout=5).json()
+        assert listing["default"] == "savings"
+        assert {(m["name"], m["version"], m["ready"]) for m in listing["models"]} == {
+            ("savings", 1, True), ("churn", 1, True)
+        }  # fmt: skip
+    churn_row = {"tenure_months": 12, "monthly_charges": 70.5, "support_calls": 2, "contract": "monthly",
+                 "payment_method": "card"}  # fmt: skip
+    churn_results: list[tuple[int, int | None]] = []
 
     # a drifted batch: every replica moves to v2 while a small load sees no failure
     results: list[tuple[int, int | None]] = []
@@ -151,6 +163,8 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
             while not stop.is_set():
                 r = client.post(up.apis[i % 2] + "/v1/predict", json={"instances": [ROW]})
                 results.append((r.status_code, r.json().get("model_version")))
+                c = client.post(up.apis[i % 2] + "/v1/models/churn/predict", json={"instances": [churn_row]})
+                churn_results.append((c.status_code, c.json().get("model_version")))
                 i += 1
 
     loader = threading.Thread(target=load)
@@ -158,18 +172,19 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     try:
         drifted = tmp_path / "drifted.csv"
         up.cli("sample-data", "--rows", "8000", "--seed", "7", "--drift", "1.0", "--out", str(drifted))
-        up.cli("drop", str(drifted))
+        up.cli("drop", str(drifted), "--model", "savings")
         wait_for(lambda: up.served() == [2, 2], 180, interval=0.5, what="both replicas on v2")
     finally:
         stop.set()
         loader.join()
     assert results and {code for code, _ in results} == {200}
     assert {v for _, v in results} == {1, 2}
+    assert set(churn_results) == {(200, 1)}  # the other model is untouched by savings' swap
 
     # a bad batch is quarantined with its reason; the served version does not move
     bad = tmp_path / "bad.csv"
     bad.write_text("income,expenses\n1,2\n")
-    up.cli("drop", str(bad))
+    up.cli("drop", str(bad), "--model", "savings")
     s3 = __import__("boto3").client(
         "s3",
         endpoint_url=up.env["AWS_ENDPOINT_URL"],
@@ -180,16 +195,17 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
 
     def quarantined() -> bool:
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="flywheel-local", Prefix="quarantine/").get("Contents", [])]
-        return "quarantine/bad.csv.error.json" in keys
+        return "quarantine/savings/bad.csv.error.json" in keys
 
     wait_for(quarantined, 120, interval=0.5, what="bad batch quarantined")
-    report = json.loads(s3.get_object(Bucket="flywheel-local", Key="quarantine/bad.csv.error.json")["Body"].read())
+    key = "quarantine/savings/bad.csv.error.json"
+    report = json.loads(s3.get_object(Bucket="flywheel-local", Key=key)["Body"].read())
     assert "missing column" in report["error"]
     assert up.served() == [2, 2]
     assert [m["version"] for m in _models(up)] == [1, 2]
 
     # roll back: every replica follows
-    assert "production -> v1" in up.cli("rollback")
+    assert "production -> v1" in up.cli("rollback", "--model", "savings")
     wait_for(lambda: up.served() == [1, 1], 60, interval=0.5, what="both replicas back on v1")
 
     # restart: versions, aliases and data are still there
@@ -202,5 +218,5 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     assert [m["version"] for m in models] == [1, 2]
     assert [m["production"] for m in models] == [True, False]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="flywheel-local", Prefix="data/")["Contents"]]
-    assert keys == ["data/drifted.csv", "data/seed-batch.csv"]
+    assert keys == ["data/churn/seed-batch.csv", "data/savings/drifted.csv", "data/savings/seed-batch.csv"]
     assert up.stop() == 0
