@@ -29,6 +29,7 @@ from flywheel.serving.monitor import DriftMonitor
 from flywheel.settings import ServeSettings
 
 log = logging.getLogger(__name__)
+LISTING_ERRORS = (ClientError, BotoCoreError, FlywheelError, ValueError, OSError)
 
 # Open Inference Protocol / MLServer repository-index states
 V2_STATE = {"ready": "READY", "loading": "LOADING", "unknown": "UNKNOWN", "unavailable": "UNAVAILABLE",
@@ -114,7 +115,7 @@ class Fleet:
         while True:
             try:
                 found = await loop.run_in_executor(self._io, self._registered)
-            except (ClientError, BotoCoreError, FlywheelError) as e:
+            except LISTING_ERRORS as e:  # retried at the next interval; never ends the task
                 log.warning("listing model registrations failed; serving %s: %s", sorted(self.models), e)
             else:
                 self.adopt(found)
