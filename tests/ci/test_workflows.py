@@ -174,3 +174,21 @@ def test_dockerignore_sends_only_what_the_images_copy() -> None:
     assert lines[lines.index("*")] == "*", "deny by default"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed == {"requirements.txt", "pyproject.toml", "README.md", "flywheel", "app", "lambdas"}
+
+
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_sha_with_its_tag(path: Path) -> None:
+    """A tag can be moved to other code; a commit SHA cannot. The comment keeps the release readable."""
+    lines = [ln.split("uses:", 1)[1].strip() for ln in path.read_text().splitlines() if "uses:" in ln]
+    assert lines, f"{path.name} uses no action?"
+    unpinned = [u for u in lines if not PINNED.match(u)]
+    assert not unpinned, f"{path.name}: pin to a full commit SHA with '# vX.Y.Z': {unpinned}"
+
+
+def test_the_pin_check_would_catch_a_tag() -> None:
+    assert not PINNED.match("actions/checkout@v7")
+    assert not PINNED.match("actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1")  # no tag comment
+    assert PINNED.match("actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1")
