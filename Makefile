@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv tools lint test up bench clean
+.PHONY: help venv tools deploy-tools lint test up bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -21,6 +21,13 @@ venv: $(STAMP) ## create .venv and install everything Python needs
 
 tools: ## install the system tools the tests use (Debian packages when root, npm packages)
 	@bash scripts/install-tools.sh
+
+deploy-tools: ## only what the deploy job needs: the CDK app, the smoke test, the CDK CLI (no test tool chain)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-deploy.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@bash scripts/install-tools.sh cdk
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -3,14 +3,18 @@
 # Debian packages need root; without root a missing tool is reported and its tests fail loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `install-tools.sh cdk`: the AWS CDK CLI only (the deploy job: `make deploy-tools`)
+only=${1:-all}
 
 need_apt=()
+if [[ $only == cdk ]]; then need_apt_skip=1; else need_apt_skip=0; fi
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # actionlint runs ShellCheck over the workflows' `run:` scripts when it is installed (tests/ci).
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 # the UI's one real-browser test (tests/e2e/test_ui_browser.py) drives Debian's Chromium with Playwright
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
+if ((need_apt_skip)); then need_apt=(); fi
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages: ${need_apt[*]}"
@@ -32,6 +36,8 @@ if [[ "$installed_cdk" != "$CDK_CLI_VERSION" ]]; then
     echo "missing tool: npm (needed for the AWS CDK CLI in .tools/)" >&2
   fi
 fi
+
+[[ $only == cdk ]] && exit 0
 
 # Schemas of the prometheus-operator custom resources (ServiceMonitor, PrometheusRule) for tests/k8s and
 # tests/monitoring: an npm package pinned by tests/k8s/crd/package-lock.json, installed beside it.

@@ -192,3 +192,31 @@ def test_the_pin_check_would_catch_a_tag() -> None:
     assert not PINNED.match("actions/checkout@v7")
     assert not PINNED.match("actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1")  # no tag comment
     assert PINNED.match("actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1")
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[re.sub(r"\[.*\]", "", name).lower()] = version
+    return pins
+
+
+def test_deploy_runs_only_from_main_and_installs_only_what_it_needs() -> None:
+    doc = load(REPO / ".github" / "workflows" / "deploy.yml")
+    (job,) = doc["jobs"].values()
+    assert job["if"] == "github.ref == 'refs/heads/main'"
+    text = runs(doc)
+    assert "make deploy-tools" in text
+    assert not re.search(r"make (venv|tools|test)\b", text), "the deploy job installs the test tool chain"
+    makefile = (REPO / "Makefile").read_text()
+    target = makefile.split("\ndeploy-tools:", 1)[1].split("\n\n", 1)[0]
+    assert "requirements-deploy.txt" in target and "requirements-dev.txt" not in target
+
+
+def test_deploy_requirements_pin_what_the_tests_pin() -> None:
+    deploy = _pins(REPO / "requirements-deploy.txt")
+    tested = {**_pins(REPO / "requirements.txt"), **_pins(REPO / "requirements-dev.txt")}
+    assert deploy and {k: v for k, v in deploy.items() if tested.get(k) != v} == {}
