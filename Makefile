@@ -5,7 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv tools deploy-tools lint test up bench clean
+.PHONY: help venv tools deploy-tools lock lint test up bench clean
+LOCK := $(VENV)/bin/uv pip compile --generate-hashes --no-header --no-annotate -q \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -28,6 +30,13 @@ deploy-tools: ## only what the deploy job needs: the CDK app, the smoke test, th
 	$(PY) -m pip install -q -r requirements-deploy.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@bash scripts/install-tools.sh cdk
+
+lock: venv ## re-make the images' hashed locks after changing requirements.txt (tests/ci checks they match)
+	$(LOCK) requirements.txt -o requirements.lock
+	grep -v '^streamlit==' requirements.txt > lambdas/trainer/requirements-trainer.in
+	$(LOCK) lambdas/trainer/requirements-trainer.in lambdas/trainer/requirements-image.txt \
+		-o lambdas/trainer/requirements.lock
+	rm lambdas/trainer/requirements-trainer.in
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .

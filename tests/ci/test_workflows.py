@@ -173,7 +173,7 @@ def test_dockerignore_sends_only_what_the_images_copy() -> None:
     lines = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert lines[lines.index("*")] == "*", "deny by default"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"requirements.txt", "pyproject.toml", "README.md", "flywheel", "app", "lambdas"}
+    assert allowed == {"requirements.lock", "pyproject.toml", "README.md", "flywheel", "app", "lambdas"}
 
 
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
@@ -200,7 +200,7 @@ def _pins(path: Path) -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
-            pins[re.sub(r"\[.*\]", "", name).lower()] = version
+            pins[re.sub(r"\[.*\]", "", name).lower()] = version.split()[0]
     return pins
 
 
@@ -220,3 +220,30 @@ def test_deploy_requirements_pin_what_the_tests_pin() -> None:
     deploy = _pins(REPO / "requirements-deploy.txt")
     tested = {**_pins(REPO / "requirements.txt"), **_pins(REPO / "requirements-dev.txt")}
     assert deploy and {k: v for k, v in deploy.items() if tested.get(k) != v} == {}
+
+
+LOCKS = {
+    "app": (REPO / "requirements.lock", [REPO / "requirements.txt"], REPO / "app" / "Dockerfile"),
+    "trainer": (
+        REPO / "lambdas" / "trainer" / "requirements.lock",
+        [REPO / "requirements.txt", REPO / "lambdas" / "trainer" / "requirements-image.txt"],
+        REPO / "lambdas" / "trainer" / "Dockerfile",
+    ),
+}
+
+
+@pytest.mark.parametrize("image", sorted(LOCKS))
+def test_images_install_a_hashed_lock_that_matches_the_requirements(image: str) -> None:
+    lock, inputs, dockerfile = LOCKS[image]
+    text = lock.read_text()
+    entries = [e for e in text.replace("\\\n", " ").splitlines() if e.strip() and not e.lstrip().startswith("#")]
+    assert entries and all("--hash=sha256:" in e for e in entries), f"{lock.name}: a requirement without a hash"
+    locked = _pins(lock)
+    wanted = {k: v for path in inputs for k, v in _pins(path).items() if not (image == "trainer" and k == "streamlit")}
+    stale = {k: (v, locked.get(k)) for k, v in wanted.items() if locked.get(k) != v}
+    assert not stale, f"{lock.relative_to(REPO)} is stale (requirement: (wanted, locked)): {stale}; run `make lock`"
+    if image == "trainer":
+        assert "streamlit" not in locked, "the trainer image carries no UI"
+    code = dockerfile.read_text()
+    assert "--require-hashes" in code and f"-r {lock.name}" in code
+    assert "COPY requirements.txt" not in code, "the image installs the lock, not the unhashed pins"
