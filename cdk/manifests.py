@@ -23,15 +23,18 @@ REGION_PLACEHOLDER = "AWS_REGION_PLACEHOLDER"
 MODEL_NAME_PLACEHOLDER = "FLYWHEEL_MODEL_NAME_PLACEHOLDER"
 SCHEMA_PLACEHOLDER = "FLYWHEEL_SCHEMA_PLACEHOLDER"
 SERVE_MODELS_PLACEHOLDER = "FLYWHEEL_SERVE_MODELS_PLACEHOLDER"
+VERIFY_KEY_PLACEHOLDER = "FLYWHEEL_VERIFY_KMS_KEY_ID_PLACEHOLDER"
 #: Key of the `flywheel-config` ConfigMap -> the placeholder the eks overlay gives it. `substitute` needs a
 #: value for each; the model name and schema are the ones the trainer gets (the stack passes one mapping).
-#: FLYWHEEL_SERVE_MODELS may be filled in with "" (serve every registered model).
+#: FLYWHEEL_SERVE_MODELS may be filled in with "" (serve every registered model); FLYWHEEL_VERIFY_KMS_KEY_ID is
+#: the ARN of the KMS key the trainer signs manifests with (cdk/signing_key.py).
 CONFIG_PLACEHOLDERS = {
     "FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER,
     "AWS_REGION": REGION_PLACEHOLDER,
     "FLYWHEEL_MODEL_NAME": MODEL_NAME_PLACEHOLDER,
     "FLYWHEEL_SCHEMA": SCHEMA_PLACEHOLDER,
     "FLYWHEEL_SERVE_MODELS": SERVE_MODELS_PLACEHOLDER,
+    "FLYWHEEL_VERIFY_KMS_KEY_ID": VERIFY_KEY_PLACEHOLDER,
 }
 #: What a placeholder looks like, known or not: any such text left after `substitute` fails the synth (as does
 #: the app image placeholder as a whole value outside a container's `image`).
@@ -71,8 +74,8 @@ def substitute(manifests: list[Manifest], *, image: str, config: Mapping[str, st
     """Copy of `manifests` with the app image and the ConfigMap placeholders filled in.
 
     `config` maps each key of CONFIG_PLACEHOLDERS (`FLYWHEEL_BUCKET`, `AWS_REGION`, `FLYWHEEL_MODEL_NAME`,
-    `FLYWHEEL_SCHEMA`, `FLYWHEEL_SERVE_MODELS`) to its value. Every placeholder must occur, and none may be
-    left anywhere afterwards.
+    `FLYWHEEL_SCHEMA`, `FLYWHEEL_SERVE_MODELS`, `FLYWHEEL_VERIFY_KMS_KEY_ID`) to its value. Every placeholder must
+    occur, and none may be left anywhere afterwards.
     """
     if set(config) != set(CONFIG_PLACEHOLDERS):
         raise ManifestError(f"config must give exactly {', '.join(sorted(CONFIG_PLACEHOLDERS))}; got {sorted(config)}")

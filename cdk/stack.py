@@ -23,6 +23,7 @@ from cdk.observability import Observability
 from cdk.registrations import ModelRegistrations, resolve
 from cdk.serving_cluster import ServingCluster
 from cdk.settings import DeploySettings
+from cdk.signing_key import SigningKey
 from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME, TIMEOUT, Trainer, trainer_image
 from cdk.trainer_job import TrainerJob
 from cdk.upload_queue import UploadQueue
@@ -83,6 +84,9 @@ class FlywheelStack(Stack):
         }
 
         app_repo = AppRepository(self, "AppImages", retain=settings.retain_data)
+        # The trainer signs each manifest with this key, the API pods verify it (who may do what: `allow` below).
+        signing = SigningKey(self, "Signing", retain=settings.retain_data)
+        signer_config = {"FLYWHEEL_SIGNING_KMS_KEY_ID": signing.key_arn}
 
         serving = ServingCluster(
             self,
@@ -111,6 +115,7 @@ class FlywheelStack(Stack):
             vpc=serving.vpc,
             environment={
                 **shared_config,
+                **signer_config,
                 "FLYWHEEL_TRAIN_THREADS": "0",  # every vCPU of the job
                 "FLYWHEEL_LOCK_TTL_SECONDS": str(int(job_timeout.to_seconds())),
                 "FLYWHEEL_RUNS_ON": "batch",
@@ -131,6 +136,7 @@ class FlywheelStack(Stack):
             queue=uploads.queue,
             environment={
                 **shared_config,
+                **signer_config,
                 "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.trainer_lock_ttl_seconds),
                 "FLYWHEEL_OFFLOAD": "batch",
                 "FLYWHEEL_OFFLOAD_JOB_QUEUE": job.job_queue.job_queue_arn,
@@ -160,6 +166,8 @@ class FlywheelStack(Stack):
             ),
         )
 
+        signing.allow(signers=[trainer.role, job.job_role], verifiers=[serving.app_role])
+
         monitoring_dir = repo_root / MONITORING_DIR
         monitoring = ClusterMonitoring(
             self,
@@ -178,6 +186,7 @@ class FlywheelStack(Stack):
             config={
                 **shared_config,
                 "FLYWHEEL_SERVE_MODELS": ",".join(settings.serve_models),  # "" = every registered model
+                "FLYWHEEL_VERIFY_KMS_KEY_ID": signing.key_arn,  # the API pods verify manifests with it
                 "AWS_REGION": Aws.REGION,
             },
         )
@@ -231,6 +240,7 @@ class FlywheelStack(Stack):
                 ),
                 "CloudWatch dashboard of the trainer",
             ),
+            "SigningKeyArn": (signing.key_arn, "KMS key the trainer signs manifests with and the API pods verify"),
             "AlarmTopicArn": (observability.topic.topic_arn, "subscribe to trainer alarms"),
             "TrainerJobQueueArn": (job.job_queue.job_queue_arn, "Batch job queue for retrains too big for the Lambda"),
             "TrainerJobDefinitionArn": (job.job_definition.job_definition_arn, "the trainer's Batch job definition"),
@@ -244,6 +254,7 @@ class FlywheelStack(Stack):
         self.trainer = trainer
         self.trainer_job = job
         self.app_repository = app_repo
+        self.signing = signing
         self.serving = serving
         self.monitoring = monitoring
         self.observability = observability

@@ -17,6 +17,7 @@ from cdk.manifests import (
     REGION_PLACEHOLDER,
     SCHEMA_PLACEHOLDER,
     SERVE_MODELS_PLACEHOLDER,
+    VERIFY_KEY_PLACEHOLDER,
     render_overlay,
 )
 from cdk.settings import DeploySettings
@@ -105,6 +106,7 @@ def test_app_manifests_equal_the_kustomize_output_but_for_image_and_config_value
 
     repo_id, _ = only(cli_synth.resources("AWS::ECR::Repository"), "AppImagesRepository")
     bucket_id, _ = only(cli_synth.resources("AWS::S3::Bucket"), "DataBucket")
+    key_id, _ = only(cli_synth.resources("AWS::KMS::Key"), "SigningKey")
     settings = DeploySettings()  # the defaults: cdk.json sets none of these
     assert not {"imageTag", "modelName", "schema", "models", "serveModels"} & set(cdk_json_context())
     image = re.compile(rf"@@(\d+)@@\.dkr\.ecr\.@@(\d+)@@\.@@(\d+)@@/@@(\d+)@@:{re.escape(settings.image_tag)}")
@@ -114,6 +116,7 @@ def test_app_manifests_equal_the_kustomize_output_but_for_image_and_config_value
         MODEL_NAME_PLACEHOLDER: settings.model_name,
         SCHEMA_PLACEHOLDER: settings.schema,
         SERVE_MODELS_PLACEHOLDER: "",  # every registered model
+        VERIFY_KEY_PLACEHOLDER: _marker_for(tokens, {"Fn::GetAtt": [key_id, "Arn"]}),  # the signing key
     }
     seen = dict.fromkeys([APP_IMAGE_PLACEHOLDER, *expected], 0)
     unexpected = []

@@ -17,6 +17,7 @@ from cdk.manifests import (
     REGION_PLACEHOLDER,
     SCHEMA_PLACEHOLDER,
     SERVE_MODELS_PLACEHOLDER,
+    VERIFY_KEY_PLACEHOLDER,
     ManifestError,
     render_overlay,
     require_objects,
@@ -36,6 +37,7 @@ DOCS: list[dict[str, Any]] = [
             "FLYWHEEL_MODEL_NAME": MODEL_NAME_PLACEHOLDER,
             "FLYWHEEL_SCHEMA": SCHEMA_PLACEHOLDER,
             "FLYWHEEL_SERVE_MODELS": SERVE_MODELS_PLACEHOLDER,
+            "FLYWHEEL_VERIFY_KMS_KEY_ID": VERIFY_KEY_PLACEHOLDER,
             "OTHER": "kept",
         },
     },
@@ -61,6 +63,7 @@ CONFIG = {
     "FLYWHEEL_MODEL_NAME": "churn",
     "FLYWHEEL_SCHEMA": "churn-schema",
     "FLYWHEEL_SERVE_MODELS": "",  # empty is a value: every registered model
+    "FLYWHEEL_VERIFY_KMS_KEY_ID": "arn:aws:kms:eu-west-1:123456789012:key/abc",
 }
 
 

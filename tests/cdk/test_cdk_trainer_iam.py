@@ -32,11 +32,13 @@ def test_trainer_environment(synth: InProcessSynth):
     queue_id, _ = only(synth.resources("AWS::Batch::JobQueue"), "TrainerJobQueue")
     definition_id, _ = only(synth.resources("AWS::Batch::JobDefinition"), "TrainerJobDefinition")
     upload_queue_id, _ = only(synth.resources("AWS::SQS::Queue"), "UploadsQueue")
+    key_id, _ = only(synth.resources("AWS::KMS::Key"), "SigningKey")
     _, function = only(synth.resources("AWS::Lambda::Function"), "TrainerFunction")
     assert function["Properties"]["Environment"]["Variables"] == {
         "FLYWHEEL_BUCKET": {"Ref": bucket_id},
         "FLYWHEEL_MODEL_NAME": "savings",
         "FLYWHEEL_SCHEMA": "savings",
+        "FLYWHEEL_SIGNING_KMS_KEY_ID": {"Fn::GetAtt": [key_id, "Arn"]},  # signs each manifest (test_cdk_signing)
         "FLYWHEEL_LOCK_TTL_SECONDS": "1200",
         # The hand-off to the Batch job (tests/cdk/test_cdk_trainer_job.py) and the lock-contention re-queue.
         "FLYWHEEL_OFFLOAD": "batch",

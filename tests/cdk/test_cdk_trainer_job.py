@@ -92,7 +92,8 @@ def test_job_environment_is_the_shared_config_plus_batch_settings(synth: InProce
     _, job = _job_definition(synth)
     env = {e["Name"]: e["Value"] for e in job["ContainerProperties"]["Environment"]}
     trainer = trainer_environment(synth)
-    shared = {k: trainer[k] for k in ("FLYWHEEL_BUCKET", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA")}
+    keys = ("FLYWHEEL_BUCKET", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA", "FLYWHEEL_SIGNING_KMS_KEY_ID")
+    shared = {k: trainer[k] for k in keys}  # the job signs with the Lambda's key
     timeout = DEFAULTS.trainer_job_timeout_minutes * 60
     assert env == {
         **shared,

@@ -307,8 +307,17 @@ def test_eks_overlay_keeps_the_placeholders_the_cdk_app_substitutes() -> None:
     assert data["FLYWHEEL_MODEL_NAME"] == "FLYWHEEL_MODEL_NAME_PLACEHOLDER"
     assert data["FLYWHEEL_SCHEMA"] == "FLYWHEEL_SCHEMA_PLACEHOLDER"
     assert data["FLYWHEEL_SERVE_MODELS"] == "FLYWHEEL_SERVE_MODELS_PLACEHOLDER"
+    # The ARN of the stack's KMS signing key: the API pods verify each manifest with it (docs/security.md).
+    assert data["FLYWHEEL_VERIFY_KMS_KEY_ID"] == "FLYWHEEL_VERIFY_KMS_KEY_ID_PLACEHOLDER"
     placeholders = {v for v in data.values() if v.endswith("_PLACEHOLDER")}
-    keys = ("FLYWHEEL_BUCKET", "AWS_REGION", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA", "FLYWHEEL_SERVE_MODELS")
+    keys = (
+        "FLYWHEEL_BUCKET",
+        "AWS_REGION",
+        "FLYWHEEL_MODEL_NAME",
+        "FLYWHEEL_SCHEMA",
+        "FLYWHEEL_SERVE_MODELS",
+        "FLYWHEEL_VERIFY_KMS_KEY_ID",
+    )
     assert placeholders == {f"{k}_PLACEHOLDER" for k in keys}
     images = {container(objects, n)["image"] for n in ("flywheel-api", "flywheel-ui")}
     assert images == {"flywheel-app:latest"}
