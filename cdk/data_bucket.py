@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from collections.abc import Sequence
+
+from aws_cdk import CustomResourceProviderBase, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -10,6 +13,13 @@ DATA_PREFIX = "data/"
 QUARANTINE_PREFIX = "quarantine/"
 MODELS_PREFIX = "models/"
 VALIDATED_PREFIX = "validated/"  # the trainer's typed Parquet copies of accepted batches (docs/architecture.md)
+#: Every published model version (model.joblib, manifest.json, its signature): written by the trainer only.
+VERSIONS_KEYS = f"{MODELS_PREFIX}*/versions/*"
+#: What the bucket policy keeps from everybody but the trainer under VERSIONS_KEYS (a multipart upload is
+#: authorized as s3:PutObject too).
+VERSION_WRITE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
+#: The provider aws-cdk-lib adds to empty a bucket with `auto_delete_objects` on `cdk destroy` (retainData=false).
+_AUTO_DELETE_PROVIDER = "Custom::S3AutoDeleteObjectsCustomResourceProvider"
 
 
 class DataBucket(Construct):
@@ -25,6 +35,7 @@ class DataBucket(Construct):
         quarantine_expiration_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.retain = retain
         removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
 
         self.access_logs = s3.Bucket(
@@ -65,4 +76,28 @@ class DataBucket(Construct):
             ],
             removal_policy=removal,
             auto_delete_objects=not retain,
+        )
+
+    def reserve_versions(self, writers: Sequence[iam.IRole]) -> None:
+        """Deny writes and deletes under `models/*/versions/` to every principal but `writers` (the trainer's roles).
+
+        An explicit deny in the bucket policy beats any IAM allow, an administrator's included. The only other
+        exception is the aws-cdk-lib provider that empties the bucket on `cdk destroy` when the data is not
+        retained. S3 lifecycle expiration is not a request by a principal, so it still removes old versions.
+        """
+        arns = [role.role_arn for role in writers]
+        if not self.retain:
+            provider = Stack.of(self).node.try_find_child(_AUTO_DELETE_PROVIDER)
+            if not isinstance(provider, CustomResourceProviderBase):
+                raise LookupError(f"auto_delete_objects is on but {_AUTO_DELETE_PROVIDER} is not in the stack")
+            arns.append(provider.role_arn)
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="OnlyTheTrainerWritesModelVersions",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=VERSION_WRITE_ACTIONS,
+                resources=[self.bucket.arn_for_objects(VERSIONS_KEYS)],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": arns}},
+            )
         )

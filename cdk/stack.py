@@ -167,6 +167,8 @@ class FlywheelStack(Stack):
         )
 
         signing.allow(signers=[trainer.role, job.job_role], verifiers=[serving.app_role])
+        # Only the roles that may sign may publish: nobody else writes or deletes a model version.
+        data.reserve_versions([trainer.role, job.job_role])
 
         monitoring_dir = repo_root / MONITORING_DIR
         monitoring = ClusterMonitoring(
