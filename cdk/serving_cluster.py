@@ -1,11 +1,16 @@
-"""EKS (aws_eks_v2) with a managed node group, the app from k8s/overlays/eks, and Pod Identity for its pods."""
+"""EKS (aws_eks_v2) with a managed node group, the app from k8s/overlays/eks, and Pod Identity for its pods.
+
+Hardened by default (docs/security.md): the API endpoint is private unless `endpoint_cidrs` allow-lists a public
+one; nodes require IMDSv2 with a hop limit of 1 (pods cannot reach the node's instance credentials); the VPC
+CNI add-on runs its network policy agent so the app's NetworkPolicies are enforced; metrics-server feeds the HPA.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import cast
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import CfnResource, Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
@@ -21,6 +26,13 @@ from cdk.manifests import (
     UI_SERVICE_ACCOUNT,
     Manifest,
 )
+
+#: The root volume of the AL2023 EKS AMI (set in the launch template: a node group with one takes no disk size).
+ROOT_DEVICE = "/dev/xvda"
+#: VPC CNI add-on configuration: run the network policy agent, so NetworkPolicies are enforced.
+VPC_CNI_CONFIGURATION = {"enableNetworkPolicy": "true"}
+#: The EKS add-on (a community add-on) that serves the resource metrics API the HorizontalPodAutoscaler reads.
+METRICS_SERVER_ADDON = "metrics-server"
 
 
 class ServingCluster(Construct):
@@ -61,10 +73,11 @@ class ServingCluster(Construct):
             vpc=self.vpc,
             default_capacity_type=eks.DefaultCapacityType.NODEGROUP,
             default_capacity=0,
+            # Never open to 0.0.0.0/0: private only, unless a public endpoint is allow-listed with endpoint_cidrs.
             endpoint_access=(
                 eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*endpoint_cidrs)
                 if restricted
-                else eks.EndpointAccess.PUBLIC_AND_PRIVATE
+                else eks.EndpointAccess.PRIVATE
             ),
             cluster_logging=[
                 eks.ClusterLoggingTypes.API,
@@ -73,9 +86,28 @@ class ServingCluster(Construct):
                 eks.ClusterLoggingTypes.CONTROLLER_MANAGER,
                 eks.ClusterLoggingTypes.SCHEDULER,
             ],
-            # The kubectl handler runs in the VPC's private subnets, so it reaches the private endpoint even
-            # when the public one is restricted to `endpoint_cidrs`.
+            # The kubectl handler runs in the VPC's private subnets, so it reaches the private endpoint whether
+            # the public one is off or restricted to `endpoint_cidrs`.
             kubectl_provider_options=eks.KubectlProviderOptions(kubectl_layer=KubectlV35Layer(self, "KubectlLayer")),
+        )
+        # IMDSv2 only, with a hop limit of 1: the token's response cannot leave the node's own network namespace,
+        # so pods cannot read the node role's credentials from the instance metadata service.
+        self.launch_template = ec2.CfnLaunchTemplate(
+            self,
+            "NodeLaunchTemplate",
+            launch_template_data=ec2.CfnLaunchTemplate.LaunchTemplateDataProperty(
+                metadata_options=ec2.CfnLaunchTemplate.MetadataOptionsProperty(
+                    http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1
+                ),
+                block_device_mappings=[
+                    ec2.CfnLaunchTemplate.BlockDeviceMappingProperty(
+                        device_name=ROOT_DEVICE,
+                        ebs=ec2.CfnLaunchTemplate.EbsProperty(
+                            volume_size=disk_size_gib, volume_type="gp3", encrypted=True, delete_on_termination=True
+                        ),
+                    )
+                ],
+            ),
         )
         self.nodegroup = self.cluster.add_nodegroup_capacity(
             "Nodes",
@@ -83,11 +115,24 @@ class ServingCluster(Construct):
             min_size=min_size,
             desired_size=desired_size,
             max_size=max_size,
-            disk_size=disk_size_gib,
+            launch_template_spec=eks.LaunchTemplateSpec(
+                id=self.launch_template.ref, version=self.launch_template.attr_latest_version_number
+            ),
             ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
             capacity_type=eks.CapacityType.ON_DEMAND,
             enable_node_auto_repair=True,
         )
+        target = cast(eks.ICluster, self.cluster)  # jsii's Cluster satisfies ICluster; mypy cannot tell
+        # The managed VPC CNI takes over the one EKS installs (OVERWRITE) and runs the network policy agent.
+        self.vpc_cni = eks.Addon(
+            self, "VpcCni", cluster=target, addon_name="vpc-cni", configuration_values=VPC_CNI_CONFIGURATION
+        )
+        vpc_cni_resource = self.vpc_cni.node.default_child
+        assert isinstance(vpc_cni_resource, CfnResource)
+        vpc_cni_resource.add_property_override("ResolveConflicts", "OVERWRITE")
+        # metrics-server runs on the nodes: create it once they exist, so the add-on becomes active.
+        self.metrics_server = eks.Addon(self, "MetricsServer", cluster=target, addon_name=METRICS_SERVER_ADDON)
+        self.metrics_server.node.add_dependency(self.nodegroup)
         if admin_role_arn:
             self.cluster.grant_access(
                 "AdminAccess",

@@ -42,10 +42,71 @@ def test_cluster_version_logging_and_managed_nodes(template: Template):
             },
             "AmiType": "AL2023_x86_64_STANDARD",
             "CapacityType": "ON_DEMAND",
-            "DiskSize": DEFAULTS.node_disk_size_gib,
+            "DiskSize": Match.absent(),  # in the launch template (next test)
         },
     )
     template.resource_count_is("AWS::EKS::Nodegroup", 1)
+
+
+def test_nodes_require_imdsv2_with_hop_limit_1_and_an_encrypted_root_volume(synth: InProcessSynth):
+    template_id, launch_template = only(synth.resources("AWS::EC2::LaunchTemplate"), "ServingNodeLaunchTemplate")
+    data = launch_template["Properties"]["LaunchTemplateData"]
+    # Pods cannot reach the node role's credentials: IMDSv2's token answer does not survive a second hop.
+    assert data["MetadataOptions"] == {
+        "HttpEndpoint": "enabled",
+        "HttpTokens": "required",
+        "HttpPutResponseHopLimit": 1,
+    }
+    assert data["BlockDeviceMappings"] == [
+        {
+            "DeviceName": "/dev/xvda",  # the AL2023 EKS AMI's root volume
+            "Ebs": {
+                "VolumeSize": DEFAULTS.node_disk_size_gib,
+                "VolumeType": "gp3",
+                "Encrypted": True,
+                "DeleteOnTermination": True,
+            },
+        }
+    ]
+    _, nodegroup = only(synth.resources("AWS::EKS::Nodegroup"), "ServingClusterNodegroupNodes")
+    assert nodegroup["Properties"]["LaunchTemplate"] == {
+        "Id": {"Ref": template_id},
+        "Version": {"Fn::GetAtt": [template_id, "LatestVersionNumber"]},
+    }
+
+
+def test_api_endpoint_is_private_by_default(template: Template):
+    """No clusterEndpointCidrs: no public endpoint at all (the kubectl handler runs in the VPC)."""
+    template.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {
+            "ResourcesVpcConfig": Match.object_like(
+                {"EndpointPublicAccess": False, "EndpointPrivateAccess": True, "PublicAccessCidrs": Match.absent()}
+            )
+        },
+    )
+
+
+def test_vpc_cni_enforces_network_policies(synth: InProcessSynth):
+    cluster_id, _ = only(synth.resources("AWS::EKS::Cluster"), "ServingCluster")
+    _, addon = only(synth.resources("AWS::EKS::Addon"), "ServingVpcCni")
+    props = addon["Properties"]
+    assert (props["AddonName"], props["ClusterName"]) == ("vpc-cni", {"Ref": cluster_id})
+    assert json.loads(props["ConfigurationValues"]) == {"enableNetworkPolicy": "true"}
+    assert props["ResolveConflicts"] == "OVERWRITE"  # takes over the VPC CNI that EKS installs
+
+
+def test_metrics_server_add_on_feeds_the_hpa_once_nodes_exist(synth: InProcessSynth):
+    cluster_id, _ = only(synth.resources("AWS::EKS::Cluster"), "ServingCluster")
+    nodegroup_id, _ = only(synth.resources("AWS::EKS::Nodegroup"), "ServingClusterNodegroupNodes")
+    _, addon = only(synth.resources("AWS::EKS::Addon"), "ServingMetricsServer")
+    assert (addon["Properties"]["AddonName"], addon["Properties"]["ClusterName"]) == (
+        "metrics-server",
+        {"Ref": cluster_id},
+    )
+    assert nodegroup_id in addon["DependsOn"]
+    names = sorted(a["Properties"]["AddonName"] for a in synth.resources("AWS::EKS::Addon").values())
+    assert names == ["eks-pod-identity-agent", "metrics-server", "vpc-cni"]
 
 
 def test_kubectl_layer_matches_the_kubernetes_version(synth: InProcessSynth):
