@@ -1,7 +1,8 @@
 """The S3 model registry: immutable numbered versions, an alias moved by compare-and-swap, a trainer lock.
 
-Layout (DESIGN.md): models/<name>/versions/<n>/{model.joblib,manifest.json},
-models/<name>/aliases/production.json, models/<name>/lock.json.
+Layout (DESIGN.md): models/<name>/versions/<n>/{model.joblib,manifest.json,manifest.sig},
+models/<name>/aliases/production.json, models/<name>/lock.json. manifest.sig (raw DER bytes) is written only
+when the trainer has a signer (flywheel/signing.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from flywheel.errors import ConflictError, LockBusy, NotFound
+from flywheel.signing import Signer, statement
 from flywheel.storage import is_missing, is_not_modified, is_precondition_failed
 
 ALIAS = "production"
@@ -81,14 +83,30 @@ class Registry:
         return max(nums, default=0)
 
     def manifest(self, version: int) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.manifest_bytes(version))
+        return doc
+
+    def manifest_bytes(self, version: int) -> bytes:
+        """manifest.json exactly as stored (what its signature covers)."""
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=self.version_key(version, "manifest.json"))["Body"]
         except ClientError as e:
             if is_missing(e):
                 raise NotFound(f"model {self.name!r} has no version {version}", version=version) from e
             raise
-        doc: dict[str, Any] = json.loads(body.read())
-        return doc
+        data: bytes = body.read()
+        return data
+
+    def signature(self, version: int) -> bytes | None:
+        """manifest.sig (DER bytes), None when the version is unsigned."""
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=self.version_key(version, "manifest.sig"))
+        except ClientError as e:
+            if is_missing(e):
+                return None
+            raise
+        data: bytes = obj["Body"].read()
+        return data
 
     def model_bytes(self, version: int) -> bytes:
         try:
@@ -100,8 +118,11 @@ class Registry:
         data: bytes = obj["Body"].read()
         return data
 
-    def publish(self, model: bytes, manifest: dict[str, Any], attempts: int = 20) -> int:
-        """Claim the next number with a create-only write of model.joblib, then write its manifest."""
+    def publish(
+        self, model: bytes, manifest: dict[str, Any], attempts: int = 20, *, signer: Signer | None = None
+    ) -> int:
+        """Claim the next number with a create-only write of model.joblib, then write its manifest and, with a
+        signer, the manifest's signature (all create-only). The alias is moved by the caller, after this."""
         version = self._claimed() + 1
         for _ in range(attempts):
             try:
@@ -114,13 +135,25 @@ class Registry:
                     continue
                 raise
             doc = {**manifest, "version": version}
+            body = json.dumps(doc, indent=2, allow_nan=False).encode()
+            # signed before the manifest is written: a signing failure leaves an abandoned claim, not a version
+            # without a signature that a retry could promote; signed over the exact bytes stored
+            signature = signer.sign(statement(self.name, version, body)) if signer is not None else None
             self.s3.put_object(
                 Bucket=self.bucket,
                 Key=self.version_key(version, "manifest.json"),
-                Body=json.dumps(doc, indent=2, allow_nan=False).encode(),
+                Body=body,
                 ContentType="application/json",
                 IfNoneMatch="*",
             )
+            if signature is not None:
+                self.s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.version_key(version, "manifest.sig"),
+                    Body=signature,
+                    ContentType="application/octet-stream",
+                    IfNoneMatch="*",
+                )
             return version
         raise ConflictError(f"could not claim a version number after {attempts} attempts")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -57,6 +57,15 @@ class TrainerSettings(CoreSettings):
     train_threads: int = Field(default=0, ge=0)
     lock_ttl_seconds: int = Field(default=1200, gt=0)
     golden_rows: int = Field(default=8, ge=1, le=100)
+    # signed versions (flywheel/signing.py): a KMS key (cloud) or a PEM private key file (local); at most one
+    signing_kms_key_id: str | None = None
+    signing_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_signer(self) -> TrainerSettings:
+        if self.signing_kms_key_id and self.signing_key_file:
+            raise ValueError("set FLYWHEEL_SIGNING_KMS_KEY_ID or FLYWHEEL_SIGNING_KEY_FILE, not both")
+        return self
 
     @field_validator("estimators")
     @classmethod
@@ -100,6 +109,16 @@ class ServeSettings(CoreSettings):
     drift_window: int = Field(default=2000, ge=100)
     serve_models: str = ""  # comma-separated model names; empty: every registered model
     discover_interval_seconds: float = Field(default=30.0, gt=0)
+    # signed versions: with either set, a version without a valid signature is never served; with neither,
+    # unsigned versions are accepted (every deployment Flywheel creates sets one)
+    verify_kms_key_id: str | None = None
+    verify_public_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_verifier(self) -> ServeSettings:
+        if self.verify_kms_key_id and self.verify_public_key_file:
+            raise ValueError("set FLYWHEEL_VERIFY_KMS_KEY_ID or FLYWHEEL_VERIFY_PUBLIC_KEY_FILE, not both")
+        return self
 
     @field_validator("serve_models")
     @classmethod

@@ -25,6 +25,11 @@ def sqs_client(**kwargs: Any) -> Any:
     return boto3.client("sqs", config=_CONFIG, **kwargs)
 
 
+def kms_client(**kwargs: Any) -> Any:
+    """A KMS client (model-version signing); honours AWS_ENDPOINT_URL like the others."""
+    return boto3.client("kms", config=_CONFIG, **kwargs)
+
+
 def error_code(e: ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from flywheel import drift, registrations
+from flywheel import drift, registrations, signing
 from flywheel.batches import Quarantined
 from flywheel.catalog import Catalog, Entry, MissingCopy
 from flywheel.errors import FlywheelError, ModelVerificationError
@@ -263,7 +263,8 @@ def _train_and_publish(
     }
     publish_started = time.monotonic()
     out.timings["train"] = round(publish_started - train_started, 3)
-    version = registry.publish(model_bytes, manifest)
+    signer = signing.signer(s.signing_kms_key_id, s.signing_key_file)
+    version = registry.publish(model_bytes, manifest, signer=signer)
     out.version, out.status, out.reasons = version, decision.status, manifest["gate"]["reasons"]
     out.metrics = {**metrics, "primary_metric": PRIMARY_METRIC[schema.task]}
     if decision.promoted:

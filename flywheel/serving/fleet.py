@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flywheel import registrations
+from flywheel import registrations, signing
 from flywheel.errors import FlywheelError, NotFound, NotReady
 from flywheel.registry import Registry
 from flywheel.schema import Schema
@@ -86,6 +86,8 @@ class Fleet:
         self.models: dict[str, Hosted] = {}
         self.discovered = False  # the registrations were listed at least once
         self.budget = MemoryBudget()  # room for a new version given every model held
+        # one verifier for every model (a KMS public key is fetched once, at the first load)
+        self.verifier = signing.verifier(settings.verify_kms_key_id, settings.verify_public_key_file)
         self.activity = Activity()
         # one predict thread for every model (docs/serving.md, "Micro-batching and threads")
         self._predict = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -144,6 +146,7 @@ class Fleet:
             budget=self.budget,
             poll_interval=s.poll_interval_seconds,
             pinned_version=s.pinned_version if name == self.default else None,
+            verifier=self.verifier,
         )
         hosted = Hosted(name, host, DriftMonitor(self.metrics, name, s.drift_window), gating=gating)
         hosted.batcher = Batcher(

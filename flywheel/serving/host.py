@@ -1,12 +1,14 @@
 """The model host: poll one model's production alias, load + verify a new version, then swap it in atomically.
 
-A version that fails any check is never served; the old one keeps serving and the failure is counted
-and retried with backoff. S3 being unreachable never makes a loaded host unready. A replica runs one
+With a verifier configured, the manifest's signature is checked first, before anything else is read
+(flywheel/signing.py). A version that fails any check is never served; the old one keeps serving and the
+failure is counted and retried with backoff. S3 being unreachable never makes a loaded host unready. A replica runs one
 host per model (flywheel/serving/fleet.py); they share the process's memory budget.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -23,6 +25,7 @@ from flywheel.registry import Registry
 from flywheel.schema import Schema
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
+from flywheel.signing import SignatureError, Verifier, statement
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60.0
@@ -55,8 +58,9 @@ class ModelHost:
         budget: MemoryBudget | None = None,
         poll_interval: float = 5.0,
         pinned_version: int | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
-        self.registry, self.metrics = registry, metrics
+        self.registry, self.metrics, self.verifier = registry, metrics, verifier
         self.name = registry.name
         self.budget = budget if budget is not None else MemoryBudget()
         self.poll_interval, self.pinned = poll_interval, pinned_version
@@ -170,8 +174,15 @@ class ModelHost:
         self._failures = 0
 
     def verify(self, version: int) -> ServedModel:
-        """Download, check libraries, memory room, sha256 and golden outputs; nothing is served before this passes."""
-        manifest = self.registry.manifest(version)
+        """Download, check the signature, libraries, memory room, sha256 and golden outputs; nothing is served
+        before this passes, and model.joblib is not even downloaded before the signature checks out."""
+        raw = self.registry.manifest_bytes(version)
+        if self.verifier is not None:
+            signature = self.registry.signature(version)
+            if signature is None:
+                raise SignatureError(f"v{version} has no manifest.sig and this replica serves only signed versions")
+            self.verifier.verify(statement(self.name, version, raw), signature)
+        manifest: dict[str, Any] = json.loads(raw)
         check_libraries(manifest["libraries"])
         size = int(manifest.get("size_bytes", 0))
         with self.budget.reserve(self.name, version, size):
