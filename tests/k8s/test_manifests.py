@@ -120,6 +120,7 @@ def test_overlay_renders_the_contract_objects(overlay: str) -> None:
         ("Service", "flywheel-ui"),
         ("HorizontalPodAutoscaler", "flywheel-api"),
         ("PodDisruptionBudget", "flywheel-api"),
+        ("PodDisruptionBudget", "flywheel-ui"),
         ("NetworkPolicy", "default-deny"),
         ("ServiceMonitor", "flywheel-api"),
     ]:
@@ -241,6 +242,32 @@ def test_ui_serves_streamlit_with_a_writable_home(overlay: str) -> None:
     empty_dirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
     mounts = {m["mountPath"] for m in ui["volumeMounts"] if m["name"] in empty_dirs}
     assert {"/home/flywheel", "/tmp"} <= mounts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ui_runs_two_replicas_that_a_drain_never_takes_both_of(overlay: str) -> None:
+    objects = render(overlay)
+    deployment = find(objects, "Deployment", "flywheel-ui")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    keys = {c["topologyKey"] for c in pod_spec(deployment)["topologySpreadConstraints"]}
+    assert {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys
+    pdb = find(objects, "PodDisruptionBudget", "flywheel-ui")["spec"]
+    assert pdb["selector"] == {"matchLabels": {"app.kubernetes.io/name": "flywheel-ui"}}
+    assert 1 <= pdb["minAvailable"] < deployment["spec"]["replicas"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_pod_mounts_a_kubernetes_api_token(overlay: str) -> None:
+    """Nothing here calls the Kubernetes API; Pod Identity injects a projected token of its own (audience
+    pods.eks.amazonaws.com) regardless of automountServiceAccountToken."""
+    objects = render(overlay)
+    loads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    assert {w["metadata"]["name"] for w in loads} >= {"flywheel-api", "flywheel-ui"}
+    for w in loads:
+        assert pod_spec(w).get("automountServiceAccountToken") is False, ref(w)
+    for account in (o for o in objects if o["kind"] == "ServiceAccount"):
+        assert account.get("automountServiceAccountToken") is False, ref(account)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
