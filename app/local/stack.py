@@ -96,16 +96,20 @@ class LocalStack:
                                                     "AWS_REGION", "AWS_DEFAULT_REGION")})  # fmt: skip
         self.mirror: Mirror | None = None
         self.stack_file: Path | None = None
+        # the trainer's signing key pair (made once, kept with the state; .flywheel/ is git-ignored)
+        self.signing_key = opts.state_dir / "signing" / "trainer-key.pem"
+        self.verify_key = opts.state_dir / "signing" / "trainer-key.pub.pem"
         self._stop = threading.Event()
 
     # -- processes ---------------------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
         out = (self.logs / f"{name}.log").open("ab")
         # own session: Ctrl-C reaches only `up`, which then stops the children in order (S3 synced last)
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            args, cwd=ROOT, env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
         self.procs.append((name, proc))
         return proc
 
@@ -117,6 +121,7 @@ class LocalStack:
         o = self.o
         o.state_dir.mkdir(parents=True, exist_ok=True)
         _say(f"state in {o.state_dir} (logs in {self.logs})")
+        self._signing_keys()
         _say(f"1/5 embedded S3 + SQS (moto) on {self.endpoint}")
         moto = self._spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(o.s3_port)])
         _wait("moto", lambda: _http_ok(self.endpoint + "/moto-api/data.json"), 30, moto)
@@ -126,12 +131,14 @@ class LocalStack:
         # handed to a job, here a local `flywheel retrain` process
         self.env.update({"FLYWHEEL_QUEUE_URL": queue_url, "FLYWHEEL_OFFLOAD": "process"})
         self._spawn("worker", [sys.executable, "-m", "app.local.worker", "--queue-url", queue_url,
-                               "--debounce", str(o.debounce)])  # fmt: skip
+                               "--debounce", str(o.debounce)],
+                    env={"FLYWHEEL_SIGNING_KEY_FILE": str(self.signing_key)})  # fmt: skip
         _say(f"3/5 {o.replicas} API replica(s)")
         apis = [
             self._spawn(
                 f"api-{i}",
                 [sys.executable, "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port", str(o.api_port + i)],
+                env={"FLYWHEEL_VERIFY_PUBLIC_KEY_FILE": str(self.verify_key)},  # replicas serve signed versions only
             )
             for i in range(o.replicas)
         ]
@@ -151,6 +158,16 @@ class LocalStack:
                 _wait(f"every model on {url}", lambda url=url: _all_served(url), 300, proc)
         _say(f"ready in {time.monotonic() - started:.0f}s")
         self._banner()
+
+    def _signing_keys(self) -> None:
+        """A P-256 key pair for signed versions, made on the first start (the private key file is mode 0600)."""
+        from flywheel.signing import generate_key_pair
+
+        if self.signing_key.exists() and self.verify_key.exists():
+            return
+        self.signing_key.unlink(missing_ok=True)
+        generate_key_pair(self.signing_key, self.verify_key)
+        _say(f"new signing key pair in {self.signing_key.parent} (versions signed by an earlier key are refused)")
 
     def _wire(self) -> str:
         """Bucket (versioned), queue + DLQ, notification data/ -> queue: as the CDK stack wires them."""
@@ -189,6 +206,7 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": self.env["AWS_SECRET_ACCESS_KEY"], "AWS_REGION": "us-east-1",
             "FLYWHEEL_BUCKET": o.bucket, "FLYWHEEL_MODEL_NAME": o.model_name,
             "FLYWHEEL_API_URL": f"http://127.0.0.1:{o.api_port}",
+            "FLYWHEEL_SIGNING_KEY_FILE": str(self.signing_key),  # `flywheel retrain` here signs like the worker
         })  # fmt: skip
         return str(url)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -203,6 +204,15 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     assert "missing column" in report["error"]
     assert up.served() == [2, 2]
     assert [m["version"] for m in _models(up)] == [1, 2]
+
+    # every version is signed with the key pair made once under the state dir; the private key is never logged
+    private = up.state / "signing" / "trainer-key.pem"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    for name, version in (("savings", 1), ("savings", 2), ("churn", 1)):
+        s3.head_object(Bucket="flywheel-local", Key=f"models/{name}/versions/{version:06d}/manifest.sig")
+    secret = private.read_text().splitlines()[1]
+    logs = "\n".join(up.lines) + "".join(p.read_text(errors="replace") for p in (up.state / "logs").glob("*.log"))
+    assert secret not in logs
 
     # roll back: every replica follows
     assert "production -> v1" in up.cli("rollback", "--model", "savings")
