@@ -33,12 +33,13 @@ def _table(name: str, schema: Any, rows: list[dict[str, Any]]) -> None:
         print(f"  no versions yet: drop a batch (flywheel drop FILE --model {name})\n")
         return
     print(f"{'':2}{'version':>7}  {'status':9} {'estimator':9} {'metric':17} {'cand':>8} {'prod':>8} {'naive':>8} "
-          f"{'rows':>9}  created")  # fmt: skip
+          f"{'rows':>9}  {'signed':6}  created")  # fmt: skip
     for r in rows:
         prev = "" if r["previous_production"] is None else f"{r['previous_production']:.4f}"
         mark = "* " if r["production"] else "  "
         print(f"{mark}{r['version']:>7}  {r['status']:9} {r['estimator']:9} {r['metric']:17} {r['candidate']:>8.4f} "
-              f"{prev:>8} {r['baseline']:>8.4f} {r['rows']:>9}  {r['created_at']}")  # fmt: skip
+              f"{prev:>8} {r['baseline']:>8.4f} {r['rows']:>9}  {'yes' if r['signed'] else 'no':6}  "
+              f"{r['created_at']}")  # fmt: skip
     print()
 
 
@@ -63,7 +64,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     for n in names:
         _table(n, found[n], listing[n])
-    print("* = production. 'prod' is the production model's score on the candidate's holdout at training time.")
+    print("* = production. 'prod' is the production model's score on the candidate's holdout at training time. "
+          "'signed': the version has a manifest.sig (replicas with a verifier serve only valid ones).")  # fmt: skip
     return 0
 
 

@@ -9,8 +9,9 @@ from flywheel.registry import Alias, Registry
 
 
 def summaries(registry: Registry) -> list[dict[str, Any]]:
-    """One row per version, oldest first, with the gate's numbers and whether it serves."""
+    """One row per version, oldest first, with the gate's numbers, whether it serves and whether it is signed."""
     alias = registry.alias()
+    signed = registry.signed_versions()
     rows = []
     for v in registry.versions():
         m = registry.manifest(v)
@@ -21,6 +22,7 @@ def summaries(registry: Registry) -> list[dict[str, Any]]:
                 "version": v,
                 "status": m["status"],
                 "production": alias is not None and alias.version == v,
+                "signed": v in signed,
                 "created_at": m["created_at"],
                 "estimator": m["estimator"],
                 "metric": primary,

@@ -70,6 +70,17 @@ class Registry:
                     found.add(int(parts[1]))
         return sorted(found)
 
+    def signed_versions(self) -> set[int]:
+        """Version numbers with a manifest.sig (present; whether it verifies is the serving side's check)."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.root}versions/")
+        found: set[int] = set()
+        for page in pages:
+            for obj in page.get("Contents", []):
+                parts = obj["Key"][len(self.root) :].split("/")
+                if len(parts) == 3 and parts[2] == "manifest.sig" and parts[1].isdigit():
+                    found.add(int(parts[1]))
+        return found
+
     def _claimed(self) -> int:
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{self.root}versions/", Delimiter="/"

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from prometheus_client import CollectorRegistry
 
+from flywheel.lifecycle import summaries
 from flywheel.manifest import dump_model
 from flywheel.registry import Registry
 from flywheel.serving.host import ModelHost
@@ -102,6 +103,7 @@ def test_key_file_signing_and_unsigned_versions_refused(
     signature = registry.signature(2)
     assert signature is not None
     PublicKeyVerifier.from_pem_file(public).verify(statement("savings", 2, registry.manifest_bytes(2)), signature)
+    assert [r["signed"] for r in summaries(registry)] == [False, True]  # `flywheel models` shows it
     wait_for(lambda: serving_version(api.url) == 2, 30, what="signed v2 served")
 
 
