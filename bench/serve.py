@@ -147,12 +147,17 @@ def two_models(seconds: int, swap_every: float) -> int:
             print(f"{n}: {moves[n]} alias moves (every {swap_every}s), {float(ok.group(1)) - 1 if ok else 0:.0f} "
                   "swaps done by the replica")  # fmt: skip
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _stop(procs, tmp)
     return 0
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
+    """Stop every server this run started and remove its files."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=30)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
@@ -262,11 +267,7 @@ def main() -> int:
             print(f"\nswaps: {moves[0]} alias moves (every {args.swap_every}s) during {r['requests']:.0f} requests "
                   f"at c=16: failed {r['errors']:.0f}, p99 {r['p99']:.2f} ms, {r['rps']:.0f} req/s")  # fmt: skip
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _stop(procs, tmp)
     return 0
 
 

@@ -124,7 +124,7 @@ class Catalog:
         try:
             self.s3.download_file(self.bucket, self.parquet_key(entry.sha256), str(path))
         except ClientError as e:
-            if is_missing(e) or str(e.response.get("Error", {}).get("Code")) == "404":
+            if is_missing(e):
                 raise MissingCopy(f"validated copy of {entry.key} is missing", file=entry.key) from e
             raise
         try:

@@ -11,14 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.cli_env import settings_error, use_local_stack
-from flywheel.cli_models import actor, add_parsers
+from flywheel.cli_models import actor, add_parsers, core
 from flywheel.errors import FlywheelError
-
-
-def _core(args: argparse.Namespace, cls: Any = None) -> Any:
-    from flywheel.settings import CoreSettings
-
-    return (cls or CoreSettings)(**({"bucket": args.bucket} if args.bucket else {}))
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
@@ -39,7 +33,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from flywheel.storage import s3_client
     from flywheel.trainer import retrain
 
-    s = _core(args, TrainerSettings)
+    s = core(args, TrainerSettings)
     adopt = None if args.adopt_lock in (None, "", "none") else args.adopt_lock
     outcome = retrain(s, s3_client(), model=args.model, actor=actor(), adopt_lock=adopt)
     for q in outcome.quarantined:
@@ -56,7 +50,7 @@ def cmd_drop(args: argparse.Namespace) -> int:
     from flywheel.storage import s3_client
     from flywheel.uploads import put_new
 
-    s = _core(args)
+    s = core(args)
     path = Path(args.file)
     if not path.is_file():
         raise FlywheelError(f"{path}: no such file")

@@ -45,10 +45,13 @@ def settings_error(e: Any, local: Path | None) -> str:
     wrong: list[str] = []
     for err in e.errors():
         name = "FLYWHEEL_" + str(err["loc"][0]).upper() if err.get("loc") else "a setting"
-        (missing if err.get("type") == "missing" else wrong).append(f"{name} ({err.get('msg')})")
+        if err.get("type") == "missing":
+            missing.append(name)
+        else:
+            wrong.append(f"{name} ({err.get('msg')})")
     parts = []
     if missing:
-        parts.append("missing setting " + ", ".join(m.split(" (")[0] for m in missing))
+        parts.append("missing setting " + ", ".join(missing))
     if wrong:
         parts.append("invalid " + "; ".join(wrong))
     where = (

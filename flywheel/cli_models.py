@@ -12,10 +12,11 @@ def actor() -> str:
     return os.environ.get("USER") or os.environ.get("USERNAME") or "operator"
 
 
-def core(args: argparse.Namespace) -> Any:
+def core(args: argparse.Namespace, cls: Any = None) -> Any:
+    """Settings from the environment, with --bucket when given (`cls`: a richer settings class)."""
     from flywheel.settings import CoreSettings
 
-    return CoreSettings(**({"bucket": args.bucket} if args.bucket else {}))
+    return (cls or CoreSettings)(**({"bucket": args.bucket} if args.bucket else {}))
 
 
 def registry(args: argparse.Namespace) -> Any:

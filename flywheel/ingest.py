@@ -138,7 +138,7 @@ def quarantine_unrouted(s3: Any, settings: Any, key: str, name: str, known: list
     try:
         head = s3.head_object(Bucket=settings.bucket, Key=key)
     except ClientError as e:
-        if is_missing(e) or str(e.response.get("Error", {}).get("Code")) == "404":
+        if is_missing(e):
             return None
         raise
     message = (

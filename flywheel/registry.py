@@ -150,23 +150,15 @@ class Registry:
             # signed before the manifest is written: a signing failure leaves an abandoned claim, not a version
             # without a signature that a retry could promote; signed over the exact bytes stored
             signature = signer.sign(statement(self.name, version, body)) if signer is not None else None
-            self.s3.put_object(
-                Bucket=self.bucket,
-                Key=self.version_key(version, "manifest.json"),
-                Body=body,
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
+            self._create(self.version_key(version, "manifest.json"), body, "application/json")
             if signature is not None:
-                self.s3.put_object(
-                    Bucket=self.bucket,
-                    Key=self.version_key(version, "manifest.sig"),
-                    Body=signature,
-                    ContentType="application/octet-stream",
-                    IfNoneMatch="*",
-                )
+                self._create(self.version_key(version, "manifest.sig"), signature, "application/octet-stream")
             return version
         raise ConflictError(f"could not claim a version number after {attempts} attempts")
+
+    def _create(self, key: str, body: bytes, content_type: str) -> None:
+        """A create-only write: versions are immutable."""
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
 
     # -- alias -------------------------------------------------------------------------------------
     def alias(self) -> Alias | None:

@@ -89,17 +89,18 @@ def _frames(
     catalog: Catalog, chosen: list[Entry], schema: Schema, workdir: Path, refresh: Callable[[], Ingested]
 ) -> pd.DataFrame:
     """The window's rows from the validated copies; a copy gone or altered is re-made from its CSV once."""
-    for attempt in (1, 2):
-        try:
-            entries = [catalog.entries.get(e.key, e) for e in chosen]
-            return pd.concat([catalog.frame(e, schema, workdir) for e in entries], ignore_index=True)
-        except MissingCopy as e:
-            if attempt == 2:
-                raise
-            log.warning("%s: validating the batch again", e.message, extra={"file": e.key})
-            catalog.forget(e.key)
-            refresh()
-    raise AssertionError("unreachable")
+
+    def load() -> pd.DataFrame:
+        entries = [catalog.entries.get(e.key, e) for e in chosen]
+        return pd.concat([catalog.frame(e, schema, workdir) for e in entries], ignore_index=True)
+
+    try:
+        return load()
+    except MissingCopy as e:
+        log.warning("%s: validating the batch again", e.message, extra={"file": e.key})
+        catalog.forget(e.key)
+    refresh()
+    return load()
 
 
 def remove_stale_workdirs() -> None:

@@ -88,7 +88,17 @@ def _np(arr: Any) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False))
 
 
-def _numeric(arr: Any, name: str, f: Any, problems: Problems, offset: int) -> pa.Array:
+def _numeric(
+    arr: Any,
+    name: str,
+    problems: Problems,
+    offset: int,
+    *,
+    lo: float | None,
+    hi: float | None,
+    integer: bool = False,
+    nullable: bool = False,
+) -> pa.Array:
     s = pc.utf8_trim_whitespace(arr)
     empty_arrow = pc.or_(pc.equal(s, ""), pc.is_in(pc.utf8_lower(s), value_set=NULL_TOKENS))
     empty = _np(empty_arrow).astype(bool)
@@ -98,16 +108,16 @@ def _numeric(arr: Any, name: str, f: Any, problems: Problems, offset: int) -> pa
     except pa.ArrowInvalid:  # some cell is not a number: find which, the slow way
         values = pd.to_numeric(pd.Series(_np(cleaned), dtype=object), errors="coerce").to_numpy("float64")
         problems.add("type", name, f"'{name}' is not a number", np.isnan(values) & ~empty, offset)
-    if not f.nullable:
+    if not nullable:
         problems.add("null", name, f"'{name}' is empty but not nullable", empty, offset)
     finite = ~np.isnan(values)
     with np.errstate(invalid="ignore"):
         problems.add("range", name, f"'{name}' is infinite", finite & np.isinf(values), offset)
-        if f.min is not None:
-            problems.add("range", name, f"'{name}' below {f.min:g}", finite & (values < f.min), offset)
-        if f.max is not None:
-            problems.add("range", name, f"'{name}' above {f.max:g}", finite & (values > f.max), offset)
-        if getattr(f, "integer", False):
+        if lo is not None:
+            problems.add("range", name, f"'{name}' below {lo:g}", finite & (values < lo), offset)
+        if hi is not None:
+            problems.add("range", name, f"'{name}' above {hi:g}", finite & (values > hi), offset)
+        if integer:
             whole = np.isinf(values) | (values == np.round(values))
             problems.add("type", name, f"'{name}' is not a whole number", finite & ~whole, offset)
     return pa.array(values, type=pa.float64(), mask=~finite)
@@ -251,23 +261,17 @@ def _type_block(block: pa.RecordBatch, raw: dict[str, str], schema: Schema, foun
     for f in schema.features:
         arr = block.column(raw[f.name])
         if f.type == "numeric":
-            cols[f.name] = _numeric(arr, f.name, f, found, offset)
+            cols[f.name] = _numeric(
+                arr, f.name, found, offset, lo=f.min, hi=f.max, integer=f.integer, nullable=f.nullable
+            )
         else:
             cols[f.name] = _categorical(arr, f.name, f.categories or (), f.nullable, found, offset)
     t, arr = schema.target, block.column(raw[schema.target.name])
     if t.classes:
         cols[t.name] = _categorical(arr, t.name, t.classes, False, found, offset)
     else:
-        cols[t.name] = _numeric(arr, t.name, _TargetSpec(t.min, t.max), found, offset)
+        cols[t.name] = _numeric(arr, t.name, found, offset, lo=t.min, hi=t.max)
     return pa.table(cols)
-
-
-@dataclass(frozen=True)
-class _TargetSpec:
-    min: float | None
-    max: float | None
-    nullable: bool = False
-    integer: bool = False
 
 
 def to_frame(table: pa.Table, schema: Schema) -> pd.DataFrame:

@@ -11,11 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.local.probes import all_served, http_ok, served, wait
 from app.local.state import Mirror
 from flywheel.cli_env import write_stack_file
 from flywheel.errors import FlywheelError
@@ -47,25 +47,6 @@ class Options:
 
 def _say(msg: str) -> None:
     print(f"[flywheel up] {msg}", flush=True)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback URLs we built
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
-def _wait(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}; see its log")
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class LocalStack:
@@ -124,7 +105,7 @@ class LocalStack:
         self._signing_keys()
         _say(f"1/5 embedded S3 + SQS (moto) on {self.endpoint}")
         moto = self._spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(o.s3_port)])
-        _wait("moto", lambda: _http_ok(self.endpoint + "/moto-api/data.json"), 30, moto)
+        wait("moto", lambda: http_ok(self.endpoint + "/moto-api/data.json"), 30, moto)
         queue_url = self._wire()
         _say("2/5 trainer worker (the Lambda handler, fed by the queue)")
         # as in the cloud: a busy lock re-queues a delayed retrain; a retrain too big for a Lambda's limits is
@@ -149,13 +130,13 @@ class LocalStack:
         if o.prometheus:
             self._start_prometheus()
         for url, proc in zip(self.api_urls(), apis, strict=True):
-            _wait(f"API {url}", lambda url=url: _http_ok(url + "/healthz"), 60, proc)
+            wait(f"API {url}", lambda url=url: http_ok(url + "/healthz"), 60, proc)
         _say("5/5 waiting for a model to serve (first start trains on the seed batch: ~10-30 s)")
         started = time.monotonic()
         for url, proc in zip(self.api_urls(), apis, strict=True):
-            _wait(f"a model on {url}", lambda url=url: _http_ok(url + "/readyz"), 300, proc)
+            wait(f"a model on {url}", lambda url=url: http_ok(url + "/readyz"), 300, proc)
             if o.seed:  # every seeded model trains in turn: wait for the last one too
-                _wait(f"every model on {url}", lambda url=url: _all_served(url), 300, proc)
+                wait(f"every model on {url}", lambda url=url: all_served(url), 300, proc)
         _say(f"ready in {time.monotonic() - started:.0f}s")
         self._banner()
 
@@ -286,7 +267,7 @@ class LocalStack:
                 if proc.poll() is not None:
                     _say(f"{name} exited with status {proc.returncode}: see {self.logs / (name + '.log')}")
                     self._stop.set()
-            versions = {u: _served(u) for u in self.api_urls()}
+            versions = {u: served(u) for u in self.api_urls()}
             if versions != last and all(v is not None for v in versions.values()):
                 _say("serving " + ", ".join(f"{u.rsplit(':', 1)[1]}: v{v}" for u, v in versions.items()))
             last = versions
@@ -312,27 +293,6 @@ class LocalStack:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         _say("stopped")
-
-
-def _all_served(url: str) -> bool:
-    import json
-
-    try:
-        with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:  # noqa: S310 - loopback
-            models = json.loads(r.read())["models"]
-    except (OSError, ValueError, KeyError):
-        return False
-    return bool(models) and all(m.get("ready") for m in models)
-
-
-def _served(url: str) -> int | None:
-    import json
-
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=2) as r:  # noqa: S310 - loopback
-            return int(json.loads(r.read())["model_version"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def up(opts: Options) -> int:
