@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=["savings", "churn"], default="savings", help="which demo dataset")
 
     add_parsers(add, _common)
+    from flywheel import cli_identity  # `flywheel identity token`: local sign-in for the UI
+
+    cli_identity.add_parsers(add)
 
     p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
     _common(p)
