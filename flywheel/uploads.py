@@ -7,6 +7,7 @@ refused, atomically (`IfNoneMatch="*"`), with a message saying how to choose ano
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
@@ -19,11 +20,26 @@ class BatchExists(ConflictError):
     """A batch with this name is already under data/."""
 
 
-def put_new(s3: Any, bucket: str, key: str, body: bytes | IO[bytes], *, via: str, how_to_rename: str) -> None:
-    """Create `key`; raise BatchExists when it is taken (nothing is written then)."""
+def put_new(
+    s3: Any,
+    bucket: str,
+    key: str,
+    body: bytes | IO[bytes],
+    *,
+    via: str,
+    how_to_rename: str,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Create `key` (object metadata `uploaded-via` plus `metadata`, e.g. `uploaded-by`); raise BatchExists when
+    it is taken (nothing is written then)."""
     try:
         s3.put_object(
-            Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="text/csv", Metadata={"uploaded-via": via}
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            IfNoneMatch="*",
+            ContentType="text/csv",
+            Metadata={**(metadata or {}), "uploaded-via": via},
         )
     except ClientError as e:
         if is_precondition_failed(e):

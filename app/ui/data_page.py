@@ -4,12 +4,13 @@ ones with their reasons."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import clients, picker
+from app.ui import auth, clients, picker
 from app.ui.uploads import put_batch
 from flywheel import registrations
 from flywheel.settings import CoreSettings
@@ -39,6 +40,9 @@ def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
         {"key": o["Key"], "size": int(o["Size"]), "modified": o["LastModified"].isoformat(timespec="seconds")}
         for o in store.objects()
     ]
+    objects.sort(key=lambda o: o["modified"], reverse=True)
+    for o in objects[:MAX_UPLOADERS]:
+        o["uploaded by"] = _uploader(store.s3, bucket, o["key"])
     return {
         "objects": objects,
         "quarantined": store.quarantined(),
@@ -47,39 +51,72 @@ def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
     }
 
 
+MAX_UPLOADERS = 100  # one HEAD per batch: the newest ones say who uploaded them
+
+
+def _uploader(s3: Any, bucket: str, key: str) -> str:
+    """Who uploaded a batch (object metadata `uploaded-by`, else the tool from `uploaded-via`, else unknown)."""
+    try:
+        meta = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+    except ClientError:
+        return "?"
+    if meta.get("uploaded-by"):
+        return unquote(meta["uploaded-by"])
+    return f"({meta['uploaded-via']})" if meta.get("uploaded-via") else "—"
+
+
 def _where(core: CoreSettings, name: str) -> str:
     """Where model `name`'s batches are listed from."""
     folder = registrations.data_prefix(core, name)
     return f"{folder} and {core.data_prefix}*" if name == core.model_name else folder
 
 
-def _upload(core: CoreSettings, name: str) -> None:
-    prefix = registrations.data_prefix(core, name)
-    with st.form("upload", clear_on_submit=True):
-        st.markdown(f"**Upload a batch for {name}** into `s3://{core.bucket}/{prefix}`")
-        file = st.file_uploader("CSV file (header = the schema's features and target)", type=["csv"])
-        save_as = st.text_input("Save as (optional)", placeholder="the file's name", help="batches are never replaced")
-        submitted = st.form_submit_button("Upload", icon=":material/upload:")
-    if not submitted:
+FLASH = "data_flash"  # (kind, message) of the last upload, shown once
+
+
+def _submit(core: CoreSettings, name: str) -> None:
+    """The form's callback: re-check the operator role at the moment of the write (never trust that the form
+    was shown), then upload with the identity recorded."""
+    file, save_as = st.session_state.get("upload-file"), str(st.session_state.get("upload-save-as") or "")
+    who = auth.operator()
+    if who is None:
+        st.session_state[FLASH] = ("error", auth.REFUSED.format(what="upload a batch"))
         return
     if file is None:
-        st.warning("Choose a CSV file first.")
+        st.session_state[FLASH] = ("warning", "Choose a CSV file first.")
         return
+    prefix = registrations.data_prefix(core, name)
     try:
-        key = put_batch(clients.s3(), core.bucket, prefix, save_as.strip() or file.name, file.getvalue())
+        key = put_batch(clients.s3(), core.bucket, prefix, save_as.strip() or file.name, file.getvalue(),
+                        uploaded_by=who.label)  # fmt: skip
     except BatchExists as e:
-        st.error(e.message)
+        st.session_state[FLASH] = ("error", e.message)
         return
     except (ClientError, BotoCoreError) as e:
-        st.error(f"Upload failed: {e}")
+        st.session_state[FLASH] = ("error", f"Upload failed: {e}")
         return
     _load.clear()
     picker.clear()  # the trainer registers the default model on its first run
-    st.success(
-        f"Uploaded {file.name} as s3://{core.bucket}/{key} ({human_bytes(file.size)}). The bucket notifies the "
-        "trainer: it validates the batch and retrains; a new version appears on the Models page, or the batch "
-        "shows up under Quarantined below with the reason."
-    )
+    st.session_state[FLASH] = ("success", (
+        f"Uploaded {file.name} as s3://{core.bucket}/{key} ({human_bytes(file.size)}) by {who.label}. The bucket "
+        "notifies the trainer: it validates the batch and retrains; a new version appears on the Models page, or "
+        "the batch shows up under Quarantined below with the reason."
+    ))  # fmt: skip
+
+
+def _upload(core: CoreSettings, name: str) -> None:
+    flash = st.session_state.pop(FLASH, None)
+    if flash:
+        {"success": st.success, "warning": st.warning}.get(flash[0], st.error)(flash[1])
+    if not auth.current_identity().is_operator:
+        st.caption(f"Uploading a batch for {name} is for operators (or `flywheel drop FILE --model {name}`).")
+        return
+    with st.form("upload", clear_on_submit=True):
+        st.markdown(f"**Upload a batch for {name}** into `s3://{core.bucket}/{registrations.data_prefix(core, name)}`")
+        st.file_uploader("CSV file (header = the schema's features and target)", type=["csv"], key="upload-file")
+        st.text_input("Save as (optional)", placeholder="the file's name", help="batches are never replaced",
+                      key="upload-save-as")  # fmt: skip
+        st.form_submit_button("Upload", icon=":material/upload:", on_click=_submit, args=(core, name))
 
 
 def _accepted(loaded: dict[str, Any], core: CoreSettings, name: str) -> None:
@@ -92,10 +129,11 @@ def _accepted(loaded: dict[str, Any], core: CoreSettings, name: str) -> None:
     production, trained = loaded["production"], set(loaded["trained"])
     frame = pd.DataFrame(objects)
     frame["size"] = frame["size"].map(human_bytes)
+    frame["uploaded by"] = frame["uploaded by"].fillna("") if "uploaded by" in frame else ""
     frame[f"in v{production}" if production else "in production"] = frame["key"].map(
         lambda k: "✓" if k in trained else ""
     )
-    st.dataframe(frame.sort_values("modified", ascending=False), hide_index=True)
+    st.dataframe(frame, hide_index=True)
     st.caption(
         "Batches that pass validation stay here; a batch just uploaded stays here until the trainer has run."
         + (f" ✓ = in the training data of production v{production}." if production else "")

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.ui import clients, picker
+from app.ui import auth, clients, picker
 from app.ui.version_watch import served_version_notice
 
 VIEWS = Path(__file__).resolve().parent / "views"
 
 st.set_page_config(page_title="Flywheel", page_icon="🎡", layout="wide")
 settings = clients.settings_or_stop()
+who = auth.current_identity()  # a sign-in prompt (or why sign-in was refused) and nothing else until signed in
 page = st.navigation(
     [
         st.Page(VIEWS / "predict.py", title="Predict", icon=":material/online_prediction:", default=True),
@@ -22,6 +23,7 @@ page = st.navigation(
     ]
 )
 with st.sidebar:
+    auth.sidebar(who)
     picker.choose()
     st.caption(
         f"API {settings.api_url} · " + (f"bucket `{settings.bucket}`" if settings.bucket else "no bucket configured")

@@ -8,12 +8,11 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import clients, picker
+from app.ui import auth, clients, picker
 from flywheel.errors import ConflictError, NotFound
 from flywheel.lifecycle import promote, rollback, summaries
 from flywheel.settings import CoreSettings
 
-ACTOR = "ui"
 FLASH = "models_flash"  # (kind, message) of the last action, shown once
 _MARKS = {"passed": "✅", "failed": "❌"}
 
@@ -37,15 +36,21 @@ def _force_key(name: str, version: int) -> str:
 
 
 def _act(core: CoreSettings, name: str, what: str, version: int | None = None) -> None:
-    """Button callback: move model `name`'s alias with the same compare-and-swap as the CLI, report the outcome."""
+    """Button callback: move model `name`'s alias with the same compare-and-swap as the CLI, recording who did
+    it, and report the outcome. The operator role is checked again here: a button is not a permission."""
+    who = auth.operator()
+    if who is None:
+        st.session_state[FLASH] = ("error", auth.REFUSED.format(what=f"{what} a version"))
+        return
     registry = clients.registry(core, name)
     try:
         if what == "promote" and version is not None:
             force = bool(st.session_state.get(_force_key(name, version), False))
-            alias = promote(registry, version, actor=ACTOR, force=force)
+            reason = f"forced by {who.label} (the gate rejected v{version})" if force else ""
+            alias = promote(registry, version, actor=who.label, force=force, reason=reason)
             message = f"{name}: production → v{alias.version}."
         else:
-            alias = rollback(registry, actor=ACTOR)
+            alias = rollback(registry, actor=who.label)
             message = f"Rolled back {name}: production → v{alias.version} (was v{alias.doc['previous']})."
     except (ConflictError, NotFound) as e:
         st.session_state[FLASH] = ("error", e.message)
@@ -59,8 +64,9 @@ def _act(core: CoreSettings, name: str, what: str, version: int | None = None) -
 def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame["production"] = frame["production"].map({True: "★", False: ""})
+    frame["signed"] = frame["signed"].map({True: "✓", False: "✗ unsigned"})
     frame["reasons"] = frame["reasons"].map("; ".join)
-    columns = ["production", "version", "status", "created_at", "estimator", "metric", "candidate",
+    columns = ["production", "version", "status", "signed", "created_at", "estimator", "metric", "candidate",
                "previous_production", "baseline", "rows", "batches", "reasons"]  # fmt: skip
     return frame[columns].sort_values("version", ascending=False)
 
@@ -100,17 +106,22 @@ def _details(core: CoreSettings, name: str, rows: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame(metrics).rename_axis("metric"), width="content")
     st.caption(
         f"{row['estimator']} trained on {row['rows']} rows from {row['batches']} batch(es) at {row['created_at']}; "
-        f"sha256 {manifest['sha256'][:12]}…"
-    )
+        f"sha256 {manifest['sha256'][:12]}…; "
+        + ("signed (manifest.sig; replicas verify it before serving)" if row["signed"] else
+           "**not signed**: replicas that verify signatures never serve it")
+    )  # fmt: skip
 
+    flash = st.session_state.pop(FLASH, None)
+    if flash:
+        (st.success if flash[0] == "success" else st.error)(flash[1])
+    if not auth.current_identity().is_operator:
+        st.info("Promote, force and roll back are for operators (or `flywheel promote` / `flywheel rollback`).")
+        return
     if row["status"] != "promoted":
         st.checkbox(
             "Force: serve this version although the gate rejected it",
             key=_force_key(name, version),
         )
-    flash = st.session_state.pop(FLASH, None)
-    if flash:
-        (st.success if flash[0] == "success" else st.error)(flash[1])
     left, right = st.columns(2)
     left.button(
         f"Promote v{version} to production",

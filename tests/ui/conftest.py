@@ -15,6 +15,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from flywheel.identity import create_signer, mint_token
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from flywheel.trainer import Outcome, retrain
@@ -34,17 +35,42 @@ def _ui_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     st.cache_resource.clear()
     st.cache_data.clear()
     monkeypatch.setenv("FLYWHEEL_API_URL", f"http://127.0.0.1:{free_port()}")
+    for name in [n for n in os.environ if n.startswith("FLYWHEEL_UI_")]:
+        monkeypatch.delenv(name)  # viewer-only unless a test signs in
     yield
     st.cache_resource.clear()
     st.cache_data.clear()
 
 
-def open_app(page: str | None = None, model: str | None = None) -> AppTest:
+@dataclass
+class Signer:
+    """The UI's local identity signer (FLYWHEEL_UI_AUTH=local-token), as `flywheel up` makes it."""
+
+    private: Path
+    public: Path
+
+    def token(self, role: str, name: str = "") -> str:
+        return mint_token(self.private, role, name or f"test-{role}")
+
+
+@pytest.fixture
+def signer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Signer:
+    """Local-token sign-in on, with a fresh key pair; open_app(identity=signer.token(...)) signs in."""
+    private, public = create_signer(tmp_path / "identity")
+    monkeypatch.setenv("FLYWHEEL_UI_AUTH", "local-token")
+    monkeypatch.setenv("FLYWHEEL_UI_IDENTITY_PUBLIC_KEY_FILE", str(public))
+    st.cache_resource.clear()
+    return Signer(private, public)
+
+
+def open_app(page: str | None = None, model: str | None = None, identity: str | None = None) -> AppTest:
     """Run app/ui/main.py (the Predict page), then switch to views/<page>.py when given; `model` is the
-    `?model=` of the link that opened the app."""
+    `?model=` and `identity` the `?identity=` (a local sign-in token) of the link that opened the app."""
     at = AppTest.from_file(MAIN, default_timeout=30)
     if model:
         at.query_params["model"] = model
+    if identity:
+        at.query_params["identity"] = identity
     at.run()
     if page:
         at.switch_page(f"views/{page}.py").run()

@@ -9,11 +9,11 @@ from flywheel.storage import s3_client
 from flywheel.trainer import retrain
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
-from tests.ui.conftest import open_app, texts
+from tests.ui.conftest import Signer, open_app, texts
 
 
-def upload(stack: Stack, name: str, data: bytes, save_as: str = "", kind: str = "success") -> list[str]:
-    at = open_app("data")
+def upload(stack: Stack, token: str, name: str, data: bytes, save_as: str = "", kind: str = "success") -> list[str]:
+    at = open_app("data", identity=token)
     at.file_uploader[0].set_value((name, data, "text/csv"))
     if save_as:
         at.text_input[0].set_value(save_as)
@@ -22,24 +22,28 @@ def upload(stack: Stack, name: str, data: bytes, save_as: str = "", kind: str = 
     return texts(at, kind)
 
 
-def test_upload_puts_the_csv_under_the_models_folder_and_the_bucket_notifies_the_trainer(stack: Stack) -> None:
+def test_upload_puts_the_csv_under_the_models_folder_and_the_bucket_notifies_the_trainer(
+    stack: Stack, signer: Signer
+) -> None:
     data = csv_bytes(50, seed=4)
-    messages = upload(stack, "my batch.csv", data)
+    token = signer.token("operator", "olga")
+    messages = upload(stack, token, "my batch.csv", data)
     assert stack.keys("data/") == ["data/savings/my-batch.csv"]
     obj = stack.s3.get_object(Bucket=stack.bucket, Key="data/savings/my-batch.csv")
     assert obj["Body"].read() == data and obj["ContentType"] == "text/csv"
+    assert obj["Metadata"] == {"uploaded-by": "olga (operator, local-token)", "uploaded-via": "flywheel-ui"}
     assert f"s3://{stack.bucket}/data/savings/my-batch.csv" in messages[0]
     # the queue holds the same S3 notification as for any other drop, and the trainer's parser takes it
     picked = relevant(parse_event({"Records": stack.receive()}), "data/")
     assert [(o.bucket, o.key) for o in picked] == [(stack.bucket, "data/savings/my-batch.csv")]
 
     # the same name again is refused (a create-only write), never written over the first
-    errors = upload(stack, "my batch.csv", csv_bytes(50, seed=5), kind="error")
+    errors = upload(stack, token, "my batch.csv", csv_bytes(50, seed=5), kind="error")
     assert "data/savings/my-batch.csv already exists" in errors[0] and "Save as" in errors[0]
     assert stack.keys("data/") == ["data/savings/my-batch.csv"]
     assert stack.s3.get_object(Bucket=stack.bucket, Key="data/savings/my-batch.csv")["Body"].read() == data
     # ... and lands beside it under the name the user chose
-    upload(stack, "my batch.csv", csv_bytes(50, seed=5), save_as="second try")
+    upload(stack, token, "my batch.csv", csv_bytes(50, seed=5), save_as="second try")
     assert stack.keys("data/") == ["data/savings/my-batch.csv", "data/savings/second-try.csv"]
 
 

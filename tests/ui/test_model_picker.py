@@ -16,7 +16,7 @@ from flywheel.schema import load_schema
 from flywheel.settings import CoreSettings
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
-from tests.ui.conftest import Api, open_app, pick, texts, train, wait_for
+from tests.ui.conftest import Api, Signer, open_app, pick, texts, train, wait_for
 
 
 @pytest.fixture
@@ -87,10 +87,10 @@ def test_a_link_opens_its_model_and_an_unknown_one_says_so(two_models: Stack) ->
     assert at.query_params["model"] == "savings"
 
 
-def test_an_upload_with_churn_chosen_lands_under_data_churn(two_models: Stack) -> None:
+def test_an_upload_with_churn_chosen_lands_under_data_churn(two_models: Stack, signer: Signer) -> None:
     stack = two_models
     data = csv_bytes(50, seed=4, dataset="churn")
-    at = open_app("data", model="churn")
+    at = open_app("data", model="churn", identity=signer.token("operator"))
     at.file_uploader[0].set_value(("march.csv", data, "text/csv"))
     at.button(key="FormSubmitter:upload-Upload").click().run()
     assert f"s3://{stack.bucket}/data/churn/march.csv" in texts(at, "success")[0]
@@ -103,15 +103,15 @@ def test_an_upload_with_churn_chosen_lands_under_data_churn(two_models: Stack) -
     assert model_of_key(picked[0].key, CoreSettings(bucket=stack.bucket)) == "churn"
 
 
-def test_promote_and_rollback_move_only_the_chosen_models_alias(two_models: Stack) -> None:
+def test_promote_and_rollback_move_only_the_chosen_models_alias(two_models: Stack, signer: Signer) -> None:
     stack = two_models
     train(stack, seed=5, model="churn", gate_tolerance=1.0)
     assert stack.get_json("models/churn/aliases/production.json")["version"] == 2
-    at = open_app("models", model="churn")
+    at = open_app("models", model="churn", identity=signer.token("operator"))
     at.button(key="rollback").click().run()
     assert "Rolled back churn: production → v1 (was v2)." in texts(at, "success")[0]
     churn = stack.get_json("models/churn/aliases/production.json")
-    assert (churn["version"], churn["updated_by"]) == (1, "ui")
+    assert (churn["version"], churn["updated_by"]) == (1, "test-operator (operator, local-token)")
     assert stack.get_json("models/savings/aliases/production.json")["version"] == 2, "savings untouched"
 
 

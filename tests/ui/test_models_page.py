@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from flywheel.registry import Registry
 from tests.conftest import Stack
-from tests.ui.conftest import open_app, texts, train
+from tests.ui.conftest import Signer, open_app, texts, train
 
 
 def chart_data(at: AppTest) -> pd.DataFrame:
@@ -20,22 +20,26 @@ def chart_data(at: AppTest) -> pd.DataFrame:
     return pa.ipc.open_stream(charts[0].proto.datasets[0].data.data).read_all().to_pandas()
 
 
+OLGA = "olga (operator, local-token)"
+
+
 def alias(stack: Stack) -> dict[str, object]:
     doc: dict[str, object] = stack.get_json("models/savings/aliases/production.json")
     return doc
 
 
-def test_versions_gate_reasons_and_chart(stack: Stack) -> None:
+def test_versions_gate_reasons_and_chart(stack: Stack, signer: Signer) -> None:
     assert train(stack, seed=1).status == "promoted"
     rejected = train(stack, seed=2, gate_min_score=0.9999)
     assert rejected.status == "rejected"
 
-    at = open_app("models")
+    at = open_app("models", identity=signer.token("operator"))
 
     table = at.dataframe[0].value
     assert sorted(table["version"]) == [1, 2]
     assert dict(zip(table["version"], table["status"], strict=True)) == {1: "promoted", 2: "rejected"}
     assert dict(zip(table["version"], table["production"], strict=True)) == {1: "★", 2: ""}
+    assert list(table["signed"]) == ["✗ unsigned", "✗ unsigned"], "no signer configured in these tests"
     assert any("failed: r2" in r and "vs floor 0.9999" in r for r in table["reasons"])
     assert [m.value for m in at.metric] == ["v1"]
     chart = chart_data(at)
@@ -56,13 +60,13 @@ def test_versions_gate_reasons_and_chart(stack: Stack) -> None:
     assert at.checkbox(key="force-savings-2").label.startswith("Force")
 
 
-def test_promote_needs_force_for_a_rejected_version_then_rollback(stack: Stack) -> None:
+def test_promote_needs_force_for_a_rejected_version_then_rollback(stack: Stack, signer: Signer) -> None:
     train(stack, seed=1)
     train(stack, seed=2, gate_tolerance=1.0)  # v2 promoted whatever its score
     assert train(stack, seed=3, gate_min_score=0.9999).status == "rejected"
     assert alias(stack)["version"] == 2
 
-    at = open_app("models")
+    at = open_app("models", identity=signer.token("operator", "olga"))
     at.main.selectbox[0].select(3).run()
     at.button(key="promote").click().run()
     assert any("v3 was rejected by the gate" in t and "--force" in t for t in texts(at, "error"))
@@ -72,18 +76,20 @@ def test_promote_needs_force_for_a_rejected_version_then_rollback(stack: Stack) 
     at.button(key="promote").click().run()
     assert "savings: production → v3." in texts(at, "success")[0]
     doc = alias(stack)
-    assert (doc["version"], doc["previous"], doc["updated_by"]) == (3, 2, "ui")
+    assert (doc["version"], doc["previous"], doc["updated_by"]) == (3, 2, OLGA)
+    assert doc["reason"] == f"forced by {OLGA} (the gate rejected v3)"
     assert [m.value for m in at.metric] == ["v3"], "the page shows the new production version at once"
 
     at.button(key="rollback").click().run()
     assert "Rolled back savings: production → v2 (was v3)." in texts(at, "success")[0]
     doc = alias(stack)
-    assert (doc["version"], doc["previous"], doc["updated_by"], doc["reason"]) == (2, 3, "ui", "rollback from v3")
+    assert (doc["version"], doc["previous"], doc["updated_by"], doc["reason"]) == (2, 3, OLGA, "rollback from v3")
+    assert f"Alias moved by {OLGA} at {doc['updated_at']}: rollback from v3" in texts(at, "caption")
 
 
-def test_rollback_with_nothing_older_shows_why(stack: Stack) -> None:
+def test_rollback_with_nothing_older_shows_why(stack: Stack, signer: Signer) -> None:
     train(stack, seed=1)
-    at = open_app("models")
+    at = open_app("models", identity=signer.token("operator"))
     at.button(key="rollback").click().run()
     assert texts(at, "error") == ["no approved version older than v1 to roll back to"]
     assert alias(stack)["version"] == 1
