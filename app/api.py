@@ -1,32 +1,32 @@
 """The prediction API: every served model under /v1/models/<name> and the Open Inference Protocol (V2);
-/v1/predict and /v1/model keep serving the default model (FLYWHEEL_MODEL_NAME). Health, readiness, metrics.
+/v1/predict and /v1/model keep serving the default model (FLYWHEEL_MODEL_NAME). Health and readiness; the
+metrics on a port of their own (app/metrics_server.py). Every route but the health probes needs an API key
+(app/middleware.py GuardMiddleware) unless FLYWHEEL_API_AUTH=off.
 
 Every response that involves a model names the model and the version that produced it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.middleware import MODEL_SCOPE_KEY, MetricsMiddleware
+from app.metrics_server import MetricsServer
+from app.middleware import MODEL_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, GuardMiddleware, MetricsMiddleware
+from flywheel import apikeys
 from flywheel.errors import FlywheelError, InvalidInput, PayloadTooLarge
+from flywheel.manifest import public_view
 from flywheel.serving import v2
 from flywheel.serving.fleet import V2_STATE, Fleet, Hosted
 from flywheel.serving.inputs import Columns, records_to_columns, v2_to_columns
@@ -50,6 +50,21 @@ class Service:
         self.prom = registry if registry is not None else REGISTRY
         self.metrics = ServingMetrics(registry)
         self.fleet = Fleet(settings, s3, self.metrics)
+        self.auth = (
+            apikeys.authenticator(
+                settings.api_keys_file,
+                settings.api_keys_secret_id,
+                settings.api_service_key_secret_ids,
+                settings.api_keys_refresh_seconds,
+            )
+            if settings.api_auth == "api-keys"
+            else None
+        )
+
+    def refresh_drift(self) -> None:
+        """Bring the drift gauges up to date (before each scrape)."""
+        for m in list(self.fleet.models.values()):
+            m.monitor.refresh(m.host.current)
 
     async def body(self, request: Request) -> Any:
         limit = self.settings.max_body_bytes
@@ -101,15 +116,22 @@ def _rows(columns: Columns) -> int:
     return len(next(iter(columns.values())))
 
 
+def is_operator(request: Request) -> bool:
+    record = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    return record is not None and record.role == "operator"
+
+
 async def v1_model(request: Request) -> Response:
+    """What a client needs of the served version; golden rows, data keys and lineage only for operator keys."""
     served = _hosted(request).served()
+    manifest = served.manifest if is_operator(request) else public_view(served.manifest)
     return ORJSONResponse(
         {
             "model": served.name,
             "version": served.version,
             "loaded_at": served.loaded_at,
             "source": served.source,
-            "manifest": served.manifest,
+            "manifest": manifest,
         }
     )
 
@@ -120,7 +142,7 @@ async def v1_models(request: Request) -> Response:
     return ORJSONResponse({"default": fleet.default, "models": models})
 
 
-# -- health, readiness, metrics ---------------------------------------------------------------------
+# -- health, readiness ------------------------------------------------------------------------------
 async def healthz(request: Request) -> Response:
     return ORJSONResponse({"status": "alive"})
 
@@ -132,13 +154,6 @@ async def readyz(request: Request) -> Response:
     if default is not None and default.host.current is not None:  # what single-model clients read
         body = {"model": default.name, "model_version": default.host.current.version, **body}
     return ORJSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
-
-
-async def metrics(request: Request) -> Response:
-    svc = _svc(request)
-    for m in list(svc.fleet.models.values()):
-        m.monitor.refresh(m.host.current)
-    return Response(generate_latest(svc.prom), media_type=CONTENT_TYPE_LATEST)
 
 
 # -- Open Inference Protocol V2 ---------------------------------------------------------------------
@@ -205,7 +220,6 @@ ROUTES = [
     Route("/v1/models/{name}/predict", v1_predict, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
     Route("/v2/health/live", v2_live, methods=["GET"]),
     Route("/v2/health/ready", v2_ready, methods=["GET"]),
     Route("/v2/models", v2_models, methods=["GET"]),
@@ -227,13 +241,19 @@ def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registr
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        metrics_server = _metrics_server(settings, service)
         service.fleet.start()
-        log.info("serving %s from s3://%s (default %s, pinned=%s)", settings.serve_models or "every registered model",
-                 settings.bucket, settings.model_name, settings.pinned_version)  # fmt: skip
+        refresher = asyncio.create_task(_refresh_keys(service.auth, settings.api_keys_refresh_seconds))
+        log.info("serving %s from s3://%s (default %s, pinned=%s, auth %s)",
+                 settings.serve_models or "every registered model", settings.bucket, settings.model_name,
+                 settings.pinned_version, settings.api_auth)  # fmt: skip
         try:
             yield
         finally:
+            refresher.cancel()
             await service.fleet.stop()
+            if metrics_server is not None:
+                metrics_server.stop()
 
     app = Starlette(
         routes=ROUTES,
@@ -242,4 +262,23 @@ def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registr
     )
     app.state.service = service
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    # outermost: an over-limit or unauthenticated request is refused before any other work
+    app.add_middleware(GuardMiddleware, metrics=service.metrics, max_inflight=settings.max_inflight, auth=service.auth)
     return app
+
+
+def _metrics_server(settings: ServeSettings, service: Service) -> MetricsServer | None:
+    try:
+        server = MetricsServer(settings.metrics_host, settings.metrics_port, service.prom, service.refresh_drift)
+    except OSError as e:  # with `--workers N` the first worker holds the port: the others serve no metrics
+        log.warning("metrics port %d not available (%s): this process exports no metrics", settings.metrics_port, e)
+        return None
+    server.start()
+    return server
+
+
+async def _refresh_keys(auth: apikeys.Authenticator | None, every: float) -> None:
+    """Reload the API keys off the event loop every `every` seconds (revocations take effect within it)."""
+    while auth is not None:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(auth.refresh)

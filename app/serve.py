@@ -16,6 +16,7 @@ def pin_threads(threads: int) -> None:
 def run(host: str, port: int, workers: int, log_level: str = "info") -> int:
     from flywheel.settings import ServeSettings
 
+    os.environ.setdefault("FLYWHEEL_METRICS_HOST", host)  # metrics on the same interface as the API, by default
     settings = ServeSettings()  # type: ignore[call-arg]  # fail fast on bad settings, before forking
     pin_threads(settings.predict_threads)
     import uvicorn

@@ -120,6 +120,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         ui_port=args.ui_port,
         prometheus_port=args.prometheus_port,
+        metrics_port=args.metrics_port,
         ui=not args.no_ui,
         prometheus=not args.no_prometheus,
         seed=not args.no_seed,
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flywheel import cli_identity  # `flywheel identity token`: local sign-in for the UI
 
     cli_identity.add_parsers(add)
+    from flywheel import cli_apikeys  # `flywheel apikey create|list|revoke`
+
+    cli_apikeys.add_parsers(add)
 
     p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
     _common(p)
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=2, help="API replicas")
     p.add_argument("--ui-port", type=int, default=8501)
     p.add_argument("--prometheus-port", type=int, default=9090)
+    p.add_argument("--metrics-port", type=int, default=9464, help="first API replica's /metrics port (others follow)")
     p.add_argument("--no-ui", action="store_true", help="do not start the UI")
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus even if installed")
     p.add_argument("--no-seed", action="store_true", help="do not put a first batch into an empty bucket")

@@ -113,11 +113,29 @@ class ServeSettings(CoreSettings):
     # unsigned versions are accepted (every deployment Flywheel creates sets one)
     verify_kms_key_id: str | None = None
     verify_public_key_file: str | None = None
+    # access (docs/security.md): API keys checked on every request but the health probes; `off` only by choice
+    api_auth: Literal["api-keys", "off"] = "api-keys"
+    api_keys_file: str | None = None
+    api_keys_secret_id: str | None = None
+    api_service_key_secret_ids: str = ""  # comma-separated secrets whose plain value is a key (the UI's)
+    api_keys_refresh_seconds: float = Field(default=60.0, gt=0)
+    max_inflight: int = Field(default=256, ge=1)  # requests beyond it get 429
+    metrics_port: int = Field(default=9464, ge=1, le=65535)  # /metrics is served there only
+    metrics_host: str = "0.0.0.0"  # `flywheel serve --host H` sets it to H unless given
 
     @model_validator(mode="after")
     def _one_verifier(self) -> ServeSettings:
         if self.verify_kms_key_id and self.verify_public_key_file:
             raise ValueError("set FLYWHEEL_VERIFY_KMS_KEY_ID or FLYWHEEL_VERIFY_PUBLIC_KEY_FILE, not both")
+        if self.api_keys_file and self.api_keys_secret_id:
+            raise ValueError("set FLYWHEEL_API_KEYS_FILE or FLYWHEEL_API_KEYS_SECRET_ID, not both")
+        if self.api_auth == "api-keys" and not (
+            self.api_keys_file or self.api_keys_secret_id or self.api_service_key_secret_ids
+        ):
+            raise ValueError(
+                "FLYWHEEL_API_AUTH=api-keys needs FLYWHEEL_API_KEYS_FILE or FLYWHEEL_API_KEYS_SECRET_ID "
+                "(create a key with `flywheel apikey create`), or set FLYWHEEL_API_AUTH=off explicitly"
+            )
         return self
 
     @field_validator("serve_models")
@@ -145,6 +163,9 @@ class UISettings(BaseSettings):
     )
 
     api_url: str = "http://127.0.0.1:8080"
+    # the UI's own API key: the key itself (local) or a Secrets Manager secret holding it (the cloud)
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_secret_id: str | None = None
     bucket: str | None = None
     model_name: str = "savings"
     schema_ref: str = Field(default="savings", validation_alias="FLYWHEEL_SCHEMA")

@@ -44,3 +44,8 @@ def is_missing(e: ClientError) -> bool:
 
 def is_not_modified(e: ClientError) -> bool:
     return error_code(e) in {"304", "NotModified"}
+
+
+def secrets_client(**kwargs: Any) -> Any:
+    """A Secrets Manager client (API key stores, the UI's key and sign-in settings)."""
+    return boto3.client("secretsmanager", config=_CONFIG, **kwargs)

@@ -28,9 +28,12 @@ def wait(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes] | 
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def all_served(url: str) -> bool:
+def all_served(url: str, key: str) -> bool:
+    """Every model the replica at `url` serves is ready (`key`: an API key)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    request = urllib.request.Request(url + "/v1/models", headers=headers)  # noqa: S310 - loopback
     try:
-        with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=2) as r:  # noqa: S310 - loopback
             models = json.loads(r.read())["models"]
     except (OSError, ValueError, KeyError):
         return False

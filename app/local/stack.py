@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.local.access import ensure_local_keys
+from app.local.identity import local_identity
 from app.local.probes import all_served, http_ok, served, wait
 from app.local.state import Mirror
 from flywheel.cli_env import write_stack_file
@@ -36,6 +38,7 @@ class Options:
     replicas: int = 2
     ui_port: int = 8501
     prometheus_port: int = 9090
+    metrics_port: int = 9464  # the first replica's /metrics port (others follow)
     ui: bool = True
     prometheus: bool = True
     seed: bool = True
@@ -80,7 +83,12 @@ class LocalStack:
         # the trainer's signing key pair (made once, kept with the state; .flywheel/ is git-ignored)
         self.signing_key = opts.state_dir / "signing" / "trainer-key.pem"
         self.verify_key = opts.state_dir / "signing" / "trainer-key.pub.pem"
+        self.keys = ensure_local_keys(opts.state_dir)  # API keys, checked as in the cloud (app/local/access.py)
+        self.env.update({"FLYWHEEL_API_AUTH": "api-keys", "FLYWHEEL_API_KEYS_FILE": str(self.keys.store)})
         self._stop = threading.Event()
+        # UI sign-in: local identity tokens, an operator and a viewer URL in the banner (app/local/identity.py)
+        self.identity = local_identity(opts.state_dir)
+        self.env.update(self.identity.ui_env())
 
     # -- processes ---------------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -96,6 +104,9 @@ class LocalStack:
 
     def api_urls(self) -> list[str]:
         return [f"http://127.0.0.1:{self.o.api_port + i}" for i in range(self.o.replicas)]
+
+    def metrics_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.o.metrics_port + i}" for i in range(self.o.replicas)]
 
     # -- start -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -119,14 +130,18 @@ class LocalStack:
             self._spawn(
                 f"api-{i}",
                 [sys.executable, "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port", str(o.api_port + i)],
-                env={"FLYWHEEL_VERIFY_PUBLIC_KEY_FILE": str(self.verify_key)},  # replicas serve signed versions only
+                # replicas serve signed versions only; each has a /metrics port of its own
+                env={
+                    "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE": str(self.verify_key),
+                    "FLYWHEEL_METRICS_PORT": str(o.metrics_port + i),
+                },
             )
             for i in range(o.replicas)
         ]
         if o.ui:
             _say(f"4/5 Streamlit UI on http://127.0.0.1:{o.ui_port}")
             self._spawn("ui", [sys.executable, "-m", "flywheel.cli", "ui", "--host", "127.0.0.1",
-                               "--port", str(o.ui_port)])  # fmt: skip
+                               "--port", str(o.ui_port)], env={"FLYWHEEL_API_KEY": self.keys.ui_key})  # fmt: skip
         if o.prometheus:
             self._start_prometheus()
         for url, proc in zip(self.api_urls(), apis, strict=True):
@@ -136,7 +151,7 @@ class LocalStack:
         for url, proc in zip(self.api_urls(), apis, strict=True):
             wait(f"a model on {url}", lambda url=url: http_ok(url + "/readyz"), 300, proc)
             if o.seed:  # every seeded model trains in turn: wait for the last one too
-                wait(f"every model on {url}", lambda url=url: all_served(url), 300, proc)
+                wait(f"every model on {url}", lambda url=url: all_served(url, self.keys.client_key), 300, proc)
         _say(f"ready in {time.monotonic() - started:.0f}s")
         self._banner()
 
@@ -188,6 +203,7 @@ class LocalStack:
             "FLYWHEEL_BUCKET": o.bucket, "FLYWHEEL_MODEL_NAME": o.model_name,
             "FLYWHEEL_API_URL": f"http://127.0.0.1:{o.api_port}",
             "FLYWHEEL_SIGNING_KEY_FILE": str(self.signing_key),  # `flywheel retrain` here signs like the worker
+            "FLYWHEEL_API_KEYS_FILE": str(self.keys.store),  # `flywheel apikey` manages this stack's keys
         })  # fmt: skip
         return str(url)
 
@@ -216,7 +232,7 @@ class LocalStack:
             _say("prometheus not installed: skipping local Prometheus (apt-get install prometheus)")
             return
         conf = self.o.state_dir / "prometheus.yml"
-        targets = ", ".join(f'"{u.removeprefix("http://")}"' for u in self.api_urls())
+        targets = ", ".join(f'"{u.removeprefix("http://")}"' for u in self.metrics_urls())
         rules = ROOT / "monitoring" / "prometheus" / "rules.yaml"
         conf.write_text(
             "global: {scrape_interval: 5s, evaluation_interval: 5s}\n"
@@ -233,8 +249,12 @@ class LocalStack:
         lines = [
             "",
             "Flywheel is running locally:",
-            *(f"  API replica   {u}   (POST /v1/predict, GET /v1/model, /metrics)" for u in self.api_urls()),
-            *([f"  UI            http://127.0.0.1:{o.ui_port}"] if o.ui else []),
+            *(
+                f"  API replica   {u}   (POST /v1/predict, GET /v1/model; /metrics on {m})"
+                for u, m in zip(self.api_urls(), self.metrics_urls(), strict=True)
+            ),
+            f"  API keys      {self.keys.store.parent}/client.key (client), operator.key (operator)",
+            *(self.identity.banner(f"http://127.0.0.1:{o.ui_port}") if o.ui else []),
             *(
                 [f"  Prometheus    http://127.0.0.1:{o.prometheus_port}"]
                 if o.prometheus and shutil.which("prometheus")
@@ -247,7 +267,8 @@ class LocalStack:
             "  .venv/bin/flywheel sample-data --rows 20000 --seed 7 --drift 0.8 --out /tmp/drifted.csv",
             "  .venv/bin/flywheel drop /tmp/drifted.csv --model savings   # trained, gated, hot-reloaded",
             "  .venv/bin/flywheel rollback --model savings  # every replica follows within seconds",
-            "  curl -s localhost:8080/v1/models             # both models, served by every replica",
+            f'  curl -s -H "Authorization: Bearer $(cat {self.keys.store.parent}/client.key)" '
+            f"localhost:{o.api_port}/v1/models",
             "",
             "Ctrl-C stops everything; state is kept for the next `make up`.",
         ]

@@ -58,9 +58,12 @@ def _path(name: str) -> str:
 class ApiClient:
     """Talks to one API base URL. Thread-safe (httpx.Client), so one instance serves every session."""
 
-    def __init__(self, base_url: str, *, timeout: httpx.Timeout = TIMEOUT, transport: Any = None) -> None:
+    def __init__(
+        self, base_url: str, *, api_key: str | None = None, timeout: httpx.Timeout = TIMEOUT, transport: Any = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
 
     def close(self) -> None:
         self._http.close()

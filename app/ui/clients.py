@@ -47,8 +47,14 @@ def configured_schema_or_stop(ref: str) -> Schema:
 
 @st.cache_resource(show_spinner=False)
 def api(base_url: str) -> ApiClient:
-    """One HTTP client (connection pool) per API URL, shared by every session."""
-    return ApiClient(base_url)
+    """One HTTP client (connection pool) per API URL, shared by every session, sending the UI's API key."""
+    s = settings()
+    key = s.api_key
+    if not key and s.api_key_secret_id:  # the cloud: the key the stack generated for the UI
+        from flywheel.storage import secrets_client
+
+        key = str(secrets_client().get_secret_value(SecretId=s.api_key_secret_id)["SecretString"]).strip()
+    return ApiClient(base_url, api_key=key)
 
 
 @st.cache_resource(show_spinner=False)

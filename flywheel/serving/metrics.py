@@ -29,6 +29,14 @@ class ServingMetrics:
             registry=r,
         )
         self.in_flight = Gauge("flywheel_http_requests_in_flight", "Requests being served now.", registry=r)
+        self.rejected = Counter(
+            "flywheel_http_requests_rejected",
+            "Requests refused before any work: 429 over the concurrency limit, 401 without a valid API key.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("overloaded", "unauthenticated"):
+            self.rejected.labels(reason=reason)
         self.predictions = Counter(
             "flywheel_predictions", "Rows predicted, by model and version.", ["model", "version"], registry=r
         )

@@ -39,6 +39,10 @@ class Up:
         self.s3_port, self.api_port, self.ui_port = free_port(), free_port(), free_port()
         while self.api_port + 1 in (self.s3_port, self.ui_port):
             self.api_port = free_port()
+        self.metrics_port = free_port()
+        taken = {self.s3_port, self.ui_port, self.api_port, self.api_port + 1}
+        while {self.metrics_port, self.metrics_port + 1} & taken:
+            self.metrics_port = free_port()
         self.env = {
             **os.environ,
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
@@ -49,6 +53,11 @@ class Up:
         }
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The client key `flywheel up` made (the replicas check keys as in the cloud)."""
+        return {"Authorization": f"Bearer {(self.state / 'api' / 'client.key').read_text().strip()}"}
 
     @property
     def apis(self) -> list[str]:
@@ -70,6 +79,8 @@ class Up:
                 str(self.api_port),
                 "--ui-port",
                 str(self.ui_port),
+                "--metrics-port",
+                str(self.metrics_port),
                 "--no-prometheus",
                 "--no-ui",
             ],
@@ -145,7 +156,8 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     up.start()
     assert up.served() == [1, 1]
     for url in up.apis:  # both models, served by every replica
-        listing = httpx.get(url + "/v1/models", timeout=5).json()
+        assert httpx.get(url + "/v1/models", timeout=5).status_code == 401  # keys checked, as in the cloud
+        listing = httpx.get(url + "/v1/models", timeout=5, headers=up.auth).json()
         assert listing["default"] == "savings"
         assert {(m["name"], m["version"], m["ready"]) for m in listing["models"]} == {
             ("savings", 1, True), ("churn", 1, True)
@@ -159,7 +171,7 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     stop = threading.Event()
 
     def load() -> None:
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=10, headers=up.auth) as client:
             i = 0
             while not stop.is_set():
                 r = client.post(up.apis[i % 2] + "/v1/predict", json={"instances": [ROW]})

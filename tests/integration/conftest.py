@@ -30,6 +30,7 @@ class Replica:
     url: str
     proc: subprocess.Popen[bytes]
     log: Path
+    metrics_url: str = ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
@@ -44,9 +45,18 @@ ROW = {"income": 5000.0, "expenses": 3000.0, "age": 40, "dependents": 1, "debt":
        "tenure_years": 3.0, "region": "north"}  # fmt: skip
 
 
+#: API URL -> its metrics port's URL, for the replicas started here (/metrics is not on the API port)
+METRICS_URLS: dict[str, str] = {}
+
+
+def metrics_text(url: str) -> str:
+    """The exposition of replica `url` (its API URL or its metrics URL)."""
+    return httpx.get(METRICS_URLS.get(url, url) + "/metrics", timeout=5).text
+
+
 def metric(url: str, name: str, **labels: str) -> float:
     """Read one sample from /metrics (0 when absent); labels in any order (the exposition sorts them)."""
-    text = httpx.get(url + "/metrics", timeout=5).text
+    text = metrics_text(url)
     want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
     for line in text.splitlines():
         if line.startswith(want + " "):
@@ -76,12 +86,15 @@ def start_replica(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     started: list[Replica] = []
 
     def start(bucket: str, endpoint: str | None = None, **env: str) -> Replica:
-        port = free_port()
+        """A replica; API keys off unless `env` configures them (tests/integration/test_api_access.py)."""
+        port, metrics_port = free_port(), free_port()
         log = tmp_path / f"serve-{port}.log"
         full_env = {
             **os.environ,
             "FLYWHEEL_BUCKET": bucket,
             "FLYWHEEL_POLL_INTERVAL_SECONDS": "0.3",
+            "FLYWHEEL_API_AUTH": "off",
+            "FLYWHEEL_METRICS_PORT": str(metrics_port),
             **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
             **env,
         }
@@ -92,7 +105,8 @@ def start_replica(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        replica = Replica(f"http://127.0.0.1:{port}", proc, log)
+        replica = Replica(f"http://127.0.0.1:{port}", proc, log, f"http://127.0.0.1:{metrics_port}")
+        METRICS_URLS[replica.url] = replica.metrics_url
         started.append(replica)
         wait_for(lambda: proc.poll() is not None or get_status(replica.url + "/healthz") == 200, 30, what="healthz")
         assert proc.poll() is None, replica.output()

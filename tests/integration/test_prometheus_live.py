@@ -11,7 +11,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from flywheel.sampledata import GENERATORS
 from flywheel.schema import load_schema
 from tests.conftest import free_port
 from tests.helpers import wait_for
+from tests.integration.conftest import METRICS_URLS, metrics_text
 from tests.monitoring.promql import (
     BUILTIN_METRICS,
     GRAFANA_VARIABLES,
@@ -42,7 +42,6 @@ from tests.monitoring.promql import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SMOKE_TEST = REPO / "scripts" / "smoke_test.py"
 JOB = "flywheel-api"
 SCRAPE_INTERVAL_S = 1
 MIN_SCRAPES = 5
@@ -68,7 +67,7 @@ class Exported:
 def exported_metrics(urls: list[str]) -> Exported:
     out = Exported()
     for url in urls:
-        text = httpx.get(f"{url}/metrics", timeout=5).text
+        text = metrics_text(url)
         for family in text_string_to_metric_families(text):
             out.declared.add(family.name)
             if family.type == "counter":
@@ -170,7 +169,7 @@ def prometheus(api_replicas: list[str], light_load: None, tmp_path: Path) -> Ite
             {
                 "job_name": JOB,
                 "metrics_path": "/metrics",
-                "static_configs": [{"targets": [u.removeprefix("http://") for u in api_replicas]}],
+                "static_configs": [{"targets": [METRICS_URLS[u].removeprefix("http://") for u in api_replicas]}],
             }
         ],
     }
@@ -248,18 +247,6 @@ def selector_problems(prom: Prometheus, query: Query, exported: Exported) -> lis
 def test_dashboards_and_alerts_evaluate_against_live_replicas(prometheus: Prometheus, api_replicas: list[str]) -> None:
     exported = exported_metrics(api_replicas)
     problems: list[str] = []
-
-    # The deploy workflow's smoke test, against a real replica (here rather than in a test of its own:
-    # the replicas' fixture trains a model, which is most of this test's time).
-    smoke = subprocess.run(
-        [sys.executable, str(SMOKE_TEST), "--api", api_replicas[0], "--timeout", "10"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if smoke.returncode != 0:
-        problems.append(f"scripts/smoke_test.py failed: {smoke.stdout}{smoke.stderr}")
 
     rules = {r["name"]: r for r in prometheus.rules() if r.get("type") == "alerting"}
     assert set(rules) == {r["alert"] for r in alert_rules()}, "Prometheus did not load every alert"

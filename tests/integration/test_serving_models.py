@@ -20,7 +20,7 @@ from flywheel.storage import s3_client
 from flywheel.trainer import retrain
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
-from tests.integration.conftest import ROW, Replica, metric, wait_for
+from tests.integration.conftest import ROW, Replica, metric, metrics_text, wait_for
 
 CHURN = {"tenure_months": 3, "monthly_charges": 90.0, "support_calls": 4, "contract": "monthly", "payment_method": None}
 ROWS = {"savings": ROW, "churn": CHURN, "savings-eu": ROW}
@@ -128,7 +128,7 @@ def test_two_models_swap_independently_under_load(
         assert metric(api.url, "flywheel_model_staleness_seconds", model=name) == 0
         assert metric(api.url, "flywheel_predictions_total", model=name, version="2") > 0
         assert metric(api.url, "flywheel_batch_size_count", model=name) > 0
-    text = httpx.get(api.url + "/metrics").text
+    text = metrics_text(api.url)
     assert (
         'flywheel_http_request_duration_seconds_count{model="churn",route="/v1/models/{name}/predict",status="200"}'
         in text

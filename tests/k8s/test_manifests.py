@@ -188,7 +188,7 @@ def test_policy_checks_catch_violations() -> None:
     api = container(objects, "flywheel-api")
     del api["resources"]["limits"]
     api["securityContext"]["readOnlyRootFilesystem"] = False
-    api["readinessProbe"]["httpGet"]["port"] = "metrics"
+    api["readinessProbe"]["httpGet"]["port"] = "nope"
     del container(objects, "flywheel-ui")["livenessProbe"]
     find(objects, "Service", "flywheel-ui")["spec"]["selector"] = {"app.kubernetes.io/name": "nope"}
     find(objects, "ServiceMonitor", "flywheel-api")["spec"]["endpoints"][0]["port"] = "web"
@@ -198,7 +198,7 @@ def test_policy_checks_catch_violations() -> None:
     for expected in [
         "container api: no limits.cpu",
         "container api: readOnlyRootFilesystem is not true",
-        "container api: readinessProbe port 'metrics' is not a container port",
+        "container api: readinessProbe port 'nope' is not a container port",
         "container ui: no livenessProbe",
         "Service/flywheel/flywheel-ui: selector",
         "endpoint port 'web' is not a named port",
@@ -216,7 +216,10 @@ def test_api_rolls_out_without_capacity_loss_and_drains(overlay: str) -> None:
     spec = pod_spec(deployment)
     api = spec["containers"][0]
     assert api["command"] == ["flywheel", "serve", "--host", "0.0.0.0", "--port", "8080"]
-    assert api["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert api["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
+    ]
     pre_stop = api["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace = spec["terminationGracePeriodSeconds"]
     assert pre_stop + API_DRAIN_SECONDS <= grace <= pre_stop + API_DRAIN_SECONDS + 15
@@ -300,11 +303,18 @@ def test_both_apps_are_behind_load_balancers(overlay: str) -> None:
 def test_service_monitor_scrapes_the_api_metrics(overlay: str) -> None:
     objects = render(overlay)
     monitor = find(objects, "ServiceMonitor", "flywheel-api")["spec"]
-    assert monitor["selector"] == {"matchLabels": {"app.kubernetes.io/name": "flywheel-api"}}
+    selector = monitor["selector"]["matchLabels"]
+    assert selector == {"app.kubernetes.io/name": "flywheel-api", "app.kubernetes.io/component": "metrics"}
     assert monitor["namespaceSelector"] == {"matchNames": ["flywheel"]}
-    assert [(e["port"], e["path"]) for e in monitor["endpoints"]] == [("http", "/metrics")]
-    # The job label Prometheus gives the targets is the Service's name, which the alert rules select.
-    assert "jobLabel" not in monitor
+    assert [(e["port"], e["path"]) for e in monitor["endpoints"]] == [("metrics", "/metrics")]
+    # It selects the in-cluster metrics Service only, never the public one, which carries no metrics port.
+    selected = [o for o in objects if o["kind"] == "Service" and selector.items() <= o["metadata"]["labels"].items()]
+    assert [s["metadata"]["name"] for s in selected] == ["flywheel-api-metrics"]
+    assert selected[0]["spec"]["type"] == "ClusterIP"
+    public = find(objects, "Service", "flywheel-api")["spec"]
+    assert [p["targetPort"] for p in public["ports"]] == ["http"]
+    # The job label Prometheus gives the targets is that Service's app.kubernetes.io/name, as the rules select.
+    assert monitor["jobLabel"] == "app.kubernetes.io/name"
     rules = (REPO / "monitoring" / "prometheus" / "rules.yaml").read_text()
     assert 'job="flywheel-api"' in rules
 
@@ -344,6 +354,15 @@ def test_eks_overlay_keeps_the_placeholders_the_cdk_app_substitutes() -> None:
         "FLYWHEEL_SCHEMA",
         "FLYWHEEL_SERVE_MODELS",
         "FLYWHEEL_VERIFY_KMS_KEY_ID",
+        # access control (issue 12): filled in from the CDK context and the stack's secrets (cdk/access.py)
+        "FLYWHEEL_UI_AUTH",
+        "FLYWHEEL_UI_OIDC_SECRET_ID",
+        "FLYWHEEL_UI_COOKIE_SECRET_ID",
+        "FLYWHEEL_UI_ROLE_CLAIM",
+        "FLYWHEEL_API_AUTH",
+        "FLYWHEEL_API_KEYS_SECRET_ID",
+        "FLYWHEEL_API_SERVICE_KEY_SECRET_IDS",
+        "FLYWHEEL_API_KEY_SECRET_ID",
     )
     assert placeholders == {f"{k}_PLACEHOLDER" for k in keys}
     images = {container(objects, n)["image"] for n in ("flywheel-api", "flywheel-ui")}

@@ -37,7 +37,7 @@ GRAFANA_VARIABLES = {
 }
 #: Serving metrics without a `model` label; every other flywheel_* series carries one (docs/metrics.md): the
 #: name of a served model, or "" on HTTP routes that address no model.
-UNLABELLED_METRICS = {"flywheel_http_requests_in_flight"}
+UNLABELLED_METRICS = {"flywheel_http_requests_in_flight", "flywheel_http_requests_rejected_total"}
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _SELECTOR = re.compile(r"(?<![\w:])(flywheel_[a-z0-9_]+|up|scrape_[a-z_]+)\b(?:\s*\{([^{}]*)\})?")

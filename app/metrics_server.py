@@ -1,0 +1,54 @@
+"""`/metrics` on a port of its own (FLYWHEEL_METRICS_PORT): Prometheus scrapes it inside the cluster; the public
+Service exposes only the API port. A small threaded HTTP server, so a scrape never waits behind predictions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+class MetricsServer:
+    """Serves `generate_latest(registry)` at GET /metrics, after `before_scrape()` (drift gauges refresh)."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, before_scrape: Callable[[], None]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self.send_error(404, "only /metrics here")
+                    return
+                before_scrape()
+                body = generate_latest(registry)
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return  # scrapes every few seconds would drown the log
+
+        self.httpd = _Server((host, port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("metrics on http://%s:%d/metrics", *self.httpd.server_address[:2])
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

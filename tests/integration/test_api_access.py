@@ -1,0 +1,150 @@
+"""Access to the prediction API, with real `flywheel serve` replicas: API keys (a file store and a Secrets Manager
+store on moto's server), roles, revocation, load shedding (429), /metrics only on its own port, and the deploy
+workflow's smoke test against an authenticated replica."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from flywheel import apikeys
+from flywheel.errors import FlywheelError
+from tests.conftest import REGION, Stack
+from tests.integration.conftest import ROOT, ROW, Replica, metric, serving_version, train, wait_for
+
+CLI = [sys.executable, "-m", "flywheel.cli", "apikey"]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def _create(store_args: list[str], name: str, role: str = "client") -> str:
+    """`flywheel apikey create`; returns the key it printed (its last line)."""
+    done = _cli("create", "--name", name, "--role", role, *store_args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def keyed(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica], tmp_path: Path
+) -> tuple[Replica, Path]:
+    train(stack)
+    store = tmp_path / "api-keys.json"
+    api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_API_AUTH="api-keys", FLYWHEEL_API_KEYS_FILE=str(store),
+                        FLYWHEEL_API_KEYS_REFRESH_SECONDS="0.3")  # fmt: skip
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    return api, store
+
+
+def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
+    api, store = keyed
+    body = {"instances": [ROW]}
+    # the health probes stay open; everything else needs a key
+    assert httpx.get(api.url + "/healthz").status_code == 200 and httpx.get(api.url + "/readyz").status_code == 200
+    anonymous = httpx.post(api.url + "/v1/predict", json=body)
+    assert anonymous.status_code == 401 and "API key" in anonymous.json()["error"]
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.post(api.url + "/v1/predict", json=body, headers=_bearer("fwk_nope_" + "x" * 40)).status_code == 401
+    assert httpx.get(api.url + "/v2/models/savings").status_code == 401
+
+    client = _create(["--file", str(store)], "checkout-service")
+    operator = _create(["--file", str(store)], "alice", role="operator")
+    assert client not in store.read_text() and apikeys.digest(client) in store.read_text()  # only hashes kept
+    wait_for(lambda: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(client)).status_code == 200, 10,
+             what="the new key accepted after a reload")  # fmt: skip
+    assert httpx.post(api.url + "/v1/predict", json=body, headers={"X-API-Key": client}).status_code == 200
+    # a client sees what it needs of the model; an operator sees the whole manifest
+    public = httpx.get(api.url + "/v1/model", headers=_bearer(client)).json()["manifest"]
+    assert public["schema"]["target"] and public["metrics"] and public["version"] == 1
+    assert not {"golden", "data", "gate", "resources"} & set(public), sorted(public)
+    full = httpx.get(api.url + "/v1/models/savings", headers=_bearer(operator)).json()["manifest"]
+    assert full["golden"]["inputs"] and full["data"]["batches"]
+    # /metrics is not on the API port, with or without a key; it is on the metrics port
+    assert httpx.get(api.url + "/metrics", headers=_bearer(client)).status_code == 404
+    assert metric(api.url, "flywheel_http_requests_rejected_total", reason="unauthenticated") >= 3
+
+    listed = _cli("list", "--file", str(store))
+    assert "checkout-service" in listed.stdout and client not in listed.stdout
+    key_id = client.split("_")[1]
+    assert _cli("revoke", key_id, "--file", str(store)).returncode == 0
+    wait_for(lambda: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(client)).status_code == 401, 10,
+             what="the revoked key refused")  # fmt: skip
+    assert httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(operator)).status_code == 200
+    unknown = _cli("revoke", key_id, "--file", str(store))
+    assert unknown.returncode == 2 and key_id in unknown.stderr
+
+
+def test_over_the_concurrency_limit_gets_429_not_a_crash(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack)
+    api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_MAX_INFLIGHT="2")
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    big = {"instances": [{**ROW, "income": 1000.0 + i} for i in range(10_000)]}
+    statuses: list[int] = []
+
+    def send() -> None:
+        statuses.append(httpx.post(api.url + "/v1/predict", json=big, timeout=60).status_code)
+
+    senders = [threading.Thread(target=send) for _ in range(8)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    assert sorted(set(statuses)) == [200, 429], statuses
+    assert statuses.count(200) >= 2
+    refused = metric(api.url, "flywheel_http_requests_rejected_total", reason="overloaded")
+    assert refused == statuses.count(429)
+    shed = httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, timeout=10)
+    assert shed.status_code == 200  # the replica is fine once the burst is over
+    assert httpx.get(api.url + "/healthz").status_code == 200
+
+
+def test_secrets_manager_store_service_key_and_smoke_test(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    sm = boto3.client("secretsmanager", endpoint_url=moto_endpoint, region_name=REGION)
+    store = sm.create_secret(Name=f"{stack.bucket}-api-keys", SecretString='{"keys": []}')["ARN"]
+    ui_key = "u" * 48
+    service = sm.create_secret(Name=f"{stack.bucket}-ui-key", SecretString=ui_key)["ARN"]
+    train(stack)
+    env = {"FLYWHEEL_API_AUTH": "api-keys", "FLYWHEEL_API_KEYS_SECRET_ID": store,
+           "FLYWHEEL_API_SERVICE_KEY_SECRET_IDS": service, "FLYWHEEL_API_KEYS_REFRESH_SECONDS": "0.3"}  # fmt: skip
+    api = start_replica(stack.bucket, moto_endpoint, **env)
+    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=_bearer(ui_key)).status_code == 200
+
+    key = _create(["--secret-id", store], "smoke-test")
+    assert apikeys.digest(key) in sm.get_secret_value(SecretId=store)["SecretString"]
+    wait_for(lambda: httpx.get(api.url + "/v1/model", headers=_bearer(key)).status_code == 200, 10, what="new key")
+
+    smoke = [sys.executable, str(ROOT / "scripts" / "smoke_test.py"), "--api", api.url, "--timeout", "10"]
+    without = subprocess.run(smoke, capture_output=True, text=True, timeout=60, check=False)
+    assert without.returncode == 0 and "refuses requests without a key" in without.stdout, without.stderr
+    done = subprocess.run([*smoke, "--api-key", key], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "predicted 3 rows" in done.stdout, done.stderr
+
+
+def test_store_errors_name_the_store_and_the_entry(tmp_path: Path) -> None:
+    bad = tmp_path / "keys.json"
+    bad.write_text('{"keys": [{"id": "a1", "name": "x", "role": "admin", "sha256": "' + "0" * 64 + '"}]}')
+    with pytest.raises(FlywheelError, match=r"keys\[0\] \(a1\)"):
+        apikeys.FileStore(bad).load()
+    bad.write_text("[]")
+    with pytest.raises(FlywheelError, match="expected"):
+        apikeys.FileStore(bad).load()
+    auth = apikeys.Authenticator(apikeys.FileStore(tmp_path / "none.json"))
+    assert len(auth) == 0 and auth.check(None) is None and auth.check("short") is None
