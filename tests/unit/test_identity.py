@@ -167,3 +167,22 @@ def test_cli_prints_a_token(
     assert who.label == "ops@local (operator, local-token)"
     assert main(["identity", "token", "--role", "viewer", "--key", str(private.parent / "missing.pem")]) == 2
     assert "no identity signing key" in capsys.readouterr().err
+
+
+def test_flywheel_up_sign_in_urls(tmp_path: Path) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from app.local.identity import local_identity
+
+    signer = local_identity(tmp_path)
+    public = tmp_path / "identity" / "identity-key.pub.pem"
+    assert signer.ui_env() == {"FLYWHEEL_UI_AUTH": "local-token", "FLYWHEEL_UI_IDENTITY_PUBLIC_KEY_FILE": str(public)}
+    lines = signer.banner("http://127.0.0.1:8501")
+    urls = {line.split()[0]: line.split()[1] for line in lines[1:3]}
+    for role, url in urls.items():
+        parts = urlsplit(url)
+        assert (parts.netloc, parts.path) == ("127.0.0.1:8501", "/")
+        who = verify_token(parse_qs(parts.query)["identity"][0], signer.public_key.read_bytes())
+        assert who.label == f"local-{role} ({role}, local-token)"
+    assert set(urls) == {"operator", "viewer"}
+    assert local_identity(tmp_path) == signer, "the same signer on the next start"
