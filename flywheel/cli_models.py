@@ -34,12 +34,12 @@ def _table(name: str, schema: Any, rows: list[dict[str, Any]]) -> None:
         print(f"  no versions yet: drop a batch (flywheel drop FILE --model {name})\n")
         return
     print(f"{'':2}{'version':>7}  {'status':9} {'estimator':9} {'metric':17} {'cand':>8} {'prod':>8} {'naive':>8} "
-          f"{'rows':>9}  {'signed':6}  created")  # fmt: skip
+          f"{'rows':>9}  {'signature':9}  created")  # fmt: skip
     for r in rows:
         prev = "" if r["previous_production"] is None else f"{r['previous_production']:.4f}"
         mark = "* " if r["production"] else "  "
         print(f"{mark}{r['version']:>7}  {r['status']:9} {r['estimator']:9} {r['metric']:17} {r['candidate']:>8.4f} "
-              f"{prev:>8} {r['baseline']:>8.4f} {r['rows']:>9}  {'yes' if r['signed'] else 'no':6}  "
+              f"{prev:>8} {r['baseline']:>8.4f} {r['rows']:>9}  {r['signature']:9}  "
               f"{r['created_at']}")  # fmt: skip
     print()
 
@@ -59,14 +59,20 @@ def cmd_models(args: argparse.Namespace) -> int:
         from flywheel.errors import NotFound
 
         raise NotFound(f"model {args.model!r} is not registered (registered: {sorted(found)})")
-    listing = {n: summaries(Registry(s3, s.bucket, n, s.models_prefix)) for n in names}
+    from flywheel.signing import verifier
+
+    check = verifier(os.environ.get("FLYWHEEL_VERIFY_KMS_KEY_ID"), os.environ.get("FLYWHEEL_VERIFY_PUBLIC_KEY_FILE"))
+    listing = {n: summaries(Registry(s3, s.bucket, n, s.models_prefix), check) for n in names}
     if args.json:  # one model: its versions; all: {model: versions}
         print(json.dumps(listing[args.model] if args.model else listing, indent=2))
         return 0
     for n in names:
         _table(n, found[n], listing[n])
-    print("* = production. 'prod' is the production model's score on the candidate's holdout at training time. "
-          "'signed': the version has a manifest.sig (replicas with a verifier serve only valid ones).")  # fmt: skip
+    print(
+        "* = production. 'prod' is the production model's score on the candidate's holdout at training time. "
+        "'signature': valid/INVALID as the replicas would decide (with FLYWHEEL_VERIFY_KMS_KEY_ID or "
+        "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE set), else signed/unsigned; replicas never serve an INVALID one."
+    )
     return 0
 
 

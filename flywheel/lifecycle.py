@@ -6,10 +6,28 @@ from typing import Any
 
 from flywheel.errors import ConflictError, NotFound
 from flywheel.registry import Alias, Registry
+from flywheel.signing import SignatureError, Verifier, statement
 
 
-def summaries(registry: Registry) -> list[dict[str, Any]]:
-    """One row per version, oldest first, with the gate's numbers, whether it serves and whether it is signed."""
+def signature_state(registry: Registry, version: int, signed: bool, verifier: Verifier | None) -> str:
+    """`unsigned`; with a verifier `valid` or `INVALID` (what the replicas would decide); else `signed`."""
+    if not signed:
+        return "unsigned"
+    if verifier is None:
+        return "signed"
+    signature = registry.signature(version)
+    if signature is None:
+        return "unsigned"
+    try:
+        verifier.verify(statement(registry.name, version, registry.manifest_bytes(version)), signature)
+    except SignatureError:
+        return "INVALID"
+    return "valid"
+
+
+def summaries(registry: Registry, verifier: Verifier | None = None) -> list[dict[str, Any]]:
+    """One row per version, oldest first, with the gate's numbers, whether it serves and its signature's state
+    (checked with `verifier` when given: `valid`, `INVALID`, `unsigned`; else `signed` or `unsigned`)."""
     alias = registry.alias()
     signed = registry.signed_versions()
     rows = []
@@ -23,6 +41,7 @@ def summaries(registry: Registry) -> list[dict[str, Any]]:
                 "status": m["status"],
                 "production": alias is not None and alias.version == v,
                 "signed": v in signed,
+                "signature": signature_state(registry, v, v in signed, verifier),
                 "created_at": m["created_at"],
                 "estimator": m["estimator"],
                 "metric": primary,

@@ -79,6 +79,10 @@ def test_kms_signed_versions_serve_and_a_replaced_version_never_does(
     assert serving_version(api.url) == 1
     assert predict(api.url, [ROW]).json()["model_version"] == 1
     assert "refusing v2" in api.output() and "signature does not verify" in api.output()
+    # `flywheel models` (and the UI) show the failure, checked as the replicas check it
+    states = [r["signature"] for r in summaries(registry, KmsVerifier(kms, kms_key))]
+    assert states == ["valid", "INVALID"]
+    assert [r["signature"] for r in summaries(registry)] == ["signed", "signed"]  # no verifier: presence only
 
 
 def test_key_file_signing_and_unsigned_versions_refused(
