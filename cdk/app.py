@@ -7,6 +7,7 @@ from pathlib import Path
 from aws_cdk import App, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from cdk.access_settings import AccessSettings
 from cdk.nag import acknowledge_findings
 from cdk.settings import DeploySettings
 from cdk.stack import FlywheelStack
@@ -25,6 +26,7 @@ def build_app(app: App | None = None) -> tuple[App, FlywheelStack]:
         f"Flywheel-{settings.env_name}",
         settings=settings,
         repo_root=REPO_ROOT,
+        access=AccessSettings.from_context(app.node),
         description="Flywheel: S3 drop -> trainer Lambda -> model registry -> EKS serving (docs/deploy.md)",
     )
     Tags.of(stack).add("project", "flywheel")

@@ -28,6 +28,18 @@ VERIFY_KEY_PLACEHOLDER = "FLYWHEEL_VERIFY_KMS_KEY_ID_PLACEHOLDER"
 #: value for each; the model name and schema are the ones the trainer gets (the stack passes one mapping).
 #: FLYWHEEL_SERVE_MODELS may be filled in with "" (serve every registered model); FLYWHEEL_VERIFY_KMS_KEY_ID is
 #: the ARN of the KMS key the trainer signs manifests with (cdk/signing_key.py).
+#: Access control (docs/security.md, cdk/access.py): how the UI signs users in and where the pods find their
+#: secrets (Secrets Manager ids). A value that does not apply to the exposure mode is filled in with "".
+ACCESS_CONFIG_KEYS = (
+    "FLYWHEEL_UI_AUTH",
+    "FLYWHEEL_UI_OIDC_SECRET_ID",
+    "FLYWHEEL_UI_COOKIE_SECRET_ID",
+    "FLYWHEEL_UI_ROLE_CLAIM",
+    "FLYWHEEL_API_AUTH",
+    "FLYWHEEL_API_KEYS_SECRET_ID",
+    "FLYWHEEL_API_SERVICE_KEY_SECRET_IDS",
+    "FLYWHEEL_API_KEY_SECRET_ID",
+)
 CONFIG_PLACEHOLDERS = {
     "FLYWHEEL_BUCKET": BUCKET_PLACEHOLDER,
     "AWS_REGION": REGION_PLACEHOLDER,
@@ -35,6 +47,7 @@ CONFIG_PLACEHOLDERS = {
     "FLYWHEEL_SCHEMA": SCHEMA_PLACEHOLDER,
     "FLYWHEEL_SERVE_MODELS": SERVE_MODELS_PLACEHOLDER,
     "FLYWHEEL_VERIFY_KMS_KEY_ID": VERIFY_KEY_PLACEHOLDER,
+    **{key: f"{key}_PLACEHOLDER" for key in ACCESS_CONFIG_KEYS},
 }
 #: What a placeholder looks like, known or not: any such text left after `substitute` fails the synth (as does
 #: the app image placeholder as a whole value outside a container's `image`).
@@ -74,8 +87,8 @@ def substitute(manifests: list[Manifest], *, image: str, config: Mapping[str, st
     """Copy of `manifests` with the app image and the ConfigMap placeholders filled in.
 
     `config` maps each key of CONFIG_PLACEHOLDERS (`FLYWHEEL_BUCKET`, `AWS_REGION`, `FLYWHEEL_MODEL_NAME`,
-    `FLYWHEEL_SCHEMA`, `FLYWHEEL_SERVE_MODELS`, `FLYWHEEL_VERIFY_KMS_KEY_ID`) to its value. Every placeholder must
-    occur, and none may be left anywhere afterwards.
+    `FLYWHEEL_SCHEMA`, `FLYWHEEL_SERVE_MODELS`, `FLYWHEEL_VERIFY_KMS_KEY_ID` and the ACCESS_CONFIG_KEYS) to its
+    value. Every placeholder must occur, and none may be left anywhere afterwards.
     """
     if set(config) != set(CONFIG_PLACEHOLDERS):
         raise ManifestError(f"config must give exactly {', '.join(sorted(CONFIG_PLACEHOLDERS))}; got {sorted(config)}")

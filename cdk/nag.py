@@ -91,6 +91,30 @@ FINDINGS: tuple[Finding, ...] = (
         "the key must end in /aliases/production.json, so no version, manifest, registration or rollout is "
         "writable.",
     ),
+    # Cluster Autoscaler (cdk/node_autoscaler.py, Pod Identity role of kube-system/cluster-autoscaler)
+    Finding(
+        "Serving/NodeAutoscaler/Role/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::*]",
+        "Cluster Autoscaler's documented least privilege: the autoscaling/EC2 Describe and Get actions have no "
+        "resource-level permissions (Resource '*' only); SetDesiredCapacity and TerminateInstanceInAutoScalingGroup "
+        "are on '*' but conditioned on the tag k8s.io/cluster-autoscaler/<this cluster> = owned that EKS puts on "
+        "this cluster's node group only; eks:DescribeNodegroup is scoped to the node group (a test checks all three).",
+    ),
+    # API keys (cdk/api_keys.py)
+    Finding(
+        "Access/ApiKeys/Store",
+        "AwsSolutions-SMG4",
+        "The API key store holds hashes of keys, edited by `flywheel apikey create/revoke`: a key is rotated by "
+        "creating a new one and revoking the old (docs/security.md); a Secrets Manager rotation Lambda would have "
+        "nothing to rotate.",
+    ),
+    Finding(
+        "Access/ApiKeys/UiKey",
+        "AwsSolutions-SMG4",
+        "The UI's own API key, read by the API and UI pods at start: rotated by putting a new random value "
+        "(docs/security.md) and restarting both Deployments; a rotation Lambda cannot restart pods, so a scheduled "
+        "rotation would leave the UI refused until the next restart.",
+    ),
     # EKS control plane and nodes
     Finding(
         "Serving/Cluster/Role",
@@ -155,11 +179,36 @@ FINDINGS: tuple[Finding, ...] = (
     ),
 )
 
+#: Findings on constructs that exist with some context only (the Cognito user pool: uiDomain + certificateArn).
+OPTIONAL_FINDINGS: tuple[Finding, ...] = (
+    Finding(
+        "Access/Identity/OidcConfig",
+        "AwsSolutions-SMG4",
+        "The UI's OIDC client settings are derived from the Cognito app client (its id and secret): the stack "
+        "writes them, so rotating means replacing the app client (docs/security.md); a rotation Lambda would make "
+        "the secret disagree with the client Cognito knows.",
+    ),
+    Finding(
+        "Access/Identity/CookieSecret",
+        "AwsSolutions-SMG4",
+        "The key Streamlit signs its auth cookie with, read by the UI pods at start: rotated by putting a new "
+        "random value and restarting the UI (everybody signs in again, docs/security.md); a scheduled rotation "
+        "would not reach running pods.",
+    ),
+)
+
 
 def acknowledge_findings(stack: Stack) -> None:
-    """Acknowledge every entry of FINDINGS on its construct; a missing path fails loudly."""
+    """Acknowledge every entry of FINDINGS on its construct (a missing path fails loudly), and those of
+    OPTIONAL_FINDINGS whose construct this deployment has (they exist with some context only)."""
     for finding in FINDINGS:
         Validations.of(_find(stack, finding.path)).acknowledge(Acknowledgment(id=finding.rule, reason=finding.reason))
+    for finding in OPTIONAL_FINDINGS:
+        try:
+            construct = _find(stack, finding.path)
+        except LookupError:
+            continue
+        Validations.of(construct).acknowledge(Acknowledgment(id=finding.rule, reason=finding.reason))
 
 
 def _find(stack: Stack, path: str) -> IConstruct:

@@ -2,7 +2,8 @@
 
 Hardened by default (docs/security.md): the API endpoint is private unless `endpoint_cidrs` allow-lists a public
 one; nodes require IMDSv2 with a hop limit of 1 (pods cannot reach the node's instance credentials); the VPC
-CNI add-on runs its network policy agent so the app's NetworkPolicies are enforced; metrics-server feeds the HPA.
+CNI add-on runs its network policy agent so the app's NetworkPolicies are enforced; metrics-server feeds the HPA;
+Cluster Autoscaler scales the node group (cdk/node_autoscaler.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cdk.manifests import (
     UI_SERVICE_ACCOUNT,
     Manifest,
 )
+from cdk.node_autoscaler import ClusterAutoscaler
 
 #: The root volume of the AL2023 EKS AMI (set in the launch template: a node group with one takes no disk size).
 ROOT_DEVICE = "/dev/xvda"
@@ -133,6 +135,14 @@ class ServingCluster(Construct):
         # metrics-server runs on the nodes: create it once they exist, so the add-on becomes active.
         self.metrics_server = eks.Addon(self, "MetricsServer", cluster=target, addon_name=METRICS_SERVER_ADDON)
         self.metrics_server.node.add_dependency(self.nodegroup)
+        # Nodes scale between min_size and max_size with the pods' demand (docs/security.md: why this autoscaler).
+        self.autoscaler = ClusterAutoscaler(
+            self,
+            "NodeAutoscaler",
+            cluster=self.cluster,
+            nodegroup=self.nodegroup,
+            kubernetes_version=kubernetes_version,
+        )
         if admin_role_arn:
             self.cluster.grant_access(
                 "AdminAccess",

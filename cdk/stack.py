@@ -13,10 +13,13 @@ from aws_cdk import aws_s3_notifications as s3n
 from constructs import Construct
 
 from cdk import manifests as m
+from cdk.access import Access
+from cdk.access_settings import AccessSettings
 from cdk.app_repository import AppRepository
 from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
 from cdk.cluster_monitoring import RELEASE, ClusterMonitoring
 from cdk.data_bucket import DATA_PREFIX, DataBucket
+from cdk.exposure import endpoint_outputs, expose
 from cdk.grants import grant, model_reader_statements, offload_statements, trainer_statements, ui_statements
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.observability import Observability
@@ -50,9 +53,17 @@ class FlywheelStack(Stack):
     """Everything `cdk deploy` stands up; the constructs are wired and granted here."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, settings: DeploySettings, repo_root: Path, **kwargs: Any
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: DeploySettings,
+        repo_root: Path,
+        access: AccessSettings | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        access = access or AccessSettings()  # internal load balancers, viewer-only UI
         retention = _RETENTION[settings.log_retention_days]
         batch_window = Duration.seconds(settings.trainer_batch_window_seconds)
         # Read and check the schema files first: a bad `models` value fails before anything is built.
@@ -104,6 +115,15 @@ class FlywheelStack(Stack):
         )
         grant(serving.app_role, model_reader_statements(data.bucket))
         grant(serving.ui_role, ui_statements(data.bucket))
+        # Sign-in, API keys and who reads which secret (docs/security.md).
+        auth = Access(
+            self,
+            "Access",
+            settings=access,
+            api_role=serving.app_role,
+            ui_role=serving.ui_role,
+            retain=settings.retain_data,
+        )
 
         # One image for the trainer Lambda and the Batch job it hands big retrains to: built and pushed once.
         image = trainer_image(self, "TrainerImage", repo_root=repo_root)
@@ -182,7 +202,7 @@ class FlywheelStack(Stack):
 
         rendered = m.render_overlay(repo_root / EKS_OVERLAY)
         m.require_objects(rendered)
-        app_manifests = m.substitute(
+        substituted = m.substitute(
             rendered,
             image=app_repo.image_uri(settings.image_tag),
             config={
@@ -190,8 +210,10 @@ class FlywheelStack(Stack):
                 "FLYWHEEL_SERVE_MODELS": ",".join(settings.serve_models),  # "" = every registered model
                 "FLYWHEEL_VERIFY_KMS_KEY_ID": signing.key_arn,  # the API pods verify manifests with it
                 "AWS_REGION": Aws.REGION,
+                **auth.config,
             },
         )
+        app_manifests = expose(substituted, access)  # TLS, allow-listed or internal load balancers
         app = serving.deploy_app(app_manifests)
         if any(str(doc.get("apiVersion", "")).startswith("monitoring.coreos.com/") for doc in app_manifests):
             app.node.add_dependency(monitoring.chart)  # ServiceMonitor & co. need the chart's CRDs first
@@ -222,8 +244,8 @@ class FlywheelStack(Stack):
                 Fn.join("", ["aws eks update-kubeconfig --region ", Aws.REGION, " --name ", cluster_name]),
                 "point kubectl at the cluster",
             ),
-            "ApiUrl": (Fn.join("", ["http://", api_host, f":{api_port}"]), "prediction API"),
-            "UiUrl": (Fn.join("", ["http://", ui_host, f":{ui_port}"]), "Streamlit UI"),
+            **endpoint_outputs(access, ui_host=ui_host, api_host=api_host, ui_port=ui_port, api_port=api_port),
+            **auth.outputs(),
             "GrafanaCommand": (
                 f"kubectl -n {MONITORING_NAMESPACE} port-forward svc/{RELEASE}-grafana 3000:80",
                 "then open http://localhost:3000",
@@ -258,6 +280,7 @@ class FlywheelStack(Stack):
         self.app_repository = app_repo
         self.signing = signing
         self.serving = serving
+        self.access = auth
         self.monitoring = monitoring
         self.observability = observability
         self.app_manifests = app

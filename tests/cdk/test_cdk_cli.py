@@ -10,6 +10,7 @@ from typing import Any
 
 from cdk_fixtures import REPO_ROOT, CliSynth, cdk_json_context, only, with_markers
 
+from cdk.exposure import INTERNAL, SCHEME
 from cdk.manifests import (
     APP_IMAGE_PLACEHOLDER,
     BUCKET_PLACEHOLDER,
@@ -107,6 +108,8 @@ def test_app_manifests_equal_the_kustomize_output_but_for_image_and_config_value
     repo_id, _ = only(cli_synth.resources("AWS::ECR::Repository"), "AppImagesRepository")
     bucket_id, _ = only(cli_synth.resources("AWS::S3::Bucket"), "DataBucket")
     key_id, _ = only(cli_synth.resources("AWS::KMS::Key"), "SigningKey")
+    store_id, _ = only(cli_synth.resources("AWS::SecretsManager::Secret"), "AccessApiKeysStore")
+    ui_key_id, _ = only(cli_synth.resources("AWS::SecretsManager::Secret"), "AccessApiKeysUiKey")
     settings = DeploySettings()  # the defaults: cdk.json sets none of these
     assert not {"imageTag", "modelName", "schema", "models", "serveModels"} & set(cdk_json_context())
     image = re.compile(rf"@@(\d+)@@\.dkr\.ecr\.@@(\d+)@@\.@@(\d+)@@/@@(\d+)@@:{re.escape(settings.image_tag)}")
@@ -117,24 +120,48 @@ def test_app_manifests_equal_the_kustomize_output_but_for_image_and_config_value
         SCHEMA_PLACEHOLDER: settings.schema,
         SERVE_MODELS_PLACEHOLDER: "",  # every registered model
         VERIFY_KEY_PLACEHOLDER: _marker_for(tokens, {"Fn::GetAtt": [key_id, "Arn"]}),  # the signing key
+        # access control by default: viewer-only UI (no certificate), API keys (cdk/access.py)
+        "FLYWHEEL_UI_AUTH_PLACEHOLDER": "viewer-only",
+        "FLYWHEEL_UI_OIDC_SECRET_ID_PLACEHOLDER": "",
+        "FLYWHEEL_UI_COOKIE_SECRET_ID_PLACEHOLDER": "",
+        "FLYWHEEL_UI_ROLE_CLAIM_PLACEHOLDER": "",
+        "FLYWHEEL_API_AUTH_PLACEHOLDER": "api-keys",
+        "FLYWHEEL_API_KEYS_SECRET_ID_PLACEHOLDER": _marker_for(tokens, {"Ref": store_id}),
+        "FLYWHEEL_API_SERVICE_KEY_SECRET_IDS_PLACEHOLDER": _marker_for(tokens, {"Ref": ui_key_id}),
+        "FLYWHEEL_API_KEY_SECRET_ID_PLACEHOLDER": _marker_for(tokens, {"Ref": ui_key_id}),
     }
+    # The one other change: without uiDomain/certificateArn/allowedCidrs both load balancers are internal.
+    exposure = re.compile(rf"/\d+/metadata/annotations/({re.escape(INTERNAL)}|{re.escape(SCHEME)})")
+    exposed = []
     seen = dict.fromkeys([APP_IMAGE_PLACEHOLDER, *expected], 0)
     unexpected = []
     for path, want, got in _differences(rendered, synthesized):
+        if want is MISSING and exposure.fullmatch(path) and got in ("true", "internal"):
+            exposed.append(got)
+            continue
         if want == APP_IMAGE_PLACEHOLDER and path.endswith("/image") and (match := image.fullmatch(str(got))):
             refs = set().union(*(_referenced(tokens[int(i)]) for i in match.groups()))
             assert refs == {repo_id, "AWS::URLSuffix"}, f"{path}: image built from {refs}"
-        elif want not in expected or got != expected[want]:
+        elif want not in expected or not _same(got, expected[want], tokens):
             unexpected.append((path, want, got))
             continue
         seen[want] += 1
     assert not unexpected, "the manifests differ from the overlay:\n" + "\n".join(map(str, unexpected))[:4000]
     assert seen.pop(APP_IMAGE_PLACEHOLDER) >= 2
+    assert sorted(exposed) == ["internal", "internal", "true", "true"]  # both Services
     assert seen == dict.fromkeys(expected, 1)
 
 
 def _marker_for(tokens: list[Any], token: Any) -> str:
     return f"@@{tokens.index(token)}@@" if token in tokens else "<absent>"
+
+
+def _same(got: Any, want: str, tokens: list[Any]) -> bool:
+    """Equal values; two markers are the same when they stand for the same token (a token may occur twice)."""
+    marker = re.compile(r"@@(\d+)@@")
+    if isinstance(got, str) and (a := marker.fullmatch(got)) and (b := marker.fullmatch(want)):
+        return bool(tokens[int(a.group(1))] == tokens[int(b.group(1))])
+    return bool(got == want)
 
 
 def test_manifest_payloads_fit_a_custom_resource_request(cli_synth: CliSynth):

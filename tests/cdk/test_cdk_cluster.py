@@ -154,9 +154,11 @@ def test_pod_identity_binds_the_ui_service_account_to_a_role_of_its_own(synth: I
     assert agent_id in ui["DependsOn"]
     # One association per ServiceAccount, each with its own role; the API's keeps its role.
     bound = {a["Properties"]["ServiceAccount"]: a["Properties"]["RoleArn"] for a in associations.values()}
+    autoscaler_role_id, _ = only(synth.resources("AWS::IAM::Role"), "ServingNodeAutoscalerRole")
     assert bound == {
         "flywheel-app": {"Fn::GetAtt": [api_role_id, "Arn"]},
         "flywheel-ui": {"Fn::GetAtt": [ui_role_id, "Arn"]},
+        "cluster-autoscaler": {"Fn::GetAtt": [autoscaler_role_id, "Arn"]},  # kube-system (test_cdk_autoscaler)
     }
     trust = ui_role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     actions = {a for s in trust for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from cdk.manifests import (
+    ACCESS_CONFIG_KEYS,
     APP_IMAGE_PLACEHOLDER,
     BUCKET_PLACEHOLDER,
     CONFIG_PLACEHOLDERS,
@@ -38,6 +39,7 @@ DOCS: list[dict[str, Any]] = [
             "FLYWHEEL_SCHEMA": SCHEMA_PLACEHOLDER,
             "FLYWHEEL_SERVE_MODELS": SERVE_MODELS_PLACEHOLDER,
             "FLYWHEEL_VERIFY_KMS_KEY_ID": VERIFY_KEY_PLACEHOLDER,
+            **{key: f"{key}_PLACEHOLDER" for key in ACCESS_CONFIG_KEYS},
             "OTHER": "kept",
         },
     },
@@ -64,6 +66,14 @@ CONFIG = {
     "FLYWHEEL_SCHEMA": "churn-schema",
     "FLYWHEEL_SERVE_MODELS": "",  # empty is a value: every registered model
     "FLYWHEEL_VERIFY_KMS_KEY_ID": "arn:aws:kms:eu-west-1:123456789012:key/abc",
+    "FLYWHEEL_UI_AUTH": "viewer-only",
+    "FLYWHEEL_UI_OIDC_SECRET_ID": "",  # empty where a value does not apply (no OIDC without a certificate)
+    "FLYWHEEL_UI_COOKIE_SECRET_ID": "",
+    "FLYWHEEL_UI_ROLE_CLAIM": "",
+    "FLYWHEEL_API_AUTH": "api-keys",
+    "FLYWHEEL_API_KEYS_SECRET_ID": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:keys-AbCdEf",
+    "FLYWHEEL_API_SERVICE_KEY_SECRET_IDS": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ui-key-AbCdEf",
+    "FLYWHEEL_API_KEY_SECRET_ID": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ui-key-AbCdEf",
 }
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 
 from aws_cdk.assertions import Template
-from cdk_fixtures import InProcessSynth, app_config, only, role_statements, s3_grants, trainer_environment
+from cdk_fixtures import (
+    InProcessSynth,
+    actions,
+    app_config,
+    only,
+    role_statements,
+    s3_grants,
+    trainer_environment,
+)
 
 from cdk.settings import DeploySettings
 
@@ -173,12 +181,11 @@ def test_ui_pods_read_data_quarantine_reports_and_models_and_write_only_uploads_
         ("s3:PutObject", alias, ""),  # promote / roll back any model: its alias, no version or registration
         ("s3:ListBucket", "BUCKET", "data/*,quarantine/*,models/*"),
     }
-    # Nothing but these S3 statements: no other service, no Resource "*", no Deny to hide an Allow.
-    assert all(
-        a.startswith("s3:")
-        for s in statements
-        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    )
+    # Nothing but these S3 statements and reading its own API key (tests/cdk/test_cdk_access.py): no other service,
+    # no Resource "*", no Deny to hide an Allow.
+    (ui_key_id, _) = only(synth.resources("AWS::SecretsManager::Secret"), "AccessApiKeysUiKey")
+    others = [s for s in statements if not all(a.startswith("s3:") for a in actions(s))]
+    assert [(actions(s), s["Resource"]) for s in others] == [(["secretsmanager:GetSecretValue"], {"Ref": ui_key_id})]
     assert all(s["Effect"] == "Allow" and s["Resource"] != "*" and "NotResource" not in s for s in statements)
 
 
