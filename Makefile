@@ -33,7 +33,8 @@ deploy-tools: ## only what the deploy job needs: the CDK app, the smoke test, th
 
 lock: venv ## re-make the images' hashed locks after changing requirements.txt (tests/ci checks they match)
 	$(LOCK) requirements.txt -o requirements.lock
-	grep -v '^streamlit==' requirements.txt > lambdas/trainer/requirements-trainer.in
+	grep -v -i -E '^(streamlit|authlib|pyjwt\[crypto\]|numba|llvmlite)==' requirements.txt \
+		> lambdas/trainer/requirements-trainer.in
 	$(LOCK) lambdas/trainer/requirements-trainer.in lambdas/trainer/requirements-image.txt \
 		-o lambdas/trainer/requirements.lock
 	rm lambdas/trainer/requirements-trainer.in
