@@ -385,6 +385,12 @@ def test_local_overlay_runs_without_aws() -> None:
     assert find(objects, "Service", "flywheel-s3")["spec"]["ports"][0]["port"] == 5000
     assert container(objects, "flywheel-api")["image"] == "flywheel-app:dev"
     assert container(objects, "flywheel-api")["imagePullPolicy"] == "IfNotPresent"
+    # API keys as in the cloud: the store from a Secret the developer makes, never auth off
+    assert data["FLYWHEEL_API_AUTH"] == "api-keys"
+    mounts = {m["mountPath"]: m["name"] for m in container(objects, "flywheel-api")["volumeMounts"]}
+    assert data["FLYWHEEL_API_KEYS_FILE"].rsplit("/", 1)[0] in mounts
+    ui_env = {e["name"]: e for e in container(objects, "flywheel-ui")["env"]}
+    assert ui_env["FLYWHEEL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "flywheel-api-keys", "key": "ui.key"}
 
 
 def test_pinned_kubernetes_version_is_the_one_the_cdk_app_deploys() -> None:
