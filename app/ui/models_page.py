@@ -15,6 +15,8 @@ from flywheel.settings import CoreSettings
 
 FLASH = "models_flash"  # (kind, message) of the last action, shown once
 _MARKS = {"passed": "✅", "failed": "❌"}
+# lifecycle.signature_state, the same as `flywheel models`: valid/INVALID with a verifier, else signed/unsigned
+_SIGNATURE_MARKS = {"valid": "✓", "signed": "✓", "INVALID": "✗", "unsigned": "✗"}
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -64,9 +66,9 @@ def _act(core: CoreSettings, name: str, what: str, version: int | None = None) -
 def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame["production"] = frame["production"].map({True: "★", False: ""})
-    frame["signed"] = frame["signed"].map({True: "✓", False: "✗ unsigned"})
+    frame["signature"] = frame["signature"].map(lambda s: f"{_SIGNATURE_MARKS.get(s, '')} {s}".strip())
     frame["reasons"] = frame["reasons"].map("; ".join)
-    columns = ["production", "version", "status", "signed", "created_at", "estimator", "metric", "candidate",
+    columns = ["production", "version", "status", "signature", "created_at", "estimator", "metric", "candidate",
                "previous_production", "baseline", "rows", "batches", "reasons"]  # fmt: skip
     return frame[columns].sort_values("version", ascending=False)
 
@@ -107,8 +109,8 @@ def _details(core: CoreSettings, name: str, rows: list[dict[str, Any]]) -> None:
     st.caption(
         f"{row['estimator']} trained on {row['rows']} rows from {row['batches']} batch(es) at {row['created_at']}; "
         f"sha256 {manifest['sha256'][:12]}…; "
-        + ("signed (manifest.sig; replicas verify it before serving)" if row["signed"] else
-           "**not signed**: replicas that verify signatures never serve it")
+        + ("signed (manifest.sig; replicas verify it before serving)" if row["signature"] in ("signed", "valid") else
+           f"signature **{row['signature']}**: replicas that verify signatures never serve it")
     )  # fmt: skip
 
     flash = st.session_state.pop(FLASH, None)

@@ -51,7 +51,8 @@ def test_viewer_only_by_default_shows_no_operator_action(stack: Stack, tmp_path:
     no_operator_actions(at)
     assert any("for operators" in t for t in texts(at, "info"))
     table = at.dataframe[0].value
-    assert dict(zip(table["version"], table["signed"], strict=True)) == {1: "✓", 2: "✗ unsigned"}
+    assert dict(zip(table["version"], table["signature"], strict=True)) == {1: "✓ signed", 2: "✗ unsigned"}
+    assert any("signature **unsigned**" in t for t in texts(at, "caption")), "v2 is chosen: its details say so"
     at = open_app("data")
     no_operator_actions(at)
     assert any("is for operators" in t for t in texts(at, "caption"))

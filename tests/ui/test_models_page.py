@@ -39,7 +39,7 @@ def test_versions_gate_reasons_and_chart(stack: Stack, signer: Signer) -> None:
     assert sorted(table["version"]) == [1, 2]
     assert dict(zip(table["version"], table["status"], strict=True)) == {1: "promoted", 2: "rejected"}
     assert dict(zip(table["version"], table["production"], strict=True)) == {1: "★", 2: ""}
-    assert list(table["signed"]) == ["✗ unsigned", "✗ unsigned"], "no signer configured in these tests"
+    assert list(table["signature"]) == ["✗ unsigned", "✗ unsigned"], "no signer configured in these tests"
     assert any("failed: r2" in r and "vs floor 0.9999" in r for r in table["reasons"])
     assert [m.value for m in at.metric] == ["v1"]
     chart = chart_data(at)
