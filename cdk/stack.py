@@ -186,7 +186,8 @@ class FlywheelStack(Stack):
             ),
         )
 
-        signing.allow(signers=[trainer.role, job.job_role], verifiers=[serving.app_role])
+        # the UI checks signatures too (its Models page shows valid/INVALID as the replicas decide)
+        signing.allow(signers=[trainer.role, job.job_role], verifiers=[serving.app_role, serving.ui_role])
         # Only the roles that may sign may publish: nobody else writes or deletes a model version.
         data.reserve_versions([trainer.role, job.job_role])
 

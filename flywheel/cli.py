@@ -56,7 +56,8 @@ def cmd_drop(args: argparse.Namespace) -> int:
         raise FlywheelError(f"{path}: no such file")
     key = data_prefix(s, check_name(args.model or s.model_name)) + (args.name or path.name)
     with path.open("rb") as body:
-        put_new(s3_client(), s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME")
+        put_new(s3_client(), s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME",
+                metadata={"uploaded-by": f"{actor()} (cli)"})  # fmt: skip
     print(f"uploaded {path} -> s3://{s.bucket}/{key}")
     return 0
 

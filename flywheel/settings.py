@@ -166,6 +166,9 @@ class UISettings(BaseSettings):
     # the UI's own API key: the key itself (local) or a Secrets Manager secret holding it (the cloud)
     api_key: str | None = Field(default=None, repr=False)
     api_key_secret_id: str | None = None
+    # the Models page checks each version's signature as the replicas do (FLYWHEEL_VERIFY_* as for the API)
+    verify_kms_key_id: str | None = None
+    verify_public_key_file: str | None = None
     bucket: str | None = None
     model_name: str = "savings"
     schema_ref: str = Field(default="savings", validation_alias="FLYWHEEL_SCHEMA")

@@ -140,8 +140,10 @@ class LocalStack:
         ]
         if o.ui:
             _say(f"4/5 Streamlit UI on http://127.0.0.1:{o.ui_port}")
+            # the UI's own API key; the public key its Models page checks signatures with
+            ui_env = {"FLYWHEEL_API_KEY": self.keys.ui_key, "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE": str(self.verify_key)}
             self._spawn("ui", [sys.executable, "-m", "flywheel.cli", "ui", "--host", "127.0.0.1",
-                               "--port", str(o.ui_port)], env={"FLYWHEEL_API_KEY": self.keys.ui_key})  # fmt: skip
+                               "--port", str(o.ui_port)], env=ui_env)  # fmt: skip
         if o.prometheus:
             self._start_prometheus()
         for url, proc in zip(self.api_urls(), apis, strict=True):

@@ -8,12 +8,13 @@ import streamlit as st
 from pydantic import ValidationError
 
 from app.ui.api_client import ApiClient
-from flywheel import registrations
+from flywheel import registrations, signing
 from flywheel.batches import BatchStore
 from flywheel.errors import SchemaError
 from flywheel.registry import Registry
 from flywheel.schema import Schema, load_schema
 from flywheel.settings import CoreSettings, UISettings
+from flywheel.signing import Verifier
 
 
 @st.cache_resource(show_spinner=False)
@@ -55,6 +56,13 @@ def api(base_url: str) -> ApiClient:
 
         key = str(secrets_client().get_secret_value(SecretId=s.api_key_secret_id)["SecretString"]).strip()
     return ApiClient(base_url, api_key=key)
+
+
+@st.cache_resource(show_spinner=False)
+def verifier() -> Verifier | None:
+    """The replicas' signature check (KMS key or public key file), or None when the UI has neither."""
+    s = settings()
+    return signing.verifier(s.verify_kms_key_id, s.verify_public_key_file)
 
 
 @st.cache_resource(show_spinner=False)

@@ -24,7 +24,7 @@ def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
     """Model `name`'s version summaries and alias document (cached briefly; actions clear the cache)."""
     registry = clients.registry(clients.bucket_settings(bucket, default_model), name)
     alias = registry.alias()
-    return {"rows": summaries(registry), "alias": alias.doc if alias else None}
+    return {"rows": summaries(registry, clients.verifier()), "alias": alias.doc if alias else None}
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
