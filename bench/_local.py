@@ -100,7 +100,7 @@ def start_api(bucket: str, port: int, **env: str) -> subprocess.Popen[bytes]:
             "warning",
         ],
         cwd=ROOT,
-        env={**os.environ, "FLYWHEEL_BUCKET": bucket, **env},
+        env={**os.environ, "FLYWHEEL_BUCKET": bucket, "FLYWHEEL_API_AUTH": "off", **env},  # loopback bench
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -3,6 +3,7 @@
     python bench/serve.py            # throughput/latency at c=1, 16, 64 and 1,000-row batches
     python bench/serve.py --swaps    # also: move the alias every few seconds under load
     python bench/serve.py --two-models   # only: two models in one replica, both swapping under load
+    python bench/serve.py --peer mlserver   # only: Flywheel vs MLServer on the same model.joblib (V2, pd codec)
 
 Prints req/s, rows/s, p50, p99 and errors. Needs wrk (Debian package `wrk`). Never pass/fail.
 """
@@ -166,6 +167,7 @@ def main() -> int:
     parser.add_argument("--swaps", action="store_true", help="also run the alias-swap mode")
     parser.add_argument("--swap-every", type=float, default=3.0)
     parser.add_argument("--two-models", action="store_true", help="only the two-model swap-under-load figure")
+    parser.add_argument("--peer", choices=["mlserver"], help="only: side by side with this peer server")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -195,6 +197,10 @@ def main() -> int:
         model_path = tmp / "model.joblib"
         model_path.write_bytes(registry.model_bytes(2))
         print(f"model: v2 {registry.manifest(2)['estimator']}, {model_path.stat().st_size:,} bytes")
+        if args.peer:  # bench/peer_mlserver.py
+            from bench import peer_mlserver
+
+            return peer_mlserver.run(wrk, args.seconds, bucket, model_path, tmp, procs)
 
         frame = savings(1000, seed=5).drop(columns=["monthly_savings"])
         rows = json.loads(frame.to_json(orient="records"))

@@ -48,10 +48,15 @@ def _route(
     n_iter = roots.shape[0] // n_trees_per_iter
     for i in range(x.shape[0]):
         for k in range(n_trees_per_iter):
-            acc = 0.0
-            acc += baseline[k]
-            for it in range(n_iter):
-                node = roots[it * n_trees_per_iter + k]
+            out[i, k] = 0.0
+            out[i, k] += baseline[k]
+    # tree by tree over all rows, as scikit-learn does (a tree's nodes stay in cache); each row's sum still
+    # runs baseline, tree 1, tree 2, ... in _predictors order, so the float results are the same
+    for it in range(n_iter):
+        for k in range(n_trees_per_iter):
+            root = roots[it * n_trees_per_iter + k]
+            for i in range(x.shape[0]):
+                node = root
                 while not flags[node] & 1:
                     v = x[i, feature[node]]
                     miss_left = (flags[node] & 2) != 0
@@ -71,8 +76,7 @@ def _route(
                     else:
                         go_left = v <= threshold[node]
                     node = left[node] if go_left else right[node]
-                acc += value[node]
-            out[i, k] = acc
+                out[i, k] += value[node]
 
 
 _route_compiled = kernel(_route)
