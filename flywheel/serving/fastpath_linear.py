@@ -75,6 +75,10 @@ class LinearPredictor:
         if coef.dtype != np.float64 or (not self.classifier and coef.ndim != 1):
             raise Unsupported("coefficients are not float64 of one target")
         self.classes: Any = est.classes_ if self.classifier else None
+        self._num_names = [name for name, _, _, _ in self.numeric]
+        self._fill, self._mean, self._scale = (
+            np.array([t[i] for t in self.numeric], dtype=np.float64) for i in (1, 2, 3)
+        )
 
     def _numeric(self, trans: Any, names: list[str]) -> None:
         imp, scaler = _steps(trans, (SimpleImputer, StandardScaler), "numeric preprocessing")
@@ -108,16 +112,14 @@ class LinearPredictor:
         n = len(columns[self.numeric[0][0] if self.numeric else self.onehot[0][0]])
         x = np.zeros((n, self.width), dtype=np.float64)
         if self.numeric:
-            block = np.empty((n, len(self.numeric)), dtype=np.float64)
-            for j, (name, fill, _, _) in enumerate(self.numeric):
-                v = np.asarray(columns[name], dtype=np.float64)
-                block[:, j] = np.where(np.isnan(v), fill, v)
-            block -= np.array([m for _, _, m, _ in self.numeric])
-            block /= np.array([s for _, _, _, s in self.numeric])
-            x[:, self.num_start : self.num_start + len(self.numeric)] = block
+            v = np.array([columns[name] for name in self._num_names], dtype=np.float64).T
+            # SimpleImputer, then StandardScaler's `X -= mean_; X /= scale_`: the same elementwise float ops
+            x[:, self.num_start : self.num_start + v.shape[1]] = (
+                np.where(np.isnan(v), self._fill, v) - self._mean
+            ) / self._scale
         for name, table in self.onehot:
             get = table.get
-            hot = np.fromiter((get(v, -1) if isinstance(v, str) else -1 for v in columns[name]), np.int64, n)
+            hot = np.array([get(v, -1) for v in columns[name]], dtype=np.int64)
             rows = np.flatnonzero(hot >= 0)
             x[rows, hot[rows]] = 1.0
         return x

@@ -222,12 +222,10 @@ class TreePredictor:
         for j, (name, table) in enumerate(self.columns):
             col = columns[name]
             if table is None:
-                x[:, j] = np.asarray(col, dtype=np.float64)
-            else:
+                x[:, j] = col  # the float64 conversion np.asarray(col, dtype="float64") does for the frame
+            else:  # checked categories are str or None; None and anything unknown encode as NaN
                 get = table.get
-                x[:, j] = np.fromiter(
-                    (get(v, math.nan) if isinstance(v, str) else math.nan for v in col), np.float64, n
-                )
+                x[:, j] = [get(v, math.nan) for v in col]
         return x
 
     def raw(self, x: np.ndarray) -> np.ndarray:
