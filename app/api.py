@@ -25,7 +25,7 @@ from starlette.routing import Route
 from app.metrics_server import MetricsServer
 from app.middleware import MODEL_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, GuardMiddleware, MetricsMiddleware
 from flywheel import apikeys
-from flywheel.errors import FlywheelError, InvalidInput, PayloadTooLarge
+from flywheel.errors import FlywheelError, InvalidInput, PayloadTooLarge, RequestTimeout
 from flywheel.manifest import public_view
 from flywheel.serving import v2
 from flywheel.serving.fleet import V2_STATE, Fleet, Hosted
@@ -72,11 +72,16 @@ class Service:
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}", limit=limit)
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
-            chunks.append(chunk)
+        try:  # a client trickling its body must not hold a slot of the concurrency limit for long
+            async with asyncio.timeout(self.settings.body_timeout_seconds):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
+                    chunks.append(chunk)
+        except TimeoutError as e:
+            wait = self.settings.body_timeout_seconds
+            raise RequestTimeout(f"the request body did not arrive within {wait:g} s", field="body") from e
         try:
             return orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError as e:

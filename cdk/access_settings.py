@@ -158,7 +158,7 @@ def _check_cidr(cidr: str) -> None:
         network = ipaddress.ip_network(cidr, strict=True)
     except ValueError as e:
         raise SettingsError(f"context 'allowedCidrs': {cidr!r} is not a CIDR ({e})") from e
-    if network.prefixlen == 0:
+    if network.prefixlen < (8 if network.version == 4 else 16):  # 0.0.0.0/1 + 128.0.0.0/1 is the internet too
         raise SettingsError(
             f"context 'allowedCidrs': {cidr!r} opens the load balancers to the whole internet; list the networks "
             "that may reach them, or set uiDomain and certificateArn for HTTPS with OIDC sign-in"

@@ -35,8 +35,9 @@ def expose(manifests: list[Manifest], settings: AccessSettings) -> list[Manifest
 
     TLS: internet-facing, every listener TLS with the certificate (backend plain TCP to the pods); the UI's port
     becomes 443, the API gets 443 beside 8080 (its in-cluster address, which the UI calls without the NLB).
-    Allow-list: internet-facing, `loadBalancerSourceRanges` = allowedCidrs. Internal: internal load balancers.
-    allowedCidrs also restricts the TLS load balancers when given.
+    Allow-list: the UI (viewer-only: it takes no credentials) internet-facing with `loadBalancerSourceRanges` =
+    allowedCidrs; the API stays internal, because API keys must never cross the internet in plain HTTP.
+    Internal: internal load balancers. allowedCidrs also restricts the TLS load balancers when given.
     """
     out = copy.deepcopy(manifests)
     found = set()
@@ -65,7 +66,7 @@ def _patch(service: Manifest, settings: AccessSettings, *, keep_ports: bool) -> 
     if "loadBalancerSourceRanges" in spec:
         raise ManifestError(f"Service {name} sets loadBalancerSourceRanges in the overlay; use context allowedCidrs")
     mode = settings.exposure
-    if mode is Exposure.INTERNAL:
+    if mode is Exposure.INTERNAL or (mode is Exposure.ALLOW_LIST and name == API_SERVICE):
         annotations[INTERNAL] = "true"
         annotations[SCHEME] = "internal"
         return
@@ -109,7 +110,8 @@ def endpoint_outputs(
     if mode is Exposure.ALLOW_LIST:
         where = f"only from {', '.join(settings.allowed_cidrs)}, plain HTTP"
         ui_access = Fn.join("", ["UI: ", ui_url, f" ({where}; viewer-only: {fix})"])
-        api_access = Fn.join("", ["API: ", api_url, f" ({where}; API key required; {fix})"])
+        api_access = Fn.join("", ["API: internal only (", api_url, " from the VPC; API key required): without a "
+                                  f"certificate, keys never cross the internet in plain HTTP; {fix}"])  # fmt: skip
     else:
         ui_access = Fn.join("", ["UI: internal only, viewer-only (", ui_url, f" from the VPC); {fix}, or allowedCidrs"])
         api_access = Fn.join("", ["API: internal only (", api_url, " from the VPC; API key required)"])

@@ -64,24 +64,27 @@ def alias_key(model_name: str) -> str:
 ANY_ALIAS_KEY = alias_key("*")
 
 
-def ui_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
-    """What a UI pod needs (docs/ui.md): list and read batches and upload new ones under `data/` (GetObject
-    also answers the HeadObject that keeps an upload from replacing a name), list and read the quarantine
-    reports, read and list `models/`, and move the production alias of any model
-    (`models/*/aliases/production.json`: models are registered at run time, so their names are not known here).
+def ui_statements(bucket: s3.IBucket, *, writes: bool) -> list[iam.PolicyStatement]:
+    """What a UI pod needs (docs/ui.md): list and read batches under `data/`, list and read the quarantine
+    reports, read and list `models/`; with `writes` (an operator can sign in: FLYWHEEL_UI_AUTH=oidc) also upload
+    new batches under `data/` (GetObject answers the HeadObject that keeps an upload from replacing a name) and
+    move the production alias of any model (`models/*/aliases/production.json`: models are registered at run
+    time, so their names are not known here). A viewer-only UI gets no write at all.
 
     No delete anywhere; no write under `quarantine/`, to model versions or to registrations.
     """
+    written = [
+        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{DATA_PREFIX}*")]),
+        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(ANY_ALIAS_KEY)]),
+    ]
     return [
-        iam.PolicyStatement(
-            actions=["s3:GetObject", "s3:PutObject"], resources=[bucket.arn_for_objects(f"{DATA_PREFIX}*")]
-        ),
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{DATA_PREFIX}*")]),
         iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*{ERROR_REPORT_SUFFIX}")]
         ),
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{MODELS_PREFIX}*")]),
-        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(ANY_ALIAS_KEY)]),
         _list_prefixes(bucket, DATA_PREFIX, QUARANTINE_PREFIX, MODELS_PREFIX),
+        *(written if writes else []),
     ]
 
 

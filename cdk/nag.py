@@ -83,14 +83,6 @@ FINDINGS: tuple[Finding, ...] = (
         _PREFIX_GRANT + " Read-only (GetObject): the UI's only write under models/ is the production alias of a "
         "model, granted on its own below.",
     ),
-    Finding(
-        "Serving/UiPodRole/DefaultPolicy",
-        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*/aliases/production.json]",
-        "PutObject on the production alias of any model (promote, roll back): models are registered at run time "
-        "(flywheel models add), so their names are unknown at synth. The wildcard stands for the model folder and "
-        "the key must end in /aliases/production.json, so no version, manifest, registration or rollout is "
-        "writable.",
-    ),
     # Cluster Autoscaler (cdk/node_autoscaler.py, Pod Identity role of kube-system/cluster-autoscaler)
     Finding(
         "Serving/NodeAutoscaler/Role/DefaultPolicy",
@@ -179,8 +171,17 @@ FINDINGS: tuple[Finding, ...] = (
     ),
 )
 
-#: Findings on constructs that exist with some context only (the Cognito user pool: uiDomain + certificateArn).
+#: Findings that arise with some context only (uiDomain + certificateArn: the Cognito user pool, and a UI that
+#: operators sign in to, so its role may move aliases).
 OPTIONAL_FINDINGS: tuple[Finding, ...] = (
+    Finding(
+        "Serving/UiPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*/aliases/production.json]",
+        "PutObject on the production alias of any model (promote, roll back): models are registered at run time "
+        "(flywheel models add), so their names are unknown at synth. The wildcard stands for the model folder and "
+        "the key must end in /aliases/production.json, so no version, manifest, registration or rollout is "
+        "writable. Granted only with sign-in (oidc); a viewer-only UI writes nothing.",
+    ),
     Finding(
         "Access/Identity/OidcConfig",
         "AwsSolutions-SMG4",

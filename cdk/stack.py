@@ -13,7 +13,7 @@ from aws_cdk import aws_s3_notifications as s3n
 from constructs import Construct
 
 from cdk import manifests as m
-from cdk.access import Access
+from cdk.access import UI_AUTH, Access
 from cdk.access_settings import AccessSettings
 from cdk.app_repository import AppRepository
 from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
@@ -114,7 +114,8 @@ class FlywheelStack(Stack):
             log_retention=retention,
         )
         grant(serving.app_role, model_reader_statements(data.bucket))
-        grant(serving.ui_role, ui_statements(data.bucket))
+        # a viewer-only UI (no certificate, so no sign-in) gets no write: nobody can use one there
+        grant(serving.ui_role, ui_statements(data.bucket, writes=UI_AUTH[access.exposure] == "oidc"))
         # Sign-in, API keys and who reads which secret (docs/security.md).
         auth = Access(
             self,

@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -94,8 +96,10 @@ class FileStore:
     def save(self, records: Sequence[KeyRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(dump(records))
+        tmp.unlink(missing_ok=True)  # a leftover could carry a looser mode
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(dump(records))
         tmp.replace(self.path)
 
 
@@ -136,7 +140,8 @@ class Authenticator:
     """Hash -> record, reloaded every `refresh_seconds` by the API (revocations take effect then).
 
     The first load must succeed, so a replica never starts with a store it could not read; a later reload that
-    fails keeps the keys loaded before (logged).
+    fails keeps the keys loaded before (logged), but for `max_stale_seconds` at most: past that, every key is
+    refused until a reload succeeds, so a revocation is never ignored for long.
     """
 
     def __init__(
@@ -144,9 +149,12 @@ class Authenticator:
         store: Store | None,
         service_keys: Callable[[], list[str]] = list,
         refresh_seconds: float = 60.0,
+        max_stale_seconds: float = 3600.0,
     ) -> None:
         self.store, self.service_keys, self.refresh_seconds = store, service_keys, refresh_seconds
+        self.max_stale_seconds = max_stale_seconds
         self._by_hash: dict[str, KeyRecord] = {}
+        self.loaded_at = 0.0
         self.reload()
 
     def reload(self) -> None:
@@ -155,17 +163,22 @@ class Authenticator:
             record = KeyRecord(f"service-{i}", "service", "client", digest(key))
             by_hash[record.sha256] = record
         self._by_hash = by_hash  # one assignment: readers see the old map or the new one
+        self.loaded_at = time.monotonic()
 
     def refresh(self) -> None:
         """Reload, keeping the keys loaded before when it fails (the caller runs this every refresh_seconds)."""
         try:
             self.reload()
         except Exception as e:  # a Secrets Manager hiccup must not lock every client out
-            log.warning("could not reload API keys (keeping %d loaded): %s", len(self._by_hash), e)
+            age = time.monotonic() - self.loaded_at
+            if age > self.max_stale_seconds:
+                log.error("could not reload API keys for %.0f s: refusing every key until a reload works: %s", age, e)
+            else:
+                log.warning("could not reload API keys (keeping %d loaded): %s", len(self._by_hash), e)
 
     def check(self, key: str | None) -> KeyRecord | None:
         """The record of a presented key, or None (unknown, revoked or malformed)."""
-        if not key or not 32 <= len(key) <= 256:
+        if not key or not 32 <= len(key) <= 256 or time.monotonic() - self.loaded_at > self.max_stale_seconds:
             return None
         return self._by_hash.get(digest(key))
 

@@ -48,6 +48,10 @@ class PayloadTooLarge(InvalidInput):
     status = 413
 
 
+class RequestTimeout(InvalidInput):
+    status = 408
+
+
 class NotFound(FlywheelError):
     status = 404
 

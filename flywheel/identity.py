@@ -45,6 +45,10 @@ class Identity:
     name: str
     role: Role
     how: str
+    expires_at: float | None = None  # epoch seconds: the token's `exp`; a session ends with it
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
 
     @property
     def label(self) -> str:
@@ -118,7 +122,14 @@ def identity_from_claims(claims: Mapping[str, Any], settings: IdentitySettings) 
         raise IdentityError("the identity provider sent no subject ('sub' claim)")
     name = next((str(claims[k]) for k in ("email", "preferred_username", "cognito:username", "name")
                  if claims.get(k)), subject)  # fmt: skip
-    return Identity(subject=subject, name=name, role=role_from_claims(claims, settings), how="oidc")
+    # Streamlit keeps the claims in a cookie for 30 days: the ID token's own expiry ends the session instead, so
+    # a user removed from a group (or disabled) loses the role when the token expires (1 h with Cognito)
+    exp = claims.get("exp")
+    expires = float(exp) if isinstance(exp, int | float) else None
+    who = Identity(subject=subject, name=name, role=role_from_claims(claims, settings), how="oidc", expires_at=expires)
+    if who.expired():
+        raise IdentityError("your sign-in has expired; sign out and sign in again")
+    return who
 
 
 # -- local identity tokens ----------------------------------------------------------------------------
@@ -161,4 +172,5 @@ def verify_token(token: str, public_key_pem: bytes) -> Identity:
     if role not in ROLES:
         raise IdentityError(f"this sign-in link carries an unknown role {str(role)[:20]!r}")
     name = str(claims.get("name") or claims["sub"])
-    return Identity(subject=str(claims["sub"]), name=name, role=role, how="local-token")
+    return Identity(subject=str(claims["sub"]), name=name, role=role, how="local-token",
+                    expires_at=float(claims["exp"]))  # fmt: skip

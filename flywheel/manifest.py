@@ -108,10 +108,10 @@ def check_golden(schema: Schema, model: Any, golden: dict[str, Any]) -> None:
         raise ModelVerificationError("golden outputs differ from the manifest's", expected=want, got=got)
 
 
-#: What any API client may read of a manifest: the model's identity, its inputs and how it scored, and the
-#: aggregate training statistics the UI's form takes its defaults from. Golden rows (real holdout rows), the
-#: data lineage (batch keys), the gate's working and the environment stay with operators.
-PUBLIC_FIELDS = ("model", "version", "created_at", "task", "schema", "estimator", "metrics", "sha256", "feature_stats")
+#: What any API client may read of a manifest: the model's identity, its inputs and how it scored. Golden rows
+#: (real holdout rows), training-data statistics (rare category values), the data lineage (batch keys), the
+#: gate's working and the environment stay with operators (and the UI, which reads the registry itself).
+PUBLIC_FIELDS = ("model", "version", "created_at", "task", "schema", "estimator", "metrics", "sha256")
 
 
 def public_view(manifest: dict[str, Any]) -> dict[str, Any]:

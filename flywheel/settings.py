@@ -120,6 +120,7 @@ class ServeSettings(CoreSettings):
     api_service_key_secret_ids: str = ""  # comma-separated secrets whose plain value is a key (the UI's)
     api_keys_refresh_seconds: float = Field(default=60.0, gt=0)
     max_inflight: int = Field(default=256, ge=1)  # requests beyond it get 429
+    body_timeout_seconds: float = Field(default=10.0, gt=0)  # a request body must arrive within it, else 408
     metrics_port: int = Field(default=9464, ge=1, le=65535)  # /metrics is served there only
     metrics_host: str = "0.0.0.0"  # `flywheel serve --host H` sets it to H unless given
 

@@ -94,8 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ui", help="base URL of the Streamlit UI")
     parser.add_argument("--schema", default="savings", help="built-in schema of the served model")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for each endpoint")
-    parser.add_argument("--api-key", default=os.environ.get("FLYWHEEL_API_KEY"),
-                        help="a client API key (default: $FLYWHEEL_API_KEY); without one, predicting is skipped")  # fmt: skip
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("FLYWHEEL_API_KEY"),
+        help="a client API key (default: $FLYWHEEL_API_KEY); without one, predicting is skipped",
+    )
     args = parser.parse_args(argv)
     if not (args.api or args.ui):
         parser.error("give --api, --ui or both")

@@ -64,6 +64,9 @@ def _local_token(s: IdentitySettings) -> Identity:
         except OSError as e:
             _stop(f"FLYWHEEL_UI_IDENTITY_PUBLIC_KEY_FILE cannot be read: {e.strerror}")
     who = st.session_state.get(SESSION_KEY)
+    if isinstance(who, Identity) and who.expired():
+        st.session_state.pop(SESSION_KEY, None)
+        _stop("Your sign-in token has expired: open a new sign-in URL (`flywheel identity token`).")
     if not isinstance(who, Identity):
         st.title("Flywheel")
         _stop(
@@ -116,7 +119,7 @@ def operator() -> Identity | None:
             who = identity_from_claims(claims, s) if claims.get("is_logged_in") else None
         except IdentityError:
             who = None
-    return who if isinstance(who, Identity) and who.is_operator else None
+    return who if isinstance(who, Identity) and who.is_operator and not who.expired() else None
 
 
 REFUSED = "Only an operator can {what}. You are signed in as a viewer."

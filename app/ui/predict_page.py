@@ -7,11 +7,13 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from app.ui import clients, picker
 from app.ui.api_client import ApiError, ApiUnavailable, Prediction, ServedModel
 from app.ui.form_fields import ChoiceField, FormField, build_fields, to_instance
+from flywheel.errors import NotFound
 from flywheel.schema import Schema
 
 LAST = "last_prediction"  # {model: its last Prediction}
@@ -25,6 +27,30 @@ def _served_schema(served: ServedModel | None) -> Schema | None:
     try:
         return Schema.model_validate(served.manifest["schema"]) if served else None
     except (KeyError, ValidationError):
+        return None
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _stats_from_registry(bucket: str, default_model: str, name: str, version: int) -> dict[str, Any] | None:
+    """A version's training statistics from its manifest in the registry (immutable: cached without expiry)."""
+    registry = clients.registry(clients.bucket_settings(bucket, default_model), name)
+    stats: dict[str, Any] | None = registry.manifest(version).get("feature_stats")
+    return stats
+
+
+def _training_stats(name: str, served: ServedModel | None) -> dict[str, Any] | None:
+    """The form's defaults: the served version's training statistics. The API gives them to operator keys only,
+    so the UI reads them from the registry (its role may read models/); without a bucket, none."""
+    if served is None:
+        return None
+    if "feature_stats" in served.manifest:
+        return dict(served.manifest["feature_stats"])
+    s = clients.settings()
+    if not s.bucket:
+        return None
+    try:
+        return _stats_from_registry(s.bucket, s.model_name, name, served.version)
+    except (ClientError, BotoCoreError, NotFound):  # no defaults is fine: the form falls back to mid-range values
         return None
 
 
@@ -93,7 +119,7 @@ def render() -> None:
     schema = _schema(chosen, served, s.schema_ref)
     st.header(f"Predict {schema.target.name}")
     st.caption(f"Model **{chosen.name}**" + (f": {schema.description}" if schema.description else ""))
-    stats = served.manifest.get("feature_stats") if served else None
+    stats = _training_stats(chosen.name, served)
     fields = build_fields(schema, stats)
     if served is None:
         st.warning(f"{problem}. The form shows schema {schema.name!r} with mid-range defaults.")

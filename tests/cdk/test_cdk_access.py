@@ -17,6 +17,7 @@ from cdk_fixtures import (
     joined,
     only,
     role_statements,
+    s3_grants,
     with_markers,
 )
 
@@ -191,6 +192,16 @@ def test_cognito_grants_each_role_exactly_its_secrets(cognito: InProcessSynth):
     assert _reads(cognito, "ServingUiPodRole") == {"UiKey", "OidcConfig", "CookieSecret"}
     ui_actions = {a for s in role_statements(cognito, "ServingUiPodRole") for a in actions(s)}
     assert not any(a.startswith("kms:") for a in ui_actions)  # AWS-managed key: nothing to grant
+
+
+def test_with_sign_in_the_ui_may_upload_and_move_aliases_and_nothing_else(cognito: InProcessSynth):
+    writes = {(a, r) for a, r, _ in s3_grants(role_statements(cognito, "ServingUiPodRole")) if a != "s3:GetObject"} - {
+        ("s3:ListBucket", "BUCKET")
+    }
+    assert writes == {
+        ("s3:PutObject", "BUCKET/data/*"),  # upload (an operator, checked by the UI)
+        ("s3:PutObject", "BUCKET/models/*/aliases/production.json"),  # promote / roll back: no version, no schema
+    }
 
 
 def test_cognito_config_map_is_oidc(cognito: InProcessSynth):

@@ -44,7 +44,7 @@ def test_default_is_internal_and_viewer_only():
     assert not settings.creates_user_pool
 
 
-@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0", "0.0.0.0/0,10.0.0.0/8"])
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0", "0.0.0.0/0,10.0.0.0/8", "0.0.0.0/1,128.0.0.0/1", "::/1"])
 def test_the_whole_internet_is_refused(cidr: str):
     with pytest.raises(SettingsError, match=r"allowedCidrs.*whole internet"):
         AccessSettings.from_mapping({"allowed_cidrs": cidr})
@@ -96,17 +96,18 @@ def test_internal_load_balancers_without_certificate_or_cidrs(rendered: list[Man
     assert _service(rendered, "flywheel-ui")["metadata"]["annotations"].get(INTERNAL) is None  # input untouched
 
 
-def test_allowed_cidrs_make_plain_http_load_balancers_for_those_networks_only(rendered: list[Manifest]):
+def test_allowed_cidrs_open_the_viewer_only_ui_to_those_networks_and_keep_the_api_internal(rendered: list[Manifest]):
     settings = AccessSettings.from_mapping({"allowed_cidrs": "203.0.113.0/24,2001:db8::/32"})
     assert settings.exposure is Exposure.ALLOW_LIST
     out = expose(rendered, settings)
-    for name in ("flywheel-api", "flywheel-ui"):
-        service = _service(out, name)
-        assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24", "2001:db8::/32"]
-        annotations = service["metadata"]["annotations"]
-        assert INTERNAL not in annotations
-        assert annotations[SCHEME] == "internet-facing"
-        assert SSL_CERT not in annotations
+    ui = _service(out, "flywheel-ui")
+    assert ui["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24", "2001:db8::/32"]
+    assert INTERNAL not in ui["metadata"]["annotations"]
+    assert ui["metadata"]["annotations"][SCHEME] == "internet-facing"
+    assert SSL_CERT not in ui["metadata"]["annotations"]
+    # API keys never cross the internet in plain HTTP: without a certificate the API stays internal
+    api = _service(out, "flywheel-api")["metadata"]["annotations"]
+    assert api[INTERNAL] == "true" and api[SCHEME] == "internal"
 
 
 def test_a_certificate_makes_every_listener_tls(rendered: list[Manifest]):
@@ -144,7 +145,7 @@ def test_the_overlay_may_not_decide_the_exposure(rendered: list[Manifest]):
         (
             {"allowed_cidrs": "203.0.113.0/24"},
             "only from 203.0.113.0/24, plain HTTP; viewer-only: set uiDomain+certificateArn",
-            "only from 203.0.113.0/24, plain HTTP; API key required",
+            "API: internal only",
         ),
         (
             {"ui_domain": "ui.example.com", "api_domain": "api.example.com", "certificate_arn": CERT},

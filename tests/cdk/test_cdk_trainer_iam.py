@@ -168,17 +168,16 @@ def test_api_pods_only_read_models(synth: InProcessSynth):
     assert not [s for s in statements if "Put" in str(s["Action"]) or "Delete" in str(s["Action"])]
 
 
-def test_ui_pods_read_data_quarantine_reports_and_models_and_write_only_uploads_and_aliases(
+def test_a_viewer_only_ui_reads_data_quarantine_reports_and_models_and_writes_nothing(
     synth: InProcessSynth,
 ):
+    """The default exposure (no certificate) has no sign-in, so the UI is viewer-only: its role writes nothing.
+    With sign-in, uploads and alias moves are added (tests/cdk/test_cdk_access.py)."""
     statements = role_statements(synth, "ServingUiPodRole")
-    alias = "BUCKET/models/*/aliases/production.json"  # any model's, and under models/ nothing else
     assert s3_grants(statements) == {
-        ("s3:GetObject", "BUCKET/data/*", ""),  # list the batches, and HeadObject before an upload
-        ("s3:PutObject", "BUCKET/data/*", ""),  # upload
+        ("s3:GetObject", "BUCKET/data/*", ""),  # list the batches
         ("s3:GetObject", "BUCKET/quarantine/*.error.json", ""),  # the reports, not the rejected batches
         ("s3:GetObject", "BUCKET/models/*", ""),  # registry: alias, manifests
-        ("s3:PutObject", alias, ""),  # promote / roll back any model: its alias, no version or registration
         ("s3:ListBucket", "BUCKET", "data/*,quarantine/*,models/*"),
     }
     # Nothing but these S3 statements and reading its own API key (tests/cdk/test_cdk_access.py): no other service,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +149,24 @@ def test_store_errors_name_the_store_and_the_entry(tmp_path: Path) -> None:
         apikeys.FileStore(bad).load()
     auth = apikeys.Authenticator(apikeys.FileStore(tmp_path / "none.json"))
     assert len(auth) == 0 and auth.check(None) is None and auth.check("short") is None
+
+
+def test_keys_that_cannot_be_reloaded_for_too_long_are_refused(tmp_path: Path) -> None:
+    """A failed reload keeps the keys for a while (a Secrets Manager hiccup must not lock clients out), but a
+    revocation must not be ignored for long: past max_stale_seconds every key is refused until a reload works."""
+    store = apikeys.FileStore(tmp_path / "keys.json")
+    key, record = apikeys.new_key("svc", "client", "test")
+    store.save([record])
+    assert oct(store.path.stat().st_mode & 0o777) == "0o600"
+    auth = apikeys.Authenticator(store, max_stale_seconds=0.5)
+    assert auth.check(key) == record
+    good = store.path.read_text()
+    store.path.write_text("{broken")
+    auth.refresh()
+    assert auth.check(key) == record, "a failed reload keeps the keys loaded before"
+    time.sleep(0.6)
+    auth.refresh()
+    assert auth.check(key) is None, "too stale: refused"
+    store.path.write_text(good)
+    auth.refresh()
+    assert auth.check(key) == record

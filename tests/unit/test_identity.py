@@ -45,6 +45,15 @@ def test_label_and_default_mode() -> None:
     assert not ANONYMOUS_VIEWER.is_operator
 
 
+def test_an_expired_oidc_session_is_refused() -> None:
+    """Streamlit keeps the claims for 30 days; the ID token's `exp` ends the session (and a group change with it)."""
+    claims = {"sub": "u1", "email": "a@example.com", "cognito:groups": ["flywheel-operators"]}
+    fresh = identity_from_claims({**claims, "exp": time.time() + 600}, SETTINGS)
+    assert fresh.is_operator and not fresh.expired()
+    with pytest.raises(IdentityError, match="expired"):
+        identity_from_claims({**claims, "exp": time.time() - 1}, SETTINGS)
+
+
 @pytest.mark.parametrize(
     ("groups", "role"),
     [
@@ -112,7 +121,9 @@ def test_token_round_trip(signer: tuple[Path, Path]) -> None:
     private, public = signer
     token = mint_token(private, "operator", "alice", hours=1)
     who = verify_token(token, public.read_bytes())
-    assert who == Identity("alice", "alice", "operator", "local-token")
+    assert (who.subject, who.name, who.role, who.how) == ("alice", "alice", "operator", "local-token")
+    assert who.expires_at == jwt.decode(token, options={"verify_signature": False})["exp"] and not who.expired()
+    assert who.expired(now=time.time() + 3601), "the session ends with the token"
     assert who.label == "alice (operator, local-token)"
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["iss"] == "flywheel-local" and claims["exp"] - claims["iat"] == 3600
