@@ -136,6 +136,8 @@ async def v1_model(request: Request) -> Response:
             "version": served.version,
             "loaded_at": served.loaded_at,
             "source": served.source,
+            "serving_path": served.serving_path,  # "fast" (verified identical to the Pipeline) or "pipeline"
+            "fast_path": served.fast_path_note,
             "manifest": manifest,
         }
     )

@@ -85,7 +85,7 @@ def train_model(s3: Any, bucket: str, name: str, frame: Any, estimators: str = "
     return outcome.version
 
 
-def start_api(bucket: str, port: int, **env: str) -> subprocess.Popen[bytes]:
+def start_api(bucket: str, port: int, workers: int = 1, **env: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -98,6 +98,8 @@ def start_api(bucket: str, port: int, **env: str) -> subprocess.Popen[bytes]:
             str(port),
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ],
         cwd=ROOT,
         env={**os.environ, "FLYWHEEL_BUCKET": bucket, "FLYWHEEL_API_AUTH": "off", **env},  # loopback bench

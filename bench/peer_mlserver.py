@@ -51,13 +51,14 @@ def ensure_venv() -> Path:
     return python
 
 
-def start(model_path: Path, workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(model_path: Path, workdir: Path, name: str, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     """MLServer on a free port serving model_path as `name`; returns the process and its infer URL."""
     python = ensure_venv()
     models = workdir / "mlserver"
     (models / name).mkdir(parents=True, exist_ok=True)
     port = free_port()
-    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "debug": False}
+    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "debug": False,
+                "parallel_workers": workers}  # fmt: skip
     (models / "settings.json").write_text(json.dumps(settings))
     (models / name / "model-settings.json").write_text(
         json.dumps(
@@ -127,6 +128,7 @@ def run(
     model_path: Path,
     tmp: Path,
     procs: list[subprocess.Popen[bytes]],
+    processes: int = 1,
 ) -> int:
     """Flywheel (/v1/predict and V2 infer) vs MLServer on the same model.joblib and the same rows."""
     from flywheel.sampledata import savings
@@ -142,8 +144,9 @@ def run(
             bodies[name][kind].write_text(json.dumps(doc))
     bodies["mlserver"] = bodies["flywheel v2"]  # the very same V2 body
     api_port = free_port()
-    procs.append(start_api(bucket, api_port, FLYWHEEL_POLL_INTERVAL_SECONDS="1"))
-    mlserver, infer_url = start(model_path, tmp, "savings")
+    procs.append(start_api(bucket, api_port, workers=processes, FLYWHEEL_POLL_INTERVAL_SECONDS="1"))
+    mlserver, infer_url = start(model_path, tmp, "savings", workers=processes)
+    print(f"processes: flywheel serve --workers {processes}; mlserver parallel_workers {processes}")
     procs.append(mlserver)
     base = f"http://127.0.0.1:{api_port}"
     targets = {"flywheel v1": f"{base}/v1/predict", "flywheel v2": f"{base}/v2/models/savings/infer",

@@ -157,7 +157,11 @@ def _stop(procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
     for p in procs:
         p.terminate()
     for p in procs:
-        p.wait(timeout=30)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # MLServer's workers can outlive a SIGTERM
+            p.kill()
+            p.wait(timeout=10)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -168,6 +172,9 @@ def main() -> int:
     parser.add_argument("--swap-every", type=float, default=3.0)
     parser.add_argument("--two-models", action="store_true", help="only the two-model swap-under-load figure")
     parser.add_argument("--peer", choices=["mlserver"], help="only: side by side with this peer server")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="--peer: flywheel --workers N, mlserver parallel_workers N"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -200,7 +207,7 @@ def main() -> int:
         if args.peer:  # bench/peer_mlserver.py
             from bench import peer_mlserver
 
-            return peer_mlserver.run(wrk, args.seconds, bucket, model_path, tmp, procs)
+            return peer_mlserver.run(wrk, args.seconds, bucket, model_path, tmp, procs, args.processes)
 
         frame = savings(1000, seed=5).drop(columns=["monthly_savings"])
         rows = json.loads(frame.to_json(orient="records"))

@@ -38,6 +38,8 @@ class ServedModel:
     manifest: dict[str, Any]
     loaded_at: str = ""
     source: str = ""
+    serving_path: str = ""  # "fast" (the verified compiled predictor) or "pipeline"
+    fast_path: str = ""  # what the fast path was verified on, or why the Pipeline serves
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class ApiClient:
             manifest=dict(body.get("manifest") or {}),
             loaded_at=str(body.get("loaded_at") or ""),
             source=str(body.get("source") or ""),
+            serving_path=str(body.get("serving_path") or ""),
+            fast_path=str(body.get("fast_path") or ""),
         )
 
     def predict(self, name: str, instance: dict[str, Any]) -> Prediction:

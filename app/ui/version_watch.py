@@ -50,4 +50,10 @@ def served_version_notice() -> None:
         )
         button.button("Dismiss", key="dismiss_version_change", on_click=_dismiss)
     else:
-        st.caption(f"Serving **{served.name} v{served.version}** ({served.source}, loaded {served.loaded_at}).")
+        path = {"fast": "fast path", "pipeline": "scikit-learn Pipeline"}.get(served.serving_path, "")
+        st.caption(
+            f"Serving **{served.name} v{served.version}** ({served.source}, loaded {served.loaded_at}"
+            + (f"; predictions through the {path}" if path else "")
+            + ").",
+            help=served.fast_path or None,
+        )

@@ -47,6 +47,9 @@ class ServedModel:
     loaded_at: str
     source: str
     classes: list[str] = field(default_factory=list)
+    fast: Any = None  # a FastPredictor verified identical to `model` (flywheel/serving/fastpath.py), or None
+    serving_path: str = "pipeline"  # "fast" or "pipeline": which path computes this version's predictions
+    fast_path_note: str = ""  # why the Pipeline serves, or what the fast path was verified on
 
 
 class ModelHost:
@@ -189,6 +192,7 @@ class ModelHost:
             model = load_model(self.registry.model_bytes(version), manifest["sha256"])
             schema = Schema.model_validate(manifest["schema"])
             check_golden(schema, model, manifest["golden"])
+            fast, note = self._fast_path(version, model, schema, manifest["golden"]["inputs"])
         classes = [str(c) for c in getattr(model, "classes_", [])]
         return ServedModel(
             name=self.name,
@@ -199,7 +203,33 @@ class ModelHost:
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
             source="pinned" if self.pinned is not None else "alias",
             classes=classes,
+            fast=fast,
+            serving_path="fast" if fast is not None else "pipeline",
+            fast_path_note=note,
         )
+
+    def _fast_path(self, version: int, model: Any, schema: Schema, golden: list[dict[str, Any]]) -> tuple[Any, str]:
+        """Build, compile and verify the fast predictor before the swap; None (the Pipeline serves) when this
+        shape has none, or when it differs from the Pipeline or fails in any way: it is only an optimisation."""
+        from flywheel.serving.fastpath import compile_or_reason, verify
+
+        fast, reason = compile_or_reason(model, schema)
+        if fast is None:
+            log.info("%s v%s: served through the Pipeline (no fast path: %s)", self.name, version, reason)
+            return None, f"no fast path: {reason}"
+        try:
+            fast.warm()  # compile (or load from numba's cache) now, not on the first request
+            verdict = verify(fast, model, schema, golden)
+        except Exception as e:  # numba missing or failing: the Pipeline still serves, loudly
+            log.exception("%s v%s: fast path failed; serving through the Pipeline", self.name, version)
+            self.metrics.fast_path_fallbacks.labels(model=self.name).inc()
+            return None, f"fast path failed: {type(e).__name__}: {e}"
+        if not verdict.exact:
+            log.error("%s v%s: fast path differs from the Pipeline, serving through the Pipeline: %s",
+                      self.name, version, verdict.first_difference)  # fmt: skip
+            self.metrics.fast_path_fallbacks.labels(model=self.name).inc()
+            return None, f"fast path differs: {verdict.first_difference}"
+        return fast, f"{fast.kind} fast path, identical on {verdict.rows_checked} rows"
 
     def _swap(self, served: ServedModel) -> None:
         old = self.current
@@ -211,5 +241,6 @@ class ModelHost:
         m.model_info.labels(model=served.name, version=str(served.version)).set(1)
         m.model_version.labels(model=served.name).set(served.version)
         m.ready.labels(model=served.name).set(1)
+        m.fast_path.labels(model=served.name).set(1 if served.fast is not None else 0)
         self._update_staleness()
         log.info("now serving %s v%s (was v%s)", served.name, served.version, old and old.version)

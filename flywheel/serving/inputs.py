@@ -83,8 +83,15 @@ def _check_keys(schema: Schema, inst: dict[str, Any], i: int, cols: Columns) -> 
 _NUMBER: set[type] = {int, float}
 
 
+#: Up to this many values a plain scan is cheaper than building numpy arrays (measured: 1-row requests spent a
+#: fifth of their time in the vectorised checks once predictions took microseconds)
+SCAN_MAX = 16
+
+
 def _first_bad(f: Feature, col: list[Any]) -> int:
     """Index of the first value that fails its checks, -1 if none: vectorised for the common case."""
+    if len(col) <= SCAN_MAX:
+        return _scan(f, col)
     kinds = set(map(type, col))
     if f.type == "numeric" and kinds <= _NUMBER | {type(None)}:
         nulls = type(None) in kinds
@@ -101,7 +108,11 @@ def _first_bad(f: Feature, col: list[Any]) -> int:
         return int(hits[0]) if hits.size else -1
     if f.type == "categorical" and kinds == {str} and f.categories is not None and set(col) <= set(f.categories):
         return -1
-    for i, v in enumerate(col):  # mixed types or nulls: the exact scan
+    return _scan(f, col)  # mixed types or nulls: the exact scan
+
+
+def _scan(f: Feature, col: list[Any]) -> int:
+    for i, v in enumerate(col):
         try:
             _check_value(f, v, i)
         except InvalidInput:

@@ -51,6 +51,18 @@ class ServingMetrics:
         self.reloads = Counter(
             "flywheel_model_reloads", "Model swaps attempted, by model and result.", ["model", "result"], registry=r
         )
+        self.fast_path = Gauge(
+            "flywheel_model_fast_path",
+            "1 when the model serves through its verified fast predictor, 0 through the Pipeline.",
+            ["model"],
+            registry=r,
+        )
+        self.fast_path_fallbacks = Counter(
+            "flywheel_model_fast_path_fallbacks",
+            "Versions served through the Pipeline because their fast path differed from it or failed.",
+            ["model"],
+            registry=r,
+        )
         self.reload_duration = Histogram(
             "flywheel_model_reload_duration_seconds",
             "Download, verification and swap of a new version.",
@@ -83,5 +95,7 @@ class ServingMetrics:
         """Create a served model's series at zero, so dashboards and alerts see it before its first event."""
         self.ready.labels(model=model).set(0)
         self.staleness.labels(model=model).set(0)
+        self.fast_path.labels(model=model).set(0)
+        self.fast_path_fallbacks.labels(model=model)
         for result in ("success", "failure"):
             self.reloads.labels(model=model, result=result)

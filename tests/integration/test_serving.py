@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -192,13 +192,28 @@ def test_sigterm_drains_in_flight_requests(
     train(stack)
     api = start_replica(stack.bucket, moto_endpoint)
     wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
-    big = [{**ROW, "income": 1000.0 + i} for i in range(10_000)]
+    body = json.dumps({"instances": [{**ROW, "income": 1000.0 + i} for i in range(10_000)]}).encode()
+    release = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        """Half the body now, the rest once SIGTERM has been sent: the request is surely in flight meanwhile
+        (predictions take milliseconds on the fast path, so a fast request could finish before the signal)."""
+        yield body[: len(body) // 2]
+        release.wait(15)
+        yield body[len(body) // 2 :]
+
     responses: list[httpx.Response] = []
-    senders = [threading.Thread(target=lambda: responses.append(predict(api.url, big))) for _ in range(4)]
+
+    def send() -> None:
+        responses.append(httpx.post(api.url + "/v1/predict", content=slow_body(), timeout=30,
+                                    headers={"content-type": "application/json"}))  # fmt: skip
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
     for t in senders:
         t.start()
     # all four accepted and still running (the scrape, on the metrics port, is not an API request)
     wait_for(lambda: metric(api.url, "flywheel_http_requests_in_flight") >= 4, 20, "requests in flight", 0.02)
+    threading.Timer(0.5, release.set).start()  # the rest of the bodies arrive while the replica drains
     # uvicorn drains, then re-raises the signal so the parent sees how it ended
     assert api.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
     assert "Waiting for connections to close" in api.output() or "Shutting down" in api.output()

@@ -43,6 +43,7 @@ EXPECTED_ALERTS = {
     "FlywheelModelStale",
     "FlywheelFeatureDrift",
     "FlywheelPredictionDrift",
+    "FlywheelFastPathFallback",
 }
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/flywheel-ml/flywheel/blob/main/docs/runbook.md#"

@@ -87,7 +87,7 @@ def test_notice_when_the_served_version_changes(stack: Stack, api: Api) -> None:
     assert train(stack, seed=2, gate_min_score=0.9999).status == "rejected"
     api.wait_version(1)
     at.run()
-    assert any("Serving **savings v1**" in c for c in texts(at, "caption"))
+    assert any("Serving **savings v1**" in c and "predictions through the" in c for c in texts(at, "caption"))
     assert not at.toast, "the first version a session sees is not a change"
 
     # an operator elsewhere (CLI) moves the alias; the replica reloads; the UI notices on its next poll
