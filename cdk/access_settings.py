@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from constructs import Node
 
-from cdk.settings import SettingsError, _matches, _optional, _str, _str_tuple, context_key
+from cdk.context import SettingsError, check_all, parse_values, read_context
+from cdk.settings import _matches, _optional, _str, _str_tuple
 
 #: Claim that carries the user's groups in a Cognito ID token (the UI's default FLYWHEEL_UI_ROLE_CLAIM).
 COGNITO_ROLE_CLAIM = "cognito:groups"
@@ -80,31 +81,19 @@ class AccessSettings:
     @classmethod
     def from_context(cls, node: Node) -> AccessSettings:
         """Read every field from the construct tree's context; unset keys keep the defaults above."""
-        raw = {f.name: node.try_get_context(context_key(f.name)) for f in fields(cls)}
-        return cls.from_mapping({k: v for k, v in raw.items() if v is not None})
+        return cls.from_mapping(read_context(cls, node))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> AccessSettings:
         """Build from snake_case keys (strings as `-c key=value` gives them), then validate."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
-        parsed: dict[str, Any] = {}
-        for name, value in values.items():
-            parse = _str_tuple if name == "allowed_cidrs" else _optional(_str)
-            try:
-                parsed[name] = parse(value)
-            except (TypeError, ValueError) as e:
-                raise SettingsError(f"context {context_key(name)!r}: {e}") from e
+        parsed = parse_values(cls, values, lambda name: _str_tuple if name == "allowed_cidrs" else _optional(_str))
         settings = cls(**parsed)
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Raise SettingsError naming the first context key that is malformed or inconsistent."""
-        for name, ok, expected in self._checks():
-            if not ok:
-                raise SettingsError(f"context {context_key(name)!r} = {getattr(self, name)!r}: expected {expected}")
+        check_all(self, self._checks())
         for cidr in self.allowed_cidrs:
             _check_cidr(cidr)
 

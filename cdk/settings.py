@@ -5,7 +5,6 @@ Every key is documented in docs/deploy.md. A bad value fails the synth with the 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -14,6 +13,9 @@ from typing import Any, TypeVar
 
 from constructs import Node
 
+from cdk.context import SettingsError as SettingsError  # re-exported: callers import it from here
+from cdk.context import check_all, parse_values, read_context
+from cdk.context import context_key as context_key
 from cdk.registrations import MODEL_NAME, parse_models
 
 T = TypeVar("T")
@@ -37,10 +39,6 @@ FARGATE_MEMORY_MIB = {
 
 #: The trainer Lambda's hard limit; a job that may not run longer than this belongs in the Lambda.
 LAMBDA_TIMEOUT_MINUTES = 15
-
-
-class SettingsError(ValueError):
-    """A context value is missing its form or range; the message names the key."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,30 +93,18 @@ class DeploySettings:
     @classmethod
     def from_context(cls, node: Node) -> DeploySettings:
         """Read every field from the construct tree's context, falling back to the defaults above."""
-        raw = {f.name: node.try_get_context(context_key(f.name)) for f in dataclasses.fields(cls)}
-        return cls.from_mapping({k: v for k, v in raw.items() if v is not None})
+        return cls.from_mapping(read_context(cls, node))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> DeploySettings:
         """Build from snake_case keys; strings (as `-c key=value` gives them) are parsed to each field's type."""
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
-        parsed: dict[str, Any] = {}
-        for name, value in values.items():
-            try:
-                parsed[name] = _PARSERS[name](value)
-            except (TypeError, ValueError) as e:
-                raise SettingsError(f"context {context_key(name)!r}: {e}") from e
-        settings = cls(**parsed)
+        settings = cls(**parse_values(cls, values, _PARSERS.__getitem__))
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Raise SettingsError naming the first context key whose value is out of range."""
-        for name, ok, expected in self._checks():
-            if not ok:
-                raise SettingsError(f"context {context_key(name)!r} = {getattr(self, name)!r}: expected {expected}")
+        check_all(self, self._checks())
 
     def _checks(self) -> list[tuple[str, bool, str]]:
         max_batch = 10000 if self.trainer_batch_window_seconds else 10
@@ -213,12 +199,6 @@ class DeploySettings:
     def _job_memory_expected(self) -> str:
         low, high, step = FARGATE_MEMORY_MIB.get(self.trainer_job_vcpu, (0, 0, 1))
         return f"{low}..{high} in steps of {step} for trainerJobVcpu={self.trainer_job_vcpu} (Fargate task sizes)"
-
-
-def context_key(field_name: str) -> str:
-    """`node_min_size` -> `nodeMinSize`."""
-    head, *rest = field_name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
 
 
 def _matches(pattern: str, value: str) -> bool:
