@@ -10,25 +10,34 @@ from typing import Any
 import pytest
 
 from flywheel.judge import VersionStats, judge, merge, quantile
-from flywheel.rollout import Rollout, Thresholds
+from flywheel.rollout import Mode, Rollout, Thresholds
 
 START = "2026-01-01T00:00:00+00:00"
 EVEN = (250, 250, 250, 250)
 
 
-def rollout(mode: str = "canary", **thresholds: Any) -> Rollout:
-    return Rollout(model="houses", candidate=2, baseline=1, mode=mode, share=0.1, started_at=START,  # type: ignore[arg-type]
-                   started_by="trainer", thresholds=Thresholds(**thresholds))  # fmt: skip
+def rollout(mode: Mode = "canary", **thresholds: Any) -> Rollout:
+    return Rollout(
+        model="houses",
+        candidate=2,
+        baseline=1,
+        mode=mode,
+        share=0.1,
+        started_at=START,
+        started_by="trainer",
+        thresholds=Thresholds(**thresholds),
+    )
 
 
 def at(seconds: float) -> datetime:
     return datetime.fromisoformat(START) + timedelta(seconds=seconds)
 
 
-def stats(requests: int = 1000, errors: int = 0, p99: float = 0.25, predictions: tuple[int, ...] = EVEN,
-          **shadow: Any) -> VersionStats:  # fmt: skip
+def stats(
+    requests: int = 1000, errors: int = 0, p99: float = 0.25, predictions: tuple[int, ...] = EVEN, **shadow: Any
+) -> VersionStats:
     """p99 exactly `p99`: 99% of requests at or below it, the rest above the last finite bound."""
-    buckets = ((p99, round(requests * 0.99)), (1.0, requests), (math.inf, requests))
+    buckets = ((p99, round(requests * 0.99)), (2 * p99, requests), (math.inf, requests))
     return VersionStats(requests, errors, buckets, predictions, **shadow)
 
 
