@@ -189,22 +189,27 @@ class Registry:
             "updated_by": actor,
             "reason": reason,
         }
-        cond = {"IfMatch": expected.etag} if expected else {"IfNoneMatch": "*"}
+        conflict = ConflictError("the production alias moved meanwhile; re-read and retry", expected=doc["previous"])
+        etag = self.put_json_cas(self.alias_key, doc, expected.etag if expected else None, conflict)
+        return Alias(version=version, etag=etag, doc=doc)
+
+    def put_json_cas(self, key: str, doc: Any, etag: str | None, conflict: ConflictError) -> str:
+        """Compare-and-swap write of a JSON document: create-only when `etag` is None, else only over that exact
+        ETag; a lost race raises `conflict`. Returns the new ETag (the alias and the rollout state use it)."""
+        cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
             out = self.s3.put_object(
                 Bucket=self.bucket,
-                Key=self.alias_key,
-                Body=json.dumps(doc).encode(),
+                Key=key,
+                Body=json.dumps(doc, allow_nan=False).encode(),
                 ContentType="application/json",
                 **cond,
             )
         except ClientError as e:
             if is_precondition_failed(e):
-                raise ConflictError(
-                    "the production alias moved meanwhile; re-read and retry", expected=doc["previous"]
-                ) from e
+                raise conflict from e
             raise
-        return Alias(version=version, etag=out["ETag"], doc=doc)
+        return str(out["ETag"])
 
     # -- single-flight lock ------------------------------------------------------------------------
     @contextmanager

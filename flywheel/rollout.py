@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from flywheel.errors import ConflictError
 from flywheel.registry import Registry, now_iso
-from flywheel.storage import is_missing, is_precondition_failed
+from flywheel.storage import is_missing
 
 Mode = Literal["shadow", "canary"]
 Status = Literal["running", "promoted", "aborted"]
@@ -231,19 +231,7 @@ def decide(
 
 def _write(registry: Registry, rollout: Rollout, etag: str | None) -> str:
     """Compare-and-swap, as the alias: create-only when `etag` is None, else only over that exact ETag."""
-    cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-    try:
-        out = registry.s3.put_object(
-            Bucket=registry.bucket,
-            Key=rollout_key(registry),
-            Body=json.dumps(rollout.to_dict(), indent=2, allow_nan=False).encode(),
-            ContentType="application/json",
-            **cond,
-        )
-    except ClientError as e:
-        if is_precondition_failed(e):
-            raise ConflictError(
-                f"the rollout of model {registry.name!r} changed meanwhile; re-read and retry", model=registry.name
-            ) from e
-        raise
-    return str(out["ETag"])
+    conflict = ConflictError(
+        f"the rollout of model {registry.name!r} changed meanwhile; re-read and retry", model=registry.name
+    )
+    return registry.put_json_cas(rollout_key(registry), rollout.to_dict(), etag, conflict)
