@@ -13,17 +13,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from app.local.access import ensure_local_keys
+from app.local.banner import DLQ, QUEUE, banner
 from app.local.identity import local_identity
 from app.local.probes import all_served, http_ok, served, wait
+from app.local.seed import register_and_seed
 from app.local.state import Mirror
 from flywheel.cli_env import write_stack_file
-from flywheel.errors import FlywheelError
 
 log = logging.getLogger("flywheel.up")
-QUEUE, DLQ = "flywheel-data", "flywheel-data-dlq"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -155,7 +154,7 @@ class LocalStack:
             if o.seed:  # every seeded model trains in turn: wait for the last one too
                 wait(f"every model on {url}", lambda url=url: all_served(url, self.keys.client_key), 300, proc)
         _say(f"ready in {time.monotonic() - started:.0f}s")
-        self._banner()
+        print(banner(self), flush=True)
 
     def _signing_keys(self) -> None:
         """A P-256 key pair for signed versions, made on the first start (the private key file is mode 0600)."""
@@ -198,7 +197,8 @@ class LocalStack:
         )
         if restored:
             _say(f"restored {restored} object(s) from the state directory")
-        self._register_and_seed(s3, seed=o.seed and not restored)
+        wanted = {o.model_name: o.schema, **{n: n for n in o.demo_models if n != o.model_name}}
+        register_and_seed(s3, o.bucket, wanted, seed=o.seed and not restored, say=_say)
         self.stack_file = write_stack_file(o.state_dir, {
             "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.env["AWS_ACCESS_KEY_ID"],
             "AWS_SECRET_ACCESS_KEY": self.env["AWS_SECRET_ACCESS_KEY"], "AWS_REGION": "us-east-1",
@@ -209,25 +209,6 @@ class LocalStack:
             "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE": str(self.verify_key),  # `flywheel models` checks signatures
         })  # fmt: skip
         return str(url)
-
-    def _register_and_seed(self, s3: Any, *, seed: bool) -> None:
-        """Register the default model and the demo models (each with its built-in schema); seed each empty one."""
-        from flywheel.registrations import register
-        from flywheel.sampledata import GENERATORS
-        from flywheel.schema import load_schema
-
-        o = self.o
-        wanted = {o.model_name: o.schema, **{n: n for n in o.demo_models if n != o.model_name}}
-        for name, schema_ref in wanted.items():
-            try:
-                register(s3, o.bucket, name, load_schema(schema_ref))
-            except FlywheelError as e:  # registered earlier with another schema: that registration stands
-                _say(f"model {name}: {e.message}")
-            gen = GENERATORS.get(schema_ref)
-            if seed and gen is not None:
-                body = gen(5000, seed=1).to_csv(index=False).encode()
-                s3.put_object(Bucket=o.bucket, Key=f"data/{name}/seed-batch.csv", Body=body)
-                _say(f"model {name}: seeded data/{name}/seed-batch.csv (5,000 rows from `flywheel sample-data`)")
 
     def _start_prometheus(self) -> None:
         binary = shutil.which("prometheus")
@@ -246,36 +227,6 @@ class LocalStack:
                                    f"--storage.tsdb.path={self.o.state_dir / 'prometheus'}",
                                    f"--web.listen-address=127.0.0.1:{self.o.prometheus_port}"])  # fmt: skip
         _say(f"   Prometheus on http://127.0.0.1:{self.o.prometheus_port} (rules from monitoring/)")
-
-    def _banner(self) -> None:
-        o = self.o
-        lines = [
-            "",
-            "Flywheel is running locally:",
-            *(
-                f"  API replica   {u}   (POST /v1/predict, GET /v1/model; /metrics on {m})"
-                for u, m in zip(self.api_urls(), self.metrics_urls(), strict=True)
-            ),
-            f"  API keys      {self.keys.store.parent}/client.key (client), operator.key (operator)",
-            *(self.identity.banner(f"http://127.0.0.1:{o.ui_port}") if o.ui else []),
-            *(
-                [f"  Prometheus    http://127.0.0.1:{o.prometheus_port}"]
-                if o.prometheus and shutil.which("prometheus")
-                else []
-            ),
-            f"  S3 + SQS      {self.endpoint}   (bucket {o.bucket}, queue {QUEUE}, DLQ {DLQ})",
-            "",
-            "Try, in another terminal (the CLI finds this stack by itself):",
-            "  .venv/bin/flywheel models                    # every model: versions, gate decisions, which serves",
-            "  .venv/bin/flywheel sample-data --rows 20000 --seed 7 --drift 0.8 --out /tmp/drifted.csv",
-            "  .venv/bin/flywheel drop /tmp/drifted.csv --model savings   # trained, gated, hot-reloaded",
-            "  .venv/bin/flywheel rollback --model savings  # every replica follows within seconds",
-            f'  curl -s -H "Authorization: Bearer $(cat {self.keys.store.parent}/client.key)" '
-            f"localhost:{o.api_port}/v1/models",
-            "",
-            "Ctrl-C stops everything; state is kept for the next `make up`.",
-        ]
-        print("\n".join(lines), flush=True)
 
     # -- run / stop --------------------------------------------------------------------------------
     def watch(self) -> None:
