@@ -97,8 +97,10 @@ def test_sign_in_as_operator_uploads_and_a_viewer_sees_no_operator_action(
             expect(operator).not_to_have_url(re.compile("identity="), timeout=10_000)  # the token left the URL
             operator.get_by_role("link", name="Data").click()
             operator.locator("input[type=file]").set_input_files(str(batch))
+            # the file has reached the server (the uploader lists it) before the form is submitted
+            operator.get_by_text(batch.name).first.wait_for(timeout=30_000)
             operator.get_by_test_id("stBaseButton-secondaryFormSubmit").click()  # the form's Upload
-            operator.get_by_text("by local-operator (operator, local-token)").wait_for(timeout=30_000)
+            operator.get_by_text("by local-operator (operator, local-token)").wait_for(timeout=60_000)
             operator.screenshot(path=str(ARTIFACTS / "ui-operator-upload.png"), full_page=True)
 
             viewer = browser.new_context().new_page()  # another browser: its own session
