@@ -12,6 +12,7 @@ hashes them when it loads them and treats them as `client` keys.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -192,13 +193,7 @@ def authenticator(
     """The API's authenticator from its settings (FLYWHEEL_API_KEYS_FILE / _SECRET_ID / SERVICE_KEY_SECRET_IDS)."""
     from flywheel.storage import secrets_client
 
-    clients: list[Any] = []
-
-    def sm() -> Any:
-        if not clients:
-            clients.append(secrets_client())
-        return clients[0]
-
+    sm = functools.cache(secrets_client)  # one client, made on first use (none for a file store)
     ids = [i.strip() for i in service_key_secret_ids.split(",") if i.strip()]
 
     def service_keys() -> list[str]:

@@ -94,9 +94,9 @@ def oidc_secrets_file(sm: Any = None) -> Path | None:
         return None
     assert s.oidc_secret_id and s.cookie_secret_id  # IdentitySettings requires both in oidc mode
     if sm is None:
-        import boto3
+        from flywheel.storage import secrets_client
 
-        sm = boto3.client("secretsmanager")
+        sm = secrets_client()
     return write_private(auth_secrets_toml(s.oidc_secret_id, s.cookie_secret_id, sm))
 
 

@@ -33,6 +33,19 @@ def test_command_line_carries_the_config() -> None:
     assert not (ROOT / ".streamlit").exists(), "configuration lives in the flags, not in a file at the root"
 
 
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
+    """Until Streamlit at `url` answers its health check (failing with its output if the launcher died)."""
+
+    def healthy() -> bool:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
+        try:
+            return httpx.get(url + "/_stcore/health", timeout=1).text == "ok"
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 45, "Streamlit /_stcore/health")
+
+
 def test_run_serves_the_app_and_stops_on_sigterm() -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -43,15 +56,8 @@ def test_run_serves_the_app_and_stops_on_sigterm() -> None:
     )
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
-        try:
-            return httpx.get(url + "/_stcore/health", timeout=1).text == "ok"
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_for(healthy, 45, "Streamlit /_stcore/health")
+        _wait_healthy(proc, url)
         assert "<title>Streamlit</title>" in httpx.get(url + "/", timeout=5).text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -149,15 +155,8 @@ def test_streamlit_starts_with_the_oidc_secrets_and_the_folder_goes_with_it(oidc
     )
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
-        try:
-            return httpx.get(url + "/_stcore/health", timeout=1).text == "ok"
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_for(healthy, 45, "Streamlit /_stcore/health")
+        _wait_healthy(proc, url)
         [secrets] = tmp_path.glob("flywheel-ui-secrets-*/secrets.toml")
         assert "[auth]" in secrets.read_text()
         proc.send_signal(signal.SIGTERM)
