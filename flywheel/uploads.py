@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import IO, Any
+from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
 from flywheel.errors import ConflictError
 from flywheel.storage import is_precondition_failed
+
+
+def metadata_value(text: str) -> str:
+    """S3 user metadata travels in HTTP headers: ASCII only, so anything else is percent-encoded."""
+    return quote(text, safe=" ()@,.:;-_+/=<>")
 
 
 class BatchExists(ConflictError):
@@ -30,8 +36,8 @@ def put_new(
     how_to_rename: str,
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Create `key` (object metadata `uploaded-via` plus `metadata`, e.g. `uploaded-by`); raise BatchExists when
-    it is taken (nothing is written then)."""
+    """Create `key` (object metadata `uploaded-via` plus `metadata`, e.g. `uploaded-by`, each value made
+    header-safe by `metadata_value`); raise BatchExists when it is taken (nothing is written then)."""
     try:
         s3.put_object(
             Bucket=bucket,
@@ -39,7 +45,7 @@ def put_new(
             Body=body,
             IfNoneMatch="*",
             ContentType="text/csv",
-            Metadata={**(metadata or {}), "uploaded-via": via},
+            Metadata={**{k: metadata_value(v) for k, v in (metadata or {}).items()}, "uploaded-via": via},
         )
     except ClientError as e:
         if is_precondition_failed(e):

@@ -36,13 +36,13 @@ def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
     trained: list[str] = []
     if alias is not None:
         trained = [b["key"] for b in registry.manifest(alias.version)["data"]["batches"]]
-    objects = [
+    listed = sorted(store.objects(), key=lambda o: o["LastModified"], reverse=True)
+    objects: list[dict[str, Any]] = [
         {"key": o["Key"], "size": int(o["Size"]), "modified": o["LastModified"].isoformat(timespec="seconds")}
-        for o in store.objects()
+        for o in listed
     ]
-    objects.sort(key=lambda o: o["modified"], reverse=True)
-    for o in objects[:MAX_UPLOADERS]:
-        o["uploaded by"] = _uploader(store.s3, bucket, o["key"])
+    for o, obj in zip(objects[:MAX_UPLOADERS], listed, strict=False):
+        o["uploaded by"] = _uploader(bucket, o["key"], str(obj.get("ETag", "")))
     return {
         "objects": objects,
         "quarantined": store.quarantined(),
@@ -51,13 +51,21 @@ def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
     }
 
 
-MAX_UPLOADERS = 100  # one HEAD per batch: the newest ones say who uploaded them
+MAX_UPLOADERS = 100  # one HEAD per batch, once: the newest ones say who uploaded them
 
 
-def _uploader(s3: Any, bucket: str, key: str) -> str:
+@st.cache_data(max_entries=10_000, show_spinner=False)
+def _metadata(bucket: str, key: str, etag: str) -> dict[str, str]:
+    """A batch's object metadata. Batches are create-only, so for a (key, ETag) it never changes: read once, not
+    on every reload (a failed read raises, so it is not cached)."""
+    meta: dict[str, str] = clients.s3().head_object(Bucket=bucket, Key=key).get("Metadata", {})
+    return meta
+
+
+def _uploader(bucket: str, key: str, etag: str) -> str:
     """Who uploaded a batch (object metadata `uploaded-by`, else the tool from `uploaded-via`, else unknown)."""
     try:
-        meta = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+        meta = _metadata(bucket, key, etag)
     except ClientError:
         return "?"
     if meta.get("uploaded-by"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
 from flywheel.uploads import put_new
 
@@ -19,15 +18,10 @@ def object_name(filename: str) -> str:
     return f"{stem}.csv"
 
 
-def metadata_value(text: str) -> str:
-    """S3 user metadata travels in HTTP headers: ASCII only, so anything else is percent-encoded."""
-    return quote(text, safe=" ()@,.:;-_+/=<>")
-
-
 def put_batch(s3: Any, bucket: str, data_prefix: str, filename: str, data: bytes, *, uploaded_by: str) -> str:
     """Upload under `data_prefix` (the model's `data/<name>/`) with a create-only write, recording who uploaded
     it (object metadata `uploaded-by`), and return the key; raises BatchExists for a taken name."""
     key = data_prefix + object_name(filename)
     put_new(s3, bucket, key, data, via="flywheel-ui", how_to_rename="give the batch another name ('Save as')",
-            metadata={"uploaded-by": metadata_value(uploaded_by)})  # fmt: skip
+            metadata={"uploaded-by": uploaded_by})  # fmt: skip
     return key
