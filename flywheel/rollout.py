@@ -10,7 +10,6 @@ module's.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, cast, get_args
@@ -130,31 +129,6 @@ def check_mode(mode: str, allowed: tuple[str, ...]) -> None:
 def check_share(share: float) -> None:
     if not 0 < share <= 1:
         raise ValueError(f"rollout share must be within (0, 1], not {share}")
-
-
-@dataclass(frozen=True)
-class RolloutDefaults:
-    """The deployment's default mode and share (FLYWHEEL_ROLLOUT_MODE, FLYWHEEL_ROLLOUT_SHARE).
-
-    Kept here until the lead folds it into flywheel/settings.py; per-model and per-rollout overrides win.
-    """
-
-    mode: str = "direct"  # direct | shadow | canary; direct moves the alias as the gate approves (no rollout)
-    share: float = 0.1
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RolloutDefaults:
-        """Read and check both variables, naming the one that is wrong."""
-        env = os.environ if env is None else env
-        mode = env.get("FLYWHEEL_ROLLOUT_MODE", cls.mode).strip().lower()
-        raw = env.get("FLYWHEEL_ROLLOUT_SHARE", str(cls.share))
-        try:
-            check_mode(mode, DEFAULT_MODES)
-            share = float(raw)
-            check_share(share)
-        except ValueError as e:
-            raise ValueError(f"FLYWHEEL_ROLLOUT_MODE={mode!r} / FLYWHEEL_ROLLOUT_SHARE={raw!r}: {e}") from e
-        return cls(mode=mode, share=share)
 
 
 # -- the state file ------------------------------------------------------------------------------------

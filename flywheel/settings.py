@@ -57,6 +57,10 @@ class TrainerSettings(CoreSettings):
     train_threads: int = Field(default=0, ge=0)
     lock_ttl_seconds: int = Field(default=1200, gt=0)
     golden_rows: int = Field(default=8, ge=1, le=100)
+    # how an approved version reaches production when the model sets no policy of its own (docs/rollouts.md):
+    # direct moves the alias at once; shadow and canary start a rollout judged on live traffic
+    rollout_mode: Literal["direct", "shadow", "canary"] = "direct"
+    rollout_share: float = Field(default=0.1, gt=0.0, le=1.0)
     # signed versions (flywheel/signing.py): a KMS key (cloud) or a PEM private key file (local); at most one
     signing_kms_key_id: str | None = None
     signing_key_file: str | None = None
@@ -123,6 +127,10 @@ class ServeSettings(CoreSettings):
     body_timeout_seconds: float = Field(default=10.0, gt=0)  # a request body must arrive within it, else 408
     metrics_port: int = Field(default=9464, ge=1, le=65535)  # /metrics is served there only
     metrics_host: str = "0.0.0.0"  # `flywheel serve --host H` sets it to H unless given
+    # rollouts (docs/rollouts.md): how often this process writes its per-version statistics for the judge, and
+    # how many production batches may wait for their shadow run before new ones are dropped (and counted)
+    rollout_publish_seconds: float = Field(default=15.0, gt=0)
+    shadow_queue_batches: int = Field(default=1024, ge=1)
 
     @model_validator(mode="after")
     def _one_verifier(self) -> ServeSettings:

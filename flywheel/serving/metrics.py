@@ -91,6 +91,65 @@ class ServingMetrics:
             "flywheel_predicted_class", "Predictions per class (classification).", ["model", "class"], registry=r
         )
 
+        # rollouts (issue 14; docs/rollouts.md): `role` is production or candidate, nothing else
+        self.rollout_requests = Counter(
+            "flywheel_rollout_requests",
+            "Requests of a running rollout, by the role of the version that computed them: production answered, "
+            "candidate answered (canary) or also ran on (shadow).",
+            ["model", "role"],
+            registry=r,
+        )
+        self.rollout_errors = Counter(
+            "flywheel_rollout_errors",
+            "Requests a version failed to predict during a rollout; a canary candidate's are answered by production.",
+            ["model", "role"],
+            registry=r,
+        )
+        self.rollout_latency = Histogram(
+            "flywheel_rollout_model_latency_seconds",
+            "Model latency during a rollout: wall time of the predict call that computed a request's outputs.",
+            ["model", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.shadow_compared = Counter(
+            "flywheel_rollout_shadow_compared", "Shadow requests run by both versions and compared.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.shadow_agreed = Counter(
+            "flywheel_rollout_shadow_agreed",
+            "Shadow requests (classification) where the candidate predicted production's label.",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_difference = Counter(
+            "flywheel_rollout_shadow_relative_difference",
+            "Sum over shadow requests (regression) of |candidate - production| / max(|production|, 1e-9).",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "flywheel_rollout_shadow_dropped",
+            "Sampled shadow requests not run on the candidate because its queue was full.",
+            ["model"],
+            registry=r,
+        )
+        self.rollout_info = Gauge(
+            "flywheel_rollout_info",
+            "1 while a rollout runs: its mode, candidate and baseline (production) versions.",
+            ["model", "mode", "candidate", "baseline"],
+            registry=r,
+        )
+        self.rollout_share = Gauge(
+            "flywheel_rollout_share", "The running rollout's share (0 when none runs).", ["model"], registry=r
+        )
+        self.rollout_decided = Gauge(
+            "flywheel_rollout_decision_timestamp_seconds",
+            "When the model's last rollout was promoted or aborted (Unix time), as read from the registry.",
+            ["model", "decision"],
+            registry=r,
+        )
+
     def add_model(self, model: str) -> None:
         """Create a served model's series at zero, so dashboards and alerts see it before its first event."""
         self.ready.labels(model=model).set(0)
@@ -99,3 +158,7 @@ class ServingMetrics:
         self.fast_path_fallbacks.labels(model=model)
         for result in ("success", "failure"):
             self.reloads.labels(model=model, result=result)
+        self.rollout_share.labels(model=model).set(0)
+        for role in ("production", "candidate"):
+            self.rollout_requests.labels(model=model, role=role)
+            self.rollout_errors.labels(model=model, role=role)

@@ -14,7 +14,6 @@ from flywheel.rollout import (
     HISTORY_LIMIT,
     Event,
     Rollout,
-    RolloutDefaults,
     Thresholds,
     decide,
     load,
@@ -161,12 +160,23 @@ def test_history_is_bounded(stack: Stack) -> None:
     assert decided.history[0].who == "w1"
 
 
-def test_defaults_from_env() -> None:
-    assert RolloutDefaults.from_env({}) == RolloutDefaults(mode="direct", share=0.1)
-    assert RolloutDefaults.from_env({"FLYWHEEL_ROLLOUT_MODE": "Canary", "FLYWHEEL_ROLLOUT_SHARE": "0.25"}) == (
-        RolloutDefaults(mode="canary", share=0.25)
-    )
-    with pytest.raises(ValueError, match=r"FLYWHEEL_ROLLOUT_MODE='blue'"):
-        RolloutDefaults.from_env({"FLYWHEEL_ROLLOUT_MODE": "blue"})
-    with pytest.raises(ValueError, match=r"FLYWHEEL_ROLLOUT_SHARE='1\.5'"):
-        RolloutDefaults.from_env({"FLYWHEEL_ROLLOUT_SHARE": "1.5"})
+def test_defaults_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from flywheel.settings import TrainerSettings
+
+    monkeypatch.delenv("FLYWHEEL_ROLLOUT_MODE", raising=False)
+    monkeypatch.delenv("FLYWHEEL_ROLLOUT_SHARE", raising=False)
+    s = TrainerSettings(bucket="bkt")
+    assert (s.rollout_mode, s.rollout_share) == ("direct", 0.1)
+    monkeypatch.setenv("FLYWHEEL_ROLLOUT_MODE", "canary")
+    monkeypatch.setenv("FLYWHEEL_ROLLOUT_SHARE", "0.25")
+    s = TrainerSettings(bucket="bkt")
+    assert (s.rollout_mode, s.rollout_share) == ("canary", 0.25)
+    monkeypatch.setenv("FLYWHEEL_ROLLOUT_MODE", "blue")
+    with pytest.raises(ValidationError, match="rollout_mode"):
+        TrainerSettings(bucket="bkt")
+    monkeypatch.setenv("FLYWHEEL_ROLLOUT_MODE", "shadow")
+    monkeypatch.setenv("FLYWHEEL_ROLLOUT_SHARE", "1.5")
+    with pytest.raises(ValidationError, match="rollout_share"):
+        TrainerSettings(bucket="bkt")

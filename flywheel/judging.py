@@ -1,0 +1,89 @@
+"""One judge pass over every model with a rollout: gather the fleet's statistics, judge, record, settle.
+
+Run on a schedule: by the judge Lambda in the cloud (lambdas/judge/handler.py, every minute) and by
+`flywheel up`'s worker locally; `flywheel rollout judge` runs one pass by hand. Passes are idempotent and
+safe to overlap: every write is a compare-and-swap, so of two judges deciding at once one wins and the other
+gets ConflictError, which is reported, not raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flywheel import registrations, rollout_ops
+from flywheel.errors import ConflictError, NotFound
+from flywheel.judge import judge
+from flywheel.registry import Registry
+from flywheel.rollout import load
+from flywheel.rollout_stats import gather
+from flywheel.settings import CoreSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pass:
+    """What one judge pass did for one model."""
+
+    model: str
+    candidate: int | None = None
+    action: str = "none"  # none | wait | promote | abort | settled | conflict
+    reason: str = ""
+    pods: int = 0
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
+    now = now or datetime.now(UTC)
+    out = Pass(registry.name)
+    found = load(registry)
+    if found is None:
+        return out
+    rollout, _ = found
+    out.candidate = rollout.candidate
+    if not rollout.running:
+        note = rollout_ops.settle(registry, rollout)  # a promotion interrupted before the alias moved
+        if note and "->" in note:
+            out.action, out.reason = "settled", note
+        return out
+    alias = registry.alias()
+    try:
+        if alias is None or alias.version != rollout.baseline:
+            where = f"v{alias.version} (by {alias.doc.get('updated_by')})" if alias else "nowhere"
+            out.action = "abort"
+            out.reason = f"production moved to {where} since the rollout began against v{rollout.baseline}"
+            rollout_ops.abort(registry, actor=rollout_ops.JUDGE, reason=out.reason, expected_candidate=rollout.candidate)
+            return out
+        cand, prod, out.pods = gather(registry, rollout)
+        verdict = judge(rollout, cand, prod, now)
+        out.action, out.reason, out.figures = verdict.action, verdict.reason, verdict.figures
+        if verdict.action == "promote":
+            rollout_ops.promote(registry, actor=rollout_ops.JUDGE, reason=verdict.reason,
+                                expected_candidate=rollout.candidate, figures=verdict.figures)  # fmt: skip
+        elif verdict.action == "abort":
+            rollout_ops.abort(registry, actor=rollout_ops.JUDGE, reason=verdict.reason,
+                              expected_candidate=rollout.candidate, figures=verdict.figures)  # fmt: skip
+    except (ConflictError, NotFound) as e:  # an operator or another judge decided first: theirs stands
+        out.action, out.reason = "conflict", str(e)
+    if out.action in ("promote", "abort"):
+        log.warning("rollout of %s v%s: %s: %s", registry.name, rollout.candidate, out.action, out.reason)
+    return out
+
+
+def judge_all(s3: Any, settings: CoreSettings, now: datetime | None = None) -> list[Pass]:
+    """A pass over every registered model; one model's failure does not stop the others."""
+    passes = []
+    for name in registrations.models(s3, settings):
+        registry = Registry(s3, settings.bucket, name, settings.models_prefix)
+        try:
+            passes.append(judge_model(registry, now))
+        except Exception as e:  # reported per model; the next pass retries
+            log.exception("judging %s failed", name)
+            passes.append(Pass(name, action="error", reason=f"{type(e).__name__}: {e}"))
+    return passes
