@@ -58,7 +58,9 @@ def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
             where = f"v{alias.version} (by {alias.doc.get('updated_by')})" if alias else "nowhere"
             out.action = "abort"
             out.reason = f"production moved to {where} since the rollout began against v{rollout.baseline}"
-            rollout_ops.abort(registry, actor=rollout_ops.JUDGE, reason=out.reason, expected_candidate=rollout.candidate)
+            rollout_ops.abort(
+                registry, actor=rollout_ops.JUDGE, reason=out.reason, expected_candidate=rollout.candidate
+            )
             return out
         cand, prod, out.pods = gather(registry, rollout)
         verdict = judge(rollout, cand, prod, now)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 from botocore.exceptions import ClientError
 
 from flywheel import history
 from flywheel.errors import ConflictError, NotFound
-from flywheel.registry import Alias, Registry
+from flywheel.registry import Registry
 from flywheel.rollout import DEFAULT_MODES, Mode, Rollout, Thresholds, check_mode, check_share, decide, load, start
 from flywheel.storage import is_missing
 
@@ -31,14 +31,14 @@ class Policy:
 
     mode: str = "direct"
     share: float = 0.1
-    thresholds: Thresholds = Thresholds()
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
     def __post_init__(self) -> None:
         check_mode(self.mode, DEFAULT_MODES)
         check_share(self.share)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "share": self.share, "thresholds": self.thresholds.__dict__}
+        return {"mode": self.mode, "share": self.share, "thresholds": asdict(self.thresholds)}
 
 
 def policy_key(registry: Registry) -> str:
@@ -111,8 +111,12 @@ def _running(registry: Registry, expected_candidate: int | None) -> tuple[Rollou
 
 
 def promote(
-    registry: Registry, *, actor: str, reason: str, expected_candidate: int | None = None, figures: Mapping[str, float]
-    | None = None
+    registry: Registry,
+    *,
+    actor: str,
+    reason: str,
+    expected_candidate: int | None = None,
+    figures: Mapping[str, float] | None = None,
 ) -> Rollout:
     """Record "promoted", then move production to the candidate (CAS from the baseline)."""
     rollout, etag = _running(registry, expected_candidate)
@@ -123,8 +127,12 @@ def promote(
 
 
 def abort(
-    registry: Registry, *, actor: str, reason: str, expected_candidate: int | None = None, figures: Mapping[str, float]
-    | None = None
+    registry: Registry,
+    *,
+    actor: str,
+    reason: str,
+    expected_candidate: int | None = None,
+    figures: Mapping[str, float] | None = None,
 ) -> Rollout:
     """Record "aborted": pods drop the candidate, production never moved."""
     rollout, etag = _running(registry, expected_candidate)

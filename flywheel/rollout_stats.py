@@ -32,9 +32,7 @@ def stats_prefix(registry: Registry, rollout: Rollout) -> str:
     return f"{registry.root}rollouts/{rollout_id(rollout)}/stats/"
 
 
-def publish(
-    registry: Registry, rollout: Rollout, pod: str, production: VersionStats, candidate: VersionStats
-) -> None:
+def publish(registry: Registry, rollout: Rollout, pod: str, production: VersionStats, candidate: VersionStats) -> None:
     """Overwrite this pod's statistics of `rollout` (cumulative since the pod joined it)."""
     doc = {
         "pod": pod,
