@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flywheel import cli_apikeys  # `flywheel apikey create|list|revoke`
 
     cli_apikeys.add_parsers(add)
+    from flywheel import cli_rollout  # `flywheel rollout status|start|promote|abort|judge|policy`
+
+    cli_rollout.add_parsers(add, _common)
 
     p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
     _common(p)

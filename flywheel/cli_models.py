@@ -52,6 +52,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if getattr(args, "action", None) == "add":
         return cmd_models_add(args)
+    if args.history is not None:
+        return cmd_history(args)
     s, s3 = core(args), s3_client()
     found = models(s3, s)
     names = [args.model] if args.model else list(found)
@@ -73,6 +75,22 @@ def cmd_models(args: argparse.Namespace) -> int:
         "'signature': valid/INVALID as the replicas would decide (with FLYWHEEL_VERIFY_KMS_KEY_ID or "
         "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE set), else signed/unsigned; replicas never serve an INVALID one."
     )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """`flywheel models --history N`: the decisions recorded about one version (rollouts), oldest first."""
+    from flywheel.history import events
+
+    reg = registry(args)
+    reg.manifest(args.history)  # NotFound for a version that does not exist
+    found = events(reg, args.history)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    print(f"{reg.name} v{args.history}: " + ("history" if found else "no recorded events"))
+    for e in found:
+        print(f"  {e['when']} {e['what']} by {e['who']}: {e.get('reason', '')}")
     return 0
 
 
@@ -111,6 +129,8 @@ def add_parsers(add: Any, common: Any) -> None:
                                   "`models add NAME --schema S` registers a model.")  # fmt: skip
     common(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--history", type=int, metavar="VERSION",
+                   help="list the decisions recorded about VERSION of --model (rollouts)")  # fmt: skip
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     a = sub.add_parser("add", help="register a model (create-only: a registered schema never changes)",
                        description="Register model NAME with a schema: built-in name or schema JSON file.")  # fmt: skip

@@ -1,4 +1,5 @@
-"""Models page: the chosen model's versions, gate decisions and metrics from the registry; promote and roll back."""
+"""Models page: the chosen model's versions, gate decisions and metrics from the registry; promote and roll back;
+its rollout (app/ui/rollout_panel.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import auth, clients, picker
+from app.ui import auth, clients, picker, rollout_panel
 from flywheel.errors import ConflictError, NotFound
 from flywheel.lifecycle import promote, rollback, summaries
 from flywheel.settings import CoreSettings
@@ -61,6 +62,7 @@ def _act(core: CoreSettings, name: str, what: str, version: int | None = None) -
     else:
         st.session_state[FLASH] = ("success", message + " The API replicas follow within one poll.")
     _load.clear()
+    rollout_panel.clear()  # the judge aborts a rollout whose baseline is no longer in production
 
 
 def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -164,9 +166,11 @@ def render() -> None:
         st.warning("No version is in production: the gate has approved none yet. Promote one below.")
     if st.button("Refresh", icon=":material/refresh:"):
         _load.clear()
+        rollout_panel.clear()
         picker.clear()
         st.rerun()
     st.dataframe(_table(rows), hide_index=True)
+    rollout_panel.render(core, name, _load.clear)
     _chart(rows)
     st.subheader("Gate decision and actions")
     _details(core, name, rows)
