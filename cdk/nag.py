@@ -60,6 +60,22 @@ FINDINGS: tuple[Finding, ...] = (
         "permissions); the image pull itself is scoped to the asset repository (a test asserts nothing else "
         "uses '*').",
     ),
+    # Rollout judge Lambda (cdk/rollout_judge.py): reads models/, writes three key patterns under it
+    Finding(
+        "RolloutJudge/Role/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*]",
+        _PREFIX_GRANT + " Read-only (GetObject), as the API pods': rollouts, the pods' statistics, aliases, manifests.",
+    ),
+    *(
+        Finding(
+            "RolloutJudge/Role/DefaultPolicy",
+            f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*/{key}]",
+            "PutObject on one key pattern of any model (models are registered at run time, so their names are "
+            "unknown at synth): the wildcards stand for the model folder (and a version's number and a history "
+            "event's name); no manifest, model file, registration or statistics object matches.",
+        )
+        for key in ("rollout.json", "aliases/production.json", "versions/*/history/*")
+    ),
     # API pods (Pod Identity role of ServiceAccount flywheel-app)
     Finding(
         "Serving/AppPodRole/DefaultPolicy",

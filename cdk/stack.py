@@ -24,6 +24,7 @@ from cdk.grants import grant, model_reader_statements, offload_statements, train
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.observability import Observability
 from cdk.registrations import ModelRegistrations, resolve
+from cdk.rollout_judge import RolloutJudge, judge_statements
 from cdk.serving_cluster import ServingCluster
 from cdk.settings import DeploySettings
 from cdk.signing_key import SigningKey
@@ -189,8 +190,6 @@ class FlywheelStack(Stack):
 
         # the UI checks signatures too (its Models page shows valid/INVALID as the replicas decide)
         signing.allow(signers=[trainer.role, job.job_role], verifiers=[serving.app_role, serving.ui_role])
-        # Only the roles that may sign may publish: nobody else writes or deletes a model version.
-        data.reserve_versions([trainer.role, job.job_role])
 
         monitoring_dir = repo_root / MONITORING_DIR
         monitoring = ClusterMonitoring(
@@ -229,6 +228,19 @@ class FlywheelStack(Stack):
             dead_letter_queue=uploads.dead_letter_queue,
             alarm_email=settings.alarm_email,
         )
+        # Rollouts (docs/rollouts.md): every minute, judge the running ones; the same image as the trainer.
+        judge = RolloutJudge(
+            self,
+            "RolloutJudge",
+            image=image,
+            environment={**shared_config, "POWERTOOLS_LOG_LEVEL": "INFO" if settings.is_prod else "DEBUG"},
+            alarm_topic=observability.topic,
+            log_retention=retention,
+        )
+        grant(judge.role, judge_statements(data.bucket))
+        # Only the roles that may sign may publish: nobody else writes or deletes a model version. The judge is
+        # exempt from the deny only to append history events: its IAM allows no other key under versions/.
+        data.reserve_versions([trainer.role, job.job_role, judge.role])
 
         api_host = serving.load_balancer_host("ApiAddress", service=m.API_SERVICE, after=app)
         ui_host = serving.load_balancer_host("UiAddress", service=m.UI_SERVICE, after=app)
@@ -279,6 +291,7 @@ class FlywheelStack(Stack):
         self.uploads = uploads
         self.trainer = trainer
         self.trainer_job = job
+        self.rollout_judge = judge
         self.app_repository = app_repo
         self.signing = signing
         self.serving = serving

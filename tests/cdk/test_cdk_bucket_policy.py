@@ -36,10 +36,10 @@ def test_writes_and_deletes_of_versions_are_denied_to_all_but_the_trainer(synth:
     assert statement["Principal"] == {"AWS": "*"}
     assert sorted(actions(statement)) == ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObject"]
     assert joined(statement["Resource"]) == f'{{"Fn::GetAtt": ["{bucket_id}", "Arn"]}}/models/*/versions/*'
-    # The trainer Lambda's and the Batch job's roles, nobody else: not the pods, not an administrator.
-    assert statement["Condition"] == {
-        "ArnNotEquals": {"aws:PrincipalArn": [_arn(synth, "TrainerRole"), _arn(synth, "TrainerJobJobRole")]}
-    }
+    # The trainer Lambda's and the Batch job's roles, nobody else: not the pods, not an administrator. And the
+    # rollout judge's, whose IAM allows only history events under versions/ (test_cdk_judge.py).
+    writers = [_arn(synth, "TrainerRole"), _arn(synth, "TrainerJobJobRole"), _arn(synth, "RolloutJudgeRole")]
+    assert statement["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": writers}}
 
 
 def test_only_the_provider_that_empties_the_bucket_is_added_when_data_is_not_kept(prod: InProcessSynth):
@@ -49,6 +49,7 @@ def test_only_the_provider_that_empties_the_bucket_is_added_when_data_is_not_kep
     assert statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == [
         _arn(prod, "TrainerRole"),
         _arn(prod, "TrainerJobJobRole"),
+        _arn(prod, "RolloutJudgeRole"),
         provider,
     ]
     # It is the principal of the bucket's own auto-delete statement (what the exception is for).
