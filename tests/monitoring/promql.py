@@ -38,6 +38,21 @@ GRAFANA_VARIABLES = {
 #: Serving metrics without a `model` label; every other flywheel_* series carries one (docs/metrics.md): the
 #: name of a served model, or "" on HTTP routes that address no model.
 UNLABELLED_METRICS = {"flywheel_http_requests_in_flight", "flywheel_http_requests_rejected_total"}
+#: Rollout series (issue 14) that only exist while a rollout of the model runs, or, for the decision timestamp,
+#: once the model has had one: a replica outside any rollout declares them on /metrics but has no sample of
+#: them, so a query of them may come back empty there. (The share and the per-role request and error counters
+#: are created at 0 for every served model, and so are not in this set.)
+ROLLOUT_ONLY_METRICS = {
+    "flywheel_rollout_model_latency_seconds_bucket",
+    "flywheel_rollout_model_latency_seconds_sum",
+    "flywheel_rollout_model_latency_seconds_count",
+    "flywheel_rollout_shadow_compared_total",
+    "flywheel_rollout_shadow_agreed_total",
+    "flywheel_rollout_shadow_relative_difference_total",
+    "flywheel_rollout_shadow_dropped_total",
+    "flywheel_rollout_info",
+    "flywheel_rollout_decision_timestamp_seconds",
+}
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _SELECTOR = re.compile(r"(?<![\w:])(flywheel_[a-z0-9_]+|up|scrape_[a-z_]+)\b(?:\s*\{([^{}]*)\})?")
@@ -154,12 +169,16 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def dashboard_queries(name: str, dashboard: dict[str, Any]) -> list[Query]:
-    """Every panel target's expr and every query variable's selector (label_values(...) unwrapped)."""
+    """Every panel target's expr, every Prometheus annotation's expr and every query variable's selector
+    (label_values(...) unwrapped)."""
     out = []
     for panel in panels(dashboard):
         for target in panel.get("targets", []):
             where = f"{name}: panel {panel.get('title')!r} target {target.get('refId')}"
             out.append(Query(where, target.get("expr", "")))
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        if annotation.get("expr"):
+            out.append(Query(f"{name}: annotation {annotation.get('name')!r}", annotation["expr"]))
     for var in dashboard.get("templating", {}).get("list", []):
         if var.get("type") != "query":
             continue

@@ -16,8 +16,10 @@ import yaml
 from tests.monitoring.promql import (
     BUILTIN_METRICS,
     GRAFANA_VARIABLES,
+    HISTOGRAM_SUFFIXES,
     MONITORING,
     REPO,
+    ROLLOUT_ONLY_METRICS,
     RULES_FILE,
     RULES_TEST_FILE,
     aggregations,
@@ -44,7 +46,12 @@ EXPECTED_ALERTS = {
     "FlywheelFeatureDrift",
     "FlywheelPredictionDrift",
     "FlywheelFastPathFallback",
+    "FlywheelRolloutAborted",
+    "FlywheelShadowDropping",
 }
+#: Alerts about a recorded event rather than a condition: nothing to wait out (an abort read from the registry
+#: cannot flap), so they fire at once, without `for`, and clear on their own (FlywheelRolloutAborted: an hour on).
+EVENT_ALERTS = {"FlywheelRolloutAborted"}
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/flywheel-ml/flywheel/blob/main/docs/runbook.md#"
 SEVERITIES = {"critical", "warning", "info"}
@@ -79,7 +86,10 @@ def test_the_expected_alerts_exist() -> None:
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
 def test_alert_follows_the_conventions(rule: dict[str, object]) -> None:
-    assert rule.get("for"), "every alert waits (`for`) before it fires"
+    if rule["alert"] in EVENT_ALERTS:
+        assert "for" not in rule, "an alert about a recorded event fires at once"
+    else:
+        assert rule.get("for"), "every alert about a condition waits (`for`) before it fires"
     labels = rule["labels"]
     annotations = rule["annotations"]
     assert isinstance(labels, dict) and isinstance(annotations, dict)
@@ -210,6 +220,43 @@ def test_dashboards_cover_serving_and_the_model_lifecycle() -> None:
     } <= names["model-lifecycle.json"]
 
 
+def test_the_lifecycle_dashboard_has_a_rollouts_row() -> None:
+    """Issue 14: candidate vs production per model (errors, p99, shadow agreement and difference, drops), the
+    running rollout and its share, and the last decision, as a panel and as annotations."""
+    board = dashboards()["model-lifecycle.json"]
+    rows = [p for p in board["panels"] if p.get("type") == "row"]
+    assert "Rollouts" in [r["title"] for r in rows]
+    start = board["panels"].index(next(r for r in rows if r["title"] == "Rollouts"))
+    section = []
+    for panel in board["panels"][start + 1 :]:
+        if panel.get("type") == "row":
+            break
+        section.append(panel)
+    exprs = [t["expr"] for p in section for t in p["targets"]]
+    queried = {m for e in exprs for m in metric_names(e)}
+    assert {
+        "flywheel_rollout_requests_total",
+        "flywheel_rollout_errors_total",
+        "flywheel_rollout_model_latency_seconds_bucket",
+        "flywheel_rollout_shadow_compared_total",
+        "flywheel_rollout_shadow_agreed_total",
+        "flywheel_rollout_shadow_relative_difference_total",
+        "flywheel_rollout_shadow_dropped_total",
+        "flywheel_rollout_info",
+        "flywheel_rollout_share",
+        "flywheel_rollout_decision_timestamp_seconds",
+    } <= queried
+    flat = {re.sub(r"\s+", " ", e) for e in exprs}
+    # candidate and production side by side: every role-labelled query keeps `role`
+    for expr in flat:
+        if "flywheel_rollout_requests_total" in expr or "flywheel_rollout_errors_total" in expr or "_latency_" in expr:
+            assert all("role" in a.labels for a in aggregations(expr)), expr
+    assert any(e.startswith("histogram_quantile(0.99,") for e in flat)
+    (decisions,) = [a for a in board["annotations"]["list"] if a["name"] == "Rollout decisions"]
+    assert decisions["useValueForTime"] is True and decisions["expr"].endswith("* 1000"), "Grafana wants ms"
+    assert decisions["datasource"]["uid"] == "${datasource}"
+
+
 def test_dashboards_have_a_multi_select_model_variable() -> None:
     for name, board in dashboards().items():
         (var,) = [v for v in board["templating"]["list"] if v["name"] == "model"]
@@ -288,3 +335,25 @@ def test_dashboard_config_maps_for_local_clusters_cover_every_dashboard() -> Non
         shipped.update(cm["data"])
     assert shipped.keys() == dashboards().keys()
     assert all(json.loads(text) == dashboards()[name] for name, text in shipped.items())
+
+
+def test_rollout_only_metrics_are_the_rollout_series_a_served_model_does_not_start_with() -> None:
+    """ROLLOUT_ONLY_METRICS (queries of them may be empty outside a rollout) is exactly the rollout samples a
+    replica has no series of once it finds a model, so the set neither hides a missing series nor goes stale."""
+    from prometheus_client import CollectorRegistry
+
+    from flywheel.serving.metrics import ServingMetrics
+
+    registry = CollectorRegistry()
+    ServingMetrics(registry).add_model("savings")
+    declared: set[str] = set()
+    sampled: set[str] = set()
+    for family in registry.collect():
+        if not family.name.startswith("flywheel_rollout_"):
+            continue
+        suffixes = {"counter": ("_total",), "histogram": HISTOGRAM_SUFFIXES}.get(family.type, ("",))
+        declared.update(family.name + s for s in suffixes)
+        sampled.update(s.name for s in family.samples if not s.name.endswith("_created"))
+    assert declared - sampled == ROLLOUT_ONLY_METRICS
+    documented = documented_metrics()
+    assert {base_metric(m, documented) for m in ROLLOUT_ONLY_METRICS} <= set(documented)
