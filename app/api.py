@@ -110,11 +110,17 @@ async def v1_predict(request: Request) -> Response:
         if not isinstance(body, dict) or "instances" not in body:
             raise InvalidInput("body must be an object with 'instances'", field="instances")
         columns = records_to_columns(served.schema, body["instances"], svc.settings.max_instances)
-        result = await hosted.batcher.submit(columns, _rows(columns))
+        result = await hosted.predict(columns, _rows(columns), _client(request))
     out: dict[str, Any] = {"model": result.name, "model_version": result.version, "predictions": result.predictions}
     if result.probabilities is not None:
         out["probabilities"] = result.probabilities
     return ORJSONResponse(out)
+
+
+def _client(request: Request) -> str | None:
+    """The API key's id: a canary keeps each key on one version (None without keys: chosen per request)."""
+    record = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    return None if record is None else str(record.id)
 
 
 def _rows(columns: Columns) -> int:
@@ -128,7 +134,8 @@ def is_operator(request: Request) -> bool:
 
 async def v1_model(request: Request) -> Response:
     """What a client needs of the served version; golden rows, data keys and lineage only for operator keys."""
-    served = _hosted(request).served()
+    hosted = _hosted(request)
+    served = hosted.served()
     manifest = served.manifest if is_operator(request) else public_view(served.manifest)
     return ORJSONResponse(
         {
@@ -138,6 +145,7 @@ async def v1_model(request: Request) -> Response:
             "source": served.source,
             "serving_path": served.serving_path,  # "fast" (verified identical to the Pipeline) or "pipeline"
             "fast_path": served.fast_path_note,
+            "rollout": hosted.describe()["rollout"],  # the candidate served beside this version, if any
             "manifest": manifest,
         }
     )
@@ -205,7 +213,7 @@ async def v2_infer(request: Request) -> Response:
         v2.check_version(served, request.path_params.get("version"))
         body = await svc.body(request)
         columns = v2_to_columns(served.schema, body, svc.settings.max_instances)
-        result = await hosted.batcher.submit(columns, _rows(columns))
+        result = await hosted.predict(columns, _rows(columns), _client(request))
     return ORJSONResponse(v2.response(result, body))
 
 

@@ -50,20 +50,26 @@ def profile_frame(frame: pd.DataFrame, numeric: list[str], categorical: dict[str
     return out
 
 
-def histogram(profile: dict[str, Any], values: list[Any] | np.ndarray) -> np.ndarray:
-    """Proportions of `values` in the bins of a stored profile."""
+def bin_counts(profile: dict[str, Any], values: list[Any] | np.ndarray) -> np.ndarray:
+    """How many of `values` fall in each bin of a stored profile (numeric: missing values are not counted;
+    categorical: unknown and missing values count in the extra last bin)."""
     if profile["kind"] == "numeric":
         arr = np.asarray(values, dtype="float64")
         arr = arr[~np.isnan(arr)]
         edges = np.asarray(profile["edges"], dtype="float64")
-        binned = np.bincount(np.searchsorted(edges, arr, side="right"), minlength=edges.size + 1)
-        return binned / max(arr.size, 1)
+        return np.bincount(np.searchsorted(edges, arr, side="right"), minlength=edges.size + 1)
     cats = profile["categories"]
     index = {c: i for i, c in enumerate(cats)}
-    counts = np.zeros(len(cats) + 1)
+    counts = np.zeros(len(cats) + 1, dtype="int64")
     for v in values:
         counts[index.get(v, len(cats))] += 1
-    return counts / max(len(values), 1)
+    return counts
+
+
+def histogram(profile: dict[str, Any], values: list[Any] | np.ndarray) -> np.ndarray:
+    """Proportions of `values` in the bins of a stored profile."""
+    counts = bin_counts(profile, values)
+    return counts / max(int(counts.sum()), 1)
 
 
 def psi(expected: list[float] | np.ndarray, actual: np.ndarray) -> float:

@@ -43,3 +43,49 @@ def pending(manifest: dict[str, Any], alias: Alias | None) -> bool:
         and "production_alias_etag" in manifest.get("gate", {})
         and (alias is None or alias.version != manifest["version"])
     )
+
+
+def rollout_of(gate: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout policy recorded at decision time when the version goes out by shadow or canary (issue 14);
+    None for a direct move, and always for a first version (nothing to compare it with)."""
+    policy = gate.get("rollout") or {}
+    if policy.get("mode", "direct") == "direct" or gate.get("production_version") is None:
+        return None
+    return dict(policy)
+
+
+def release(registry: Registry, version: int, gate: dict[str, Any], *, reason: str) -> tuple[str, str]:
+    """(outcome, note) for an approved version: "promoted" (alias moved), "rollout" (a rollout began against the
+    production it was judged against) or "approved" (production moved meanwhile, or it is already under way).
+
+    A rollout already running for an older candidate is superseded: the newest approved version is the one worth
+    judging. Safe to repeat: a rollout of this very version that already exists is left as it is."""
+    from flywheel import rollout, rollout_ops
+    from flywheel.rollout import Thresholds
+
+    policy = rollout_of(gate)
+    if policy is None:
+        moved, note = move_as_decided(registry, version, gate, reason=reason)
+        return ("promoted" if moved else "approved"), note
+    alias = registry.alias()
+    if alias is None or alias.version != gate.get("production_version"):
+        where = f"v{alias.version}" if alias else "nowhere"
+        return "approved", f"production moved to {where} after v{version} was approved: no rollout started"
+    found = rollout.load(registry)
+    if found is not None and found[0].candidate == version:
+        return "approved", f"a rollout of v{version} already exists ({found[0].status})"
+    if found is not None and found[0].running:
+        rollout_ops.abort(registry, actor="trainer", reason=f"superseded by v{version}",
+                          expected_candidate=found[0].candidate)  # fmt: skip
+    mode, share = str(policy["mode"]), float(policy.get("share", 0.1))
+    rollout_ops.begin(registry, version, actor="trainer", mode=mode, share=share,
+                      thresholds=Thresholds.from_dict(policy.get("thresholds") or {}))  # fmt: skip
+    return "rollout", f"{mode} rollout of v{version} at {share:g} against production v{alias.version}"
+
+
+def pending_release(manifest: dict[str, Any], alias: Alias | None, has_rollout: bool) -> bool:
+    """An approved version whose release (alias move or rollout start) may not have happened."""
+    if rollout_of(manifest.get("gate", {})) is None:
+        return pending(manifest, alias)
+    serving = alias is not None and alias.version == manifest["version"]
+    return manifest.get("status") == "promoted" and not has_rollout and not serving

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory, gettempdir
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 
-from flywheel import drift, registrations, signing
+from flywheel import drift, registrations, rollout_ops, signing
 from flywheel.batches import Quarantined
 from flywheel.catalog import Catalog, Entry, MissingCopy
 from flywheel.errors import FlywheelError, ModelVerificationError
@@ -31,9 +31,10 @@ from flywheel.manifest import (
     records,
     sha256,
 )
-from flywheel.promotion import decided_against, move_as_decided, pending
+from flywheel.promotion import decided_against, pending_release, release
 from flywheel.registry import Alias, Registry, now_iso
 from flywheel.resources import resources, runs_on
+from flywheel.rollout import load as load_rollout
 from flywheel.schema import Schema
 from flywheel.settings import TrainerSettings
 from flywheel.training import fingerprint, fit_candidate, holdout_mask, naive_baseline, score
@@ -42,7 +43,8 @@ from flywheel.window import training_window
 log = logging.getLogger(__name__)
 
 # "approved": the gate passed but the alias was left where an operator put it meanwhile
-Status = Literal["promoted", "approved", "rejected", "unchanged", "no-data"]
+# "rollout": approved and handed to a shadow or canary rollout, judged on live traffic before it serves all
+Status = Literal["promoted", "approved", "rollout", "rejected", "unchanged", "no-data"]
 WORKDIR_PREFIX = "flywheel-retrain-"
 STALE_WORKDIR_SECONDS = 16 * 60  # longer than a Lambda can run
 
@@ -172,11 +174,11 @@ def retrain(
         if versions and (newest := registry.manifest(versions[-1])).get("data", {}).get("fingerprint") == fp:
             out.status, out.version = "unchanged", versions[-1]
             out.reasons = [f"data fingerprint {fp[:12]} already trained as v{versions[-1]}"]
-            if pending(newest, alias):
-                moved, note = move_as_decided(registry, versions[-1], newest["gate"], reason="completing an "
-                                              "approved promotion interrupted before the alias moved")  # fmt: skip
-                out.status = "promoted" if moved else "unchanged"
-                out.production_version = versions[-1] if moved else out.production_version
+            if pending_release(newest, alias, _has_rollout(registry, versions[-1])):
+                status, note = release(registry, versions[-1], newest["gate"], reason="completing an "
+                                       "approved promotion interrupted before the alias moved")  # fmt: skip
+                out.status = cast(Status, status) if status in ("promoted", "rollout") else "unchanged"
+                out.production_version = versions[-1] if status == "promoted" else out.production_version
                 out.reasons.append(note)
             return _done(out, started)
         frame = _frames(catalog, chosen, schema, Path(tmp), refresh)
@@ -235,6 +237,8 @@ def _train_and_publish(
             "tolerance": s.gate_tolerance,
             "min_score": s.gate_min_score,
             **decided_against(alias),
+            # how it reaches production if approved: the model's policy, else FLYWHEEL_ROLLOUT_MODE/SHARE
+            "rollout": rollout_ops.policy(registry, s.rollout_mode, s.rollout_share).to_dict(),
         },
         "task": schema.task,
         "schema": schema.model_dump(mode="json"),
@@ -269,12 +273,17 @@ def _train_and_publish(
     out.version, out.status, out.reasons = version, decision.status, manifest["gate"]["reasons"]
     out.metrics = {**metrics, "primary_metric": PRIMARY_METRIC[schema.task]}
     if decision.promoted:
-        moved, note = move_as_decided(registry, version, manifest["gate"], reason=f"gate passed: {decision.reasons[0]}")
+        status, note = release(registry, version, manifest["gate"], reason=f"gate passed: {decision.reasons[0]}")
         out.reasons.append(note)
-        out.production_version = version if moved else out.production_version
-        out.status = "promoted" if moved else "approved"
+        out.production_version = version if status == "promoted" else out.production_version
+        out.status = cast(Status, status)
     out.timings["publish"] = round(time.monotonic() - publish_started, 3)
     return out
+
+
+def _has_rollout(registry: Registry, version: int) -> bool:
+    found = load_rollout(registry)
+    return found is not None and found[0].candidate == version
 
 
 def _done(out: Outcome, started: float) -> Outcome:

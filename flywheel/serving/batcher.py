@@ -74,10 +74,13 @@ class Activity:
 
 
 class Batcher:
+    """`on_batch(served, columns, predictions, seconds, requests)` after each predict call: the version, the
+    rows, their outputs, the call's wall time and how many requests it answered."""
+
     def __init__(
         self,
         current: Callable[[], ServedModel | None],
-        on_batch: Callable[[ServedModel, Columns, list[Any]], None],
+        on_batch: Callable[[ServedModel, Columns, list[Any], float, int], None],
         *,
         max_size: int = 256,
         max_wait_ms: float = 2.0,
@@ -122,8 +125,9 @@ class Batcher:
         if served is not None and served.fast is not None and rows <= FAST_INLINE_MAX_ROWS:
             # the verified fast path costs tens of microseconds for a few rows: less than a queue round trip
             # or a thread hop, so it runs right here and batching would only add latency
+            began = time.perf_counter()
             preds, proba = predict(served, columns)
-            self._on_batch(served, columns, preds)
+            self._on_batch(served, columns, preds, time.perf_counter() - began, 1)
             return _result(served, preds, proba, 0, rows)
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(columns, rows, fut))
@@ -162,6 +166,7 @@ class Batcher:
             for it in items:
                 for name, col in it.columns.items():
                     merged[name].extend(col)
+            began = time.perf_counter()
             try:
                 if len(items) == 1 and self._activity.requests <= 1 and items[0].rows <= INLINE_MAX_ROWS:
                     # alone in the process and small: predict inline; a hop to the predict thread costs ~4 ms
@@ -175,7 +180,7 @@ class Batcher:
                     if not it.future.done():
                         it.future.set_exception(e)
                 continue
-            self._on_batch(served, merged, preds)
+            self._on_batch(served, merged, preds, time.perf_counter() - began, len(items))
             start = 0
             for it in items:
                 if not it.future.done():

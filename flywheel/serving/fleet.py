@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,12 +23,13 @@ from flywheel import registrations, signing
 from flywheel.errors import FlywheelError, NotFound, NotReady
 from flywheel.registry import Registry
 from flywheel.schema import Schema
-from flywheel.serving.batcher import Activity, Batcher
+from flywheel.serving.batcher import Activity, Batcher, Result
 from flywheel.serving.host import ModelHost, ServedModel, State
 from flywheel.serving.inputs import Columns
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.serving.monitor import DriftMonitor
+from flywheel.serving.routing import Router
 from flywheel.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -43,12 +47,20 @@ class Hosted:
         self.name, self.host, self.monitor = name, host, monitor
         self.gating = gating  # known at start-up: the replica is not ready until it is loaded (if it has a version)
         self.batcher: Batcher  # set by the fleet
+        self.router: Router  # set by the fleet
 
-    def on_batch(self, served: ServedModel, columns: Columns, predictions: list[Any]) -> None:
+    def on_batch(
+        self, served: ServedModel, columns: Columns, predictions: list[Any], seconds: float, requests: int
+    ) -> None:
         m = self.host.metrics
         m.batch_size.labels(model=self.name).observe(len(predictions))
         m.predictions.labels(model=self.name, version=str(served.version)).inc(len(predictions))
         self.monitor.record(served, columns, predictions)
+        self.router.after_production(columns, predictions, seconds, requests)
+
+    async def predict(self, columns: Columns, rows: int, client: str | None) -> Result:
+        """Production's answer, or the candidate's for a canary request (flywheel/serving/routing.py)."""
+        return await self.router.predict(columns, rows, client)
 
     def served(self) -> ServedModel:
         served = self.host.current
@@ -59,12 +71,19 @@ class Hosted:
     def describe(self) -> dict[str, Any]:
         """Name, served version, state and the version production points at."""
         current = self.host.current
+        active = self.router.active()
+        rollout = None
+        if active is not None:
+            r = active.rollout
+            rollout = {"mode": r.mode, "candidate": r.candidate, "baseline": r.baseline, "share": r.share,
+                       "candidate_serving_path": active.candidate.serving_path}  # fmt: skip
         return {
             "name": self.name,
             "version": current.version if current else None,
             "ready": current is not None,
             "state": self.host.state,
             "production_version": self.host.wanted,
+            "rollout": rollout,
         }
 
     def reason(self) -> str:
@@ -89,6 +108,8 @@ class Fleet:
         # one verifier for every model (a KMS public key is fetched once, at the first load)
         self.verifier = signing.verifier(settings.verify_kms_key_id, settings.verify_public_key_file)
         self.activity = Activity()
+        # this process's name in a rollout's statistics: unique per process start, so a restart adds, never resets
+        self.pod = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # one predict thread for every model (docs/serving.md, "Micro-batching and threads")
         self._predict = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="discover")
@@ -106,6 +127,7 @@ class Fleet:
         for m in self.models.values():
             m.host.stop(wait=False)
         for m in self.models.values():
+            await m.router.stop()
             await m.batcher.stop()
             m.host.stop()
         self._io.shutdown(wait=False, cancel_futures=True)
@@ -147,6 +169,8 @@ class Fleet:
             poll_interval=s.poll_interval_seconds,
             pinned_version=s.pinned_version if name == self.default else None,
             verifier=self.verifier,
+            pod=self.pod,
+            publish_seconds=s.rollout_publish_seconds,
         )
         hosted = Hosted(name, host, DriftMonitor(self.metrics, name, s.drift_window), gating=gating)
         hosted.batcher = Batcher(
@@ -158,8 +182,10 @@ class Fleet:
             activity=self.activity,
             executor=self._predict,
         )
+        hosted.router = Router(host, hosted.batcher, self._predict, queue_size=s.shadow_queue_batches)
         host.start()
         hosted.batcher.start()
+        hosted.router.start()
         return hosted
 
     # -- lookups -----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from flywheel.registry import Registry
 from flywheel.schema import Schema
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.trial import Trial
 from flywheel.signing import SignatureError, Verifier, statement
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class ModelHost:
         poll_interval: float = 5.0,
         pinned_version: int | None = None,
         verifier: Verifier | None = None,
+        pod: str | None = None,
+        publish_seconds: float = 15.0,
     ) -> None:
         self.registry, self.metrics, self.verifier = registry, metrics, verifier
         self.name = registry.name
@@ -77,6 +80,8 @@ class ModelHost:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         metrics.add_model(self.name)
+        # rollouts (flywheel/serving/trial.py): a pinned replica serves its one version and takes no part
+        self.trial = Trial(self, pod, publish_seconds) if pod is not None and pinned_version is None else None
 
     @property
     def ready(self) -> bool:
@@ -124,8 +129,21 @@ class ModelHost:
                 "alias poll failed for %s; keeping v%s: %s", self.name, self.current and self.current.version, e
             )
         self._update_staleness()
+        self._poll_production()
+        if self.trial is not None:
+            try:
+                self.trial.poll()
+            except (ClientError, BotoCoreError, FlywheelError, ValueError, KeyError, TypeError) as e:
+                log.warning("rollout poll failed for %s; routing unchanged: %s", self.name, e)
+
+    def _poll_production(self) -> None:
         wanted = self._wanted
         if wanted is None or (self.current and self.current.version == wanted):
+            return
+        kept = self.trial.take_kept(wanted) if self.trial is not None else None
+        if kept is not None:  # the promoted candidate, already verified and serving its share
+            self._swap(kept)
+            self.metrics.reloads.labels(model=self.name, result="success").inc()
             return
         if time.monotonic() < self._next_attempt:
             return
@@ -176,9 +194,10 @@ class ModelHost:
         self.metrics.reloads.labels(model=self.name, result="success").inc()
         self._failures = 0
 
-    def verify(self, version: int) -> ServedModel:
+    def verify(self, version: int, *, slot: str | None = None, source: str | None = None) -> ServedModel:
         """Download, check the signature, libraries, memory room, sha256 and golden outputs; nothing is served
-        before this passes, and model.joblib is not even downloaded before the signature checks out."""
+        before this passes, and model.joblib is not even downloaded before the signature checks out. `slot`: the
+        memory budget's name for it (a rollout's candidate has its own, beside production's)."""
         raw = self.registry.manifest_bytes(version)
         if self.verifier is not None:
             signature = self.registry.signature(version)
@@ -188,7 +207,7 @@ class ModelHost:
         manifest: dict[str, Any] = json.loads(raw)
         check_libraries(manifest["libraries"])
         size = int(manifest.get("size_bytes", 0))
-        with self.budget.reserve(self.name, version, size):
+        with self.budget.reserve(slot or self.name, version, size):
             model = load_model(self.registry.model_bytes(version), manifest["sha256"])
             schema = Schema.model_validate(manifest["schema"])
             check_golden(schema, model, manifest["golden"])
@@ -201,7 +220,7 @@ class ModelHost:
             schema=schema,
             manifest=manifest,
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            source="pinned" if self.pinned is not None else "alias",
+            source=source or ("pinned" if self.pinned is not None else "alias"),
             classes=classes,
             fast=fast,
             serving_path="fast" if fast is not None else "pipeline",

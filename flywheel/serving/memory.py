@@ -83,6 +83,11 @@ class MemoryBudget:
         with self._lock:
             self._held[model] = (version, expanded(size_bytes))
 
+    def release(self, model: str) -> None:
+        """Forget what `model` (a slot: a model, or its rollout candidate) held."""
+        with self._lock:
+            self._held.pop(model, None)
+
     def held(self) -> dict[str, tuple[int, int]]:
         with self._lock:
             return dict(self._held)

@@ -31,6 +31,7 @@ from tests.integration.conftest import METRICS_URLS, metrics_text
 from tests.monitoring.promql import (
     BUILTIN_METRICS,
     GRAFANA_VARIABLES,
+    ROLLOUT_ONLY_METRICS,
     RULES_FILE,
     Query,
     alert_rules,
@@ -233,7 +234,7 @@ def selector_problems(prom: Prometheus, query: Query, exported: Exported) -> lis
             problems.append(f"{query.where}: {sel.metric}: {error}")
             continue
         if not series:
-            if sel.metric in TASK_SPECIFIC and sel.metric not in exported.sampled:
+            if sel.metric in TASK_SPECIFIC | ROLLOUT_ONLY_METRICS and sel.metric not in exported.sampled:
                 continue
             problems.append(f"{query.where}: Prometheus has no series of {sel.metric}")
             continue
@@ -294,4 +295,5 @@ def test_dashboards_and_alerts_evaluate_against_live_replicas(prometheus: Promet
 
 def may_be_empty(expr: str, exported: Exported) -> bool:
     """A query may come back empty when it filters on errors, or counts what a regression never samples."""
-    return any(f in expr for f in MAY_BE_EMPTY) or any(m in expr and m not in exported.sampled for m in TASK_SPECIFIC)
+    unsampled = TASK_SPECIFIC | ROLLOUT_ONLY_METRICS
+    return any(f in expr for f in MAY_BE_EMPTY) or any(m in expr and m not in exported.sampled for m in unsampled)

@@ -1,0 +1,169 @@
+"""Which version answers a request during a rollout, and the shadow runs (docs/rollouts.md).
+
+- canary: a share of requests is answered by the candidate through its own batcher. The choice is sticky per
+  API key (a hash of the key id and the rollout id below the share), random for requests without one. If the
+  candidate raises, production answers the request and the error counts against the candidate: no client
+  request fails because of it.
+- shadow: production answers every request. For a sampled share of production's predict calls, the same rows
+  are queued and the candidate runs them after the responses are on their way: one predict call per production
+  call, on the same rows, so both versions' latencies measure the same work. The queue is bounded; when it is
+  full, new samples are dropped and counted, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from flywheel.serving.batcher import FAST_INLINE_MAX_ROWS, Batcher, Result, predict
+from flywheel.serving.host import ModelHost, ServedModel
+from flywheel.serving.inputs import Columns
+from flywheel.serving.trial import Active, Trial
+
+log = logging.getLogger(__name__)
+
+
+def sticky_share(rollout_key: str, client: str) -> float:
+    """A stable number in [0, 1) for this client in this rollout."""
+    digest = hashlib.blake2b(f"{rollout_key}\n{client}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def to_candidate(active: Active, client: str | None) -> bool:
+    if active.rollout.mode != "canary":
+        return False
+    draw = sticky_share(active.key, client) if client else random.random()
+    return draw < active.rollout.share
+
+
+@dataclass
+class _Sample:
+    active: Active
+    columns: Columns
+    predictions: list[Any]
+    requests: int
+
+
+class Router:
+    """One per served model: the candidate's batcher (canary) and the shadow queue and its worker."""
+
+    def __init__(
+        self, host: ModelHost, production: Batcher, executor: ThreadPoolExecutor, *, queue_size: int = 1024
+    ) -> None:
+        self.host, self.production, self.executor = host, production, executor
+        self.name = host.name
+        self.queue_size = queue_size
+        self.candidate = Batcher(
+            self._candidate,
+            self._on_candidate_batch,
+            max_size=production.max_size,
+            max_wait_ms=production.max_wait * 1000,
+            name=f"{self.name}-candidate",
+            executor=executor,
+        )
+        self._samples: deque[_Sample] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def trial(self) -> Trial | None:
+        return self.host.trial
+
+    def active(self) -> Active | None:
+        return self.trial.current if self.trial is not None else None
+
+    def start(self) -> None:
+        self.candidate.start()
+        self._task = asyncio.get_running_loop().create_task(self._shadow_forever(), name=f"shadow-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.candidate.stop()
+
+    # -- the request path ---------------------------------------------------------------------------
+    async def predict(self, columns: Columns, rows: int, client: str | None) -> Result:
+        active = self.active()
+        if active is not None and to_candidate(active, client):
+            try:
+                return await self.candidate.submit(columns, rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # answered by production below; counted against the candidate
+                assert self.trial is not None
+                self.trial.live.error("candidate")
+                log.warning("%s: candidate v%s failed a request, production answers: %s: %s", self.name,
+                            active.candidate.version, type(e).__name__, e)  # fmt: skip
+        try:
+            return await self.production.submit(columns, rows)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if active is not None and self.trial is not None:
+                self.trial.live.error("production")
+            raise
+
+    def _candidate(self) -> ServedModel | None:
+        active = self.active()
+        return active.candidate if active is not None else None
+
+    def _on_candidate_batch(
+        self, served: ServedModel, columns: Columns, predictions: list[Any], seconds: float, requests: int
+    ) -> None:
+        if self.trial is not None:
+            self.trial.live.observe("candidate", seconds, predictions, requests)
+        self.host.metrics.predictions.labels(model=self.name, version=str(served.version)).inc(len(predictions))
+
+    def after_production(self, columns: Columns, predictions: list[Any], seconds: float, requests: int) -> None:
+        """Production answered a predict call: count it, and queue a shadow sample when one is due."""
+        active = self.active()
+        if active is None or self.trial is None:
+            return
+        self.trial.live.observe("production", seconds, predictions, requests)
+        rollout = active.rollout
+        if rollout.mode != "shadow" or random.random() >= rollout.share:
+            return
+        if len(self._samples) >= self.queue_size:
+            self.host.metrics.shadow_dropped.labels(model=self.name).inc(requests)
+            return
+        self._samples.append(_Sample(active, columns, predictions, requests))
+        self._wake.set()
+
+    # -- shadow runs, off the request path -----------------------------------------------------------
+    async def _shadow_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._samples:
+                await self._shadow_one(self._samples.popleft())
+                await asyncio.sleep(0)  # let requests in between shadow runs
+
+    async def _shadow_one(self, sample: _Sample) -> None:
+        trial = self.trial
+        if trial is None or trial.current is not sample.active:  # the rollout ended or changed meanwhile
+            return
+        candidate = sample.active.candidate
+        rows = len(sample.predictions)
+        began = time.perf_counter()
+        try:
+            if candidate.fast is not None and rows <= FAST_INLINE_MAX_ROWS:
+                predictions, _ = predict(candidate, sample.columns)
+            else:
+                loop = asyncio.get_running_loop()
+                predictions, _ = await loop.run_in_executor(self.executor, predict, candidate, sample.columns)
+        except Exception as e:  # the candidate's failure is a statistic, never a client's problem
+            trial.live.error("candidate", sample.requests)
+            log.debug("%s: shadow candidate v%s failed: %s", self.name, candidate.version, e)
+            return
+        trial.live.observe("candidate", time.perf_counter() - began, predictions, sample.requests)
+        trial.live.compare(sample.predictions, predictions)
