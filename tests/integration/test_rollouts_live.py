@@ -1,0 +1,182 @@
+"""Rollouts on real replicas against moto's server: shadow, canary, the judge across pods, restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from flywheel import rollout_ops
+from flywheel.judging import judge_model
+from flywheel.registry import Registry
+from flywheel.rollout import Thresholds, load
+from flywheel.rollout_stats import stats_prefix
+from flywheel.settings import TrainerSettings
+from flywheel.storage import s3_client
+from flywheel.trainer import retrain
+from tests.conftest import Stack
+from tests.helpers import csv_bytes
+from tests.integration.conftest import ROW, Replica, metric, predict, serving_version, train, wait_for
+from tests.integration.rollout_models import LIMIT, publish_derived
+
+FAST = {"FLYWHEEL_ROLLOUT_PUBLISH_SECONDS": "0.3"}
+# small samples, no waiting time, and latency tolerant of a shared CI machine: these tests are about routing
+QUICK = Thresholds(min_requests=40, min_seconds=0, max_p99_ratio=20.0, max_psi=2.0, max_relative_difference=0.5)
+
+
+def rows(n: int, high_every: int = 0) -> list[dict[str, Any]]:
+    """`n` distinct rows; every `high_every`-th one above the failing candidate's income limit."""
+    out = []
+    for i in range(n):
+        income = LIMIT + 1000 if high_every and i % high_every == 0 else 3000.0 + 10 * i
+        out.append({**ROW, "income": income, "age": 20 + i % 60})
+    return out
+
+
+def rollout_of(url: str) -> dict[str, Any] | None:
+    r = httpx.get(url + "/v1/models/savings", timeout=5)
+    return r.json()["rollout"] if r.status_code == 200 else None
+
+
+def registry(stack: Stack) -> Registry:
+    return Registry(s3_client(), stack.bucket, "savings")
+
+
+def publish_now(stack: Stack, *replicas: Replica) -> None:
+    """Wait until every replica has written statistics for the running rollout (they publish every 0.3 s)."""
+    reg = registry(stack)
+    found = load(reg)
+    assert found is not None
+    prefix = stats_prefix(reg, found[0])
+
+    def written() -> int:
+        return stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix).get("KeyCount", 0)
+
+    wait_for(lambda: written() >= len(replicas), 10, what="statistics published")
+
+
+def test_shadow_answers_as_production_alone_then_promotes(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack)
+    api = start_replica(stack.bucket, moto_endpoint, **FAST)
+    wait_for(lambda: serving_version(api.url) == 1, 30, what="v1")
+    sample = rows(60)
+    alone = [predict(api.url, [r]).content for r in sample]
+    reg = registry(stack)
+    rollout_ops.set_policy(reg, rollout_ops.Policy("shadow", 1.0, QUICK))
+    stack.put("data/batch-2.csv", csv_bytes(1500, seed=2))
+    outcome = retrain(TrainerSettings(bucket=stack.bucket), s3_client())
+    assert outcome.status == "rollout" and outcome.version == 2, outcome
+    assert reg.alias() is not None and reg.alias().version == 1  # type: ignore[union-attr]
+    wait_for(lambda: (rollout_of(api.url) or {}).get("candidate") == 2, 30, what="candidate loaded")
+
+    beside = [predict(api.url, [r]).content for r in sample]
+    assert beside == alone  # byte for byte: clients never see the candidate
+    wait_for(lambda: metric(api.url, "flywheel_rollout_shadow_compared_total", model="savings") >= 60, 10,
+             what="shadow runs")  # fmt: skip
+    assert metric(api.url, "flywheel_rollout_requests_total", model="savings", role="candidate") >= 60
+    assert metric(api.url, "flywheel_rollout_errors_total", model="savings", role="candidate") == 0
+    publish_now(stack, api)
+    verdict = judge_model(reg)
+    assert verdict.action == "promote", verdict
+    assert {"error_rate_increase", "p99_ratio", "psi", "relative_difference"} <= set(verdict.figures)
+    assert reg.alias().version == 2  # type: ignore[union-attr]
+    wait_for(lambda: serving_version(api.url) == 2, 30, what="v2 serving")
+    assert rollout_of(api.url) is None
+    assert predict(api.url, [ROW]).json()["model_version"] == 2
+
+
+def test_canary_candidate_failing_on_some_inputs_fails_no_request_and_is_aborted(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack)
+    reg = registry(stack)
+    bad = publish_derived(reg, 1, wrap=True)
+    api = start_replica(stack.bucket, moto_endpoint, **FAST)
+    wait_for(lambda: serving_version(api.url) == 1, 30, what="v1")
+    rollout_ops.begin(reg, bad, actor="test", mode="canary", share=0.5, thresholds=QUICK)
+    wait_for(lambda: (rollout_of(api.url) or {}).get("candidate") == bad, 30, what="candidate loaded")
+
+    answered: dict[int, int] = {}
+    for i, row in enumerate(rows(200, high_every=4)):
+        r = predict(api.url, [row])
+        assert r.status_code == 200, r.text  # not one client request fails because of the candidate
+        version = r.json()["model_version"]
+        answered[version] = answered.get(version, 0) + 1
+        if row["income"] > LIMIT:
+            assert version == 1, (i, r.json())  # the candidate raised: production answered
+    assert answered.get(bad, 0) > 30 and answered[1] > 30, answered
+    errors = metric(api.url, "flywheel_rollout_errors_total", model="savings", role="candidate")
+    assert errors > 5
+    publish_now(stack, api)
+    verdict = judge_model(reg)
+    assert verdict.action == "abort" and "error rate" in verdict.reason, verdict
+    found = load(reg)
+    assert found is not None and found[0].status == "aborted" and found[0].decided_by == "judge"
+    assert "error rate" in found[0].reason
+    assert reg.alias().version == 1  # type: ignore[union-attr]
+    wait_for(lambda: rollout_of(api.url) is None, 10, what="candidate dropped")
+    assert all(predict(api.url, [r]).json()["model_version"] == 1 for r in rows(20))
+    wait_for(lambda: metric(api.url, "flywheel_rollout_decision_timestamp_seconds", model="savings",
+                            decision="aborted") > 0, 10, what="decision exported")  # fmt: skip
+
+
+def test_canary_share_and_the_judge_across_two_replicas(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack)
+    reg = registry(stack)
+    same = publish_derived(reg, 1, wrap=False)  # identical outputs: judged on errors, latency and distribution
+    a = start_replica(stack.bucket, moto_endpoint, **FAST)
+    b = start_replica(stack.bucket, moto_endpoint, **FAST)
+    share, n = 0.3, 400
+    two_pods = Thresholds(min_requests=int(share * n * 1.5), min_seconds=0, max_p99_ratio=20.0)
+    rollout_ops.begin(reg, same, actor="test", mode="canary", share=share, thresholds=two_pods)
+    for api in (a, b):
+        wait_for(lambda api=api: (rollout_of(api.url) or {}).get("candidate") == same, 30, what="candidate loaded")
+
+    def send(api: Replica) -> int:
+        return sum(predict(api.url, [r]).json()["model_version"] == same for r in rows(n))
+
+    on_a = send(a)
+    # binomial(400, 0.3): mean 120, sd 9.2; 5 sd either side
+    assert abs(on_a - share * n) < 5 * (n * share * (1 - share)) ** 0.5, on_a
+    publish_now(stack, a)
+    alone = judge_model(reg)
+    assert alone.action == "wait" and "min_requests" in alone.reason, alone  # one pod's sample is not enough
+    send(b)
+    publish_now(stack, a, b)
+    both = judge_model(reg)
+    assert both.action == "promote" and both.pods == 2, both
+    for api in (a, b):
+        wait_for(lambda api=api: serving_version(api.url) == same, 30, what="promoted everywhere")
+
+
+def test_restart_resumes_the_rollout_and_an_operator_aborts(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack)
+    reg = registry(stack)
+    candidate = publish_derived(reg, 1, wrap=False)
+    rollout_ops.begin(reg, candidate, actor="test", mode="canary", share=1.0, thresholds=QUICK)
+    first = start_replica(stack.bucket, moto_endpoint, **FAST)
+    wait_for(lambda: (rollout_of(first.url) or {}).get("candidate") == candidate, 30, what="candidate loaded")
+    assert predict(first.url, [ROW]).json()["model_version"] == candidate  # share 1: the candidate answers
+    publish_now(stack, first)
+    first.stop()
+
+    second = start_replica(stack.bucket, moto_endpoint, **FAST)
+    wait_for(lambda: (rollout_of(second.url) or {}).get("candidate") == candidate, 30, what="resumed")
+    assert predict(second.url, [ROW]).json()["model_version"] == candidate
+    publish_now(stack, first, second)  # a new process adds its own statistics; the first one's stay counted
+
+    rollout_ops.abort(reg, actor="alice (operator, cli)", reason="customer complaint")
+    wait_for(lambda: rollout_of(second.url) is None, 10, what="candidate dropped")
+    assert predict(second.url, [ROW]).json()["model_version"] == 1
+    found = load(reg)
+    assert found is not None and found[0].status == "aborted" and found[0].decided_by == "alice (operator, cli)"
+    from flywheel.history import events
+
+    assert [e["what"] for e in events(reg, candidate)] == ["rollout-started", "rollout-aborted"]
