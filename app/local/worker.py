@@ -1,7 +1,8 @@
 """The local stand-in for Lambda's SQS poller: long-poll, debounce, call the trainer handler, delete.
 
 Failed messages (batchItemFailures or a crash) are not deleted: they come back after the visibility
-timeout and, after the queue's maxReceiveCount, land in the dead-letter queue, as on AWS.
+timeout and, after the queue's maxReceiveCount, land in the dead-letter queue, as on AWS. A second thread
+stands in for the scheduled rollout judge Lambda: the same handler, every --judge-interval seconds.
 """
 
 from __future__ import annotations
@@ -84,10 +85,23 @@ def run(queue_url: str, debounce: float, stop: threading.Event) -> None:
             stop.wait(2)
 
 
+def judge_forever(interval: float, stop: threading.Event) -> None:
+    """The local stand-in for the scheduled judge Lambda: one judge pass over every model each `interval`."""
+    from lambdas.judge.handler import handler
+
+    while not stop.wait(interval):
+        try:
+            handler({"source": "flywheel.local", "detail-type": "Scheduled Event"}, LocalContext(timeout_seconds=60))
+        except Exception:  # the next pass retries, as the next scheduled invocation would
+            log.exception("judge pass failed")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Local trainer worker: SQS -> the trainer Lambda handler.")
     parser.add_argument("--queue-url", required=True)
     parser.add_argument("--debounce", type=float, default=2.0, help="seconds to gather more records (batching window)")
+    parser.add_argument("--judge-interval", type=float, default=60.0,
+                        help="seconds between rollout judge passes (the cloud's judge Lambda runs every minute)")  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch here: keep the log readable
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -95,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    judge = threading.Thread(target=judge_forever, args=(args.judge_interval, stop), name="judge", daemon=True)
+    judge.start()
     run(args.queue_url, args.debounce, stop)
     return 0
 

@@ -15,7 +15,7 @@ from flywheel.schema import Schema
 LIMIT = 8000.0
 
 
-class FailsAbove(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+class FailsAbove(RegressorMixin, BaseEstimator):
     """Production's model that raises on any row whose `column` exceeds `limit`: a version that passed its
     golden rows and fails on live inputs the holdout did not exercise."""
 
