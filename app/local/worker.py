@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-url", required=True)
     parser.add_argument("--debounce", type=float, default=2.0, help="seconds to gather more records (batching window)")
     parser.add_argument("--judge-interval", type=float, default=60.0,
-                        help="seconds between rollout judge passes (the cloud's judge Lambda runs every minute)")  # fmt: skip
+                        help="seconds between rollout judge passes (as the cloud's judge schedule)")  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch here: keep the log readable
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
