@@ -1,7 +1,6 @@
 """`flywheel rollout status|start|promote|abort|judge|policy`: a candidate judged on live traffic (docs/rollouts.md).
 
-`snapshot` (the rollout, the fleet's merged statistics, the judge's verdict now and the candidate's history) is
-what `status` prints and what the UI's models page shows.
+`status` prints flywheel/rollout_view.py's snapshot, as the UI's models page shows it.
 """
 
 from __future__ import annotations
@@ -9,61 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from flywheel.cli_models import actor, core, registry
 from flywheel.errors import FlywheelError
+from flywheel.rollout_view import snapshot
 
 THRESHOLD_OPTIONS = {"min_requests": int, "min_seconds": float, "max_seconds": float}
-
-
-def figures(stats: Any) -> dict[str, Any]:
-    """One version's merged statistics as shown: counts, error rate, p99 in ms, shadow comparison figures."""
-    p99 = stats.p99()
-    compared = stats.compared
-    return {
-        "requests": stats.requests,
-        "errors": stats.errors,
-        "error_rate": stats.error_rate,
-        "p99_ms": None if p99 is None else p99 * 1000,
-        "compared": compared,
-        "agreement": stats.agreed / compared if compared and stats.agreed is not None else None,
-        "mean_relative_difference": (
-            stats.relative_difference_sum / compared if compared and stats.relative_difference_sum is not None else None
-        ),
-    }
-
-
-def snapshot(reg: Any, now: datetime | None = None) -> dict[str, Any] | None:
-    """The model's rollout (None when it never had one) with the fleet's statistics, what the judge would decide
-    now (running rollouts only; nothing is recorded) and the candidate's history. JSON-safe."""
-    from flywheel import history
-    from flywheel.judge import judge
-    from flywheel.rollout import load
-    from flywheel.rollout_stats import gather
-
-    found = load(reg)
-    if found is None:
-        return None
-    rollout, _ = found
-    out: dict[str, Any] = {"model": reg.name, "rollout": rollout.to_dict(), "pods": 0, "candidate": None,
-                           "production": None, "verdict": None, "problem": None}  # fmt: skip
-    try:
-        cand, prod, out["pods"] = gather(reg, rollout)
-        out["candidate"], out["production"] = figures(cand), figures(prod)
-        alias = reg.alias() if rollout.running else None
-        if rollout.running and (alias is None or alias.version != rollout.baseline):  # as judging.judge_model
-            moved = f"v{alias.version}" if alias else "nowhere"
-            reason = f"production moved to {moved} since the rollout began against v{rollout.baseline}"
-            out["verdict"] = {"action": "abort", "reason": reason, "figures": {}}
-        elif rollout.running:
-            verdict = judge(rollout, cand, prod, now or datetime.now(UTC))
-            out["verdict"] = {"action": verdict.action, "reason": verdict.reason, "figures": verdict.figures}
-    except ValueError as e:  # pods with different buckets or bins: the judge refuses them too
-        out["problem"] = str(e)
-    out["history"] = history.events(reg, rollout.candidate)
-    return out
 
 
 def _pct(x: float | None) -> str:

@@ -17,7 +17,7 @@ from flywheel import registrations, rollout_ops
 from flywheel.errors import ConflictError, NotFound
 from flywheel.judge import judge
 from flywheel.registry import Registry
-from flywheel.rollout import load
+from flywheel.rollout import Rollout, load
 from flywheel.rollout_stats import gather
 from flywheel.settings import CoreSettings
 
@@ -52,12 +52,10 @@ def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
         if note and "->" in note:
             out.action, out.reason = "settled", note
         return out
-    alias = registry.alias()
     try:
-        if alias is None or alias.version != rollout.baseline:
-            where = f"v{alias.version} (by {alias.doc.get('updated_by')})" if alias else "nowhere"
-            out.action = "abort"
-            out.reason = f"production moved to {where} since the rollout began against v{rollout.baseline}"
+        moved = production_moved(registry, rollout)
+        if moved:
+            out.action, out.reason = "abort", moved
             rollout_ops.abort(
                 registry, actor=rollout_ops.JUDGE, reason=out.reason, expected_candidate=rollout.candidate
             )
@@ -76,6 +74,15 @@ def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
     if out.action in ("promote", "abort"):
         log.warning("rollout of %s v%s: %s: %s", registry.name, rollout.candidate, out.action, out.reason)
     return out
+
+
+def production_moved(registry: Registry, rollout: Rollout) -> str:
+    """Why the rollout cannot go on when production no longer serves its baseline (someone moved it), else ""."""
+    alias = registry.alias()
+    if alias is not None and alias.version == rollout.baseline:
+        return ""
+    where = f"v{alias.version} (by {alias.doc.get('updated_by')})" if alias else "nowhere"
+    return f"production moved to {where} since the rollout began against v{rollout.baseline}"
 
 
 def judge_all(s3: Any, settings: CoreSettings, now: datetime | None = None) -> list[Pass]:

@@ -12,8 +12,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.ui import auth, clients
 from flywheel import rollout_ops
-from flywheel.cli_rollout import snapshot
 from flywheel.errors import ConflictError, NotFound
+from flywheel.rollout_view import snapshot
 from flywheel.settings import CoreSettings
 
 FLASH = "rollout_flash"  # (kind, message) of the last decision, shown once
@@ -23,7 +23,7 @@ _VERDICTS = {"promote": st.success, "abort": st.error, "wait": st.info}
 
 @st.cache_data(ttl=10, show_spinner=False)
 def _load(bucket: str, default_model: str, name: str) -> dict[str, Any] | None:
-    """cli_rollout.snapshot of model `name` (as `flywheel rollout status`); cached briefly, decisions clear it."""
+    """rollout_view.snapshot of model `name` (as `flywheel rollout status`); cached briefly, decisions clear it."""
     return snapshot(clients.registry(clients.bucket_settings(bucket, default_model), name))
 
 
