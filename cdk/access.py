@@ -6,16 +6,38 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.access_settings import AccessSettings, Exposure
 from cdk.api_keys import ApiKeys
+from cdk.data_bucket import HISTORY_KEYS
 from cdk.grants import grant
 from cdk.identity import UiIdentity
+from cdk.rollout_judge import ROLLOUT_KEYS
 
 #: FLYWHEEL_UI_AUTH per exposure: OIDC sign-in needs HTTPS; without it nobody changes production from the UI.
 UI_AUTH = {Exposure.TLS: "oidc", Exposure.ALLOW_LIST: "viewer-only", Exposure.INTERNAL: "viewer-only"}
 API_AUTH = "api-keys"
+#: What an operator's Promote candidate / Abort rollout on the UI's Models page writes besides the production alias
+#: (granted with the UI's other writes, cdk/grants.py `ui_statements`): the rollout state (compare-and-swap) and
+#: the candidate's history events (create-only; the bucket policy lets these through for this role only with
+#: sign-in, `DataBucket.reserve_versions`). The UI starts no rollout: nothing else of the judge's is needed.
+UI_ROLLOUT_KEYS = (ROLLOUT_KEYS, HISTORY_KEYS)
+
+
+def ui_may_write(exposure: Exposure) -> bool:
+    """Whether the UI pods' role may write at all: only with sign-in (`oidc`), where an operator is somebody."""
+    return UI_AUTH[exposure] == "oidc"
+
+
+def ui_rollout_statements(bucket: s3.IBucket, *, writes: bool) -> list[iam.PolicyStatement]:
+    """PutObject on exactly UI_ROLLOUT_KEYS when the UI may write (`ui_may_write`); nothing otherwise."""
+    if not writes:
+        return []
+    return [
+        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(k)]) for k in UI_ROLLOUT_KEYS
+    ]
 
 
 class Access(Construct):

@@ -18,6 +18,15 @@ VERSIONS_KEYS = f"{MODELS_PREFIX}*/versions/*"
 #: What the bucket policy keeps from everybody but the trainer under VERSIONS_KEYS (a multipart upload is
 #: authorized as s3:PutObject too).
 VERSION_WRITE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
+#: A version's create-only history events (flywheel.history.HISTORY_DIR): decisions about it (a rollout promoted or
+#: aborted), added by whoever decides (the rollout judge, an operator signed in to the UI). Never a version's file.
+HISTORY_KEYS = f"{VERSIONS_KEYS}/history/*"
+#: A version's own files (flywheel.registry): the bucket policy keeps them from the history writers by name, as no
+#: resource pattern can say "under versions/ but not under history/" (the history writers' IAM allows nothing else).
+VERSION_FILES = ("model.joblib", "manifest.json", "manifest.sig")
+VERSION_FILE_KEYS = tuple(f"{VERSIONS_KEYS}/{name}" for name in VERSION_FILES)
+#: Deletes the history writers may not make anywhere under VERSIONS_KEYS (history is create-only).
+VERSION_DELETE_ACTIONS = ["s3:DeleteObject", "s3:DeleteObjectVersion"]
 #: The provider aws-cdk-lib adds to empty a bucket with `auto_delete_objects` on `cdk destroy` (retainData=false).
 _AUTO_DELETE_PROVIDER = "Custom::S3AutoDeleteObjectsCustomResourceProvider"
 
@@ -78,12 +87,19 @@ class DataBucket(Construct):
             auto_delete_objects=not retain,
         )
 
-    def reserve_versions(self, writers: Sequence[iam.IRole]) -> None:
-        """Deny writes and deletes under `models/*/versions/` to every principal but `writers` (the trainer's roles).
+    def reserve_versions(self, writers: Sequence[iam.IRole], *, history_writers: Sequence[iam.IRole] = ()) -> None:
+        """Deny writes and deletes under `models/*/versions/` to every principal but `writers` (the trainer's roles);
+        `history_writers` (the rollout judge's role, the UI's when operators sign in) may only add history events.
 
         An explicit deny in the bucket policy beats any IAM allow, an administrator's included. The only other
         exception is the aws-cdk-lib provider that empties the bucket on `cdk destroy` when the data is not
         retained. S3 lifecycle expiration is not a request by a principal, so it still removes old versions.
+
+        The history writers pass the first statement and are held by two more: no delete under versions/, and no
+        write of a version's own files (model.joblib, manifest.json, manifest.sig), so through the bucket policy
+        they can publish, replace or remove no version; what they write under versions/ is left to their IAM
+        (PutObject on HISTORY_KEYS only). A resource pattern cannot exclude history/ from versions/, hence the
+        names; anybody else stays denied everything under versions/, whatever the key.
         """
         arns = [role.role_arn for role in writers]
         if not self.retain:
@@ -91,6 +107,7 @@ class DataBucket(Construct):
             if not isinstance(provider, CustomResourceProviderBase):
                 raise LookupError(f"auto_delete_objects is on but {_AUTO_DELETE_PROVIDER} is not in the stack")
             arns.append(provider.role_arn)
+        history_arns = [role.role_arn for role in history_writers]
         self.bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="OnlyTheTrainerWritesModelVersions",
@@ -98,6 +115,28 @@ class DataBucket(Construct):
                 principals=[iam.AnyPrincipal()],
                 actions=VERSION_WRITE_ACTIONS,
                 resources=[self.bucket.arn_for_objects(VERSIONS_KEYS)],
-                conditions={"ArnNotEquals": {"aws:PrincipalArn": arns}},
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": arns + history_arns}},
+            )
+        )
+        if not history_arns:
+            return
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="HistoryWritersDeleteNoVersionKey",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=VERSION_DELETE_ACTIONS,
+                resources=[self.bucket.arn_for_objects(VERSIONS_KEYS)],
+                conditions={"ArnEquals": {"aws:PrincipalArn": history_arns}},
+            )
+        )
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="HistoryWritersWriteNoVersionFile",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=VERSION_WRITE_ACTIONS,
+                resources=[self.bucket.arn_for_objects(key) for key in VERSION_FILE_KEYS],
+                conditions={"ArnEquals": {"aws:PrincipalArn": history_arns}},
             )
         )

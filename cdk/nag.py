@@ -96,8 +96,8 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         "Serving/UiPodRole/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*]",
-        _PREFIX_GRANT + " Read-only (GetObject): the UI's only write under models/ is the production alias of a "
-        "model, granted on its own below.",
+        _PREFIX_GRANT + " Read-only (GetObject): the UI's only writes under models/ (with sign-in) are the "
+        "production alias, the rollout state and history events, each granted on its own key pattern.",
     ),
     # Cluster Autoscaler (cdk/node_autoscaler.py, Pod Identity role of kube-system/cluster-autoscaler)
     Finding(
@@ -197,6 +197,18 @@ OPTIONAL_FINDINGS: tuple[Finding, ...] = (
         "(flywheel models add), so their names are unknown at synth. The wildcard stands for the model folder and "
         "the key must end in /aliases/production.json, so no version, manifest, registration or rollout is "
         "writable. Granted only with sign-in (oidc); a viewer-only UI writes nothing.",
+    ),
+    *(
+        Finding(
+            "Serving/UiPodRole/DefaultPolicy",
+            f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*/{key}]",
+            "PutObject on one key pattern of any model for an operator's Promote candidate / Abort rollout "
+            "(models are registered at run time, so their names are unknown at synth): the wildcards stand for the "
+            "model folder (and a version's number and a history event's name); no manifest, model file, "
+            "registration or statistics object matches, and the bucket policy denies the version's own files. "
+            "Granted only with sign-in (oidc); a viewer-only UI writes nothing.",
+        )
+        for key in ("rollout.json", "versions/*/history/*")
     ),
     Finding(
         "Access/Identity/OidcConfig",

@@ -13,7 +13,7 @@ from aws_cdk import aws_s3_notifications as s3n
 from constructs import Construct
 
 from cdk import manifests as m
-from cdk.access import UI_AUTH, Access
+from cdk.access import UI_AUTH, Access, ui_may_write, ui_rollout_statements
 from cdk.access_settings import AccessSettings
 from cdk.app_repository import AppRepository
 from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
@@ -238,9 +238,16 @@ class FlywheelStack(Stack):
             log_retention=retention,
         )
         grant(judge.role, judge_statements(data.bucket))
-        # Only the roles that may sign may publish: nobody else writes or deletes a model version. The judge is
-        # exempt from the deny only to append history events: its IAM allows no other key under versions/.
-        data.reserve_versions([trainer.role, job.job_role, judge.role])
+        # An operator signed in to the UI promotes or aborts a rollout too: the rollout state and the candidate's
+        # history events. A viewer-only UI gets neither (no write at all).
+        ui_writes = ui_may_write(access.exposure)
+        grant(serving.ui_role, ui_rollout_statements(data.bucket, writes=ui_writes))
+        # Only the roles that may sign may publish: nobody else writes or deletes a model version. The judge, and
+        # the UI with sign-in, may only add history events there: the bucket policy denies them the version's own
+        # files and every delete, and their IAM allows no other key under versions/.
+        data.reserve_versions(
+            [trainer.role, job.job_role], history_writers=[judge.role, *([serving.ui_role] if ui_writes else [])]
+        )
 
         api_host = serving.load_balancer_host("ApiAddress", service=m.API_SERVICE, after=app)
         ui_host = serving.load_balancer_host("UiAddress", service=m.UI_SERVICE, after=app)

@@ -20,8 +20,17 @@ from cdk_fixtures import (
     s3_grants,
     with_markers,
 )
+from test_cdk_bucket_policy import (
+    HISTORY_KEY_OF_V7,
+    VERSION_FILE_KEYS_OF_V7,
+    assert_history_writers,
+    denied,
+    role_arn,
+)
 
+from cdk.access import UI_ROLLOUT_KEYS
 from cdk.access_settings import COGNITO_ROLE_CLAIM
+from cdk.data_bucket import VERSION_WRITE_ACTIONS
 from cdk.exposure import INTERNAL, SSL_CERT, SSL_PORTS
 from cdk.identity import OPERATOR_GROUP, VIEWER_GROUP
 
@@ -134,6 +143,15 @@ def test_default_grants_api_reads_keys_and_ui_key_ui_reads_its_key_only(synth: I
     assert _reads(synth, "ServingUiPodRole") == {"UiKey"}
 
 
+def test_default_ui_is_viewer_only_so_its_role_writes_nothing(synth: InProcessSynth):
+    """No PutObject (nor any other write) at all: not the upload, the alias, the rollout state or history."""
+    grants = s3_grants(role_statements(synth, "ServingUiPodRole"))
+    assert {a for a, _, _ in grants} == {"s3:GetObject", "s3:ListBucket"}
+    ui = role_arn(synth, "ServingUiPodRole")
+    for key in [*VERSION_FILE_KEYS_OF_V7, HISTORY_KEY_OF_V7]:  # and the bucket policy lets nothing through
+        assert denied(synth, ui, "s3:PutObject", key)
+
+
 # Cognito: uiDomain + certificateArn (and allowedCidrs)
 
 
@@ -194,14 +212,33 @@ def test_cognito_grants_each_role_exactly_its_secrets(cognito: InProcessSynth):
     assert not any(a.startswith("kms:") for a in ui_actions)  # AWS-managed key: nothing to grant
 
 
-def test_with_sign_in_the_ui_may_upload_and_move_aliases_and_nothing_else(cognito: InProcessSynth):
-    writes = {(a, r) for a, r, _ in s3_grants(role_statements(cognito, "ServingUiPodRole")) if a != "s3:GetObject"} - {
+@pytest.mark.parametrize("variant", ["cognito", "external"])
+def test_with_sign_in_the_ui_may_upload_move_aliases_and_decide_rollouts_and_nothing_else(
+    variant: str, request: pytest.FixtureRequest
+):
+    synth: InProcessSynth = request.getfixturevalue(variant)
+    writes = {(a, r) for a, r, _ in s3_grants(role_statements(synth, "ServingUiPodRole")) if a != "s3:GetObject"} - {
         ("s3:ListBucket", "BUCKET")
     }
+    assert UI_ROLLOUT_KEYS == ("models/*/rollout.json", "models/*/versions/*/history/*")
     assert writes == {
         ("s3:PutObject", "BUCKET/data/*"),  # upload (an operator, checked by the UI)
         ("s3:PutObject", "BUCKET/models/*/aliases/production.json"),  # promote / roll back: no version, no schema
+        ("s3:PutObject", "BUCKET/models/*/rollout.json"),  # promote / abort a rollout (compare-and-swap)
+        ("s3:PutObject", "BUCKET/models/*/versions/*/history/*"),  # the decision on the candidate (create-only)
     }
+
+
+def test_with_sign_in_the_bucket_policy_lets_the_ui_add_history_and_nothing_else_under_versions(
+    cognito: InProcessSynth,
+):
+    """The UI's role joins the judge's as a history writer: no delete, no version file, whatever IAM allows."""
+    judge, ui = role_arn(cognito, "RolloutJudgeRole"), role_arn(cognito, "ServingUiPodRole")
+    assert_history_writers(cognito, [judge, ui])
+    app = role_arn(cognito, "ServingAppPodRole")  # still held out of versions/ entirely
+    for key in [*VERSION_FILE_KEYS_OF_V7, HISTORY_KEY_OF_V7]:
+        for action in VERSION_WRITE_ACTIONS:
+            assert denied(cognito, app, action, key)
 
 
 def test_cognito_config_map_is_oidc(cognito: InProcessSynth):
