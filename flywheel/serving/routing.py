@@ -29,6 +29,7 @@ from flywheel.serving.inputs import Columns
 from flywheel.serving.trial import Active, Trial
 
 log = logging.getLogger(__name__)
+SHADOW_BURST_SECONDS = 0.002
 
 
 def sticky_share(rollout_key: str, client: str) -> float:
@@ -71,6 +72,7 @@ class Router:
         )
         self._samples: deque[_Sample] = deque()
         self._wake = asyncio.Event()
+        self._idle = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -137,16 +139,23 @@ class Router:
             self.host.metrics.shadow_dropped.labels(model=self.name).inc(requests)
             return
         self._samples.append(_Sample(active, columns, predictions, requests))
-        self._wake.set()
+        if self._idle:  # waking a busy worker would cost a task step per request for nothing
+            self._wake.set()
 
     # -- shadow runs, off the request path -----------------------------------------------------------
     async def _shadow_forever(self) -> None:
         while True:
+            self._idle = True
             await self._wake.wait()
+            self._idle = False
             self._wake.clear()
             while self._samples:
-                await self._shadow_one(self._samples.popleft())
-                await asyncio.sleep(0)  # let requests in between shadow runs
+                # a burst of up to ~2 ms of shadow runs, then the loop serves requests again; a run that needs the
+                # predict thread (the Pipeline, or many rows) yields by itself
+                until = time.perf_counter() + SHADOW_BURST_SECONDS
+                while self._samples and time.perf_counter() < until:
+                    await self._shadow_one(self._samples.popleft())
+                await asyncio.sleep(0)
 
     async def _shadow_one(self, sample: _Sample) -> None:
         trial = self.trial

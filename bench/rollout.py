@@ -1,0 +1,179 @@
+"""Rollout benchmark: what a shadow (or canary) candidate costs the replica serving production.
+
+    python bench/rollout.py                  # production alone, shadow at 100%, production alone again
+    python bench/rollout.py --canary 0.5     # also a canary answering half the requests
+
+One replica (one process) serves v1 of the savings model; v2 (trained on drifted data) is the candidate. For
+each phase, wrk drives 1-row requests at c=64 and 1,000-row requests at c=4; the replica's CPU time
+(/proc/<pid>/stat, every thread) is read around each run, so CPU per request compares the work the process did.
+The shadow phase also reports how many requests the candidate ran on (flywheel_rollout_shadow_compared_total)
+and how many samples its queue dropped. Targets (issue 14): shadow at 100% costs at most 2x production-only CPU
+per request, and p99 at c=64 stays within 20% of production-only. Prints figures; never pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._local import free_port, make_bucket, start_api, start_moto
+from bench.serve import _stop, wrk
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+TICKS = os.sysconf("SC_CLK_TCK")
+COUNTERS = ("flywheel_rollout_shadow_compared_total", "flywheel_rollout_shadow_dropped_total")
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU time of process `root` and its descendants (every thread; uvicorn's workers), seconds."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+            except (OSError, IndexError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0.0
+    for pid in tree:
+        try:
+            fields = _stat(pid)
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the line)
+    return total
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(want + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def rollout_of(port: int) -> dict[str, object] | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/savings", timeout=5) as r:
+        found: dict[str, object] | None = json.loads(r.read())["rollout"]
+        return found
+
+
+def wait(predicate: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise TimeoutError(str(predicate))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
+    parser.add_argument("--canary", type=float, default=0.0, help="also measure a canary at this share")
+    parser.add_argument("--processes", type=int, default=2, help="replica processes (flywheel serve --workers N)")
+    parser.add_argument("--repeat", type=int, default=2, help="shadow phases, each between production-alone ones")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    from flywheel import rollout_ops
+    from flywheel.registry import Registry
+    from flywheel.sampledata import savings
+    from flywheel.settings import TrainerSettings
+    from flywheel.storage import s3_client
+    from flywheel.trainer import retrain
+
+    moto, _ = start_moto()
+    procs = [moto]
+    tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-rollout-"))
+    try:
+        s3, bucket = s3_client(), "flywheel-bench"
+        make_bucket(s3, bucket)
+        for seed, drift in ((1, 0.0), (2, 1.0)):
+            s3.put_object(Bucket=bucket, Key=f"data/{seed}.csv",
+                          Body=savings(20_000, seed=seed, drift=drift).to_csv(index=False).encode())  # fmt: skip
+            retrain(TrainerSettings(bucket=bucket, gate_tolerance=1.0), s3)
+        reg = Registry(s3, bucket, "savings")
+        reg.move_alias(1, reg.alias(), actor="bench", reason="v1 serves, v2 is the candidate")
+        print(f"production v1 {reg.manifest(1)['estimator']}, candidate v2 {reg.manifest(2)['estimator']}")
+
+        frame = savings(1000, seed=5).drop(columns=["monthly_savings"])
+        rows = json.loads(frame.to_json(orient="records"))
+        one, batch = tmp / "one.json", tmp / "batch.json"
+        one.write_text(json.dumps({"instances": rows[:1]}))
+        batch.write_text(json.dumps({"instances": rows}))
+        port, metrics_port = free_port(), free_port()
+        api = start_api(bucket, port, args.processes, FLYWHEEL_POLL_INTERVAL_SECONDS="1",
+                        FLYWHEEL_METRICS_PORT=str(metrics_port))  # fmt: skip
+        procs.append(api)
+        url = f"http://127.0.0.1:{port}/v1/predict"
+
+        def phase(label: str) -> dict[str, dict[str, float]]:
+            out = {}
+            for point, body, conns in (("1 row, c=64", one, 64), ("1000 rows, c=4", batch, 4)):
+                wrk(url, str(body), conns, 2)  # warm-up
+                before = cpu_seconds(api.pid)
+                r = wrk(url, str(body), conns, args.seconds)
+                r["cpu_ms"] = (cpu_seconds(api.pid) - before) / max(r["requests"], 1) * 1000
+                out[point] = r
+                print(f"{label:18} {point:>15} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['cpu_ms']:10.3f} "
+                      f"{r['errors']:6.0f}")  # fmt: skip
+            return out
+
+        print(f"\n{'phase':18} {'load':>15} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'errors':>6}")
+        alone, shadow = [phase("production alone")], []
+        for _ in range(args.repeat):
+            rollout_ops.begin(reg, 2, actor="bench", mode="shadow", share=1.0)
+            wait(lambda: rollout_of(port) is not None)
+            time.sleep(3)  # every worker process polls the rollout (each answers /v1/models in turn)
+            before = {n: metric(metrics_port, n, model="savings") for n in COUNTERS}
+            shadow.append(phase("shadow at 100%"))
+            after = {n: metric(metrics_port, n, model="savings") - before[n] for n in COUNTERS}
+            rollout_ops.abort(reg, actor="bench", reason="bench phase over")
+            wait(lambda: rollout_of(port) is None)
+            time.sleep(3)
+            alone.append(phase("production alone"))
+            print("  one worker's shadow counters: " + ", ".join(f"{n.split('_shadow_')[1]} {v:,.0f}"
+                                                               for n, v in after.items()))  # fmt: skip
+        if args.canary:
+            rollout_ops.begin(reg, 2, actor="bench", mode="canary", share=args.canary)
+            wait(lambda: rollout_of(port) is not None)
+            time.sleep(3)
+            phase(f"canary at {args.canary:g}")
+            rollout_ops.abort(reg, actor="bench", reason="bench phase over")
+
+        print()
+        for point in alone[0]:
+            base_cpu = sum(a[point]["cpu_ms"] for a in alone) / len(alone)
+            base_p99 = sum(a[point]["p99"] for a in alone) / len(alone)
+            cpu = sum(x[point]["cpu_ms"] for x in shadow) / len(shadow)
+            p99 = sum(x[point]["p99"] for x in shadow) / len(shadow)
+            print(f"{point}: shadow CPU/request {cpu / base_cpu:.2f}x production alone (target <= 2x); mean p99 "
+                  f"{p99:.2f} ms vs {base_p99:.2f} ms = {p99 / base_p99 - 1:+.0%} (target <= +20%)")  # fmt: skip
+    finally:
+        _stop(procs, tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
