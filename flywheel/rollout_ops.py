@@ -9,11 +9,12 @@ stands. Every decision is also appended to the candidate's history (flywheel/his
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel import history
 from flywheel.errors import ConflictError, NotFound
@@ -22,6 +23,19 @@ from flywheel.rollout import DEFAULT_MODES, Mode, Rollout, Thresholds, check_mod
 from flywheel.storage import is_missing
 
 JUDGE = "judge"
+log = logging.getLogger(__name__)
+
+
+def _record(registry: Registry, version: int, what: str, who: str, reason: str, **extra: Any) -> None:
+    """Append to the version's history; best effort. The decision itself is already in rollout.json (with its own
+    history), and in the cloud the bucket policy lets only the judge's and the UI's roles write a version's
+    history: an operator's own credentials (`flywheel rollout abort`) may be refused, which must not undo or hide
+    a decision that stands."""
+    try:
+        history.record(registry, version, what, who, reason, **extra)
+    except (ClientError, BotoCoreError) as e:
+        log.warning("v%s of %s: %s recorded in rollout.json, not in the version's history: %s",
+                    version, registry.name, what, e)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -94,7 +108,7 @@ def begin(
         actor=actor,
         thresholds=thresholds,
     )
-    history.record(registry, candidate, "rollout-started", actor, rollout.history[0].reason, mode=mode, share=share)
+    _record(registry, candidate, "rollout-started", actor, rollout.history[0].reason, mode=mode, share=share)
     return rollout
 
 
@@ -121,7 +135,7 @@ def promote(
     """Record "promoted", then move production to the candidate (CAS from the baseline)."""
     rollout, etag = _running(registry, expected_candidate)
     decided, _ = decide(registry, rollout, etag, status="promoted", actor=actor, reason=reason)
-    history.record(registry, rollout.candidate, "rollout-promoted", actor, reason, figures=dict(figures or {}))
+    _record(registry, rollout.candidate, "rollout-promoted", actor, reason, figures=dict(figures or {}))
     settle(registry, decided)
     return decided
 
@@ -137,7 +151,7 @@ def abort(
     """Record "aborted": pods drop the candidate, production never moved."""
     rollout, etag = _running(registry, expected_candidate)
     decided, _ = decide(registry, rollout, etag, status="aborted", actor=actor, reason=reason)
-    history.record(registry, rollout.candidate, "rollout-aborted", actor, reason, figures=dict(figures or {}))
+    _record(registry, rollout.candidate, "rollout-aborted", actor, reason, figures=dict(figures or {}))
     return decided
 
 

@@ -73,3 +73,25 @@ def test_a_rollout_start_lost_to_a_crash_is_completed_by_the_next_run(stack: Sta
     third = retrain(TrainerSettings(bucket=stack.bucket, estimators="linear", cv_folds=2, gate_tolerance=1.0,
                                     rollout_mode="shadow"), s3_client())  # fmt: skip
     assert third.status == "unchanged"
+
+
+def test_a_refused_history_write_does_not_undo_an_operators_decision(stack: Stack) -> None:
+    """In the cloud the bucket policy may refuse an operator's own role the version's history: the decision
+    stands in rollout.json all the same."""
+    from botocore.exceptions import ClientError
+
+    run(stack, 1)
+    run(stack, 2, rollout_mode="canary")
+    s3 = s3_client()
+
+    def refuse_history(params: dict[str, object], **_: object) -> None:
+        if "/history/" in str(params.get("Key", "")):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "bucket policy"}}, "PutObject")
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", refuse_history)
+    reg = Registry(s3, stack.bucket, "savings")
+    decided = rollout_ops.abort(reg, actor="alice (operator, cli)", reason="not now")
+    assert decided.status == "aborted"
+    found = load(reg)
+    assert found is not None and found[0].status == "aborted" and found[0].history[-1].who == "alice (operator, cli)"
+    assert [e["what"] for e in events(reg, 2)] == ["rollout-started"]  # the refused event is not there
