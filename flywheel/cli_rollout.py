@@ -223,7 +223,7 @@ def add_parsers(add: Any, common: Any) -> None:
     for name, func, verb in (("promote", cmd_promote, "Promote the running rollout's candidate now: record the "
                               "decision, then move production to it (compare-and-swap from the baseline)."),
                              ("abort", cmd_abort, "Abort the running rollout: record the decision; production "
-                              "never moves.")):  # fmt: skip
+                              "never moves; replicas drop the candidate at their next poll.")):  # fmt: skip
         a = action(name, func, verb + " Recorded with your user name ($USER) and --reason, on the rollout and in "
                    "the candidate's history.", "print the decided rollout as JSON")  # fmt: skip
         a.add_argument("--reason", default="", help="why (recorded; default: names you and the command)")
