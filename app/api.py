@@ -214,7 +214,9 @@ async def v2_infer(request: Request) -> Response:
         v2.check_version(served, request.path_params.get("version"))
         body = await svc.body(request)
         columns = v2_to_columns(served.schema, body, svc.settings.max_instances)
-        result = await hosted.predict(columns, _rows(columns), _client(request))
+        # a request that names a version gets that version (checked above): no canary answers it
+        named = request.path_params.get("version") is not None
+        result = await hosted.predict(columns, _rows(columns), _client(request), canary=not named)
     return ORJSONResponse(v2.response(result, body))
 
 

@@ -62,17 +62,54 @@ class VersionStats:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> VersionStats:
-        return cls(
-            requests=int(doc.get("requests", 0)),
-            errors=int(doc.get("errors", 0)),
-            latency_buckets=tuple((float(le), int(n)) for le, n in doc.get("latency_buckets", [])),
-            prediction_counts=tuple(int(n) for n in doc.get("prediction_counts", [])),
-            compared=int(doc.get("compared", 0)),
-            agreed=None if doc.get("agreed") is None else int(doc["agreed"]),
+        """Read and check one pod's figures: a statistics object is written by a replica, so it is untrusted
+        input to a decision. ValueError names what is impossible (negative or non-finite counts, more errors
+        than requests, buckets that decrease, more agreements than comparisons, a difference out of range)."""
+        stats = cls(
+            requests=_count(doc.get("requests", 0), "requests"),
+            errors=_count(doc.get("errors", 0), "errors"),
+            latency_buckets=tuple(
+                (_bound(le), _count(n, "latency bucket")) for le, n in doc.get("latency_buckets", [])
+            ),
+            prediction_counts=tuple(_count(n, "prediction count") for n in doc.get("prediction_counts", [])),
+            compared=_count(doc.get("compared", 0), "compared"),
+            agreed=None if doc.get("agreed") is None else _count(doc["agreed"], "agreed"),
             relative_difference_sum=(
                 None if doc.get("relative_difference_sum") is None else float(doc["relative_difference_sum"])
             ),
         )
+        stats.check()
+        return stats
+
+    def check(self) -> None:
+        if self.errors > self.requests:
+            raise ValueError(f"{self.errors} errors > {self.requests} requests")
+        bounds = [le for le, _ in self.latency_buckets]
+        counts = [n for _, n in self.latency_buckets]
+        if bounds != sorted(set(bounds)) or counts != sorted(counts):
+            raise ValueError("latency buckets must have increasing bounds and non-decreasing cumulative counts")
+        if counts and counts[-1] > self.requests:
+            raise ValueError(f"{counts[-1]} latency observations > {self.requests} requests")
+        if self.agreed is not None and self.agreed > self.compared:
+            raise ValueError(f"{self.agreed} agreements > {self.compared} comparisons")
+        diff = self.relative_difference_sum
+        if diff is not None and not (math.isfinite(diff) and 0 <= diff <= 2 * self.compared):
+            raise ValueError(f"relative difference sum {diff} outside [0, 2 x {self.compared} comparisons]")
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} is not a finite number: {value!r}")
+    if value < 0 or value != int(value):
+        raise ValueError(f"{what} is not a count: {value!r}")
+    return int(value)
+
+
+def _bound(value: Any) -> float:
+    le = math.inf if value == "+Inf" else float(value)
+    if math.isnan(le) or le <= 0:
+        raise ValueError(f"latency bound {value!r} is not a positive number")
+    return le
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from flywheel import registrations, rollout_ops
 from flywheel.errors import ConflictError, NotFound
-from flywheel.judge import judge
+from flywheel.judge import Verdict, judge
 from flywheel.registry import Registry
 from flywheel.rollout import Rollout, load
 from flywheel.rollout_stats import gather
@@ -45,7 +45,7 @@ def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
     found = load(registry)
     if found is None:
         return out
-    rollout, _ = found
+    rollout, etag = found
     out.candidate = rollout.candidate
     if not rollout.running:
         note = rollout_ops.settle(registry, rollout)  # a promotion interrupted before the alias moved
@@ -56,24 +56,34 @@ def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
         moved = production_moved(registry, rollout)
         if moved:
             out.action, out.reason = "abort", moved
-            rollout_ops.abort(
-                registry, actor=rollout_ops.JUDGE, reason=out.reason, expected_candidate=rollout.candidate
-            )
+            rollout_ops.abort(registry, actor=rollout_ops.JUDGE, reason=out.reason, expected_etag=etag)
             return out
-        cand, prod, out.pods = gather(registry, rollout)
-        verdict = judge(rollout, cand, prod, now)
+        verdict = _verdict(registry, rollout, now, out)
         out.action, out.reason, out.figures = verdict.action, verdict.reason, verdict.figures
         if verdict.action == "promote":
-            rollout_ops.promote(registry, actor=rollout_ops.JUDGE, reason=verdict.reason,
-                                expected_candidate=rollout.candidate, figures=verdict.figures)  # fmt: skip
+            rollout_ops.promote(registry, actor=rollout_ops.JUDGE, reason=verdict.reason, expected_etag=etag,
+                                figures=verdict.figures)  # fmt: skip
         elif verdict.action == "abort":
-            rollout_ops.abort(registry, actor=rollout_ops.JUDGE, reason=verdict.reason,
-                              expected_candidate=rollout.candidate, figures=verdict.figures)  # fmt: skip
+            rollout_ops.abort(registry, actor=rollout_ops.JUDGE, reason=verdict.reason, expected_etag=etag,
+                              figures=verdict.figures)  # fmt: skip
     except (ConflictError, NotFound) as e:  # an operator or another judge decided first: theirs stands
         out.action, out.reason = "conflict", str(e)
     if out.action in ("promote", "abort"):
         log.warning("rollout of %s v%s: %s: %s", registry.name, rollout.candidate, out.action, out.reason)
     return out
+
+
+def _verdict(registry: Registry, rollout: Rollout, now: datetime, out: Pass) -> Verdict:
+    """The judge's verdict on the fleet's statistics. Statistics that cannot be merged at all still let the
+    time limit act: past max_seconds the rollout is aborted, else the pass waits."""
+    try:
+        cand, prod, out.pods = gather(registry, rollout)
+        return judge(rollout, cand, prod, now)
+    except ValueError as e:
+        elapsed = (now - datetime.fromisoformat(rollout.started_at)).total_seconds()
+        if elapsed >= rollout.thresholds.max_seconds:
+            return Verdict("abort", f"no usable statistics after {elapsed:.0f} s: {e}")
+        return Verdict("wait", f"statistics cannot be judged yet: {e}")
 
 
 def production_moved(registry: Registry, rollout: Rollout) -> str:

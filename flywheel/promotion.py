@@ -8,9 +8,10 @@ decision (a rollback, a manual promote), the swap fails and their choice stands,
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from flywheel.errors import ConflictError
+from flywheel.errors import ConflictError, NotFound
 from flywheel.registry import Alias, Registry
 
 
@@ -75,8 +76,13 @@ def release(registry: Registry, version: int, gate: dict[str, Any], *, reason: s
     if found is not None and found[0].candidate == version:
         return "approved", f"a rollout of v{version} already exists ({found[0].status})"
     if found is not None and found[0].running:
-        rollout_ops.abort(registry, actor="trainer", reason=f"superseded by v{version}",
-                          expected_candidate=found[0].candidate)  # fmt: skip
+        # the judge or an operator may have decided it meanwhile: theirs stands
+        with contextlib.suppress(ConflictError, NotFound):
+            rollout_ops.abort(registry, actor="trainer", reason=f"superseded by v{version}", expected_etag=found[1])
+        alias = registry.alias()  # a promotion meanwhile moved production: judged against it below
+        if alias is None or alias.version != gate.get("production_version"):
+            where = f"v{alias.version}" if alias else "nowhere"
+            return "approved", f"production moved to {where} while v{version} was released: no rollout started"
     mode, share = str(policy["mode"]), float(policy.get("share", 0.1))
     rollout_ops.begin(registry, version, actor="trainer", mode=mode, share=share,
                       thresholds=Thresholds.from_dict(policy.get("thresholds") or {}))  # fmt: skip

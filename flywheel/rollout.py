@@ -10,6 +10,7 @@ module's.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, cast, get_args
@@ -86,6 +87,7 @@ class Rollout:
     decided_at: str | None = None
     reason: str = ""
     history: tuple[Event, ...] = ()
+    id: str = ""  # unique per rollout (a restart of the same candidate is a new rollout with new statistics)
 
     def __post_init__(self) -> None:
         check_mode(self.mode, MODES)
@@ -118,6 +120,7 @@ class Rollout:
             decided_at=doc.get("decided_at"),
             reason=str(doc.get("reason", "")),
             history=tuple(Event(**e) for e in doc.get("history", [])),
+            id=str(doc.get("id", "")),
         )
 
 
@@ -170,6 +173,7 @@ def start(
         started_by=actor,
         thresholds=thresholds or Thresholds(),
         history=(Event("started", actor, at, f"{mode} at {share:g} against v{baseline}"),),
+        id=uuid.uuid4().hex[:12],
     )
     current = load(registry)
     if current is not None and current[0].running:

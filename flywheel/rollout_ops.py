@@ -112,7 +112,7 @@ def begin(
     return rollout
 
 
-def _running(registry: Registry, expected_candidate: int | None) -> tuple[Rollout, str]:
+def _running(registry: Registry, expected_candidate: int | None, expected_etag: str | None) -> tuple[Rollout, str]:
     found = load(registry)
     if found is None or not found[0].running:
         raise NotFound(f"model {registry.name!r} has no running rollout")
@@ -121,6 +121,8 @@ def _running(registry: Registry, expected_candidate: int | None) -> tuple[Rollou
         raise ConflictError(
             f"the running rollout of {registry.name!r} is of v{rollout.candidate}, not v{expected_candidate}"
         )
+    if expected_etag is not None and etag != expected_etag:  # the judge decides on the rollout it judged
+        raise ConflictError(f"the rollout of {registry.name!r} changed since it was judged; the next pass re-judges")
     return rollout, etag
 
 
@@ -130,10 +132,12 @@ def promote(
     actor: str,
     reason: str,
     expected_candidate: int | None = None,
+    expected_etag: str | None = None,
     figures: Mapping[str, float] | None = None,
 ) -> Rollout:
-    """Record "promoted", then move production to the candidate (CAS from the baseline)."""
-    rollout, etag = _running(registry, expected_candidate)
+    """Record "promoted", then move production to the candidate (CAS from the baseline). `expected_*`:
+    act only on that very rollout (ConflictError otherwise)."""
+    rollout, etag = _running(registry, expected_candidate, expected_etag)
     decided, _ = decide(registry, rollout, etag, status="promoted", actor=actor, reason=reason)
     _record(registry, rollout.candidate, "rollout-promoted", actor, reason, figures=dict(figures or {}))
     settle(registry, decided)
@@ -146,10 +150,12 @@ def abort(
     actor: str,
     reason: str,
     expected_candidate: int | None = None,
+    expected_etag: str | None = None,
     figures: Mapping[str, float] | None = None,
 ) -> Rollout:
-    """Record "aborted": pods drop the candidate, production never moved."""
-    rollout, etag = _running(registry, expected_candidate)
+    """Record "aborted": pods drop the candidate, production never moved. `expected_*`:
+    act only on that very rollout (ConflictError otherwise)."""
+    rollout, etag = _running(registry, expected_candidate, expected_etag)
     decided, _ = decide(registry, rollout, etag, status="aborted", actor=actor, reason=reason)
     _record(registry, rollout.candidate, "rollout-aborted", actor, reason, figures=dict(figures or {}))
     return decided
@@ -165,6 +171,9 @@ def settle(registry: Registry, rollout: Rollout) -> str:
     if alias is None or alias.version != rollout.baseline:
         where = f"v{alias.version} by {alias.doc.get('updated_by')}" if alias else "nowhere"
         return f"production moved to {where} after the rollout began: left there"
+    if str(alias.doc.get("updated_at", "")) > str(rollout.decided_at or ""):
+        # production was moved (back) to the baseline after the decision: a rollback, whose choice stands
+        return f"production moved back to v{alias.version} by {alias.doc.get('updated_by')} after the promotion"
     try:
         registry.move_alias(rollout.candidate, alias, actor=rollout.decided_by or JUDGE,
                             reason=f"rollout promoted: {rollout.reason}")  # fmt: skip

@@ -4,7 +4,7 @@ Each replica process writes its cumulative per-version statistics of the running
 models/<model>/rollouts/<rollout id>/stats/<pod id>.json every FLYWHEEL_ROLLOUT_PUBLISH_SECONDS, overwriting
 its own object only. The judge (a scheduled Lambda in the cloud, `flywheel up`'s worker locally) lists them
 and merges them (flywheel/judge.py `merge`). A process that restarts gets a new pod id, so what it counted
-before stays counted. The rollout id includes the start time: a new rollout of the same version starts from
+before stays counted. Each rollout has its own id (rollout.json `id`): a new rollout of the same version starts from
 zero. Why S3 and not Prometheus: docs/architecture.md, "Rollouts".
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 from flywheel.judge import VersionStats, merge
@@ -20,12 +21,14 @@ from flywheel.rollout import Rollout
 
 log = logging.getLogger(__name__)
 MAX_PODS = 1000  # more stats objects than this for one rollout is a fault, not a fleet
+MAX_OBJECT_BYTES = 64 * 1024  # one pod's figures are about 2 KB
 
 
 def rollout_id(rollout: Rollout) -> str:
-    """v<candidate>-<start time, compact>: unique per rollout, stable across pods."""
-    stamp = "".join(ch for ch in rollout.started_at if ch.isdigit())
-    return f"v{rollout.candidate}-{stamp}"
+    """v<candidate>-<the rollout's own id>: unique per rollout, stable across pods (a rollout written before
+    rollouts had ids: its start time)."""
+    suffix = rollout.id or "".join(ch for ch in rollout.started_at if ch.isdigit())
+    return f"v{rollout.candidate}-{suffix}"
 
 
 def stats_prefix(registry: Registry, rollout: Rollout) -> str:
@@ -53,22 +56,44 @@ def publish(registry: Registry, rollout: Rollout, pod: str, production: VersionS
 
 
 def gather(registry: Registry, rollout: Rollout) -> tuple[VersionStats, VersionStats, int]:
-    """(candidate, production, pods): every pod's statistics of `rollout`, merged. An unreadable object is
-    skipped with a warning (a pod mid-write, a stray file): it cannot block the judge."""
+    """(candidate, production, pods): every pod's statistics of `rollout`, merged.
+
+    Each object is untrusted input: one that is too big, unreadable or impossible (judge.VersionStats.check) is
+    skipped with a warning, and so are pods whose histograms are shaped unlike the majority's (an old image
+    during a rolling deploy): no object can stop the judge, so a rollout still reaches its time limit."""
     prefix = stats_prefix(registry, rollout)
-    keys: list[str] = []
+    listed: list[dict[str, Any]] = []
     for page in registry.s3.get_paginator("list_objects_v2").paginate(Bucket=registry.bucket, Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json")]
-    if len(keys) > MAX_PODS:
-        raise ValueError(f"{len(keys)} statistics objects under {prefix}: more than {MAX_PODS} pods")
-    cands, prods = [], []
-    for key in keys:
-        try:
-            doc: dict[str, Any] = json.loads(registry.s3.get_object(Bucket=registry.bucket, Key=key)["Body"].read())
-            cand, prod = VersionStats.from_dict(doc["candidate"]), VersionStats.from_dict(doc["production"])
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("skipping unreadable rollout statistics %s: %s", key, e)
+        listed += [o for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+    if len(listed) > MAX_PODS:
+        log.warning("%d statistics objects under %s: judging the newest %d", len(listed), prefix, MAX_PODS)
+        listed = sorted(listed, key=lambda o: o["LastModified"])[-MAX_PODS:]
+    pods: list[tuple[VersionStats, VersionStats]] = []
+    for obj in listed:
+        key = obj["Key"]
+        if int(obj.get("Size", 0)) > MAX_OBJECT_BYTES:
+            log.warning("skipping rollout statistics %s: %d bytes > %d", key, obj["Size"], MAX_OBJECT_BYTES)
             continue
-        cands.append(cand)
-        prods.append(prod)
-    return merge(cands), merge(prods), len(cands)
+        try:
+            doc = json.loads(registry.s3.get_object(Bucket=registry.bucket, Key=key)["Body"].read())
+            pods.append((VersionStats.from_dict(doc["candidate"]), VersionStats.from_dict(doc["production"])))
+        except Exception as e:  # any malformed object: skipped, never fatal to the pass
+            log.warning("skipping unreadable rollout statistics %s: %s: %s", key, type(e).__name__, e)
+    pods = _majority(pods, prefix)
+    return merge(c for c, _ in pods), merge(p for _, p in pods), len(pods)
+
+
+def _shape(stats: VersionStats) -> tuple[tuple[float, ...], int]:
+    return tuple(le for le, _ in stats.latency_buckets), len(stats.prediction_counts)
+
+
+def _majority(pods: list[tuple[VersionStats, VersionStats]], prefix: str) -> list[tuple[VersionStats, VersionStats]]:
+    """The pods whose histograms have the most common shape (empty histograms fit any)."""
+    shapes = Counter(s for c, p in pods for s in (_shape(c), _shape(p)) if s != ((), 0))
+    if len(shapes) <= 1:
+        return pods
+    (common, _), *_ = shapes.most_common(1)
+    kept = [(c, p) for c, p in pods if all(_shape(x) in (common, ((), 0)) for x in (c, p))]
+    log.warning("%s: %d pods report histograms shaped unlike the others; judged without them",
+                prefix, len(pods) - len(kept))  # fmt: skip
+    return kept

@@ -128,9 +128,9 @@ class ServeSettings(CoreSettings):
     metrics_port: int = Field(default=9464, ge=1, le=65535)  # /metrics is served there only
     metrics_host: str = "0.0.0.0"  # `flywheel serve --host H` sets it to H unless given
     # rollouts (docs/rollouts.md): how often this process writes its per-version statistics for the judge, and
-    # how many production batches may wait for their shadow run before new ones are dropped (and counted)
+    # how many rows of production batches may wait for their shadow run before new ones are dropped (and counted)
     rollout_publish_seconds: float = Field(default=15.0, gt=0)
-    shadow_queue_batches: int = Field(default=1024, ge=1)
+    shadow_queue_rows: int = Field(default=65_536, ge=1)
 
     @model_validator(mode="after")
     def _one_verifier(self) -> ServeSettings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from flywheel.errors import NotReady
 from flywheel.serving.host import ServedModel
 from flywheel.serving.inputs import Columns
 
+log = logging.getLogger(__name__)
 INLINE_MAX_ROWS = 32
 #: With a verified fast path, requests up to this many rows predict on the event loop, unbatched (about 10-40 us
 #: for one row; ~1 ms for 64 rows of the sample models: bench/fastpath.py); larger ones go to the predict thread,
@@ -98,6 +100,10 @@ class Batcher:
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def activity(self) -> Activity:
+        return self._activity
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
@@ -127,7 +133,10 @@ class Batcher:
             # or a thread hop, so it runs right here and batching would only add latency
             began = time.perf_counter()
             preds, proba = predict(served, columns)
-            self._on_batch(served, columns, preds, time.perf_counter() - began, 1)
+            try:
+                self._on_batch(served, columns, preds, time.perf_counter() - began, 1)
+            except Exception:  # the prediction stands; only the bookkeeping is lost
+                log.exception("%s: after-batch bookkeeping failed", self.name)
             return _result(served, preds, proba, 0, rows)
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(columns, rows, fut))
@@ -180,7 +189,10 @@ class Batcher:
                     if not it.future.done():
                         it.future.set_exception(e)
                 continue
-            self._on_batch(served, merged, preds, time.perf_counter() - began, len(items))
+            try:
+                self._on_batch(served, merged, preds, time.perf_counter() - began, len(items))
+            except Exception:  # bookkeeping must never end this task: every later request would hang
+                log.exception("%s: after-batch bookkeeping failed", self.name)
             start = 0
             for it in items:
                 if not it.future.done():

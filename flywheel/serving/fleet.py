@@ -58,9 +58,9 @@ class Hosted:
         self.monitor.record(served, columns, predictions)
         self.router.after_production(columns, predictions, seconds, requests)
 
-    async def predict(self, columns: Columns, rows: int, client: str | None) -> Result:
+    async def predict(self, columns: Columns, rows: int, client: str | None, *, canary: bool = True) -> Result:
         """Production's answer, or the candidate's for a canary request (flywheel/serving/routing.py)."""
-        return await self.router.predict(columns, rows, client)
+        return await self.router.predict(columns, rows, client, canary=canary)
 
     def served(self) -> ServedModel:
         served = self.host.current
@@ -182,7 +182,7 @@ class Fleet:
             activity=self.activity,
             executor=self._predict,
         )
-        hosted.router = Router(host, hosted.batcher, self._predict, queue_size=s.shadow_queue_batches)
+        hosted.router = Router(host, hosted.batcher, self._predict, queue_rows=s.shadow_queue_rows)
         host.start()
         hosted.batcher.start()
         hosted.router.start()

@@ -129,12 +129,12 @@ class ModelHost:
                 "alias poll failed for %s; keeping v%s: %s", self.name, self.current and self.current.version, e
             )
         self._update_staleness()
-        self._poll_production()
-        if self.trial is not None:
+        if self.trial is not None:  # first: a promotion seen with its alias move reuses the loaded candidate
             try:
                 self.trial.poll()
             except (ClientError, BotoCoreError, FlywheelError, ValueError, KeyError, TypeError) as e:
                 log.warning("rollout poll failed for %s; routing unchanged: %s", self.name, e)
+        self._poll_production()
 
     def _poll_production(self) -> None:
         wanted = self._wanted

@@ -44,12 +44,61 @@ class _Counts:
 
 
 def relative_differences(production: list[Any], candidate: list[Any]) -> float:
-    """Sum over rows of |c - p| / max(|p|, |c|): 0 when equal, at most 1 for the same sign, 2 for opposite signs."""
+    """Sum over rows of |c - p| / max(|p|, |c|): 0 when equal, at most 1 for the same sign, 2 for opposite signs;
+    a row where either output is not finite counts as 2, the most two outputs can differ."""
     if len(production) <= SMALL:
-        return sum(abs(c - p) / max(abs(p), abs(c), EPS) for p, c in zip(production, candidate, strict=True))
+        total = 0.0
+        for a, b in zip(production, candidate, strict=True):
+            d = abs(b - a) / max(abs(a), abs(b), EPS)
+            total += d if math.isfinite(d) else 2.0
+        return total
     p = np.asarray(production, dtype="float64")
     c = np.asarray(candidate, dtype="float64")
-    return float(np.sum(np.abs(c - p) / np.maximum(np.maximum(np.abs(p), np.abs(c)), EPS)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        rel = np.abs(c - p) / np.maximum(np.maximum(np.abs(p), np.abs(c)), EPS)
+    return float(np.sum(np.where(np.isfinite(rel), rel, 2.0)))
+
+
+@dataclass(frozen=True)
+class _Binning:
+    """How predictions are binned for one rollout: the candidate's prediction profile."""
+
+    profile: dict[str, Any]
+    edges: tuple[float, ...] = ()
+    index: dict[Any, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, profile: dict[str, Any]) -> _Binning:
+        if profile["kind"] == "numeric":
+            return cls(profile, edges=tuple(float(e) for e in profile["edges"]))
+        return cls(profile, index={c: i for i, c in enumerate(profile["categories"])})
+
+    @property
+    def numeric(self) -> bool:
+        return bool(self.profile["kind"] == "numeric")
+
+    @property
+    def width(self) -> int:
+        return len(self.edges) + 1 if self.numeric else len(self.index) + 1
+
+    def counts(self, predictions: list[Any]) -> tuple[list[int], int]:
+        """(counts per bin, as drift.bin_counts, which it calls for many values; outputs not binned because
+        they are not finite numbers: regression only)."""
+        if self.numeric:
+            finite = [p for p in predictions if isinstance(p, int | float) and math.isfinite(p)]
+            bad = len(predictions) - len(finite)
+            if len(finite) > SMALL:
+                return [int(n) for n in bin_counts(self.profile, finite)], bad
+            counts = [0] * self.width
+            for p in finite:
+                counts[bisect.bisect_right(self.edges, p)] += 1
+            return counts, bad
+        if len(predictions) > SMALL:
+            return [int(n) for n in bin_counts(self.profile, predictions)], 0
+        counts, last = [0] * self.width, self.width - 1
+        for p in predictions:
+            counts[self.index.get(p, last)] += 1
+        return counts, 0
 
 
 class LiveStats:
@@ -58,13 +107,11 @@ class LiveStats:
     def __init__(self, metrics: ServingMetrics, model: str) -> None:
         self.metrics, self.model = metrics, model
         self._lock = threading.Lock()
-        self._profile: dict[str, Any] = {"kind": "categorical", "categories": []}
+        self._binning = _Binning.of({"kind": "categorical", "categories": []})
         self._roles = {r: _Counts(1) for r in ROLES}
         self._compared = 0
         self._agreed: int | None = None
         self._difference: float | None = None
-        self._edges: list[float] = []
-        self._index: dict[Any, int] = {}
         m = metrics  # the labelled series, looked up once (labels() costs more than the increment)
         self._children = {
             r: (m.rollout_requests.labels(model=model, role=r), m.rollout_latency.labels(model=model, role=r))
@@ -76,44 +123,30 @@ class LiveStats:
 
     def reset(self, profile: dict[str, Any], classification: bool) -> None:
         """Start counting a new rollout, binning predictions by `profile` (the candidate's prediction_stats)."""
-        numeric = profile["kind"] == "numeric"
-        width = len(profile["edges"]) + 1 if numeric else len(profile["categories"]) + 1
+        binning = _Binning.of(profile)
         with self._lock:
-            self._profile = profile
-            self._edges = [float(e) for e in profile["edges"]] if numeric else []
-            self._index = {} if numeric else {c: i for i, c in enumerate(profile["categories"])}
-            self._roles = {r: _Counts(width) for r in ROLES}
+            self._binning = binning  # one reference: an observe in flight bins by the old or the new, never half
+            self._roles = {r: _Counts(binning.width) for r in ROLES}
             self._compared = 0
             self._agreed, self._difference = (0, None) if classification else (None, 0.0)
 
-    def _bins(self, predictions: list[Any]) -> list[int]:
-        """Counts per bin of `predictions`, as drift.bin_counts (which it calls for many values)."""
-        width = len(self._edges) + 1 if self._profile["kind"] == "numeric" else len(self._index) + 1
-        if len(predictions) > SMALL:
-            return [int(n) for n in bin_counts(self._profile, predictions)][:width]
-        counts = [0] * width
-        if self._profile["kind"] == "numeric":
-            for p in predictions:
-                if p == p:  # NaN is not counted, as in bin_counts
-                    counts[bisect.bisect_right(self._edges, p)] += 1
-        else:
-            last = width - 1
-            for p in predictions:
-                counts[self._index.get(p, last)] += 1
-        return counts
-
     def observe(self, role: Role, seconds: float, predictions: list[Any], requests: int) -> None:
-        """`requests` requests whose `predictions` one predict call of `seconds` computed."""
-        counts = self._bins(predictions)
+        """`requests` requests whose `predictions` one predict call of `seconds` computed. A regression output
+        that is not finite (NaN, inf) is a failure: those requests count as errors, not as predictions."""
+        counts, bad = self._binning.counts(predictions)
         slot = bisect.bisect_left(BOUNDS, seconds)
+        failed = min(bad, requests)
         with self._lock:
             c = self._roles[role]
             c.requests += requests
+            c.errors += failed
             c.latency[slot] += requests
             if len(counts) == len(c.predictions):
                 c.predictions = [a + b for a, b in zip(c.predictions, counts, strict=True)]
         requests_total, latency = self._children[role]
         requests_total.inc(requests)
+        if failed:
+            self.metrics.rollout_errors.labels(model=self.model, role=role).inc(failed)
         for _ in range(requests):  # one observation per request, as the judge counts them
             latency.observe(seconds)
 

@@ -6,8 +6,8 @@
   request fails because of it.
 - shadow: production answers every request. For a sampled share of production's predict calls, the same rows
   are queued and the candidate runs them after the responses are on their way: one predict call per production
-  call, on the same rows, so both versions' latencies measure the same work. The queue is bounded; when it is
-  full, new samples are dropped and counted, never waited for.
+  call, on the same rows, so both versions' latencies measure the same work. The queue is bounded in rows; when
+  it is full, new samples are dropped and counted, never waited for.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from flywheel.serving.trial import Active, Trial
 
 log = logging.getLogger(__name__)
 SHADOW_BURST_SECONDS = 0.002
+WARN_EVERY_SECONDS = 10.0
 
 
 def sticky_share(rollout_key: str, client: str) -> float:
@@ -57,20 +58,23 @@ class Router:
     """One per served model: the candidate's batcher (canary) and the shadow queue and its worker."""
 
     def __init__(
-        self, host: ModelHost, production: Batcher, executor: ThreadPoolExecutor, *, queue_size: int = 1024
+        self, host: ModelHost, production: Batcher, executor: ThreadPoolExecutor, *, queue_rows: int = 65_536
     ) -> None:
         self.host, self.production, self.executor = host, production, executor
         self.name = host.name
-        self.queue_size = queue_size
+        self.queue_rows = queue_rows
         self.candidate = Batcher(
             self._candidate,
             self._on_candidate_batch,
             max_size=production.max_size,
             max_wait_ms=production.max_wait * 1000,
             name=f"{self.name}-candidate",
+            activity=production.activity,  # the process's requests in flight: a busy process predicts off the loop
             executor=executor,
         )
         self._samples: deque[_Sample] = deque()
+        self._queued_rows = 0
+        self._last_warning = 0.0
         self._wake = asyncio.Event()
         self._idle = False
         self._task: asyncio.Task[None] | None = None
@@ -94,18 +98,16 @@ class Router:
         await self.candidate.stop()
 
     # -- the request path ---------------------------------------------------------------------------
-    async def predict(self, columns: Columns, rows: int, client: str | None) -> Result:
+    async def predict(self, columns: Columns, rows: int, client: str | None, *, canary: bool = True) -> Result:
+        """`canary=False`: production answers whatever the rollout (a V2 request that names a version)."""
         active = self.active()
-        if active is not None and to_candidate(active, client):
+        if canary and active is not None and to_candidate(active, client):
             try:
                 return await self.candidate.submit(columns, rows)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # answered by production below; counted against the candidate
-                assert self.trial is not None
-                self.trial.live.error("candidate")
-                log.warning("%s: candidate v%s failed a request, production answers: %s: %s", self.name,
-                            active.candidate.version, type(e).__name__, e)  # fmt: skip
+                self._candidate_failed(active, e)
         try:
             return await self.production.submit(columns, rows)
         except asyncio.CancelledError:
@@ -114,6 +116,19 @@ class Router:
             if active is not None and self.trial is not None:
                 self.trial.live.error("production")
             raise
+
+    def _candidate_failed(self, active: Active, error: Exception) -> None:
+        """Count it (only against the rollout it happened in) and say so, at most every 10 s: the exception's
+        type only, since its text may quote a client's input."""
+        trial = self.trial
+        if trial is None or trial.current is not active:  # the candidate was dropped meanwhile: not its failure
+            return
+        trial.live.error("candidate")
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_SECONDS:
+            self._last_warning = now
+            log.warning("%s: candidate v%s failed requests (%s); production answers them", self.name,
+                        active.candidate.version, type(error).__name__)  # fmt: skip
 
     def _candidate(self) -> ServedModel | None:
         active = self.active()
@@ -135,9 +150,11 @@ class Router:
         rollout = active.rollout
         if rollout.mode != "shadow" or random.random() >= rollout.share:
             return
-        if len(self._samples) >= self.queue_size:
+        rows = len(predictions)
+        if self._queued_rows + rows > self.queue_rows:
             self.host.metrics.shadow_dropped.labels(model=self.name).inc(requests)
             return
+        self._queued_rows += rows
         self._samples.append(_Sample(active, columns, predictions, requests))
         if self._idle:  # waking a busy worker would cost a task step per request for nothing
             self._wake.set()
@@ -154,7 +171,12 @@ class Router:
                 # predict thread (the Pipeline, or many rows) yields by itself
                 until = time.perf_counter() + SHADOW_BURST_SECONDS
                 while self._samples and time.perf_counter() < until:
-                    await self._shadow_one(self._samples.popleft())
+                    sample = self._samples.popleft()
+                    self._queued_rows -= len(sample.predictions)
+                    try:
+                        await self._shadow_one(sample)
+                    except Exception:  # a bug here must not end the worker and leave the queue full
+                        log.exception("%s: shadow run failed", self.name)
                 await asyncio.sleep(0)
 
     async def _shadow_one(self, sample: _Sample) -> None:
@@ -171,8 +193,11 @@ class Router:
                 loop = asyncio.get_running_loop()
                 predictions, _ = await loop.run_in_executor(self.executor, predict, candidate, sample.columns)
         except Exception as e:  # the candidate's failure is a statistic, never a client's problem
-            trial.live.error("candidate", sample.requests)
-            log.debug("%s: shadow candidate v%s failed: %s", self.name, candidate.version, e)
+            if trial.current is sample.active:
+                trial.live.error("candidate", sample.requests)
+            log.debug("%s: shadow candidate v%s failed: %s", self.name, candidate.version, type(e).__name__)
+            return
+        if trial.current is not sample.active:  # ended while it ran
             return
         trial.live.observe("candidate", time.perf_counter() - began, predictions, sample.requests)
         trial.live.compare(sample.predictions, predictions)

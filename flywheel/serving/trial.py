@@ -98,6 +98,9 @@ class Trial:
 
     def _begin(self, rollout: Rollout) -> None:
         kept = self.kept
+        if kept is not None and kept.version != rollout.candidate:  # a promoted candidate production never took
+            self._drop_kept()
+            kept = None
         try:
             if kept is not None and kept.version == rollout.candidate:
                 candidate, self.kept = kept, None
@@ -126,25 +129,31 @@ class Trial:
 
     def _end(self, active: Active, finished: Rollout | None) -> None:
         """Stop routing to the candidate; keep it when it was promoted (it becomes production next)."""
-        self.publish(force=True)  # the last counts reach the judge's record
-        self.current = None
+        try:
+            self.publish(force=True)  # the last counts reach the judge's record
+        finally:
+            self.current = None
         r = active.rollout
         self.metrics.rollout_info.remove(r.model, r.mode, str(r.candidate), str(r.baseline))
         self.metrics.rollout_share.labels(model=r.model).set(0)
         promoted = finished is not None and finished.status == "promoted" and finished.candidate == r.candidate
-        self.kept = active.candidate if promoted else None
-        if not promoted:
+        serving = self.host.current is not None and self.host.current.version == r.candidate
+        self.kept = active.candidate if promoted and not serving else None
+        if self.kept is None:
             self.host.budget.release(self.slot)
         log.info("%s: rollout of v%s ended (%s)", r.model, r.candidate, finished.status if finished else "replaced")
 
-    def take_kept(self, version: int) -> ServedModel | None:
-        """The promoted candidate when production now wants it (no second download); else None."""
-        kept = self.kept
-        if kept is None or kept.version != version:
-            return None
+    def _drop_kept(self) -> None:
         self.kept = None
         self.host.budget.release(self.slot)
-        return kept
+
+    def take_kept(self, version: int) -> ServedModel | None:
+        """The promoted candidate when production now wants it (no second download); else None, and a kept
+        candidate that production went past is let go."""
+        kept = self.kept
+        if kept is not None:
+            self._drop_kept()
+        return kept if kept is not None and kept.version == version else None
 
     def publish(self, *, force: bool = False) -> None:
         active = self.current
@@ -154,5 +163,5 @@ class Trial:
         production, candidate = self.live.snapshot()
         try:
             publish(self.host.registry, active.rollout, self.pod, production, candidate)
-        except (ClientError, BotoCoreError) as e:  # the next interval retries with the cumulative counts
+        except (ClientError, BotoCoreError, ValueError) as e:  # the next interval retries with the cumulative counts
             log.warning("%s: publishing rollout statistics failed: %s", self.host.name, e)

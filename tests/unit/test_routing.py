@@ -80,3 +80,21 @@ def test_classification_agreement_and_reset() -> None:
     s.reset({"kind": "categorical", "categories": ["no", "yes"]}, classification=True)
     prod, cand = s.snapshot()
     assert cand.requests == cand.compared == prod.requests == 0
+
+
+def test_outputs_that_are_not_finite_count_as_errors_and_as_the_largest_difference() -> None:
+    from flywheel.serving.live import relative_differences
+
+    s = live(classes=False)
+    s.observe("candidate", 0.001, [float("nan")], requests=1)
+    s.observe("candidate", 0.001, [5.0, float("inf")], requests=2)
+    _, cand = s.snapshot()
+    assert (cand.requests, cand.errors, sum(cand.prediction_counts)) == (3, 2, 1)
+    assert relative_differences([1.0, 2.0], [float("nan"), 2.0]) == 2.0
+    assert relative_differences([1e308], [-1e308]) == 2.0
+    many = [1.0] * 100
+    assert relative_differences(many, [float("nan")] * 100) == 200.0  # the numpy path agrees
+    s.compare([1.0], [float("nan")])
+    _, cand = s.snapshot()
+    assert cand.relative_difference_sum == 2.0
+    cand.check()  # a pod's own figures always pass the judge's checks
