@@ -40,6 +40,9 @@ FARGATE_MEMORY_MIB = {
 #: The trainer Lambda's hard limit; a job that may not run longer than this belongs in the Lambda.
 LAMBDA_TIMEOUT_MINUTES = 15
 
+#: How an approved version reaches production (FLYWHEEL_ROLLOUT_MODE of flywheel/settings.py, docs/rollouts.md).
+ROLLOUT_MODES = ("direct", "shadow", "canary")
+
 
 @dataclass(frozen=True, kw_only=True)
 class DeploySettings:
@@ -73,6 +76,9 @@ class DeploySettings:
     trainer_job_memory_mib: int = 16384
     trainer_job_timeout_minutes: int = 240
     trainer_job_max_vcpus: int = 16
+    #: The trainer's (Lambda and Batch job) FLYWHEEL_ROLLOUT_MODE / FLYWHEEL_ROLLOUT_SHARE.
+    rollout_mode: str = "direct"
+    rollout_share: float = 0.1
     log_retention_days: int = 30
     noncurrent_version_days: int = 90
     quarantine_expiration_days: int = 365
@@ -165,6 +171,8 @@ class DeploySettings:
                 self.trainer_job_vcpu <= self.trainer_job_max_vcpus <= 256,
                 "trainerJobVcpu..256 (room for at least one job)",
             ),
+            ("rollout_mode", self.rollout_mode in ROLLOUT_MODES, f"one of {', '.join(ROLLOUT_MODES)}"),
+            ("rollout_share", 0.0 < self.rollout_share <= 1.0, "0 < share <= 1"),
             ("log_retention_days", self.log_retention_days in LOG_RETENTION_DAYS, f"one of {LOG_RETENTION_DAYS}"),
             ("noncurrent_version_days", self.noncurrent_version_days >= 1, ">= 1"),
             ("quarantine_expiration_days", self.quarantine_expiration_days >= 30, ">= 30"),
@@ -223,6 +231,16 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", value.strip()):
+        return float(value)
+    raise ValueError(f"expected a number, got {value!r}")
+
+
 def _str(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a string, got {value!r}")
@@ -274,6 +292,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "trainer_job_memory_mib": _int,
     "trainer_job_timeout_minutes": _int,
     "trainer_job_max_vcpus": _int,
+    "rollout_mode": _str,
+    "rollout_share": _float,
     "log_retention_days": _int,
     "noncurrent_version_days": _int,
     "quarantine_expiration_days": _int,

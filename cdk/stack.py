@@ -99,6 +99,11 @@ class FlywheelStack(Stack):
         # The trainer signs each manifest with this key, the API pods verify it (who may do what: `allow` below).
         signing = SigningKey(self, "Signing", retain=settings.retain_data)
         signer_config = {"FLYWHEEL_SIGNING_KMS_KEY_ID": signing.key_arn}
+        # How an approved version reaches production (docs/rollouts.md): the Batch job decides as the Lambda would.
+        rollout_config = {
+            "FLYWHEEL_ROLLOUT_MODE": settings.rollout_mode,
+            "FLYWHEEL_ROLLOUT_SHARE": str(settings.rollout_share),
+        }
 
         serving = ServingCluster(
             self,
@@ -138,6 +143,7 @@ class FlywheelStack(Stack):
             environment={
                 **shared_config,
                 **signer_config,
+                **rollout_config,
                 "FLYWHEEL_TRAIN_THREADS": "0",  # every vCPU of the job
                 "FLYWHEEL_LOCK_TTL_SECONDS": str(int(job_timeout.to_seconds())),
                 "FLYWHEEL_RUNS_ON": "batch",
@@ -159,6 +165,7 @@ class FlywheelStack(Stack):
             environment={
                 **shared_config,
                 **signer_config,
+                **rollout_config,
                 "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.trainer_lock_ttl_seconds),
                 "FLYWHEEL_OFFLOAD": "batch",
                 "FLYWHEEL_OFFLOAD_JOB_QUEUE": job.job_queue.job_queue_arn,

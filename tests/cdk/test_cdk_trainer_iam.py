@@ -47,6 +47,8 @@ def test_trainer_environment(synth: InProcessSynth):
         "FLYWHEEL_MODEL_NAME": "savings",
         "FLYWHEEL_SCHEMA": "savings",
         "FLYWHEEL_SIGNING_KMS_KEY_ID": {"Fn::GetAtt": [key_id, "Arn"]},  # signs each manifest (test_cdk_signing)
+        "FLYWHEEL_ROLLOUT_MODE": "direct",  # rolloutMode / rolloutShare (test_cdk_rollout_settings)
+        "FLYWHEEL_ROLLOUT_SHARE": "0.1",
         "FLYWHEEL_LOCK_TTL_SECONDS": "1200",
         # The hand-off to the Batch job (tests/cdk/test_cdk_trainer_job.py) and the lock-contention re-queue.
         "FLYWHEEL_OFFLOAD": "batch",

@@ -93,6 +93,7 @@ def test_job_environment_is_the_shared_config_plus_batch_settings(synth: InProce
     env = {e["Name"]: e["Value"] for e in job["ContainerProperties"]["Environment"]}
     trainer = trainer_environment(synth)
     keys = ("FLYWHEEL_BUCKET", "FLYWHEEL_MODEL_NAME", "FLYWHEEL_SCHEMA", "FLYWHEEL_SIGNING_KMS_KEY_ID")
+    keys += ("FLYWHEEL_ROLLOUT_MODE", "FLYWHEEL_ROLLOUT_SHARE")  # the job releases as the Lambda would
     shared = {k: trainer[k] for k in keys}  # the job signs with the Lambda's key
     timeout = DEFAULTS.trainer_job_timeout_minutes * 60
     assert env == {
