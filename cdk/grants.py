@@ -55,6 +55,18 @@ def model_reader_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
     ]
 
 
+#: Where each API process writes its statistics of a running rollout for the judge (flywheel/rollout_stats.py)
+ROLLOUT_STATS_KEYS = f"{MODELS_PREFIX}*/rollouts/*/stats/*"
+
+
+def serving_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
+    """An API pod: read and list `models/`, and write its own rollout statistics there; nothing else."""
+    return [
+        *model_reader_statements(bucket),
+        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(ROLLOUT_STATS_KEYS)]),
+    ]
+
+
 def alias_key(model_name: str) -> str:
     """The production alias of `model_name` (flywheel.registry.Registry.alias_key; a test keeps them equal)."""
     return f"{MODELS_PREFIX}{model_name}/aliases/{ALIAS}.json"

@@ -80,7 +80,15 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         "Serving/AppPodRole/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*]",
-        _PREFIX_GRANT + " The pods can only read models/.",
+        _PREFIX_GRANT + " Read-only (GetObject): the pods' only write is their rollout statistics, granted on "
+        "its own key pattern.",
+    ),
+    Finding(
+        "Serving/AppPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*/rollouts/*/stats/*]",
+        "PutObject of the pods' rollout statistics (flywheel/rollout_stats.py): the wildcards stand for the model, "
+        "the rollout id and the pod id, all known only at run time; no alias, rollout state, version file or "
+        "registration matches, and the judge checks every figure it reads there.",
     ),
     # UI pods (Pod Identity role of ServiceAccount flywheel-ui)
     Finding(

@@ -20,7 +20,7 @@ from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
 from cdk.cluster_monitoring import RELEASE, ClusterMonitoring
 from cdk.data_bucket import DATA_PREFIX, DataBucket
 from cdk.exposure import endpoint_outputs, expose
-from cdk.grants import grant, model_reader_statements, offload_statements, trainer_statements, ui_statements
+from cdk.grants import grant, offload_statements, serving_statements, trainer_statements, ui_statements
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.observability import Observability
 from cdk.registrations import ModelRegistrations, resolve
@@ -119,7 +119,7 @@ class FlywheelStack(Stack):
             admin_role_arn=settings.admin_role_arn,
             log_retention=retention,
         )
-        grant(serving.app_role, model_reader_statements(data.bucket))
+        grant(serving.app_role, serving_statements(data.bucket))
         # a viewer-only UI (no certificate, so no sign-in) gets no write: nobody can use one there
         grant(serving.ui_role, ui_statements(data.bucket, writes=UI_AUTH[access.exposure] == "oidc"))
         # Sign-in, API keys and who reads which secret (docs/security.md).

@@ -299,3 +299,14 @@ def test_api_domain_names_the_api_url(external: InProcessSynth):
     assert outputs["ApiUrl"] == "https://api.flywheel.example.org"
     assert outputs["UiUrl"] == "https://flywheel.example.org"
     assert "loadBalancerSourceRanges" not in _services(external)["flywheel-ui"]["spec"]
+
+
+def test_api_pods_read_models_and_write_only_their_rollout_statistics(synth: InProcessSynth):
+    grants = {(a, r) for a, r, _ in s3_grants(role_statements(synth, "ServingAppPodRole"))}
+    assert {g for g in grants if g[0] != "s3:GetObject" and g[0] != "s3:ListBucket"} == {
+        ("s3:PutObject", "BUCKET/models/*/rollouts/*/stats/*"),  # flywheel/rollout_stats.py, one object per process
+    }
+    assert ("s3:GetObject", "BUCKET/models/*") in grants
+    api = role_arn(synth, "ServingAppPodRole")
+    for key in [*VERSION_FILE_KEYS_OF_V7, HISTORY_KEY_OF_V7]:
+        assert denied(synth, api, "s3:PutObject", key)
