@@ -130,25 +130,28 @@ class LiveStats:
             self._compared = 0
             self._agreed, self._difference = (0, None) if classification else (None, 0.0)
 
-    def observe(self, role: Role, seconds: float, predictions: list[Any], requests: int) -> None:
-        """`requests` requests whose `predictions` one predict call of `seconds` computed. A regression output
-        that is not finite (NaN, inf) is a failure: those requests count as errors, not as predictions."""
+    def observe(self, role: Role, seconds: float | None, predictions: list[Any], requests: int) -> None:
+        """`requests` requests whose `predictions` one predict call of `seconds` computed (None: not timed, as a
+        shadow backlog run merged). A regression output that is not finite (NaN, inf) is a failure: those
+        requests count as errors, not as predictions."""
         counts, bad = self._binning.counts(predictions)
-        slot = bisect.bisect_left(BOUNDS, seconds)
+        slot = None if seconds is None else bisect.bisect_left(BOUNDS, seconds)
         failed = min(bad, requests)
         with self._lock:
             c = self._roles[role]
             c.requests += requests
             c.errors += failed
-            c.latency[slot] += requests
+            if slot is not None:
+                c.latency[slot] += requests
             if len(counts) == len(c.predictions):
                 c.predictions = [a + b for a, b in zip(c.predictions, counts, strict=True)]
         requests_total, latency = self._children[role]
         requests_total.inc(requests)
         if failed:
             self.metrics.rollout_errors.labels(model=self.model, role=role).inc(failed)
-        for _ in range(requests):  # one observation per request, as the judge counts them
-            latency.observe(seconds)
+        if seconds is not None:
+            for _ in range(requests):  # one observation per request, as the judge counts them
+                latency.observe(seconds)
 
     def error(self, role: Role, requests: int = 1) -> None:
         with self._lock:

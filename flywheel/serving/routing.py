@@ -167,37 +167,64 @@ class Router:
             self._idle = False
             self._wake.clear()
             while self._samples:
-                # a burst of up to ~2 ms of shadow runs, then the loop serves requests again; a run that needs the
-                # predict thread (the Pipeline, or many rows) yields by itself
+                # a burst of up to ~2 ms, then the loop serves requests again (a run on the predict thread yields
+                # by itself). The burst's first sample runs alone and is timed, on exactly the rows production
+                # ran, so both versions' latencies measure the same work; the samples queued behind it run merged
+                # into few predict calls, compared and counted but not timed: a backlog is cleared at a fraction
+                # of the cost of one call per sample.
                 until = time.perf_counter() + SHADOW_BURST_SECONDS
+                timed = True
                 while self._samples and time.perf_counter() < until:
-                    sample = self._samples.popleft()
-                    self._queued_rows -= len(sample.predictions)
+                    group = self._take(1 if timed else self._group_rows())
                     try:
-                        await self._shadow_one(sample)
+                        await self._shadow(group, timed=timed)
                     except Exception:  # a bug here must not end the worker and leave the queue full
                         log.exception("%s: shadow run failed", self.name)
+                    timed = False
                 await asyncio.sleep(0)
 
-    async def _shadow_one(self, sample: _Sample) -> None:
+    def _group_rows(self) -> int:
+        active = self.active()
+        fast = active is not None and active.candidate.fast is not None
+        return FAST_INLINE_MAX_ROWS if fast else self.production.max_size
+
+    def _take(self, max_rows: int) -> list[_Sample]:
+        """The oldest sample, and those after it of the same rollout while they fit in `max_rows` rows."""
+        group = [self._samples.popleft()]
+        rows = len(group[0].predictions)
+        while self._samples and self._samples[0].active is group[0].active:
+            more = len(self._samples[0].predictions)
+            if rows + more > max_rows:
+                break
+            group.append(self._samples.popleft())
+            rows += more
+        self._queued_rows -= rows
+        return group
+
+    async def _shadow(self, group: list[_Sample], *, timed: bool) -> None:
+        active = group[0].active
         trial = self.trial
-        if trial is None or trial.current is not sample.active:  # the rollout ended or changed meanwhile
+        if trial is None or trial.current is not active:  # the rollout ended or changed meanwhile
             return
-        candidate = sample.active.candidate
-        rows = len(sample.predictions)
+        candidate = active.candidate
+        columns = group[0].columns
+        if len(group) > 1:
+            columns = {name: [v for sample in group for v in sample.columns[name]] for name in columns}
+        production = [p for sample in group for p in sample.predictions]
+        requests = sum(sample.requests for sample in group)
         began = time.perf_counter()
         try:
-            if candidate.fast is not None and rows <= FAST_INLINE_MAX_ROWS:
-                predictions, _ = predict(candidate, sample.columns)
+            if candidate.fast is not None and len(production) <= FAST_INLINE_MAX_ROWS:
+                predictions, _ = predict(candidate, columns)
             else:
                 loop = asyncio.get_running_loop()
-                predictions, _ = await loop.run_in_executor(self.executor, predict, candidate, sample.columns)
+                predictions, _ = await loop.run_in_executor(self.executor, predict, candidate, columns)
         except Exception as e:  # the candidate's failure is a statistic, never a client's problem
-            if trial.current is sample.active:
-                trial.live.error("candidate", sample.requests)
+            if trial.current is active:
+                trial.live.error("candidate", requests)
             log.debug("%s: shadow candidate v%s failed: %s", self.name, candidate.version, type(e).__name__)
             return
-        if trial.current is not sample.active:  # ended while it ran
+        if trial.current is not active:  # ended while it ran
             return
-        trial.live.observe("candidate", time.perf_counter() - began, predictions, sample.requests)
-        trial.live.compare(sample.predictions, predictions)
+        trial.live.observe("candidate", time.perf_counter() - began if timed else None, predictions, requests)
+        trial.live.compare(production, predictions)
