@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +24,7 @@ from starlette.routing import Route
 
 from app.metrics_server import MetricsServer
 from app.middleware import MODEL_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, GuardMiddleware, MetricsMiddleware
+from app.serve import tune_gc
 from flywheel import apikeys
 from flywheel.errors import FlywheelError, InvalidInput, PayloadTooLarge, RequestTimeout
 from flywheel.manifest import public_view
@@ -253,7 +253,7 @@ ROUTES = [
 def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registry: Any = "default") -> Starlette:
     """Build one replica. `registry=None` uses a private Prometheus registry (tests); default: the global one."""
     settings = settings or ServeSettings()  # type: ignore[call-arg]  # bucket from the environment
-    tune_gc()
+    tune_gc()  # app/serve.py: each worker process sets its own
     disable_created_metrics()  # the *_created series only add noise to every scrape
     prom = None if registry == "default" else (registry or CollectorRegistry())
     service = Service(settings, s3 if s3 is not None else s3_client(), prom)
@@ -284,17 +284,6 @@ def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registr
     # outermost: an over-limit or unauthenticated request is refused before any other work
     app.add_middleware(GuardMiddleware, metrics=service.metrics, max_inflight=settings.max_inflight, auth=service.auth)
     return app
-
-
-#: Collect young objects after 50,000 net allocations instead of 700, the older generations rarely: every request
-#: allocates thousands of short-lived objects that reference counting frees anyway, and a shadow rollout keeps
-#: samples alive long enough to be promoted, so the default thresholds ran full collections that stalled the event
-#: loop (bench/rollout.py, 2 processes, c=64: shadow p99 60-145 ms with the defaults, 28-46 ms with these).
-GC_THRESHOLDS = (50_000, 50, 100)
-
-
-def tune_gc() -> None:
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _metrics_server(settings: ServeSettings, service: Service) -> MetricsServer | None:
