@@ -9,7 +9,7 @@ comes). Its S3 access (`judge_statements`) is granted in the Stack, like every o
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -24,7 +24,7 @@ from constructs import Construct
 
 from cdk.data_bucket import MODELS_PREFIX, VERSIONS_KEYS
 from cdk.grants import ANY_ALIAS_KEY, model_reader_statements
-from cdk.trainer import METRICS_NAMESPACE
+from cdk.trainer import METRICS_NAMESPACE, lambda_logs_and_role
 
 SERVICE_NAME = "flywheel-judge"
 #: Appended to the image's ENTRYPOINT (`python -m`, lambdas/trainer/Dockerfile), as the trainer's own CMD is.
@@ -68,15 +68,8 @@ class RolloutJudge(Construct):
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
-        # An own role, as the trainer's: logs to this group only; S3 is granted in the Stack (judge_statements).
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Flywheel rollout judge Lambda",
-        )
-        self.log_group.grant_write(self.role)
+        # as the trainer's: logs to this group only; S3 is granted in the Stack (judge_statements)
+        self.log_group, self.role = lambda_logs_and_role(self, "Flywheel rollout judge Lambda", log_retention)
         code = lambda_.DockerImageCode.from_ecr(image.repository, tag_or_digest=image.image_tag, cmd=COMMAND)
         self.function = lambda_.DockerImageFunction(
             self,

@@ -52,6 +52,17 @@ ASSET_EXCLUDES = [
 ]
 
 
+def lambda_logs_and_role(
+    scope: Construct, description: str, retention: logs.RetentionDays
+) -> tuple[logs.LogGroup, iam.Role]:
+    """A Lambda's own log group and role ("Logs", "Role" in `scope`), instead of AWSLambdaBasicExecutionRole:
+    logs go to this group only (no CreateLogGroup on "*"); S3 access is granted in the Stack."""
+    log_group = logs.LogGroup(scope, "Logs", retention=retention, removal_policy=RemovalPolicy.DESTROY)
+    role = iam.Role(scope, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description=description)
+    log_group.grant_write(role)
+    return log_group, role
+
+
 def trainer_image(scope: Construct, construct_id: str, *, repo_root: Path) -> ecr_assets.DockerImageAsset:
     """The trainer image, built and pushed by `cdk deploy` (cdk-assets); `cdk synth` only stages the context."""
     return ecr_assets.DockerImageAsset(
@@ -85,16 +96,7 @@ class Trainer(Construct):
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
-        # An own role instead of AWSLambdaBasicExecutionRole: logs go to this log group only (no CreateLogGroup
-        # on "*"); S3 access is granted in the Stack.
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Flywheel trainer Lambda",
-        )
-        self.log_group.grant_write(self.role)
+        self.log_group, self.role = lambda_logs_and_role(self, "Flywheel trainer Lambda", log_retention)
         # The image's ENTRYPOINT + CMD run the runtime interface client with the handler; no override here.
         code = lambda_.DockerImageCode.from_ecr(image.repository, tag_or_digest=image.image_tag)
         self.function = lambda_.DockerImageFunction(

@@ -19,7 +19,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from flywheel import history
 from flywheel.errors import ConflictError, NotFound
 from flywheel.registry import Registry
-from flywheel.rollout import DEFAULT_MODES, Mode, Rollout, Thresholds, check_mode, check_share, decide, load, start
+from flywheel.rollout import (
+    DEFAULT_MODES,
+    Mode,
+    Rollout,
+    Status,
+    Thresholds,
+    check_mode,
+    check_share,
+    decide,
+    load,
+    start,
+)
 from flywheel.storage import is_missing
 
 JUDGE = "judge"
@@ -137,9 +148,7 @@ def promote(
 ) -> Rollout:
     """Record "promoted", then move production to the candidate (CAS from the baseline). `expected_*`:
     act only on that very rollout (ConflictError otherwise)."""
-    rollout, etag = _running(registry, expected_candidate, expected_etag)
-    decided, _ = decide(registry, rollout, etag, status="promoted", actor=actor, reason=reason)
-    _record(registry, rollout.candidate, "rollout-promoted", actor, reason, figures=dict(figures or {}))
+    decided = _decide(registry, "promoted", actor, reason, expected_candidate, expected_etag, figures)
     settle(registry, decided)
     return decided
 
@@ -153,11 +162,22 @@ def abort(
     expected_etag: str | None = None,
     figures: Mapping[str, float] | None = None,
 ) -> Rollout:
-    """Record "aborted": pods drop the candidate, production never moved. `expected_*`:
-    act only on that very rollout (ConflictError otherwise)."""
+    """Record "aborted": replicas drop the candidate, production never moved. `expected_*`: as `promote`."""
+    return _decide(registry, "aborted", actor, reason, expected_candidate, expected_etag, figures)
+
+
+def _decide(
+    registry: Registry,
+    status: Status,
+    actor: str,
+    reason: str,
+    expected_candidate: int | None,
+    expected_etag: str | None,
+    figures: Mapping[str, float] | None,
+) -> Rollout:
     rollout, etag = _running(registry, expected_candidate, expected_etag)
-    decided, _ = decide(registry, rollout, etag, status="aborted", actor=actor, reason=reason)
-    _record(registry, rollout.candidate, "rollout-aborted", actor, reason, figures=dict(figures or {}))
+    decided, _ = decide(registry, rollout, etag, status=status, actor=actor, reason=reason)
+    _record(registry, rollout.candidate, f"rollout-{status}", actor, reason, figures=dict(figures or {}))
     return decided
 
 

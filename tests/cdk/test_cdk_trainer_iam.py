@@ -160,14 +160,15 @@ def test_trainer_role_has_no_managed_policies_and_writes_only_its_log_group(synt
     ]
 
 
-def test_api_pods_only_read_models(synth: InProcessSynth):
+def test_api_pods_read_models_and_write_only_their_rollout_statistics(synth: InProcessSynth):
     statements = role_statements(synth, "ServingAppPodRole")
     assert s3_grants(statements) == {
         ("s3:GetObject", "BUCKET/models/*", ""),
         ("s3:ListBucket", "BUCKET", "models/*"),
+        ("s3:PutObject", "BUCKET/models/*/rollouts/*/stats/*", ""),  # flywheel/rollout_stats.py
     }
     assert all(not str(s["Action"]).startswith("sqs") for s in statements)
-    assert not [s for s in statements if "Put" in str(s["Action"]) or "Delete" in str(s["Action"])]
+    assert not [s for s in statements if "Delete" in str(s["Action"])]
 
 
 def test_a_viewer_only_ui_reads_data_quarantine_reports_and_models_and_writes_nothing(
