@@ -50,8 +50,10 @@ def test_an_impossible_statistics_object_is_skipped_not_believed(stack: Stack, k
     publish(reg, rollout, "honest", stats(150), stats(150, errors=30))  # 20% errors: abort on its own
     prefix = stats_prefix(reg, rollout)
     hostile = HOSTILE[kind]
-    body = '{"candidate": {"requests": Infinity}, "production": {}}' if hostile == "Infinity" else json.dumps(
-        {"candidate": hostile, "production": stats(150).to_dict()}
+    body = (
+        '{"candidate": {"requests": Infinity}, "production": {}}'
+        if hostile == "Infinity"
+        else json.dumps({"candidate": hostile, "production": stats(150).to_dict()})
     )
     stack.put(prefix + "evil.json", body.encode())
     stack.put(prefix + "huge.json", b'{"candidate": {}, "production": {}, "pad": "' + b"x" * 70_000 + b'"}')
