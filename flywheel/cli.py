@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flywheel import cli_rollout  # `flywheel rollout status|start|promote|abort|judge|policy`
 
     cli_rollout.add_parsers(add, _common)
+    from flywheel import cli_quality  # `flywheel feedback FILE`, `flywheel quality`
+
+    cli_quality.add_parsers(add, _common)
 
     p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
     _common(p)

@@ -1,0 +1,115 @@
+"""`flywheel feedback` (delayed labels) and `flywheel quality` (live quality beside the holdout score)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from flywheel.cli_models import actor, core
+from flywheel.errors import FlywheelError
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from flywheel.cli import _rejection_text
+    from flywheel.errors import BatchRejected
+    from flywheel.feedback import feedback_prefix, validate_feedback
+    from flywheel.registrations import check_name, schema_for
+    from flywheel.storage import s3_client
+    from flywheel.uploads import put_new
+
+    s, s3 = core(args), s3_client()
+    path = Path(args.file)
+    if not path.is_file():
+        raise FlywheelError(f"{path}: no such file")
+    model = check_name(args.model or s.model_name)
+    schema = schema_for(s3, s, model)
+    try:
+        table = validate_feedback(path, str(path), schema)
+    except BatchRejected as e:  # nothing is uploaded: the file is fixed and sent again
+        report = {"file": str(path), "accepted": False, **e.to_dict()}
+        print(json.dumps(report, indent=2) if args.json else _rejection_text(e))
+        return 1
+    name = args.name or path.name
+    key = feedback_prefix(model) + (name if name.endswith(".csv") else f"{name}.csv")
+    with path.open("rb") as body:
+        put_new(s3, s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME",
+                metadata={"uploaded-by": f"{actor()} (cli)"})  # fmt: skip
+    report = {"file": str(path), "accepted": True, "model": model, "labels": table.num_rows,
+              "target": schema.target.name, "uploaded": f"s3://{s.bucket}/{key}"}  # fmt: skip
+    print(json.dumps(report, indent=2) if args.json else
+          f"{path}: accepted, {table.num_rows} label(s) of {schema.target.name!r} for model {model}; "
+          f"uploaded -> s3://{s.bucket}/{key}")  # fmt: skip
+    return 0
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _quality_text(q: dict[str, Any]) -> list[str]:
+    names = list(q["versions"][0]["live"])[1:] if q["versions"] else []
+    w = {n: len(n) + 7 for n in names}  # "live <name>" and two spaces
+    lines = [f"{q['model']} ({q['task']}; holdout: the gate's {q['primary_metric']} at training time)"]
+    if not q["versions"]:
+        lines.append("  no captured predictions yet")
+    else:
+        head = "".join(f"{'live ' + n:>{w[n]}}" for n in names)
+        lines.append(f"  {'version':>7} {'day':10} {'captured':>9} {'labelled':>9} {'holdout':>9}{head}")
+    for v in q["versions"]:
+        holdout = _num(v["holdout"]["score"])  # the metric is named in the model's line
+        live = "".join(f"{_num(v['live'][n]):>{w[n]}}" for n in names)
+        lines.append(f"  {v['version']:>7} {'all':10} {v['captured']:>9} {v['live']['n']:>9} {holdout:>9}{live}")
+        for d in v["days"]:
+            figs = "".join(f"{_num(d[n]):>{w[n]}}" for n in names)
+            lines.append(f"  {'':>7} {d['day']:10} {'':>9} {d['n']:>9} {'':>9}{figs}")
+    lab = q["labels"]
+    unmatched = f" ({', '.join(lab['unmatched_ids'])}{', ...' if lab['unmatched'] > len(lab['unmatched_ids']) else ''})"
+    lines.append(f"  labels: {lab['ids']} id(s) from {lab['files']} file(s), {lab['matched']} matched, "
+                 f"{lab['unmatched']} unmatched{unmatched if lab['unmatched'] else ''}, "
+                 f"{lab['relabelled']} relabelled by a newer file")  # fmt: skip
+    for bad in q["skipped"]:
+        lines.append(f"  skipped {bad['error']}")
+    return lines
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from flywheel.errors import NotFound
+    from flywheel.quality import live_quality
+    from flywheel.registrations import models
+    from flywheel.storage import s3_client
+
+    s, s3 = core(args), s3_client()
+    found = models(s3, s)
+    if args.model and args.model not in found:
+        raise NotFound(f"model {args.model!r} is not registered (registered: {sorted(found)})")
+    names = [args.model] if args.model else list(found)
+    report = {n: live_quality(s3, s.bucket, n, found[n], models_prefix=s.models_prefix) for n in names}
+    if args.json:  # one model: its report; all: {model: report}
+        print(json.dumps(report[args.model] if args.model else report, indent=2))
+        return 0
+    for n in names:
+        print("\n".join(_quality_text(report[n])) + "\n")
+    print("'labelled': captured predictions with a label (the n behind each live figure; R² needs 2). "
+          "'holdout': the gate's score at training time. Days are UTC days of the capture.")  # fmt: skip
+    return 0
+
+
+def add_parsers(add: Any, common: Any) -> None:
+    """`flywheel feedback` and `flywheel quality`, on the main parser's sub-command factory."""
+    help_ = (
+        "Check a CSV of delayed labels (columns 'id' and the model's target) and upload it under "
+        "feedback/<model>/; a bad file is reported, not uploaded."
+    )
+    p = add("feedback", cmd_feedback, help_)
+    common(p)
+    p.add_argument("file", help="CSV file: 'id' (a prediction id) and the target column")
+    p.add_argument("--as", dest="name", metavar="NAME",
+                   help="name under feedback/<model>/ (default: the file name); files are never replaced")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = add("quality", cmd_quality, "Live quality per version and per day (captured predictions joined with "
+                                    "their labels) beside the gate's holdout score.")  # fmt: skip
+    common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
