@@ -29,7 +29,9 @@ from flywheel import apikeys
 from flywheel.errors import FlywheelError, InvalidInput, PayloadTooLarge, RequestTimeout
 from flywheel.manifest import public_view
 from flywheel.serving import v2
+from flywheel.serving.capture import Capturer, prediction_ids
 from flywheel.serving.fleet import V2_STATE, Fleet, Hosted
+from flywheel.serving.host import ServedModel
 from flywheel.serving.inputs import Columns, records_to_columns, v2_to_columns
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.settings import ServeSettings
@@ -51,6 +53,7 @@ class Service:
         self.prom = registry if registry is not None else REGISTRY
         self.metrics = ServingMetrics(registry)
         self.fleet = Fleet(settings, s3, self.metrics)
+        self.capture = Capturer.from_settings(s3, settings, self.fleet.pod, self.metrics)
         self.auth = (
             apikeys.authenticator(
                 settings.api_keys_file,
@@ -111,11 +114,20 @@ async def v1_predict(request: Request) -> Response:
         if not isinstance(body, dict) or "instances" not in body:
             raise InvalidInput("body must be an object with 'instances'", field="instances")
         columns = records_to_columns(served.schema, body["instances"], svc.settings.max_instances)
+        ids = prediction_ids(body.get("ids"), _rows(columns))
         result = await hosted.predict(columns, _rows(columns), _client(request))
-    out: dict[str, Any] = {"model": result.name, "model_version": result.version, "predictions": result.predictions}
+    _capture(svc, hosted, served, ids, columns, result)
+    out: dict[str, Any] = {"model": result.name, "model_version": result.version, "predictions": result.predictions,
+                           "ids": ids}  # fmt: skip
     if result.probabilities is not None:
         out["probabilities"] = result.probabilities
     return ORJSONResponse(out)
+
+
+def _capture(svc: Service, hosted: Hosted, served: ServedModel, ids: list[str], columns: Columns, result: Any) -> None:
+    """Keep the answered request for the capture files (docs/captures.md)."""
+    svc.capture.record(hosted.name, served.schema, served.classes, ids, result.version, hosted.role_of(result.version),
+                       columns, result.predictions, result.probabilities)  # fmt: skip
 
 
 def _client(request: Request) -> str | None:
@@ -216,8 +228,13 @@ async def v2_infer(request: Request) -> Response:
         columns = v2_to_columns(served.schema, body, svc.settings.max_instances)
         # a request that names a version gets that version (checked above): no canary answers it
         named = request.path_params.get("version") is not None
+        params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+        ids = prediction_ids(params.get("ids"), _rows(columns))
         result = await hosted.predict(columns, _rows(columns), _client(request), canary=not named)
-    return ORJSONResponse(v2.response(result, body))
+    _capture(svc, hosted, served, ids, columns, result)
+    out = v2.response(result, body)
+    out["parameters"] = {"ids": ids}
+    return ORJSONResponse(out)
 
 
 async def _flywheel_error(request: Request, exc: Exception) -> Response:
@@ -262,6 +279,7 @@ def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registr
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics_server = _metrics_server(settings, service)
         service.fleet.start()
+        service.capture.start()
         refresher = asyncio.create_task(_refresh_keys(service.auth, settings.api_keys_refresh_seconds))
         log.info("serving %s from s3://%s (default %s, pinned=%s, auth %s)",
                  settings.serve_models or "every registered model", settings.bucket, settings.model_name,
@@ -271,6 +289,7 @@ def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registr
         finally:
             refresher.cancel()
             await service.fleet.stop()
+            await asyncio.to_thread(service.capture.stop)  # the last captures are written
             if metrics_server is not None:
                 metrics_server.stop()
 

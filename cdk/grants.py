@@ -57,13 +57,19 @@ def model_reader_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
 
 #: Where each API process writes its statistics of a running rollout for the judge (flywheel/rollout_stats.py)
 ROLLOUT_STATS_KEYS = f"{MODELS_PREFIX}*/rollouts/*/stats/*"
+#: Where each API process writes its captured predictions (flywheel/serving/capture.py, docs/captures.md)
+CAPTURE_KEYS = "captures/*"
 
 
 def serving_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
-    """An API pod: read and list `models/`, and write its own rollout statistics there; nothing else."""
+    """An API pod: read and list `models/`, write its rollout statistics there and its captured predictions
+    under `captures/` (create-only objects, no read, no delete); nothing else."""
     return [
         *model_reader_statements(bucket),
-        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(ROLLOUT_STATS_KEYS)]),
+        *(
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(k)])
+            for k in (ROLLOUT_STATS_KEYS, CAPTURE_KEYS)
+        ),
     ]
 
 

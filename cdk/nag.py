@@ -90,6 +90,12 @@ FINDINGS: tuple[Finding, ...] = (
         "the rollout id and the pod id, all known only at run time; no alias, rollout state, version file or "
         "registration matches, and the judge checks every figure it reads there.",
     ),
+    Finding(
+        "Serving/AppPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/captures/*]",
+        "PutObject of captured predictions (docs/captures.md): files are named by model, day, pod and sequence "
+        "at run time; the pods cannot read, list or delete them.",
+    ),
     # UI pods (Pod Identity role of ServiceAccount flywheel-ui)
     Finding(
         "Serving/UiPodRole/DefaultPolicy",

@@ -43,9 +43,16 @@ def capture_key(model: str, day: datetime, pod: str, seq: int, prefix: str = CAP
     return f"{prefix}{model}/date={day:%Y-%m-%d}/{pod}-{seq:06d}.parquet"
 
 
-def to_parquet(schema: Schema, columns: dict[str, list[Any]], metadata: dict[str, str]) -> bytes:
-    """One file's bytes from column lists (the names of `arrow_schema`; `features` as a list of dicts)."""
-    table = pa.Table.from_pydict(columns, schema=arrow_schema(schema))
+def to_parquet(schema: Schema, columns: dict[str, Any], metadata: dict[str, str]) -> bytes:
+    """One file's bytes from column lists (the names of `arrow_schema`). `features` is a list of dicts, or a
+    dict of column lists (the replicas' checked inputs; a NaN numeric input, a missing one, becomes null)."""
+    target = arrow_schema(schema)
+    features = columns["features"]
+    if isinstance(features, dict):
+        struct = target.field("features").type
+        arrays = [pa.array(features[f.name], type=f.type, from_pandas=True) for f in struct]
+        columns = {**columns, "features": pa.StructArray.from_arrays(arrays, fields=list(struct))}
+    table = pa.Table.from_pydict(columns, schema=target)
     table = table.replace_schema_metadata({f"flywheel.{k}": v for k, v in metadata.items()})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

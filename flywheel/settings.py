@@ -131,6 +131,12 @@ class ServeSettings(CoreSettings):
     # how many rows of production batches may wait for their shadow run before new ones are dropped (and counted)
     rollout_publish_seconds: float = Field(default=15.0, gt=0)
     shadow_queue_rows: int = Field(default=65_536, ge=1)
+    # prediction capture (docs/captures.md): the share of requests captured (0: off), which models (empty: all)
+    capture_sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    capture_models: str = ""
+    capture_prefix: str = "captures/"
+    capture_flush_seconds: float = Field(default=30.0, gt=0)
+    capture_max_rows: int = Field(default=100_000, ge=1)  # buffered in memory; beyond it captures are dropped
 
     @model_validator(mode="after")
     def _one_verifier(self) -> ServeSettings:

@@ -62,6 +62,13 @@ class Hosted:
         """Production's answer, or the candidate's for a canary request (flywheel/serving/routing.py)."""
         return await self.router.predict(columns, rows, client, canary=canary)
 
+    def role_of(self, version: int) -> str:
+        """Which side of a rollout answered with `version`: the canary candidate, or production."""
+        active, current = self.router.active(), self.host.current
+        serving = current is not None and current.version == version
+        canary = active is not None and version == active.candidate.version and not serving
+        return "candidate" if canary else "production"
+
     def served(self) -> ServedModel:
         served = self.host.current
         if served is None:

@@ -150,6 +150,17 @@ class ServingMetrics:
             registry=r,
         )
 
+        # prediction capture (docs/captures.md)
+        self.captured = Counter(
+            "flywheel_captured_predictions", "Predictions written to the capture files.", ["model"], registry=r
+        )
+        self.capture_dropped = Counter(
+            "flywheel_capture_dropped_predictions",
+            "Predictions not captured: reason full (the buffer was full), s3 (the write was refused) or error.",
+            ["model", "reason"],
+            registry=r,
+        )
+
     def add_model(self, model: str) -> None:
         """Create a served model's series at zero, so dashboards and alerts see it before its first event."""
         self.ready.labels(model=model).set(0)
@@ -159,6 +170,9 @@ class ServingMetrics:
         for result in ("success", "failure"):
             self.reloads.labels(model=model, result=result)
         self.rollout_share.labels(model=model).set(0)
+        self.captured.labels(model=model)
+        for reason in ("full", "s3", "error"):
+            self.capture_dropped.labels(model=model, reason=reason)
         for role in ("production", "candidate"):
             self.rollout_requests.labels(model=model, role=role)
             self.rollout_errors.labels(model=model, role=role)

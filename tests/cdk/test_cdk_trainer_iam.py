@@ -166,6 +166,7 @@ def test_api_pods_read_models_and_write_only_their_rollout_statistics(synth: InP
         ("s3:GetObject", "BUCKET/models/*", ""),
         ("s3:ListBucket", "BUCKET", "models/*"),
         ("s3:PutObject", "BUCKET/models/*/rollouts/*/stats/*", ""),  # flywheel/rollout_stats.py
+        ("s3:PutObject", "BUCKET/captures/*", ""),  # flywheel/serving/capture.py
     }
     assert all(not str(s["Action"]).startswith("sqs") for s in statements)
     assert not [s for s in statements if "Delete" in str(s["Action"])]
