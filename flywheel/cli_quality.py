@@ -38,9 +38,20 @@ def cmd_feedback(args: argparse.Namespace) -> int:
                 metadata={"uploaded-by": f"{actor()} (cli)"})  # fmt: skip
     report = {"file": str(path), "accepted": True, "model": model, "labels": table.num_rows,
               "target": schema.target.name, "uploaded": f"s3://{s.bucket}/{key}"}  # fmt: skip
-    print(json.dumps(report, indent=2) if args.json else
-          f"{path}: accepted, {table.num_rows} label(s) of {schema.target.name!r} for model {model}; "
-          f"uploaded -> s3://{s.bucket}/{key}")  # fmt: skip
+    text = (f"{path}: accepted, {table.num_rows} label(s) of {schema.target.name!r} for model {model}; "
+            f"uploaded -> s3://{s.bucket}/{key}")  # fmt: skip
+    if args.train:  # the labelled captures become a batch: the next retrain learns from live traffic
+        from flywheel.feedback_batches import write_batch
+
+        made = write_batch(s3, s, model, schema, key, uploaded_by=f"{actor()} (cli)")
+        report["batch"] = {"key": made.key, "rows": made.joined, "unmatched": made.unmatched}
+        text += (
+            f"\n{made.joined} labelled prediction(s) -> batch s3://{s.bucket}/{made.key}"
+            if made.key
+            else "\nno label matched a captured prediction (captures reach S3 within FLYWHEEL_CAPTURE_FLUSH_SECONDS)"
+        )
+        text += f"; {made.unmatched} label(s) without a captured prediction" if made.unmatched else ""
+    print(json.dumps(report, indent=2) if args.json else text)
     return 0
 
 
@@ -108,6 +119,9 @@ def add_parsers(add: Any, common: Any) -> None:
     p.add_argument("--as", dest="name", metavar="NAME",
                    help="name under feedback/<model>/ (default: the file name); files are never replaced")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--train", action="store_true",
+                   help="also write the labelled captured predictions as a batch under data/<model>/feedback/ "
+                        "(the next retrain trains on them, its manifest lists the batch)")  # fmt: skip
 
     p = add("quality", cmd_quality, "Live quality per version and per day (captured predictions joined with "
                                     "their labels) beside the gate's holdout score.")  # fmt: skip

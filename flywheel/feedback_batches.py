@@ -1,0 +1,74 @@
+"""Labelled captures become training data: one feedback file's labels, joined with the captured inputs of the
+predictions they label, written as a normal batch `data/<model>/feedback/<feedback file name>` (docs/captures.md).
+
+The batch goes through the same path as any upload: the S3 notification, validation, quarantine when bad, the
+training window, and the manifest's lineage, where its key (under `feedback/`) and its object metadata
+(`source: feedback`, the feedback file, the rows joined) mark where it came from. Create-only: one batch per
+feedback file, made once; a label whose prediction was never captured is left out and counted.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from flywheel import captures
+from flywheel.feedback import ID_COLUMN, validate_feedback
+from flywheel.registrations import data_prefix
+from flywheel.schema import Schema
+from flywheel.settings import CoreSettings
+from flywheel.uploads import put_new
+
+FEEDBACK_FOLDER = "feedback/"
+
+
+@dataclass(frozen=True)
+class FeedbackBatch:
+    key: str | None  # the batch written; None when no label matched a captured prediction
+    labelled: int  # labels in the feedback file
+    joined: int  # rows written: labels whose prediction was captured
+    unmatched: int
+
+
+def batch_key(settings: CoreSettings, model: str, feedback_key: str) -> str:
+    return f"{data_prefix(settings, model)}{FEEDBACK_FOLDER}{feedback_key.rsplit('/', 1)[-1]}"
+
+
+def inputs_of(s3: Any, bucket: str, model: str, schema: Schema) -> pd.DataFrame:
+    """The newest captured inputs of every prediction id: column `id` and one column per feature."""
+    table = captures.read(s3, bucket, model)
+    names = schema.feature_names
+    if table is None:
+        return pd.DataFrame(columns=[ID_COLUMN, *names])
+    features = table.column("features").combine_chunks()
+    frame = pd.DataFrame({n: features.field(n).to_pylist() for n in names})
+    frame.insert(0, ID_COLUMN, table.column("prediction_id").to_pylist())
+    frame["_at"] = table.column("captured_at").to_pandas()
+    newest = frame.sort_values("_at").drop_duplicates(ID_COLUMN, keep="last")
+    return newest.drop(columns="_at")
+
+
+def write_batch(
+    s3: Any, settings: CoreSettings, model: str, schema: Schema, feedback_key: str, *, uploaded_by: str
+) -> FeedbackBatch:
+    """Join the labels of `feedback_key` (re-checked) with the captured inputs and write the batch."""
+    body = s3.get_object(Bucket=settings.bucket, Key=feedback_key)["Body"].read()
+    labels = validate_feedback(body, feedback_key, schema).to_pandas()
+    joined = labels.merge(inputs_of(s3, settings.bucket, model, schema), on=ID_COLUMN, how="inner")
+    unmatched = len(labels) - len(joined)
+    if joined.empty:
+        return FeedbackBatch(None, len(labels), 0, unmatched)
+    out = joined[[*schema.feature_names, schema.target.name]].copy()
+    for f in schema.features:
+        if f.type == "numeric" and f.integer:  # whole numbers stay whole in the CSV ("25", not "25.0")
+            out[f.name] = out[f.name].astype("Float64").round().astype("Int64")
+    csv = out.to_csv(index=False).encode()
+    key = batch_key(settings, model, feedback_key)
+    put_new(s3, settings.bucket, key, io.BytesIO(csv), via="flywheel-feedback",
+            how_to_rename="this feedback file was already turned into a batch",
+            metadata={"source": "feedback", "feedback-key": feedback_key, "labelled-rows": str(len(joined)),
+                      "uploaded-by": uploaded_by})  # fmt: skip
+    return FeedbackBatch(key, len(labels), len(joined), unmatched)
