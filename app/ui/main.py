@@ -20,6 +20,7 @@ page = st.navigation(
         st.Page(VIEWS / "predict.py", title="Predict", icon=":material/online_prediction:", default=True),
         st.Page(VIEWS / "models.py", title="Models", icon=":material/model_training:"),
         st.Page(VIEWS / "data.py", title="Data", icon=":material/dataset:"),
+        st.Page(VIEWS / "drift.py", title="Drift", icon=":material/query_stats:"),
     ]
 )
 with st.sidebar:

@@ -1,5 +1,5 @@
 """Models page: the chosen model's versions, gate decisions and metrics from the registry; promote and roll back;
-its rollout (app/ui/rollout_panel.py)."""
+its rollout (app/ui/rollout_panel.py) and live quality (app/ui/quality_panel.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import auth, clients, picker, rollout_panel
+from app.ui import auth, clients, picker, quality_panel, rollout_panel
 from flywheel.errors import ConflictError, NotFound
 from flywheel.lifecycle import promote, rollback, summaries
 from flywheel.settings import CoreSettings
@@ -145,7 +145,8 @@ def _details(core: CoreSettings, name: str, rows: list[dict[str, Any]]) -> None:
 
 
 def render() -> None:
-    name = picker.current().name
+    chosen = picker.current()
+    name = chosen.name
     st.header(f"Models · {name}")
     core = clients.bucket_or_none()
     if core is None:
@@ -167,10 +168,12 @@ def render() -> None:
     if st.button("Refresh", icon=":material/refresh:"):
         _load.clear()
         rollout_panel.clear()
+        quality_panel.clear()
         picker.clear()
         st.rerun()
     st.dataframe(_table(rows), hide_index=True)
     rollout_panel.render(core, name, _load.clear)
+    quality_panel.render(core, name, chosen.schema)
     _chart(rows)
     st.subheader("Gate decision and actions")
     _details(core, name, rows)
