@@ -1,4 +1,5 @@
-"""The one bucket: `data/` uploads, `quarantine/` rejects, `models/` registry (see DESIGN.md)."""
+"""The one bucket: `data/` uploads, `quarantine/` rejects, `models/` registry, `captures/` captured predictions,
+`feedback/` delayed labels (see DESIGN.md, docs/captures.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ DATA_PREFIX = "data/"
 QUARANTINE_PREFIX = "quarantine/"
 MODELS_PREFIX = "models/"
 VALIDATED_PREFIX = "validated/"  # the trainer's typed Parquet copies of accepted batches (docs/architecture.md)
+#: Captured predictions, written by the API pods only (flywheel/serving/capture.py); expired after
+#: `captureRetentionDays`.
+CAPTURES_PREFIX = "captures/"
+#: Delayed labels, uploaded by operators (`flywheel feedback`); training data: kept, no expiry.
+FEEDBACK_PREFIX = "feedback/"
+#: Days an expired or overwritten capture's noncurrent version is kept: captures may hold personal data, so what
+#: expiry removes does not linger for `noncurrentVersionDays` (S3 honours the shorter of overlapping expirations).
+CAPTURE_NONCURRENT_DAYS = 1
 #: Every published model version (model.joblib, manifest.json, its signature): written by the trainer only.
 VERSIONS_KEYS = f"{MODELS_PREFIX}*/versions/*"
 #: What the bucket policy keeps from everybody but the trainer under VERSIONS_KEYS (a multipart upload is
@@ -42,6 +51,7 @@ class DataBucket(Construct):
         retain: bool,
         noncurrent_version_days: int,
         quarantine_expiration_days: int,
+        capture_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self.retain = retain
@@ -81,6 +91,15 @@ class DataBucket(Construct):
                     id="expire-quarantine",
                     prefix=QUARANTINE_PREFIX,
                     expiration=Duration.days(quarantine_expiration_days),
+                ),
+                # Captured predictions (possibly personal data) leave after the retention, and their noncurrent
+                # copy a day later. `feedback/` has no rule of its own: labels are training data, kept (their
+                # noncurrent copies follow the first rule).
+                s3.LifecycleRule(
+                    id="expire-captures",
+                    prefix=CAPTURES_PREFIX,
+                    expiration=Duration.days(capture_retention_days),
+                    noncurrent_version_expiration=Duration.days(CAPTURE_NONCURRENT_DAYS),
                 ),
             ],
             removal_policy=removal,

@@ -7,7 +7,14 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 
-from cdk.data_bucket import DATA_PREFIX, MODELS_PREFIX, QUARANTINE_PREFIX, VALIDATED_PREFIX
+from cdk.data_bucket import (
+    CAPTURES_PREFIX,
+    DATA_PREFIX,
+    FEEDBACK_PREFIX,
+    MODELS_PREFIX,
+    QUARANTINE_PREFIX,
+    VALIDATED_PREFIX,
+)
 
 #: The one alias the registry moves (flywheel.registry.ALIAS) and the suffix of a quarantine report
 #: (flywheel.batches.ERROR_SUFFIX). The CDK app does not import the core; tests/cdk keeps these equal.
@@ -25,7 +32,9 @@ def _list_prefixes(bucket: s3.IBucket, *prefixes: str) -> iam.PolicyStatement:
 
 def trainer_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
     """Read and remove uploads, write rejects, read/write the validated cache (never delete it: a retrain only adds),
-    read/write/delete the registry (the lock is deleted on release)."""
+    read/write/delete the registry (the lock is deleted on release), and read (only) the captured predictions and
+    the delayed labels, for the join of labelled captures into training batches (docs/captures.md): the API pods
+    alone write `captures/`, operators `feedback/`."""
     return [
         iam.PolicyStatement(
             actions=["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:DeleteObject"],
@@ -43,7 +52,11 @@ def trainer_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
             actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
             resources=[bucket.arn_for_objects(f"{MODELS_PREFIX}*")],
         ),
-        _list_prefixes(bucket, DATA_PREFIX, MODELS_PREFIX),
+        *(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{p}*")])
+            for p in (CAPTURES_PREFIX, FEEDBACK_PREFIX)
+        ),
+        _list_prefixes(bucket, DATA_PREFIX, MODELS_PREFIX, CAPTURES_PREFIX, FEEDBACK_PREFIX),
     ]
 
 

@@ -20,6 +20,10 @@ _CDK_KUBECTL = (
     "its roles and runtime are owned by aws-cdk-lib."
 )
 
+#: The trainer's (Lambda and Batch job) object-level grants: one key prefix each (cdk/grants.py trainer_statements;
+#: `captures/` and `feedback/` read-only).
+_TRAINER_PREFIXES = ("data", "quarantine", "validated", "models", "captures", "feedback")
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -42,7 +46,7 @@ FINDINGS: tuple[Finding, ...] = (
         Finding(
             "Trainer/Role/DefaultPolicy", f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]", _PREFIX_GRANT
         )
-        for p in ("data", "quarantine", "validated", "models")
+        for p in _TRAINER_PREFIXES
     ),
     # Trainer job (AWS Batch on Fargate): the job role has the trainer's S3 statements, no more
     *(
@@ -51,7 +55,7 @@ FINDINGS: tuple[Finding, ...] = (
             f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]",
             _PREFIX_GRANT + " The same statements as the trainer Lambda's (a test asserts they are equal).",
         )
-        for p in ("data", "quarantine", "validated", "models")
+        for p in _TRAINER_PREFIXES
     ),
     Finding(
         "TrainerJob/ExecutionRole/DefaultPolicy",

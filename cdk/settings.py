@@ -82,6 +82,8 @@ class DeploySettings:
     log_retention_days: int = 30
     noncurrent_version_days: int = 90
     quarantine_expiration_days: int = 365
+    #: Days a captured prediction stays under `captures/` (docs/captures.md, Privacy).
+    capture_retention_days: int = 30
     retain_data: bool = True
     alarm_email: str | None = None
     kube_prometheus_stack_version: str = "88.2.0"
@@ -176,6 +178,7 @@ class DeploySettings:
             ("log_retention_days", self.log_retention_days in LOG_RETENTION_DAYS, f"one of {LOG_RETENTION_DAYS}"),
             ("noncurrent_version_days", self.noncurrent_version_days >= 1, ">= 1"),
             ("quarantine_expiration_days", self.quarantine_expiration_days >= 30, ">= 30"),
+            ("capture_retention_days", 1 <= self.capture_retention_days <= 3650, "1..3650"),
             (
                 "alarm_email",
                 self.alarm_email is None or _matches(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarm_email),
@@ -297,6 +300,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_retention_days": _int,
     "noncurrent_version_days": _int,
     "quarantine_expiration_days": _int,
+    "capture_retention_days": _int,
     "retain_data": _bool,
     "alarm_email": _optional(_str),
     "kube_prometheus_stack_version": _str,

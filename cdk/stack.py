@@ -76,6 +76,7 @@ class FlywheelStack(Stack):
             retain=settings.retain_data,
             noncurrent_version_days=settings.noncurrent_version_days,
             quarantine_expiration_days=settings.quarantine_expiration_days,
+            capture_retention_days=settings.capture_retention_days,
         )
         models = ModelRegistrations(
             self, "Models", bucket=data.bucket, registrations=registrations, log_retention=retention

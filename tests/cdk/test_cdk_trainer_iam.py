@@ -137,7 +137,9 @@ def test_trainer_iam_is_scoped_to_prefixes(synth: InProcessSynth):
         ("s3:PutObject", "BUCKET/models/*", ""),
         ("s3:DeleteObject", "BUCKET/models/*", ""),
         ("s3:AbortMultipartUpload", "BUCKET/models/*", ""),
-        ("s3:ListBucket", "BUCKET", "data/*,models/*"),
+        ("s3:GetObject", "BUCKET/captures/*", ""),  # read-only (tests/cdk/test_cdk_captures.py)
+        ("s3:GetObject", "BUCKET/feedback/*", ""),
+        ("s3:ListBucket", "BUCKET", "data/*,models/*,captures/*,feedback/*"),
     }
     # The only Resource "*" is X-Ray's, which has no resource-level permissions (acknowledged in cdk/nag.py).
     star = [s for s in statements if s["Resource"] == "*"]
