@@ -97,10 +97,11 @@ ANY_ALIAS_KEY = alias_key("*")
 
 def ui_statements(bucket: s3.IBucket, *, writes: bool) -> list[iam.PolicyStatement]:
     """What a UI pod needs (docs/ui.md): list and read batches under `data/`, list and read the quarantine
-    reports, read and list `models/`; with `writes` (an operator can sign in: FLYWHEEL_UI_AUTH=oidc) also upload
-    new batches under `data/` (GetObject answers the HeadObject that keeps an upload from replacing a name) and
-    move the production alias of any model (`models/*/aliases/production.json`: models are registered at run
-    time, so their names are not known here). A viewer-only UI gets no write at all.
+    reports, read and list `models/`, `captures/` and `feedback/` (live quality, drift); with `writes` (an
+    operator can sign in: FLYWHEEL_UI_AUTH=oidc) also upload new batches under `data/` (GetObject answers the
+    HeadObject that keeps an upload from replacing a name) and move the production alias of any model
+    (`models/*/aliases/production.json`: models are registered at run time, so their names are not known here).
+    A viewer-only UI gets no write at all.
 
     No delete anywhere; no write under `quarantine/`, to model versions or to registrations.
     """
@@ -114,7 +115,12 @@ def ui_statements(bucket: s3.IBucket, *, writes: bool) -> list[iam.PolicyStateme
             actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*{ERROR_REPORT_SUFFIX}")]
         ),
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{MODELS_PREFIX}*")]),
-        _list_prefixes(bucket, DATA_PREFIX, QUARANTINE_PREFIX, MODELS_PREFIX),
+        # live quality and drift pages (docs/ui.md): captured predictions and their labels, read-only
+        *(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{p}*")])
+            for p in (CAPTURES_PREFIX, FEEDBACK_PREFIX)
+        ),
+        _list_prefixes(bucket, DATA_PREFIX, QUARANTINE_PREFIX, MODELS_PREFIX, CAPTURES_PREFIX, FEEDBACK_PREFIX),
         *(written if writes else []),
     ]
 

@@ -117,6 +117,15 @@ FINDINGS: tuple[Finding, ...] = (
         _PREFIX_GRANT + " Read-only (GetObject): the UI's only writes under models/ (with sign-in) are the "
         "production alias, the rollout state and history events, each granted on its own key pattern.",
     ),
+    *(
+        Finding(
+            "Serving/UiPodRole/DefaultPolicy",
+            f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{prefix}*]",
+            _PREFIX_GRANT + " Read-only (GetObject): the Models page's live quality and the Drift page read the "
+            "captured predictions and their labels; the UI never writes there.",
+        )
+        for prefix in ("captures/", "feedback/")
+    ),
     # Cluster Autoscaler (cdk/node_autoscaler.py, Pod Identity role of kube-system/cluster-autoscaler)
     Finding(
         "Serving/NodeAutoscaler/Role/DefaultPolicy",

@@ -103,9 +103,18 @@ def test_the_api_pods_only_put_captures(synth: InProcessSynth):
     }
 
 
+def test_the_ui_only_reads_and_lists_captures_and_feedback(synth: InProcessSynth):
+    """The live quality section and the Drift page read them; with sign-in the UI's writes are listed exactly in
+    test_cdk_access.py, and none is under either prefix."""
+    assert _touching(s3_grants(role_statements(synth, "ServingUiPodRole"))) == {
+        ("s3:GetObject", "BUCKET/captures/*", ""),
+        ("s3:GetObject", "BUCKET/feedback/*", ""),
+        ("s3:ListBucket", "BUCKET", "data/*,quarantine/*,models/*,captures/*,feedback/*"),
+    }
+
+
 def test_no_other_role_touches_captures_or_feedback(synth: InProcessSynth):
-    """The viewer-only UI included (with sign-in its writes are listed exactly in test_cdk_access.py)."""
     for role_id in synth.resources("AWS::IAM::Role"):
-        if role_id.startswith(("TrainerRole", "TrainerJobJobRole", "ServingAppPodRole")):
+        if role_id.startswith(("TrainerRole", "TrainerJobJobRole", "ServingAppPodRole", "ServingUiPodRole")):
             continue
         assert not _touching(s3_grants(role_statements(synth, role_id))), role_id

@@ -184,7 +184,9 @@ def test_a_viewer_only_ui_reads_data_quarantine_reports_and_models_and_writes_no
         ("s3:GetObject", "BUCKET/data/*", ""),  # list the batches
         ("s3:GetObject", "BUCKET/quarantine/*.error.json", ""),  # the reports, not the rejected batches
         ("s3:GetObject", "BUCKET/models/*", ""),  # registry: alias, manifests
-        ("s3:ListBucket", "BUCKET", "data/*,quarantine/*,models/*"),
+        ("s3:GetObject", "BUCKET/captures/*", ""),  # live quality and drift (docs/ui.md)
+        ("s3:GetObject", "BUCKET/feedback/*", ""),
+        ("s3:ListBucket", "BUCKET", "data/*,quarantine/*,models/*,captures/*,feedback/*"),
     }
     # Nothing but these S3 statements and reading its own API key (tests/cdk/test_cdk_access.py): no other service,
     # no Resource "*", no Deny to hide an Allow.

@@ -23,6 +23,10 @@ from tests.integration.rollout_models import LIMIT, publish_derived
 FAST = {"FLYWHEEL_ROLLOUT_PUBLISH_SECONDS": "0.3"}
 # small samples, no waiting time, and latency tolerant of a shared CI machine: these tests are about routing
 QUICK = Thresholds(min_requests=40, min_seconds=0, max_p99_ratio=20.0, max_psi=2.0, max_relative_difference=0.5)
+# v2 retrained on other rows differs from v1 by as much as the data says (on these low-income rows, a mean
+# relative difference of 0.3-0.55 and a PSI up to ~0.8 were seen): the shadow test judges the mechanics, so only
+# errors and latency can stop it; tests/unit/test_judge.py covers the distribution thresholds
+LENIENT = Thresholds(min_requests=40, min_seconds=0, max_p99_ratio=20.0, max_psi=50.0, max_relative_difference=2.0)
 
 
 def rows(n: int, high_every: int = 0) -> list[dict[str, Any]]:
@@ -70,7 +74,7 @@ def test_shadow_answers_as_production_alone_then_promotes(
 
     alone = answers()
     reg = registry(stack)
-    rollout_ops.set_policy(reg, rollout_ops.Policy("shadow", 1.0, QUICK))
+    rollout_ops.set_policy(reg, rollout_ops.Policy("shadow", 1.0, LENIENT))
     stack.put("data/batch-2.csv", csv_bytes(1500, seed=2))
     outcome = retrain(TrainerSettings(bucket=stack.bucket), s3_client())
     assert outcome.status == "rollout" and outcome.version == 2, outcome
