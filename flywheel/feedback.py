@@ -15,10 +15,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.csvscan import header, sniff
 from flywheel.errors import BatchRejected
 from flywheel.schema import Schema
-from flywheel.validation import Problems, Source, _categorical, _format_error, _numeric, _reader, normalise
+from flywheel.validation import (
+    Problems,
+    Source,
+    _categorical,
+    _format_error,
+    _numeric,
+    _reader,
+    file_header,
+    normalise,
+)
 
 FEEDBACK_PREFIX = "feedback/"
 ID_COLUMN = "id"
@@ -73,12 +81,7 @@ def _duplicates(ids: pa.Array, found: Problems) -> None:
 def validate_feedback(src: Source, key: str, schema: Schema) -> pa.Table:
     """Check one feedback file; return its labels as columns `id` (string) and the target (float64 for
     regression, string for classification), in file order. Raises BatchRejected naming every problem."""
-    kind = sniff(src)
-    if kind:
-        raise BatchRejected(key, [_problem(*kind)])
-    names = header(src)
-    if isinstance(names, str):
-        raise BatchRejected(key, [_problem("format", names)])
+    names = file_header(src, key)
     target = schema.target
     problems = _header(names, target.name)
     if problems:

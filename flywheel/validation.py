@@ -169,6 +169,18 @@ class Validated:
     duplicates: int
 
 
+def file_header(src: Source, key: str) -> list[str]:
+    """The header's names, once the checks every CSV gets have passed (binary, encoding, line format); else
+    BatchRejected naming what is wrong. Batches and feedback files both start here."""
+    kind = sniff(src)
+    if kind:
+        raise BatchRejected(key, [_problem(*kind)])
+    names = header(src)
+    if isinstance(names, str):
+        raise BatchRejected(key, [_problem("format", names)])
+    return names
+
+
 def _reader(src: Source, types: dict[str, pa.DataType]) -> pacsv.CSVStreamingReader:
     stream: BinaryIO | str = io.BytesIO(src) if isinstance(src, bytes) else str(src)
     return pacsv.open_csv(
@@ -212,12 +224,7 @@ def validate_stream(
 
     Raises BatchRejected naming every problem. A caller that got blocks must discard them on rejection.
     """
-    kind = sniff(src)
-    if kind:
-        raise BatchRejected(key, [_problem(*kind)])
-    names = header(src)
-    if isinstance(names, str):
-        raise BatchRejected(key, [_problem("format", names)])
+    names = file_header(src, key)
     hint = ""
     if len(names) == 1 and any(d in names[0] for d in ";\t|"):
         hint = "; the header looks separated by another character than ',' (a comma-separated file is expected)"

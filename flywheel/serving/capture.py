@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel.captures import capture_key, to_parquet
 from flywheel.errors import InvalidInput
+from flywheel.feedback import ID_PATTERN
 from flywheel.schema import Schema
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.settings import ServeSettings
@@ -203,7 +204,7 @@ class Capturer:
         return to_parquet(schema, columns, meta)
 
 
-ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ID = re.compile(ID_PATTERN)  # the rule a feedback file's ids follow
 
 
 def prediction_ids(given: Any, n: int) -> list[str]:
