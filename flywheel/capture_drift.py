@@ -7,13 +7,11 @@ predictions), here over the captured rows of a window instead of a pod's rolling
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from flywheel import captures, drift
 
@@ -28,17 +26,14 @@ def read_since(
     """The captures of `model` with `captured_at` >= `since` (tz-aware), or None when there is none. Files of
     days before `since` (their `date=` partition) are not read."""
     day = f"{since:%Y-%m-%d}"
-    tables = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}{model}/"):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            part = key[len(prefix) + len(model) + 1 :].split("/", 1)[0]
-            if not key.endswith(".parquet") or (part.startswith("date=") and part[5:] < day):
-                continue
-            tables.append(pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())))
-    if not tables:
+
+    def recent(key: str) -> bool:  # a file of a day before `since` (its date= partition) is not read
+        part = key[len(prefix) + len(model) + 1 :].split("/", 1)[0]
+        return not (part.startswith("date=") and part[5:] < day)
+
+    table = captures.read(s3, bucket, model, prefix, keep=recent)
+    if table is None:
         return None
-    table = pa.concat_tables(tables, promote_options="default")
     return table.filter(pc.greater_equal(table.column("captured_at"), pa.scalar(since, table.schema.field(
         "captured_at").type)))  # fmt: skip
 

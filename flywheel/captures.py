@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -59,14 +60,16 @@ def to_parquet(schema: Schema, columns: dict[str, Any], metadata: dict[str, str]
     return buf.getvalue()
 
 
-def read(s3: Any, bucket: str, model: str, prefix: str = CAPTURES_PREFIX) -> pa.Table | None:
-    """Every capture of `model`, as one table (None when there is none). Files of other schemas' shapes (a
-    re-registered model) are read with their own schema and concatenated with promotion."""
+def read(
+    s3: Any, bucket: str, model: str, prefix: str = CAPTURES_PREFIX, keep: Callable[[str], bool] | None = None
+) -> pa.Table | None:
+    """Every capture of `model` (with `keep`, only the files whose key it keeps), as one table (None when there
+    is none). Files of other schemas' shapes (a re-registered model) are concatenated with promotion."""
     tables = []
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}{model}/")
     for page in pages:
         for obj in page.get("Contents", []):
-            if obj["Key"].endswith(".parquet"):
+            if obj["Key"].endswith(".parquet") and (keep is None or keep(obj["Key"])):
                 body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
                 tables.append(pq.read_table(io.BytesIO(body)))
     if not tables:

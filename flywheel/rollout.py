@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from flywheel.errors import ConflictError
 from flywheel.registry import Registry, now_iso
-from flywheel.storage import is_missing
+from flywheel.storage import is_missing, is_not_modified
 
 Mode = Literal["shadow", "canary"]
 Status = Literal["running", "promoted", "aborted"]
@@ -141,13 +141,24 @@ def rollout_key(registry: Registry) -> str:
 
 def load(registry: Registry) -> tuple[Rollout, str] | None:
     """The model's rollout (running or finished) and the ETag needed to change it; None when there is none."""
+    return load_if_changed(registry, None)[1]
+
+
+def load_if_changed(registry: Registry, etag: str | None) -> tuple[bool, tuple[Rollout, str] | None]:
+    """(changed, what `load` gives) with a conditional GET: (False, None) while the file still has `etag`, as
+    the replicas poll it beside the production alias (Registry.alias_if_changed)."""
+    kwargs: dict[str, Any] = {"Bucket": registry.bucket, "Key": rollout_key(registry)}
+    if etag:
+        kwargs["IfNoneMatch"] = etag
     try:
-        obj = registry.s3.get_object(Bucket=registry.bucket, Key=rollout_key(registry))
+        obj = registry.s3.get_object(**kwargs)
     except ClientError as e:
+        if is_not_modified(e):
+            return False, None
         if is_missing(e):
-            return None
+            return True, None
         raise
-    return Rollout.from_dict(json.loads(obj["Body"].read())), str(obj["ETag"])
+    return True, (Rollout.from_dict(json.loads(obj["Body"].read())), str(obj["ETag"]))
 
 
 def start(

@@ -10,20 +10,18 @@ When the rollout is promoted, the loaded candidate is kept to become production 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel.errors import FlywheelError, ModelVerificationError
-from flywheel.rollout import Rollout, rollout_key
+from flywheel.rollout import Rollout, load_if_changed
 from flywheel.rollout_stats import publish, rollout_id
 from flywheel.serving.live import LiveStats
-from flywheel.storage import is_missing, is_not_modified
 
 if TYPE_CHECKING:
     from flywheel.serving.host import ModelHost, ServedModel
@@ -76,21 +74,12 @@ class Trial:
             self._begin(rollout)
 
     def _read(self) -> None:
-        s3, reg = self.host.registry.s3, self.host.registry
-        kwargs: dict[str, Any] = {"Bucket": reg.bucket, "Key": rollout_key(reg)}
-        if self._etag:
-            kwargs["IfNoneMatch"] = self._etag
-        try:
-            obj = s3.get_object(**kwargs)
-        except ClientError as e:
-            if is_not_modified(e):
-                return
-            if is_missing(e):
-                self.rollout, self._etag = None, None
-                return
-            raise
-        self.rollout = Rollout.from_dict(json.loads(obj["Body"].read()))
-        self._etag = str(obj["ETag"])
+        changed, found = load_if_changed(self.host.registry, self._etag)
+        if not changed:
+            return
+        self.rollout, self._etag = found if found is not None else (None, None)
+        if self.rollout is None:
+            return
         r = self.rollout
         if not r.running and r.decided_at:
             stamp = datetime.fromisoformat(r.decided_at).timestamp()
