@@ -44,6 +44,14 @@ def capture_key(model: str, day: datetime, pod: str, seq: int, prefix: str = CAP
     return f"{prefix}{model}/date={day:%Y-%m-%d}/{pod}-{seq:06d}.parquet"
 
 
+def day_of(key: str) -> str:
+    """The `YYYY-MM-DD` of a capture key's `date=` partition ('' when it has none)."""
+    for part in key.split("/"):
+        if part.startswith("date="):
+            return part[5:]
+    return ""
+
+
 def to_parquet(schema: Schema, columns: dict[str, Any], metadata: dict[str, str]) -> bytes:
     """One file's bytes from column lists (the names of `arrow_schema`). `features` is a list of dicts, or a
     dict of column lists (the replicas' checked inputs; a NaN numeric input, a missing one, becomes null)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -82,9 +83,11 @@ def labels(
     return newest[["id", "label", "file"]].reset_index(drop=True), found
 
 
-def _captured(s3: Any, bucket: str, model: str, prefix: str) -> pd.DataFrame:
-    """One row per captured id (the newest capture of it): id, version, day, prediction."""
-    table = captures.read(s3, bucket, model, prefix)
+def _captured(s3: Any, bucket: str, model: str, prefix: str, since: date | None = None) -> pd.DataFrame:
+    """One row per captured id (the newest capture of it): id, version, day, prediction; with `since`, only the
+    capture files of that UTC day and later (their `date=` partition)."""
+    keep = None if since is None else (lambda key: captures.day_of(key) >= since.isoformat())
+    table = captures.read(s3, bucket, model, prefix, keep=keep)
     if table is None:
         return pd.DataFrame(columns=["id", "version", "captured_at", "day", "prediction"])
     frame = pd.DataFrame(
@@ -119,12 +122,14 @@ def live_quality(
     models_prefix: str = "models/",
     captures_prefix: str = captures.CAPTURES_PREFIX,
     feedback_prefix: str = FEEDBACK_PREFIX,
+    since: date | None = None,
 ) -> dict[str, Any]:
     """Live quality of every captured version of `model`: holdout score, live figures overall and per day
-    (UTC day of `captured_at`), each with `n`; plus the labels' bookkeeping (unmatched, relabelled, skipped)."""
+    (UTC day of `captured_at`), each with `n`; plus the labels' bookkeeping (unmatched, relabelled, skipped).
+    With `since`, only predictions captured on that UTC day or later count (a trailing window)."""
     task = schema.task
     got, found = labels(s3, bucket, model, schema, feedback_prefix)
-    seen = _captured(s3, bucket, model, captures_prefix)
+    seen = _captured(s3, bucket, model, captures_prefix, since)
     joined = seen.merge(got, on="id", how="inner")
     unmatched = got[~got["id"].isin(seen["id"])]["id"]
     registry = Registry(s3, bucket, model, models_prefix)
