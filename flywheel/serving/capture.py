@@ -8,16 +8,21 @@ that fails is dropped and counted too, and the next one is tried at the next int
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import random
 import re
-import secrets
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel.captures import capture_key, to_parquet
@@ -30,20 +35,15 @@ from flywheel.settings import ServeSettings
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Request:
-    ids: list[str]
-    version: int
-    role: str
-    at: datetime
-    columns: dict[str, list[Any]]
-    predictions: list[Any]
-    probabilities: list[dict[str, float]] | None
+# One answered request as the request path holds it (no copy): ids, version, role, unix time, the checked input
+# columns, the predictions and the probabilities (or None).
+_Request = tuple[list[str], int, str, float, dict[str, list[Any]], list[Any], list[dict[str, float]] | None]
 
 
 @dataclass
 class _Model:
-    schema: Schema
+    name: str
+    schema: Schema  # held, so the buffer's key (the schema's id) stays unique while buffered
     classes: list[str]
     requests: list[_Request] = field(default_factory=list)
 
@@ -64,12 +64,14 @@ class Capturer:
         flush_seconds: float = 30.0,
         flush_rows: int = 10_000,
         max_rows: int = 100_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.s3, self.bucket, self.pod, self.metrics = s3, bucket, pod, metrics
         self.sample, self.models, self.prefix = sample, set(models or ()), prefix
         self.flush_seconds, self.flush_rows, self.max_rows = flush_seconds, flush_rows, max_rows
+        self.clock = clock  # the capture time of a request (a test sets the day)
         self._lock = threading.Lock()
-        self._buffer: dict[str, _Model] = {}
+        self._buffer: dict[tuple[str, int], _Model] = {}
         self._rows = 0
         self._seq = 0
         self._wake = threading.Event()
@@ -109,18 +111,15 @@ class Capturer:
         if not self.wanted(model) or (self.sample < 1 and random.random() >= self.sample):
             return
         rows = len(ids)
+        key = (model, id(schema))  # a model hot-swapped to another schema mid-flush: its own file
         with self._lock:
-            if self._rows + rows > self.max_rows:
-                full = True
-            else:
-                full = False
+            full = self._rows + rows > self.max_rows
+            if not full:
                 self._rows += rows
-                entry = self._buffer.get(model)
-                if entry is None or entry.schema is not schema:
-                    entry = self._buffer.setdefault(model, _Model(schema, classes))
-                entry.requests.append(
-                    _Request(ids, version, role, datetime.now(UTC), columns, predictions, probabilities)
-                )
+                entry = self._buffer.get(key)
+                if entry is None:
+                    entry = self._buffer[key] = _Model(model, schema, classes)
+                entry.requests.append((ids, version, role, self.clock(), columns, predictions, probabilities))
             buffered = self._rows
         if full:
             self.metrics.capture_dropped.labels(model=model, reason="full").inc(rows)
@@ -150,21 +149,25 @@ class Capturer:
     def flush(self) -> None:
         with self._lock:
             buffer, self._buffer, self._rows = self._buffer, {}, 0
-        for model, entry in buffer.items():
+        for entry in buffer.values():
             if entry.requests:
-                self._write(model, entry)
+                self._write(entry)
 
-    def _write(self, model: str, entry: _Model) -> None:
-        rows = sum(len(r.ids) for r in entry.requests)
-        by_day: dict[str, list[_Request]] = {}
-        for r in entry.requests:
-            by_day.setdefault(r.at.strftime("%Y-%m-%d"), []).append(r)
-        for requests in by_day.values():
-            n = sum(len(r.ids) for r in requests)
+    def _write(self, entry: _Model) -> None:
+        """One file per UTC day of the entry's requests (one, unless the flush spans midnight)."""
+        model, requests = entry.name, entry.requests
+        days = [int(r[3] // DAY) for r in requests]
+        by_day: dict[int, list[_Request]] = {days[0]: requests} if min(days) == max(days) else {}
+        if not by_day:
+            for day, r in zip(days, requests, strict=True):
+                by_day.setdefault(day, []).append(r)
+        for part in by_day.values():
+            n = sum(len(r[0]) for r in part)
             try:
-                body = self._parquet(model, entry, requests)
+                body = _parquet(entry, part, self.pod)
                 self._seq += 1
-                key = capture_key(model, requests[0].at, self.pod, self._seq, self.prefix)
+                at = datetime.fromtimestamp(part[0][3], UTC)
+                key = capture_key(model, at, self.pod, self._seq, self.prefix)
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*",
                                    ContentType="application/vnd.apache.parquet")  # fmt: skip
             except (ClientError, BotoCoreError) as e:
@@ -176,32 +179,49 @@ class Capturer:
                 log.exception("%s: %d captured predictions dropped", model, n)
                 continue
             self.metrics.captured.labels(model=model).inc(n)
-        log.debug("%s: flushed %d captured predictions", model, rows)
 
-    def _parquet(self, model: str, entry: _Model, requests: list[_Request]) -> bytes:
-        schema = entry.schema
-        columns: dict[str, Any] = {k: [] for k in ("prediction_id", "model", "version", "role", "captured_at",
-                                                   "prediction", "probabilities")}  # fmt: skip
-        features: dict[str, list[Any]] = {f.name: [] for f in schema.features}
-        for r in requests:
-            n = len(r.ids)
-            columns["prediction_id"] += r.ids
-            columns["model"] += [model] * n
-            columns["version"] += [r.version] * n
-            columns["role"] += [r.role] * n
-            columns["captured_at"] += [r.at] * n
-            columns["prediction"] += [str(p) for p in r.predictions] if schema.task != "regression" else r.predictions
-            if r.probabilities is None:
-                columns["probabilities"] += [None] * n
-            else:
-                columns["probabilities"] += [[p.get(c, 0.0) for c in entry.classes] for p in r.probabilities]
-            for name, values in features.items():
-                values += r.columns[name]
-        columns["features"] = features
-        meta = {"model": model, "pod": self.pod}
-        if entry.classes:
-            meta["classes"] = json.dumps(entry.classes)
-        return to_parquet(schema, columns, meta)
+
+DAY = 86_400
+
+
+def _parquet(entry: _Model, requests: list[_Request], pod: str) -> bytes:
+    """The file's bytes, column by column: the per-request values are repeated per row by numpy and arrow, the
+    per-row values concatenated in C (itertools.chain), so the flush holds the interpreter briefly."""
+    schema, chain = entry.schema, itertools.chain.from_iterable
+    counts = np.fromiter((len(r[0]) for r in requests), dtype=np.int64, count=len(requests))
+    n = int(counts.sum())
+    millis = (np.fromiter((r[3] for r in requests), dtype=np.float64, count=len(requests)) * 1000).astype(np.int64)
+    predictions = list(chain(r[5] for r in requests))
+    if schema.task != "regression":
+        predictions = [str(p) for p in predictions]
+    columns: dict[str, Any] = {
+        "prediction_id": pa.array(list(chain(r[0] for r in requests)), pa.string()),
+        "model": pa.repeat(pa.scalar(entry.name, pa.string()), n),
+        "version": pa.array(np.repeat(np.fromiter((r[1] for r in requests), np.int64, len(requests)), counts)),
+        "role": pa.array(np.repeat(np.array([r[2] for r in requests], dtype=object), counts), pa.string()),
+        "captured_at": pa.array(np.repeat(millis, counts), pa.timestamp("ms", tz="UTC")),
+        "prediction": predictions,
+        "probabilities": _probabilities(entry.classes, requests, n),
+        "features": {f.name: list(chain(r[4][f.name] for r in requests)) for f in schema.features},
+    }
+    meta = {"model": entry.name, "pod": pod}
+    if entry.classes:
+        meta["classes"] = json.dumps(entry.classes)
+    return to_parquet(schema, columns, meta)
+
+
+def _probabilities(classes: list[str], requests: list[_Request], n: int) -> pa.Array:
+    """One list per row in the order of `classes` (null for a request answered without probabilities)."""
+    kind = pa.list_(pa.float64())
+    if not classes or all(r[6] is None for r in requests):
+        return pa.nulls(n, kind)
+    rows: list[Any] = []
+    for r in requests:
+        if r[6] is None:
+            rows += [None] * len(r[0])
+        else:
+            rows += [[p.get(c, 0.0) for c in classes] for p in r[6]]
+    return pa.array(rows, kind)
 
 
 ID = re.compile(ID_PATTERN)  # the rule a feedback file's ids follow
@@ -210,7 +230,10 @@ ID = re.compile(ID_PATTERN)  # the rule a feedback file's ids follow
 def prediction_ids(given: Any, n: int) -> list[str]:
     """The request's ids for its `n` instances (checked), or new ones: random, 32 hex characters."""
     if given is None:
-        return [secrets.token_hex(16) for _ in range(n)]
+        if n == 1:
+            return [os.urandom(16).hex()]
+        hexed = os.urandom(16 * n).hex()  # one system call for the request, then 32 hex characters per id
+        return [hexed[i : i + 32] for i in range(0, 32 * n, 32)]
     if not isinstance(given, list) or len(given) != n:
         got = f"{len(given)} ids" if isinstance(given, list) else type(given).__name__
         raise InvalidInput(f"'ids' must be a list of one id per instance ({n}), got {got}", field="ids")
