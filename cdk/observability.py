@@ -16,6 +16,10 @@ from constructs import Construct
 from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME
 
 PERIOD = Duration.minutes(5)
+#: Live quality (docs/captures.md, "Live quality as metrics and alerts"): the trainer emits a figure when it
+#: publishes a model's live-quality.json, i.e. when labels arrive; hourly periods, two of them breaching.
+LIVE_QUALITY_PERIOD = Duration.hours(1)
+LIVE_QUALITY_PERIODS = 2
 #: Alarm when a run's duration passes this share of the timeout: the next bigger batch may not finish.
 NEAR_TIMEOUT_FRACTION = 0.8
 
@@ -97,6 +101,8 @@ class Observability(Construct):
                 timeout.to_milliseconds() * NEAR_TIMEOUT_FRACTION,
             ),
         ]
+        self.live_quality_alarm = live_quality_alarm(self)
+        self.alarms.append(self.live_quality_alarm)
         for alarm in self.alarms:
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
@@ -152,5 +158,32 @@ class Observability(Construct):
                 left=[trainer_metric("HoldoutScore", "Average"), trainer_metric("ProductionHoldoutScore", "Average")],
                 width=8,
             ),
-            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24),
+            cw.GraphWidget(
+                title="Live quality: versions below their holdout score",
+                left=[trainer_metric("LiveQualityBelowHoldout", "Maximum").with_(period=LIVE_QUALITY_PERIOD)],
+                width=8,
+            ),
+            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=16),
         )
+
+
+def live_quality_alarm(scope: Construct) -> cw.Alarm:
+    """One alarm for every model: some version's live quality is below its holdout score beyond the tolerance
+    with enough labels (lambdas/trainer/quality_metrics.py counts them), in 2 consecutive hourly periods.
+
+    Missing data is ignored: the figure exists only for the hours a feedback file was joined (labels arrive in
+    bursts), and an hour without one says nothing about quality: it neither breaches nor ends an alarm; the
+    next published figure decides (a document with no version short emits 0, which ends it)."""
+    return cw.Alarm(
+        scope,
+        "LiveQualityBelowHoldout",
+        alarm_description="A served model's live quality is below the gate's holdout score by more than the "
+        "tolerance (0.05) with at least 100 labelled predictions, in two consecutive hourly figures. "
+        "Runbook: docs/runbook.md#flywheellivequalitybelowholdout",
+        metric=trainer_metric("LiveQualityBelowHoldout", "Maximum").with_(period=LIVE_QUALITY_PERIOD),
+        threshold=1,
+        evaluation_periods=LIVE_QUALITY_PERIODS,
+        datapoints_to_alarm=LIVE_QUALITY_PERIODS,
+        comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treat_missing_data=cw.TreatMissingData.IGNORE,
+    )

@@ -29,6 +29,7 @@ from flywheel.serving.inputs import Columns
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.serving.monitor import DriftMonitor
+from flywheel.serving.quality_watch import QualityWatch
 from flywheel.serving.routing import Router
 from flywheel.settings import ServeSettings
 
@@ -178,6 +179,7 @@ class Fleet:
             verifier=self.verifier,
             pod=self.pod,
             publish_seconds=s.rollout_publish_seconds,
+            quality=QualityWatch(self.s3, s.bucket, name, self.metrics, s.models_prefix),
         )
         hosted = Hosted(name, host, DriftMonitor(self.metrics, name, s.drift_window), gating=gating)
         hosted.batcher = Batcher(

@@ -25,6 +25,7 @@ from flywheel.registry import Registry
 from flywheel.schema import Schema
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.quality_watch import QualityWatch
 from flywheel.serving.trial import Trial
 from flywheel.signing import SignatureError, Verifier, statement
 
@@ -65,6 +66,7 @@ class ModelHost:
         verifier: Verifier | None = None,
         pod: str | None = None,
         publish_seconds: float = 15.0,
+        quality: QualityWatch | None = None,
     ) -> None:
         self.registry, self.metrics, self.verifier = registry, metrics, verifier
         self.name = registry.name
@@ -82,6 +84,7 @@ class ModelHost:
         metrics.add_model(self.name)
         # rollouts (flywheel/serving/trial.py): a pinned replica serves its one version and takes no part
         self.trial = Trial(self, pod, publish_seconds) if pod is not None and pinned_version is None else None
+        self.quality = quality  # the published live quality as gauges, read at the same cadence
 
     @property
     def ready(self) -> bool:
@@ -135,6 +138,8 @@ class ModelHost:
             except (ClientError, BotoCoreError, FlywheelError, ValueError, KeyError, TypeError) as e:
                 log.warning("rollout poll failed for %s; routing unchanged: %s", self.name, e)
         self._poll_production()
+        if self.quality is not None:  # never raises: a bad read keeps the last figures
+            self.quality.poll()
 
     def _poll_production(self) -> None:
         wanted = self._wanted

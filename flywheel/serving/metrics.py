@@ -161,6 +161,33 @@ class ServingMetrics:
             registry=r,
         )
 
+        # live quality (docs/captures.md, "Live quality as metrics and alerts"): as published in
+        # models/<model>/live-quality.json, only for the versions it lists (flywheel/serving/quality_watch.py)
+        self.live_quality = Gauge(
+            "flywheel_live_quality",
+            "A version's primary metric on its labelled captured predictions over the trailing window.",
+            ["model", "version", "metric"],
+            registry=r,
+        )
+        self.live_quality_holdout = Gauge(
+            "flywheel_live_quality_holdout",
+            "The gate's holdout score of a version, beside its live figure.",
+            ["model", "version", "metric"],
+            registry=r,
+        )
+        self.live_quality_labelled = Gauge(
+            "flywheel_live_quality_labelled",
+            "Labelled captured predictions behind a version's live figure.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.live_quality_computed = Gauge(
+            "flywheel_live_quality_computed_timestamp_seconds",
+            "When the model's published live quality was computed (Unix time).",
+            ["model"],
+            registry=r,
+        )
+
     def add_model(self, model: str) -> None:
         """Create a served model's series at zero, so dashboards and alerts see it before its first event."""
         self.ready.labels(model=model).set(0)

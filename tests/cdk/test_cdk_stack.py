@@ -94,9 +94,10 @@ def test_uploads_under_data_notify_the_queue(synth: InProcessSynth, template: Te
                 "QueueConfigurations": [
                     {
                         "Events": ["s3:ObjectCreated:*"],
-                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "data/"}]}},
+                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
                         "QueueArn": {"Fn::GetAtt": [queue_id, "Arn"]},
                     }
+                    for prefix in ("data/", "feedback/")  # feedback/: tests/cdk/test_cdk_feedback_arrival.py
                 ]
             },
         },
@@ -168,7 +169,8 @@ def test_alarms_on_errors_dlq_depth_and_near_timeout_go_to_the_topic(synth: InPr
     alarms = {
         k.removeprefix("Observability"): v["Properties"]
         for k, v in synth.resources("AWS::CloudWatch::Alarm").items()
-        if k.startswith("Observability")  # the trainer's; the rollout judge's are in test_cdk_judge.py
+        # the trainer's; the rollout judge's are in test_cdk_judge.py, live quality's in test_cdk_live_quality_alarm.py
+        if k.startswith("Observability") and not k.startswith("ObservabilityLiveQuality")
     }
     by_metric = {(a["Namespace"], a["MetricName"]): a for a in alarms.values()}
     errors = by_metric[("AWS/Lambda", "Errors")]

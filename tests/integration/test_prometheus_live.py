@@ -23,11 +23,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from flywheel import quality_summary
 from flywheel.sampledata import GENERATORS
 from flywheel.schema import load_schema
-from tests.conftest import free_port
+from tests.conftest import Stack, free_port
 from tests.helpers import wait_for
-from tests.integration.conftest import METRICS_URLS, metrics_text
+from tests.integration.conftest import METRICS_URLS, metric, metrics_text
 from tests.monitoring.promql import (
     BUILTIN_METRICS,
     GRAFANA_VARIABLES,
@@ -154,7 +155,21 @@ def light_load(api_replicas: list[str]) -> Iterator[None]:
 
 
 @pytest.fixture
-def prometheus(api_replicas: list[str], light_load: None, tmp_path: Path) -> Iterator[Prometheus]:
+def live_quality_published(stack: Stack, api_replicas: list[str]) -> None:
+    """A published live-quality.json for the served version, so the live-quality series exist (the replicas
+    read it at their next poll; a real one needs captures and labels: tests/integration/test_quality_metrics.py)."""
+    version = {"version": 1, "live": 0.8, "holdout": 0.9, "labelled": 150, "captured": 200, "shortfall": 0.1}
+    doc = {"model": "savings", "task": "regression", "metric": "r2", "window_days": 7, "min_labelled": 100,
+           "tolerance": 0.05, "computed_at": time.time(), "versions": [version]}  # fmt: skip
+    quality_summary.publish(stack.s3, stack.bucket, doc)
+    wait_for(lambda: all(metric(u, "flywheel_live_quality_labelled", model="savings", version="1") == 150
+                         for u in api_replicas), 15, "the replicas to export live quality")  # fmt: skip
+
+
+@pytest.fixture
+def prometheus(
+    api_replicas: list[str], light_load: None, live_quality_published: None, tmp_path: Path
+) -> Iterator[Prometheus]:
     exe = shutil.which("prometheus")
     if exe is None:
         pytest.fail("prometheus is not installed; run `make tools` (Debian package prometheus)")

@@ -48,6 +48,7 @@ EXPECTED_ALERTS = {
     "FlywheelFastPathFallback",
     "FlywheelRolloutAborted",
     "FlywheelShadowDropping",
+    "FlywheelLiveQualityBelowHoldout",
 }
 #: Alerts about a recorded event rather than a condition: nothing to wait out (an abort read from the registry
 #: cannot flap), so they fire at once, without `for`, and clear on their own (FlywheelRolloutAborted: an hour on).

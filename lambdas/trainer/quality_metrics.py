@@ -1,0 +1,40 @@
+"""A model's published live quality (flywheel/quality_summary.py) as CloudWatch metrics, through Powertools EMF.
+
+Per version, with dimensions `model` and `version` (besides Powertools' `service`): LiveQuality (only when the
+version has labelled predictions), LiveQualityShortfall (only when both figures are known) and
+LabelledPredictions. Then one LiveQualityBelowHoldout, with no dimension but `service`: how many versions of the
+document are short of their holdout score beyond the tolerance with enough labels, so that one alarm (cdk/
+observability.py) covers every model. Names and units: docs/metrics.md.
+
+Each figure is its own EMF document (`single_metric`): the handler's `Metrics` object flushes one dimension set
+for everything it holds, which cannot carry a different `model` per figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from flywheel.quality_summary import below_holdout
+
+NAMESPACE = "Flywheel"  # as lambdas/trainer/handler.py `metrics`
+
+
+def emit(doc: dict[str, Any]) -> None:
+    """Print the EMF documents of one published live-quality document (CloudWatch reads them from the log)."""
+    model = str(doc["model"])
+    for v in doc["versions"]:
+        dims = {"model": model, "version": str(v["version"])}
+        if v["live"] is not None:
+            _put("LiveQuality", MetricUnit.NoUnit, float(v["live"]), dims)
+        if v["shortfall"] is not None:
+            _put("LiveQualityShortfall", MetricUnit.NoUnit, float(v["shortfall"]), dims)
+        _put("LabelledPredictions", MetricUnit.Count, float(v["labelled"]), dims)
+    _put("LiveQualityBelowHoldout", MetricUnit.Count, float(len(below_holdout(doc))), {})
+
+
+def _put(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str]) -> None:
+    with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE) as metric:
+        for key, val in dimensions.items():
+            metric.add_dimension(name=key, value=val)
