@@ -97,7 +97,8 @@ def publish(s3: Any, bucket: str, doc: dict[str, Any], models_prefix: str = "mod
 def load(
     s3: Any, bucket: str, model: str, models_prefix: str = "models/", etag: str | None = None
 ) -> tuple[dict[str, Any] | None, str | None, bool]:
-    """(document, etag, changed): a conditional GET when `etag` is given; (None, None, True) when there is none."""
+    """(document, etag, changed): a conditional GET when `etag` is given. No document: (None, None, changed),
+    changed only when a document known by `etag` has gone."""
     extra = {"IfNoneMatch": etag} if etag else {}
     try:
         got = s3.get_object(Bucket=bucket, Key=summary_key(model, models_prefix), **extra)
