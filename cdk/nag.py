@@ -21,7 +21,7 @@ _CDK_KUBECTL = (
 )
 
 #: The trainer's (Lambda and Batch job) object-level grants: one key prefix each (cdk/grants.py trainer_statements;
-#: `captures/` and `feedback/` read-only).
+#: `captures/` read-only; `feedback/` read-only but for the Lambda's quarantine of a bad file: cdk/feedback_arrival.py).
 _TRAINER_PREFIXES = ("data", "quarantine", "validated", "models", "captures", "feedback")
 
 
@@ -47,6 +47,12 @@ FINDINGS: tuple[Finding, ...] = (
             "Trainer/Role/DefaultPolicy", f"AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/{p}/*]", _PREFIX_GRANT
         )
         for p in _TRAINER_PREFIXES
+    ),
+    Finding(
+        "Trainer/Role/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/data/*/feedback/*]",
+        "PutObject of the batch a feedback file becomes (cdk/feedback_arrival.py): model and file names are known "
+        "only at run time; create-only in the code, and nothing outside a model's feedback/ folder matches.",
     ),
     # Trainer job (AWS Batch on Fargate): the job role has the trainer's S3 statements, no more
     *(

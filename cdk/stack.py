@@ -20,6 +20,7 @@ from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
 from cdk.cluster_monitoring import RELEASE, ClusterMonitoring
 from cdk.data_bucket import DATA_PREFIX, DataBucket
 from cdk.exposure import endpoint_outputs, expose
+from cdk.feedback_arrival import feedback_arrival_statements, notify_feedback
 from cdk.grants import grant, offload_statements, serving_statements, trainer_statements, ui_statements
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.observability import Observability
@@ -87,6 +88,7 @@ class FlywheelStack(Stack):
             s3n.SqsDestination(uploads.queue),
             s3.NotificationKeyFilter(prefix=DATA_PREFIX),
         )
+        notify_feedback(data.bucket, uploads.queue)  # label files are processed on arrival (docs/captures.md)
 
         # What the trainer and the serving pods must agree on: one mapping feeds the trainer's environment and
         # the placeholders of the pods' ConfigMap, so the API reads the model the trainer publishes.
@@ -186,7 +188,7 @@ class FlywheelStack(Stack):
             reserved_concurrency=settings.trainer_reserved_concurrency,
             log_retention=retention,
         )
-        grant(trainer.function, trainer_statements(data.bucket))
+        grant(trainer.function, trainer_statements(data.bucket) + feedback_arrival_statements(data.bucket))
         grant(
             trainer.function,
             offload_statements(

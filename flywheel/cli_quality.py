@@ -41,9 +41,17 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     text = (f"{path}: accepted, {table.num_rows} label(s) of {schema.target.name!r} for model {model}; "
             f"uploaded -> s3://{s.bucket}/{key}")  # fmt: skip
     if args.train:  # the labelled captures become a batch: the next retrain learns from live traffic
-        from flywheel.feedback_batches import write_batch
+        from flywheel.feedback_batches import batch_key, write_batch
+        from flywheel.uploads import BatchExists
 
-        made = write_batch(s3, s, model, schema, key, uploaded_by=f"{actor()} (cli)")
+        try:
+            made = write_batch(s3, s, model, schema, key, uploaded_by=f"{actor()} (cli)")
+        except BatchExists:  # the trainer got there first (the model's feedback policy says train): one batch
+            done = batch_key(s, model, key)
+            report["batch"] = {"key": done, "rows": None, "unmatched": None, "written_by": "trainer"}
+            print(json.dumps(report, indent=2) if args.json else f"{text}\nbatch s3://{s.bucket}/{done} already "
+                  "written by the trainer on arrival (the model's feedback policy says train)")  # fmt: skip
+            return 0
         report["batch"] = {"key": made.key, "rows": made.joined, "unmatched": made.unmatched}
         text += (
             f"\n{made.joined} labelled prediction(s) -> batch s3://{s.bucket}/{made.key}"
@@ -52,6 +60,31 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         )
         text += f"; {made.unmatched} label(s) without a captured prediction" if made.unmatched else ""
     print(json.dumps(report, indent=2) if args.json else text)
+    return 0
+
+
+def cmd_feedback_policy(args: argparse.Namespace) -> int:
+    from flywheel.errors import NotFound
+    from flywheel.feedback_policy import get_policy, set_policy
+    from flywheel.registrations import check_name, models
+    from flywheel.storage import s3_client
+
+    s, s3 = core(args), s3_client()
+    model = check_name(args.model or s.model_name)
+    found = models(s3, s)
+    if model not in found:
+        raise NotFound(f"model {model!r} is not registered (registered: {sorted(found)})")
+    if args.train is None:
+        pol = get_policy(s3, s.bucket, model, s.models_prefix)
+    else:
+        pol = set_policy(s3, s.bucket, model, train=args.train, by=f"{actor()} (cli)", models_prefix=s.models_prefix)
+    if args.json:
+        print(json.dumps({"model": model, **pol.to_dict()}, indent=2))
+        return 0
+    what = ("on: each feedback file's labelled captures become a batch under data/" + model + "/feedback/"
+            if pol.train else "off: feedback files update live quality only")  # fmt: skip
+    who = f" (set by {pol.by} at {pol.at})" if pol.by else " (the default: nobody set it)"
+    print(f"{model}: {'set: ' if args.train is not None else ''}train on feedback {what}{who}")
     return 0
 
 
@@ -111,7 +144,11 @@ def add_parsers(add: Any, common: Any) -> None:
     """`flywheel feedback` and `flywheel quality`, on the main parser's sub-command factory."""
     help_ = (
         "Check a CSV of delayed labels (columns 'id' and the model's target) and upload it under "
-        "feedback/<model>/; a bad file is reported, not uploaded."
+        "feedback/<model>/; a bad file is reported, not uploaded. On arrival the trainer (the cloud's Lambda, "
+        "the worker of `flywheel up`) checks the file again, republishes the model's live quality "
+        "(models/<model>/live-quality.json) and, when the model's feedback policy says train "
+        "(`flywheel feedback-policy`), writes the labelled captures as a batch; a bad file uploaded another way "
+        "is quarantined under quarantine/_feedback/ with a report."
     )
     p = add("feedback", cmd_feedback, help_)
     common(p)
@@ -121,7 +158,17 @@ def add_parsers(add: Any, common: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--train", action="store_true",
                    help="also write the labelled captured predictions as a batch under data/<model>/feedback/ "
-                        "(the next retrain trains on them, its manifest lists the batch)")  # fmt: skip
+                        "now (the next retrain trains on them, its manifest lists the batch); the trainer does "
+                        "this on arrival when the model's feedback policy says train")  # fmt: skip
+
+    p = add("feedback-policy", cmd_feedback_policy, "Show whether a model's labelled captures become training "
+            "data when a feedback file arrives (default: off), or set it with --train / --no-train; recorded "
+            "with your user name ($USER) and the time in models/<model>/feedback-policy.json.")  # fmt: skip
+    common(p)
+    p.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
+                   help="on: the trainer writes each arriving feedback file's labelled captures as a batch under "
+                        "data/<model>/feedback/; off: live quality only")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the policy as JSON")
 
     p = add("quality", cmd_quality, "Live quality per version and per day (captured predictions joined with "
                                     "their labels) beside the gate's holdout score.")  # fmt: skip

@@ -167,7 +167,8 @@ class LocalStack:
         _say(f"new signing key pair in {self.signing_key.parent} (versions signed by an earlier key are refused)")
 
     def _wire(self) -> str:
-        """Bucket (versioned), queue + DLQ, notification data/ -> queue: as the CDK stack wires them."""
+        """Bucket (versioned), queue + DLQ, notifications data/ and feedback/ -> queue: as the CDK stack wires them."""
+        from flywheel.feedback import FEEDBACK_PREFIX
         from flywheel.storage import s3_client, sqs_client
 
         o = self.o
@@ -183,6 +184,7 @@ class LocalStack:
             "QueueUrl"
         ]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        # batches under data/ and label files under feedback/ (processed on arrival, docs/captures.md): one queue
         s3.put_bucket_notification_configuration(
             Bucket=o.bucket,
             NotificationConfiguration={
@@ -190,8 +192,9 @@ class LocalStack:
                     {
                         "QueueArn": arn,
                         "Events": ["s3:ObjectCreated:*"],
-                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "data/"}]}},
+                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
                     }
+                    for prefix in ("data/", FEEDBACK_PREFIX)
                 ]
             },
         )

@@ -26,7 +26,7 @@ from flywheel.registry import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from flywheel.trainer import Outcome, retrain
-from lambdas.trainer import offload
+from lambdas.trainer import feedback, offload
 
 logger = Logger(service="flywheel-trainer")
 metrics = Metrics(namespace="Flywheel", service="flywheel-trainer")
@@ -170,6 +170,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             logger.error("unreadable message", extra={"message_id": m.message_id, "error": m.error})
         elif m.test_event:
             logger.info("ignoring s3:TestEvent", extra={"message_id": m.message_id})
+    # files under feedback/ are labels, not batches: checked, live quality republished (lambdas/trainer/feedback.py)
+    failures += feedback.handle(settings, _s3(), messages)
     if not relevant(messages, settings.data_prefix) and not any(m.retrain_requested for m in messages):
         return _failures(failures)
     direct = bool(messages) and messages[0].message_id is None

@@ -140,6 +140,10 @@ def test_trainer_iam_is_scoped_to_prefixes(synth: InProcessSynth):
         ("s3:GetObject", "BUCKET/captures/*", ""),  # read-only (tests/cdk/test_cdk_captures.py)
         ("s3:GetObject", "BUCKET/feedback/*", ""),
         ("s3:ListBucket", "BUCKET", "data/*,models/*,captures/*,feedback/*"),
+        # feedback files processed on arrival (tests/cdk/test_cdk_feedback_arrival.py): quarantine one, write its batch
+        ("s3:GetObjectVersion", "BUCKET/feedback/*", ""),
+        ("s3:DeleteObject", "BUCKET/feedback/*", ""),
+        ("s3:PutObject", "BUCKET/data/*/feedback/*", ""),
     }
     # The only Resource "*" is X-Ray's, which has no resource-level permissions (acknowledged in cdk/nag.py).
     star = [s for s in statements if s["Resource"] == "*"]

@@ -1,0 +1,158 @@
+"""A feedback file arrives under `feedback/<model>/`: check it, republish live quality, and, when the model's
+policy says so, turn its labelled captures into a training batch (docs/captures.md, "Processing on arrival").
+
+The trainer runs this for every ObjectCreated notification under `feedback/` (the Lambda in the cloud, the
+worker of `flywheel up` locally), so a file uploaded around the CLI (`aws s3 cp`, the console) is handled like
+one `flywheel feedback` sent. A file that is not a valid feedback file of a registered model is quarantined as a
+bad batch is (flywheel/batches.py: the exact version copied, then taken out of `feedback/` only if it is still
+the current object; with bucket versioning the original also stays as a noncurrent version), under
+`quarantine/_feedback/<model>/<name>` with the report beside it in `<name>.error.json`. The `_` keeps these
+apart from the batch quarantine `quarantine/<model>/`: a model name never starts with `_`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from flywheel import quality_summary, registrations
+from flywheel.batches import BatchStore
+from flywheel.errors import BatchRejected
+from flywheel.feedback import FEEDBACK_PREFIX, validate_feedback
+from flywheel.feedback_batches import batch_key, write_batch
+from flywheel.feedback_policy import get_policy
+from flywheel.settings import TrainerSettings
+from flywheel.storage import is_missing
+from flywheel.uploads import BatchExists
+
+QUARANTINE_FOLDER = "_feedback/"  # under the quarantine prefix; never a model's folder (names start a-z0-9)
+
+log = logging.getLogger(__name__)
+
+Status = Literal["accepted", "quarantined", "gone"]
+
+
+@dataclass
+class Arrival:
+    """What became of one feedback file. `gone`: the object (that version) was no longer there to process."""
+
+    key: str
+    model: str | None
+    status: Status
+    labelled: int = 0  # labels in the file (accepted files only)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_key: str | None = None
+    train: bool = False  # the model's feedback policy at the time
+    batch: dict[str, Any] | None = None  # {"key", "created", "rows", "unmatched"} when the policy says train
+    summary: dict[str, Any] | None = None  # the published live-quality document
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_of_key(key: str) -> str | None:
+    """`feedback/<model>/<name>` -> model; None for a file directly under `feedback/`."""
+    rest = key[len(FEEDBACK_PREFIX) :]
+    return rest.split("/", 1)[0] if "/" in rest else None
+
+
+def quarantine_key(settings: TrainerSettings, key: str) -> str:
+    """Where the bad feedback file `key` is kept (its report: this + `.error.json`)."""
+    return settings.quarantine_prefix + QUARANTINE_FOLDER + key[len(FEEDBACK_PREFIX) :]
+
+
+def _store(s3: Any, settings: TrainerSettings) -> BatchStore:
+    return BatchStore(s3, settings.bucket, FEEDBACK_PREFIX, settings.quarantine_prefix + QUARANTINE_FOLDER)
+
+
+def _quarantine(
+    s3: Any, settings: TrainerSettings, rejected: BatchRejected, model: str | None, etag: str, version_id: str | None
+) -> Arrival:
+    log.warning("feedback file quarantined: %s", rejected.message,
+                extra={"file": rejected.key, "model": model, "problems": rejected.problems})  # fmt: skip
+    q = _store(s3, settings).quarantine(rejected, etag=etag, version_id=version_id)
+    if q is None:  # that version is gone: a newer upload under the name has its own notification
+        return Arrival(rejected.key, model, "gone")
+    return Arrival(rejected.key, model, "quarantined", problems=rejected.problems, quarantine_key=q.quarantine_key)
+
+
+def _unrouted(s3: Any, settings: TrainerSettings, key: str, model: str | None, known: list[str]) -> Arrival:
+    try:
+        head = s3.head_object(Bucket=settings.bucket, Key=key)
+    except ClientError as e:
+        if is_missing(e):
+            return Arrival(key, model, "gone")
+        raise
+    where = f"upload under {FEEDBACK_PREFIX}<model>/ (flywheel feedback FILE --model NAME)"
+    message = (
+        f"{model!r} is not a registered model (registered: {known}); {where}"
+        if model
+        else f"a feedback file names its model by its folder (registered: {known}); {where}"
+    )
+    rejected = BatchRejected(key, [{"check": "model", "message": message}])
+    return _quarantine(s3, settings, rejected, model, head["ETag"].strip('"'), head.get("VersionId"))
+
+
+def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: Any) -> Arrival | int:
+    """The file's label count, or its Arrival when it is gone or quarantined."""
+    try:
+        got = s3.get_object(Bucket=settings.bucket, Key=key)
+    except ClientError as e:
+        if is_missing(e):
+            return Arrival(key, model, "gone")
+        raise
+    etag, version_id, limit = got["ETag"].strip('"'), got.get("VersionId"), settings.batch_limit_bytes
+    rejected: BatchRejected | None = None
+    if got["ContentLength"] > limit:
+        got["Body"].close()
+        message = f"the file is {got['ContentLength']} bytes; the limit is {limit} (FLYWHEEL_MAX_BATCH_BYTES; split it)"
+        rejected = BatchRejected(key, [{"check": "size", "message": message}])
+    else:
+        try:
+            return validate_feedback(got["Body"].read(), key, schema).num_rows
+        except BatchRejected as e:
+            rejected = e
+        except (MemoryError, OSError):
+            raise  # the machine failed, not the file: the delivery is retried
+        except Exception as e:  # as for a batch (flywheel/ingest.py): a file must never stop the trainer
+            log.exception("unexpected error validating %s", key)
+            problem = {"check": "internal", "message": f"validation failed unexpectedly: {type(e).__name__}: {e}"[:500],
+                       "exception": type(e).__name__}  # fmt: skip
+            rejected = BatchRejected(key, [problem])
+    return _quarantine(s3, settings, rejected, model, etag, version_id)
+
+
+def _batch(s3: Any, settings: TrainerSettings, model: str, schema: Any, key: str, by: str | None) -> dict[str, Any]:
+    """Write the file's labelled captures as a batch; one already made (by `flywheel feedback --train`, or an
+    earlier delivery of this notification) is left as it is."""
+    name = batch_key(settings, model, key)
+    try:
+        made = write_batch(s3, settings, model, schema, key, uploaded_by=f"trainer (feedback policy set by {by})")
+    except BatchExists:
+        return {"key": name, "created": False, "rows": None, "unmatched": None}
+    except BatchRejected:  # replaced by a bad version since it was checked: that upload has its own notification
+        return {"key": None, "created": False, "rows": 0, "unmatched": None}
+    if made.key is None:  # no label matched a captured prediction (yet): nothing to train on
+        return {"key": None, "created": False, "rows": 0, "unmatched": made.unmatched}
+    return {"key": made.key, "created": True, "rows": made.joined, "unmatched": made.unmatched}
+
+
+def process(s3: Any, settings: TrainerSettings, key: str) -> Arrival:
+    """Handle one object created under `feedback/`. Raises only what a retry should see (S3 failing)."""
+    model = model_of_key(key)
+    known = registrations.models(s3, settings)
+    if model is None or model not in known:
+        return _unrouted(s3, settings, key, model, sorted(known))
+    schema = known[model]
+    checked = _checked(s3, settings, key, model, schema)
+    if isinstance(checked, Arrival):
+        return checked
+    doc = quality_summary.compute(s3, settings.bucket, model, schema, models_prefix=settings.models_prefix,
+                                  feedback_prefix=FEEDBACK_PREFIX)  # fmt: skip
+    quality_summary.publish(s3, settings.bucket, doc, settings.models_prefix)
+    policy = get_policy(s3, settings.bucket, model, settings.models_prefix)
+    batch = _batch(s3, settings, model, schema, key, policy.by) if policy.train else None
+    return Arrival(key, model, "accepted", labelled=checked, train=policy.train, batch=batch, summary=doc)

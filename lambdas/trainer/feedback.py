@@ -1,0 +1,67 @@
+"""The trainer Lambda's feedback records: a file created under `feedback/` -> flywheel.feedback_arrival.process.
+
+A bad file is quarantined and its message succeeds (retrying cannot fix it); S3 failing returns the message as a
+batch item failure (retried, then dead-lettered). A direct S3 invocation has no queue: the error is raised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
+from flywheel.errors import FlywheelError
+from flywheel.events import Message, ObjectRef
+from flywheel.feedback import FEEDBACK_PREFIX
+from flywheel.feedback_arrival import Arrival, process
+from flywheel.settings import TrainerSettings
+from lambdas.trainer import quality_metrics
+
+logger = Logger(service="flywheel-trainer", child=True)
+
+
+def arrived(messages: list[Message], bucket: str) -> list[tuple[Message, ObjectRef]]:
+    """The feedback files created in `bucket` that the messages name (folder markers left out)."""
+    return [
+        (m, o)
+        for m in messages
+        for o in m.objects
+        if o.bucket == bucket
+        and o.key.startswith(FEEDBACK_PREFIX)
+        and not o.key.endswith("/")
+        and o.event_name.startswith("ObjectCreated")
+    ]
+
+
+def _log(a: Arrival) -> None:
+    extra: dict[str, Any] = {"file": a.key, "model": a.model, "status": a.status}
+    if a.status == "quarantined":
+        logger.warning("feedback file quarantined", extra={**extra, "quarantined_as": a.quarantine_key,
+                                                            "problems": a.problems})  # fmt: skip
+    elif a.status == "gone":
+        logger.info("feedback file no longer there; nothing to do", extra=extra)
+    else:
+        logger.info("feedback file processed", extra={**extra, "labelled": a.labelled, "train": a.train,
+                                                      "batch": a.batch})  # fmt: skip
+
+
+def handle(settings: TrainerSettings, s3: Any, messages: list[Message]) -> list[str]:
+    """Process every feedback file the messages name; returns the ids of the messages to retry."""
+    failed: list[str] = []
+    for m, ref in arrived(messages, settings.bucket):
+        if m.message_id in failed:
+            continue
+        try:
+            arrival = process(s3, settings, ref.key)
+        except (FlywheelError, ClientError, BotoCoreError):
+            logger.exception("feedback file could not be processed; the message will be retried",
+                             extra={"file": ref.key})  # fmt: skip
+            if m.message_id is None:
+                raise
+            failed.append(m.message_id)
+            continue
+        _log(arrival)
+        if arrival.summary is not None:  # the published live quality, as CloudWatch metrics (EMF)
+            quality_metrics.emit(arrival.summary)
+    return failed
