@@ -13,11 +13,12 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from cdk.rollout_judge import SERVICE_NAME as JUDGE_SERVICE
 from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME
 
 PERIOD = Duration.minutes(5)
-#: Live quality (docs/captures.md, "Live quality as metrics and alerts"): the trainer emits a figure when it
-#: publishes a model's live-quality.json, i.e. when labels arrive; hourly periods, two of them breaching.
+#: Live quality (docs/captures.md, "Live quality as metrics and alerts"): the judge counts, every minute, the
+#: models whose production version is short; hourly periods, two of them short throughout.
 LIVE_QUALITY_PERIOD = Duration.hours(1)
 LIVE_QUALITY_PERIODS = 2
 #: Alarm when a run's duration passes this share of the timeout: the next bigger batch may not finish.
@@ -32,6 +33,17 @@ def trainer_metric(name: str, statistic: str) -> cw.Metric:
         dimensions_map={"service": SERVICE_NAME},
         statistic=statistic,
         period=PERIOD,
+    )
+
+
+def judge_quality_metric(statistic: str) -> cw.Metric:
+    """The judge's hourly count of models whose production version is short on live quality (docs/metrics.md)."""
+    return cw.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name="LiveQualityBelowHoldout",
+        dimensions_map={"service": JUDGE_SERVICE},
+        statistic=statistic,
+        period=LIVE_QUALITY_PERIOD,
     )
 
 
@@ -160,7 +172,7 @@ class Observability(Construct):
             ),
             cw.GraphWidget(
                 title="Live quality: versions below their holdout score",
-                left=[trainer_metric("LiveQualityBelowHoldout", "Maximum").with_(period=LIVE_QUALITY_PERIOD)],
+                left=[judge_quality_metric("Maximum")],
                 width=8,
             ),
             cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=16),
@@ -168,19 +180,18 @@ class Observability(Construct):
 
 
 def live_quality_alarm(scope: Construct) -> cw.Alarm:
-    """One alarm for every model: some version's live quality is below its holdout score beyond the tolerance
-    with enough labels (lambdas/trainer/quality_metrics.py counts them), in 2 consecutive hourly periods.
-
-    Missing data is ignored: the figure exists only for the hours a feedback file was joined (labels arrive in
-    bursts), and an hour without one says nothing about quality: it neither breaches nor ends an alarm; the
-    next published figure decides (a document with no version short emits 0, which ends it)."""
+    """One alarm for every model: some model's production version has live quality below its holdout score
+    beyond the tolerance with enough labels, all through 2 consecutive hours. The scheduled judge counts those
+    models every minute from the published documents (lambdas/judge/handler.py), so the hour's Minimum is 1 only
+    when the shortfall lasted the whole hour, however rarely labels arrive; a model's figures never clear
+    another's. Missing data (the judge not running) is ignored: it neither breaches nor ends an alarm."""
     return cw.Alarm(
         scope,
         "LiveQualityBelowHoldout",
         alarm_description="A served model's live quality is below the gate's holdout score by more than the "
         "tolerance (0.05) with at least 100 labelled predictions, in two consecutive hourly figures. "
         "Runbook: docs/runbook.md#flywheellivequalitybelowholdout",
-        metric=trainer_metric("LiveQualityBelowHoldout", "Maximum").with_(period=LIVE_QUALITY_PERIOD),
+        metric=judge_quality_metric("Minimum"),
         threshold=1,
         evaluation_periods=LIVE_QUALITY_PERIODS,
         datapoints_to_alarm=LIVE_QUALITY_PERIODS,

@@ -1,7 +1,8 @@
 """The published live quality of a model: `models/<model>/live-quality.json` (docs/captures.md, "Live quality").
 
-Computed where labels arrive (the trainer on a feedback file, `flywheel quality --publish`), read by the API
-replicas (Prometheus gauges) and the trainer Lambda's CloudWatch metrics. One figure per version: the gate's
+Computed where labels arrive (the trainer, on each feedback file: flywheel/feedback_arrival.py), read by the
+API replicas (Prometheus gauges), the trainer's CloudWatch figures and the scheduled judge (the alarm's count).
+One figure per version: the gate's
 primary metric (R² for regression, balanced accuracy for classification) over the predictions captured in the
 last `window_days` UTC days that have a label, beside the gate's holdout score of that version. The alert
 (monitoring/prometheus/rules.yaml, the stack's CloudWatch alarm) fires when a version with at least
@@ -20,6 +21,7 @@ from botocore.exceptions import ClientError
 from flywheel.captures import CAPTURES_PREFIX
 from flywheel.feedback import FEEDBACK_PREFIX
 from flywheel.quality import live_quality
+from flywheel.registry import Registry
 from flywheel.schema import Schema
 from flywheel.storage import is_missing, is_not_modified
 
@@ -65,6 +67,16 @@ def below_holdout(doc: dict[str, Any]) -> list[dict[str, Any]]:
         for v in doc["versions"]
         if v["shortfall"] is not None and v["labelled"] >= doc["min_labelled"] and v["shortfall"] > doc["tolerance"]
     ]
+
+
+def short_in_production(s3: Any, bucket: str, model: str, models_prefix: str = "models/") -> int:
+    """1 when the version `model` serves in production is short of its holdout score in the published document
+    (`below_holdout`), else 0: what the scheduled judge reports each minute, for the cloud's alarm."""
+    doc, _, _ = load(s3, bucket, model, models_prefix)
+    alias = None if doc is None else Registry(s3, bucket, model, models_prefix).alias()
+    if doc is None or alias is None:
+        return 0
+    return int(any(v["version"] == alias.version for v in below_holdout(doc)))
 
 
 def compute(

@@ -1,4 +1,5 @@
-"""Judge Lambda: an EventBridge schedule (every minute) -> one judge pass over every model -> logs and metrics.
+"""Judge Lambda: an EventBridge schedule (every minute) -> one judge pass over every model -> logs and metrics;
+and, each run, how many models' production versions are short of their holdout score on live traffic.
 
 Thin by design: build the settings, call flywheel.judging.judge_all, report each pass. A model whose pass failed
 (action "error") is logged and counted, never raised: the next scheduled run retries it, and one model's
@@ -16,7 +17,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from flywheel import registrations
 from flywheel.judging import Pass, judge_all
+from flywheel.quality_summary import short_in_production
 from flywheel.settings import CoreSettings
 from flywheel.storage import s3_client
 
@@ -64,12 +67,27 @@ def _emit(passes: list[Pass]) -> None:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=sum(actions[a] for a in counted))
 
 
+def _emit_quality(settings: CoreSettings) -> None:
+    """LiveQualityBelowHoldout: how many models' production versions are short of their holdout score in their
+    published live quality (flywheel/quality_summary.py), every run, so the cloud's alarm sees a sustained
+    shortfall as consecutive periods (cdk/observability.py) however rarely labels arrive."""
+    short = 0
+    for name in registrations.models(_s3(), settings):
+        try:
+            short += short_in_production(_s3(), settings.bucket, name, settings.models_prefix)
+        except Exception:  # one unreadable document must not hide the others
+            logger.exception("live quality unreadable", extra={"model": name})
+    metrics.add_metric(name="LiveQualityBelowHoldout", unit=MetricUnit.Count, value=short)
+
+
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """One judge pass over every registered model; the passes, as dicts."""
-    passes = judge_all(_s3(), _settings())
+    settings = _settings()
+    passes = judge_all(_s3(), settings)
     for p in passes:
         _log(p)
     _emit(passes)
+    _emit_quality(settings)
     return {"passes": [p.to_dict() for p in passes]}

@@ -2,9 +2,9 @@
 
 Per version, with dimensions `model` and `version` (besides Powertools' `service`): LiveQuality (only when the
 version has labelled predictions), LiveQualityShortfall (only when both figures are known) and
-LabelledPredictions. Then one LiveQualityBelowHoldout, with no dimension but `service`: how many versions of the
-document are short of their holdout score beyond the tolerance with enough labels, so that one alarm (cdk/
-observability.py) covers every model. Names and units: docs/metrics.md.
+LabelledPredictions, each time a feedback file republishes the document. The alarm's count
+(LiveQualityBelowHoldout) is the scheduled judge's (lambdas/judge/handler.py): it covers every model each
+minute, so one model's figures never clear another's alarm. Names and units: docs/metrics.md.
 
 Each figure is its own EMF document (`single_metric`): the handler's `Metrics` object flushes one dimension set
 for everything it holds, which cannot carry a different `model` per figure.
@@ -15,8 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-from flywheel.quality_summary import below_holdout
 
 NAMESPACE = "Flywheel"  # as lambdas/trainer/handler.py `metrics`
 
@@ -31,7 +29,6 @@ def emit(doc: dict[str, Any]) -> None:
         if v["shortfall"] is not None:
             _put("LiveQualityShortfall", MetricUnit.NoUnit, float(v["shortfall"]), dims)
         _put("LabelledPredictions", MetricUnit.Count, float(v["labelled"]), dims)
-    _put("LiveQualityBelowHoldout", MetricUnit.Count, float(len(below_holdout(doc))), {})
 
 
 def _put(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str]) -> None:

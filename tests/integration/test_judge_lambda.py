@@ -16,6 +16,7 @@ import pytest
 
 from flywheel import history
 from flywheel.judge import VersionStats
+from flywheel.quality_summary import MIN_LABELLED, TOLERANCE, summary_key
 from flywheel.registry import Registry
 from flywheel.rollout import Rollout, Thresholds, load, rollout_key
 from flywheel.rollout_ops import JUDGE, begin
@@ -167,3 +168,35 @@ def test_a_failed_pass_is_counted_not_raised(stack: Stack, capsys: pytest.Captur
     assert emitted["JudgeErrors"] == 1
     alias = reg.alias()
     assert alias is not None and alias.version == 1
+
+
+def live_doc(*versions: tuple[int, float, int]) -> bytes:
+    """A published live-quality document: (version, live r2, labelled) against a holdout r2 of 0.9."""
+    return json.dumps({"model": MODEL, "task": "regression", "metric": "r2", "window_days": 7,
+                       "min_labelled": MIN_LABELLED, "tolerance": TOLERANCE, "computed_at": 1.0,
+                       "versions": [{"version": v, "live": live, "holdout": 0.9, "labelled": n, "captured": n,
+                                     "shortfall": 0.9 - live} for v, live, n in versions]}).encode()  # fmt: skip
+
+
+def test_every_run_counts_the_models_whose_production_version_is_short_live(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = Registry(stack.s3, stack.bucket, MODEL)
+    stack.put(reg.version_key(1, "manifest.json"), json.dumps({"version": 1, "status": "promoted"}).encode())
+    reg.move_alias(1, None, actor="trainer", reason="first version")
+    _, emitted = run(capsys)
+    assert emitted["LiveQualityBelowHoldout"] == 0  # nothing published yet: 0, not missing
+
+    stack.put(summary_key(MODEL), live_doc((1, 0.9 - TOLERANCE / 2, 5000), (2, 0.5, 5000)))
+    _, emitted = run(capsys)
+    assert emitted["LiveQualityBelowHoldout"] == 0  # production within tolerance; v2 short but not served
+
+    stack.put(summary_key(MODEL), live_doc((1, 0.9 - 2 * TOLERANCE, MIN_LABELLED - 1)))
+    _, emitted = run(capsys)
+    assert emitted["LiveQualityBelowHoldout"] == 0  # short, but too few labels to say so
+
+    stack.put(summary_key(MODEL), live_doc((1, 0.9 - 2 * TOLERANCE, MIN_LABELLED)))
+    _, emitted = run(capsys)
+    assert emitted["LiveQualityBelowHoldout"] == 1
+    _, emitted = run(capsys)
+    assert emitted["LiveQualityBelowHoldout"] == 1  # every run, however rarely labels arrive
