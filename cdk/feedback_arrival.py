@@ -33,5 +33,11 @@ def feedback_arrival_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]
             actions=["s3:GetObjectVersion", "s3:DeleteObject"],
             resources=[bucket.arn_for_objects(f"{FEEDBACK_PREFIX}*")],
         ),
-        iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(FEEDBACK_BATCH_KEYS)]),
+        # create-only in IAM too: a PutObject without If-None-Match (an overwrite of a batch a manifest's
+        # lineage names) is denied (S3's conditional-write condition key; put_new sends the header)
+        iam.PolicyStatement(
+            actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects(FEEDBACK_BATCH_KEYS)],
+            conditions={"Null": {"s3:if-none-match": "false"}},
+        ),
     ]

@@ -52,7 +52,8 @@ FINDINGS: tuple[Finding, ...] = (
         "Trainer/Role/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/data/*/feedback/*]",
         "PutObject of the batch a feedback file becomes (cdk/feedback_arrival.py): model and file names are known "
-        "only at run time; create-only in the code, and nothing outside a model's feedback/ folder matches.",
+        "only at run time; create-only (the policy requires If-None-Match), and only keys under data/ with a "
+        "feedback/ folder match.",
     ),
     # Trainer job (AWS Batch on Fargate): the job role has the trainer's S3 statements, no more
     *(

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
+from botocore.exceptions import ClientError
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolute_error, r2_score
 
 from flywheel import captures
@@ -22,6 +23,7 @@ from flywheel.feedback import FEEDBACK_PREFIX, ID_COLUMN, feedback_prefix, valid
 from flywheel.gate import PRIMARY_METRIC
 from flywheel.registry import Registry
 from flywheel.schema import Schema
+from flywheel.storage import is_missing
 
 UNMATCHED_SHOWN = 10
 
@@ -61,11 +63,22 @@ def labels(
     objects.sort(key=lambda o: (o["LastModified"], o["Key"]))  # oldest first: later rows win below
     frames, skipped = [], []
     for order, obj in enumerate(objects):
-        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        try:
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        except ClientError as e:
+            if is_missing(e):
+                continue  # quarantined or deleted since the listing
+            raise
         try:
             table = validate_feedback(body, obj["Key"], schema)
         except BatchRejected as e:
             skipped.append(e.to_dict())
+            continue
+        except (MemoryError, OSError):
+            raise
+        except Exception as e:  # a file nobody foresaw must not stop the join: skipped, reported as such
+            message = f"validation failed unexpectedly: {type(e).__name__}: {e}"[:500]
+            skipped.append(BatchRejected(obj["Key"], [{"check": "internal", "message": message}]).to_dict())
             continue
         frame = pd.DataFrame(
             {
@@ -108,8 +121,8 @@ def _holdout(registry: Registry, version: int) -> dict[str, Any]:
         manifest = registry.manifest(version)
     except NotFound:
         return {"metric": None, "score": None}
-    metric = manifest["gate"]["primary_metric"]
-    score = manifest["metrics"]["candidate"].get(metric)
+    metric = (manifest.get("gate") or {}).get("primary_metric")  # an older or partial manifest: no score
+    score = ((manifest.get("metrics") or {}).get("candidate") or {}).get(metric) if metric else None
     return {"metric": metric, "score": None if score is None else float(score)}
 
 

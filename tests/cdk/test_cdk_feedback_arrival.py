@@ -72,3 +72,11 @@ def test_what_process_writes_is_granted_by_the_trainers_statements(synth: InProc
     batch = batch_key(s, "churn-eu", "feedback/churn-eu/week-48.csv")
     assert fnmatchcase(batch, FEEDBACK_BATCH_KEYS) and allowed("s3:PutObject", batch)
     assert allowed("s3:GetObject", "captures/churn-eu/date=2026-01-02/pod-1.parquet")
+
+
+def test_the_feedback_batch_grant_is_create_only(synth: InProcessSynth):
+    """An overwrite of a feedback batch (one a manifest's lineage may name) is denied by IAM, not only by the
+    code's If-None-Match: the PutObject grant requires the header."""
+    (statement,) = [s for s in role_statements(synth, "TrainerRole")
+                    if "s3:PutObject" in str(s["Action"]) and "/data/*/feedback/*" in str(s["Resource"])]  # fmt: skip
+    assert statement["Condition"] == {"Null": {"s3:if-none-match": "false"}}
