@@ -23,7 +23,7 @@ from flywheel.feedback import FEEDBACK_PREFIX
 from flywheel.quality import live_quality
 from flywheel.registry import Registry
 from flywheel.schema import Schema
-from flywheel.storage import is_missing, is_not_modified
+from flywheel.storage import error_code, is_missing, is_not_modified, is_precondition_failed
 
 SUMMARY_FILE = "live-quality.json"
 WINDOW_DAYS = 7  # the trailing window of captured predictions a live figure covers
@@ -104,6 +104,36 @@ def publish(s3: Any, bucket: str, doc: dict[str, Any], models_prefix: str = "mod
     key = summary_key(doc["model"], models_prefix)
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=2).encode(), ContentType="application/json")
     return key
+
+
+def publish_over(s3: Any, bucket: str, doc: dict[str, Any], etag: str | None, models_prefix: str = "models/") -> bool:
+    """Compare-and-swap write: replace only the version with `etag` (None: only create). False when someone
+    published in between (figures computed later than these)."""
+    cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        s3.put_object(Bucket=bucket, Key=summary_key(doc["model"], models_prefix),
+                      Body=json.dumps(doc, indent=2).encode(), ContentType="application/json", **cond)  # fmt: skip
+    except ClientError as e:
+        if is_precondition_failed(e) or error_code(e) == "ConditionalRequestConflict":
+            return False
+        raise
+    return True
+
+
+def refresh(
+    s3: Any, bucket: str, model: str, schema: Schema, *, models_prefix: str = "models/", attempts: int = 3,
+    **kwargs: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Compute and publish, never over newer figures: the document's ETag is read before the labels are, and
+    the write replaces only that version. Two trainers joining feedback files at once: the one that read
+    first and wrote last recomputes (now with the other's labels) instead of publishing stale figures."""
+    doc: dict[str, Any] = {}
+    for _ in range(attempts):
+        _, etag, _ = load(s3, bucket, model, models_prefix)
+        doc = compute(s3, bucket, model, schema, models_prefix=models_prefix, **kwargs)
+        if publish_over(s3, bucket, doc, etag, models_prefix):
+            break
+    return doc
 
 
 def load(

@@ -107,3 +107,17 @@ def test_the_alert_rule_uses_the_documented_tolerance_and_minimum_of_labels() ->
     assert f") > {qs.TOLERANCE}" in expr
     assert f'(flywheel_live_quality_labelled{{job="flywheel-api"}}) >= {qs.MIN_LABELLED}' in expr
     assert rule["for"] == "2h"
+
+
+def test_publish_over_never_replaces_figures_published_in_between(stack: Stack) -> None:
+    doc = qs.summarize(report(version(1, 0.75, 0.875, 250)), now=1.0)
+    assert qs.publish_over(stack.s3, stack.bucket, doc, None)  # nothing there: created
+    assert not qs.publish_over(stack.s3, stack.bucket, {**doc, "computed_at": 2.0}, None)  # create-only lost
+    _, etag, _ = qs.load(stack.s3, stack.bucket, "savings")
+    qs.publish(stack.s3, stack.bucket, {**doc, "computed_at": 3.0})  # another trainer, in between
+    assert not qs.publish_over(stack.s3, stack.bucket, {**doc, "computed_at": 4.0}, etag)
+    got, now_etag, _ = qs.load(stack.s3, stack.bucket, "savings")
+    assert got is not None and got["computed_at"] == 3.0
+    assert qs.publish_over(stack.s3, stack.bucket, {**doc, "computed_at": 5.0}, now_etag)
+    got, _, _ = qs.load(stack.s3, stack.bucket, "savings")
+    assert got is not None and got["computed_at"] == 5.0
