@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 #: The body of a message the trainer sends itself when another trainer holds the lock: "retrain later".
 RETRAIN_EVENT = "flywheel:Retrain"
+#: Set in an S3 notification the trainer re-sends itself for a feedback file that waited for captures.
+CAPTURES_WAITED = "flywheel:capturesWaited"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Message:
     test_event: bool = False
     retrain_requested: bool = False  # a delayed retry the trainer sent itself (RETRAIN_EVENT)
     requested_model: str | None = None  # which model that retry is for (None: the default model)
+    captures_waited: bool = False  # a feedback file's re-delivery after waiting for captures (CAPTURES_WAITED)
     error: str | None = None
 
 
@@ -46,6 +49,16 @@ def _s3_records(doc: dict[str, Any]) -> list[ObjectRef]:
             )
         )
     return refs
+
+
+def notification(ref: ObjectRef, **extra: Any) -> dict[str, Any]:
+    """An S3 notification body naming `ref` again (what `_s3_records` reads back), plus `extra` keys."""
+    obj: dict[str, Any] = {"key": quote_plus(ref.key)}
+    if ref.version_id:
+        obj["versionId"] = ref.version_id
+    s3 = {"bucket": {"name": ref.bucket}, "object": obj}
+    record = {"eventSource": "aws:s3", "eventName": ref.event_name, "s3": s3}
+    return {"Records": [record], **extra}
 
 
 def parse_event(event: dict[str, Any]) -> list[Message]:
@@ -68,6 +81,7 @@ def parse_event(event: dict[str, Any]) -> list[Message]:
                 msg.requested_model = model if isinstance(model, str) and model else None
             else:
                 msg.objects = _s3_records(body)
+                msg.captures_waited = body.get(CAPTURES_WAITED) is True
         except (ValueError, KeyError, TypeError) as e:
             msg.error = f"not an S3 notification: {e}"
         messages.append(msg)

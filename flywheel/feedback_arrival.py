@@ -8,21 +8,31 @@ bad batch is (flywheel/batches.py: the exact version copied, then taken out of `
 the current object; with bucket versioning the original also stays as a noncurrent version), under
 `quarantine/_feedback/<model>/<name>` with the report beside it in `<name>.error.json`. The `_` keeps these
 apart from the batch quarantine `quarantine/<model>/`: a model name never starts with `_`.
+
+API replicas flush their captures every FLYWHEEL_CAPTURE_FLUSH_SECONDS, so labels sent right after their
+predictions may find some not captured yet. While the file is younger than FLYWHEEL_FEEDBACK_CAPTURE_WAIT_SECONDS
+the batch waits: the caller's `wait` queues one delayed re-delivery of the notification, which makes the batch
+with whatever matched by then. A file that is older, fully matched, re-delivered, or whose wait could not be
+queued makes its batch at once (never lost).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
 from flywheel import quality_summary, registrations
 from flywheel.batches import BatchStore
+from flywheel.delayed import MAX_DELAY
 from flywheel.errors import BatchRejected
 from flywheel.feedback import FEEDBACK_PREFIX, validate_feedback
-from flywheel.feedback_batches import batch_key, write_batch
+from flywheel.feedback_batches import batch_key, join_labels, write_joined
 from flywheel.feedback_policy import get_policy
 from flywheel.settings import TrainerSettings
 from flywheel.storage import is_missing
@@ -33,6 +43,8 @@ QUARANTINE_FOLDER = "_feedback/"  # under the quarantine prefix; never a model's
 log = logging.getLogger(__name__)
 
 Status = Literal["accepted", "quarantined", "gone"]
+#: queues one delayed re-delivery of the file's notification after this many seconds; True when queued
+Wait = Callable[[float], bool]
 
 
 @dataclass
@@ -48,6 +60,7 @@ class Arrival:
     train: bool = False  # the model's feedback policy at the time
     batch: dict[str, Any] | None = None  # {"key", "created", "rows", "unmatched"} when the policy says train
     summary: dict[str, Any] | None = None  # the published live-quality document
+    waiting: int | None = None  # seconds until the re-delivery, when the batch waits for captures in flight
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,8 +109,8 @@ def _unrouted(s3: Any, settings: TrainerSettings, key: str, model: str | None, k
     return _quarantine(s3, settings, rejected, model, head["ETag"].strip('"'), head.get("VersionId"))
 
 
-def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: Any) -> Arrival | int:
-    """The file's label count, or its Arrival when it is gone or quarantined."""
+def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: Any) -> Arrival | tuple[int, float]:
+    """The file's label count and age in seconds, or its Arrival when it is gone or quarantined."""
     try:
         got = s3.get_object(Bucket=settings.bucket, Key=key)
     except ClientError as e:
@@ -112,7 +125,8 @@ def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: A
         rejected = BatchRejected(key, [{"check": "size", "message": message}])
     else:
         try:
-            return validate_feedback(got["Body"].read(), key, schema).num_rows
+            labelled = validate_feedback(got["Body"].read(), key, schema).num_rows
+            return labelled, (datetime.now(UTC) - got["LastModified"]).total_seconds()
         except BatchRejected as e:
             rejected = e
         except (MemoryError, OSError):
@@ -125,23 +139,45 @@ def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: A
     return _quarantine(s3, settings, rejected, model, etag, version_id)
 
 
-def _batch(s3: Any, settings: TrainerSettings, model: str, schema: Any, key: str, by: str | None) -> dict[str, Any]:
+def _exists(s3: Any, settings: TrainerSettings, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=settings.bucket, Key=key)
+    except ClientError as e:
+        if is_missing(e):
+            return False
+        raise
+    return True
+
+
+def _batch(
+    s3: Any, settings: TrainerSettings, model: str, schema: Any, key: str, by: str | None, age: float, wait: Wait | None
+) -> tuple[dict[str, Any] | None, int | None]:
     """Write the file's labelled captures as a batch; one already made (by `flywheel feedback --train`, or an
-    earlier delivery of this notification) is left as it is."""
+    earlier delivery of this notification) is left as it is. (None, seconds) when it waits for captures."""
     name = batch_key(settings, model, key)
     try:
-        made = write_batch(s3, settings, model, schema, key, uploaded_by=f"trainer (feedback policy set by {by})")
-    except BatchExists:
-        return {"key": name, "created": False, "rows": None, "unmatched": None}
+        joined = join_labels(s3, settings, model, schema, key)
     except BatchRejected:  # replaced by a bad version since it was checked: that upload has its own notification
-        return {"key": None, "created": False, "rows": 0, "unmatched": None}
+        return {"key": None, "created": False, "rows": 0, "unmatched": None}, None
+    left = settings.feedback_capture_wait_seconds - age
+    if joined.unmatched and wait is not None and left > 0 and not _exists(s3, settings, name):
+        delay = max(1, min(MAX_DELAY, math.ceil(left)))
+        if wait(delay):
+            return None, delay
+        log.warning("could not queue the wait for captures; the batch is made now", extra={"file": key})
+    try:
+        by_whom = f"trainer (feedback policy set by {by})"
+        made = write_joined(s3, settings, model, schema, key, joined, uploaded_by=by_whom)
+    except BatchExists:
+        return {"key": name, "created": False, "rows": None, "unmatched": None}, None
     if made.key is None:  # no label matched a captured prediction (yet): nothing to train on
-        return {"key": None, "created": False, "rows": 0, "unmatched": made.unmatched}
-    return {"key": made.key, "created": True, "rows": made.joined, "unmatched": made.unmatched}
+        return {"key": None, "created": False, "rows": 0, "unmatched": made.unmatched}, None
+    return {"key": made.key, "created": True, "rows": made.joined, "unmatched": made.unmatched}, None
 
 
-def process(s3: Any, settings: TrainerSettings, key: str) -> Arrival:
-    """Handle one object created under `feedback/`. Raises only what a retry should see (S3 failing)."""
+def process(s3: Any, settings: TrainerSettings, key: str, *, wait: Wait | None = None) -> Arrival:
+    """Handle one object created under `feedback/`. Raises only what a retry should see (S3 failing).
+    `wait`: how to queue a delayed re-delivery (None: the batch never waits, as on a re-delivery)."""
     model = model_of_key(key)
     known = registrations.models(s3, settings)
     if model is None or model not in known:
@@ -150,9 +186,11 @@ def process(s3: Any, settings: TrainerSettings, key: str) -> Arrival:
     checked = _checked(s3, settings, key, model, schema)
     if isinstance(checked, Arrival):
         return checked
+    labelled, age = checked
     doc = quality_summary.compute(s3, settings.bucket, model, schema, models_prefix=settings.models_prefix,
                                   feedback_prefix=FEEDBACK_PREFIX)  # fmt: skip
     quality_summary.publish(s3, settings.bucket, doc, settings.models_prefix)
     policy = get_policy(s3, settings.bucket, model, settings.models_prefix)
-    batch = _batch(s3, settings, model, schema, key, policy.by) if policy.train else None
-    return Arrival(key, model, "accepted", labelled=checked, train=policy.train, batch=batch, summary=doc)
+    batch, waiting = _batch(s3, settings, model, schema, key, policy.by, age, wait) if policy.train else (None, None)
+    return Arrival(key, model, "accepted", labelled=labelled, train=policy.train, batch=batch, summary=doc,
+                   waiting=waiting)  # fmt: skip

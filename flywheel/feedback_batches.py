@@ -51,24 +51,49 @@ def inputs_of(s3: Any, bucket: str, model: str, schema: Schema) -> pd.DataFrame:
     return newest.drop(columns="_at")
 
 
-def write_batch(
-    s3: Any, settings: CoreSettings, model: str, schema: Schema, feedback_key: str, *, uploaded_by: str
-) -> FeedbackBatch:
-    """Join the labels of `feedback_key` (re-checked) with the captured inputs and write the batch."""
+@dataclass(frozen=True)
+class Joined:
+    """A feedback file's labels joined with the captured inputs of the predictions they label."""
+
+    labelled: int  # labels in the feedback file
+    rows: pd.DataFrame  # one row per label whose prediction was captured: `id`, the features, the target
+
+    @property
+    def unmatched(self) -> int:
+        return self.labelled - len(self.rows)
+
+
+def join_labels(s3: Any, settings: CoreSettings, model: str, schema: Schema, feedback_key: str) -> Joined:
+    """Read the labels of `feedback_key` (re-checked) and join them with the captured inputs."""
     body = s3.get_object(Bucket=settings.bucket, Key=feedback_key)["Body"].read()
     labels = validate_feedback(body, feedback_key, schema).to_pandas()
     joined = labels.merge(inputs_of(s3, settings.bucket, model, schema), on=ID_COLUMN, how="inner")
-    unmatched = len(labels) - len(joined)
-    if joined.empty:
-        return FeedbackBatch(None, len(labels), 0, unmatched)
-    out = joined[[*schema.feature_names, schema.target.name]].copy()
+    return Joined(len(labels), joined)
+
+
+def write_joined(
+    s3: Any, settings: CoreSettings, model: str, schema: Schema, feedback_key: str, joined: Joined, *, uploaded_by: str
+) -> FeedbackBatch:
+    """Write the joined rows as the file's batch (create-only: BatchExists when it was made before)."""
+    if joined.rows.empty:
+        return FeedbackBatch(None, joined.labelled, 0, joined.unmatched)
+    out = joined.rows[[*schema.feature_names, schema.target.name]].copy()
     for f in schema.features:
         if f.type == "numeric" and f.integer:  # whole numbers stay whole in the CSV ("25", not "25.0")
             out[f.name] = out[f.name].astype("Float64").round().astype("Int64")
     csv = out.to_csv(index=False).encode()
     key = batch_key(settings, model, feedback_key)
+    rows = len(joined.rows)
     put_new(s3, settings.bucket, key, io.BytesIO(csv), via="flywheel-feedback",
             how_to_rename="this feedback file was already turned into a batch",
-            metadata={"source": "feedback", "feedback-key": feedback_key, "labelled-rows": str(len(joined)),
+            metadata={"source": "feedback", "feedback-key": feedback_key, "labelled-rows": str(rows),
                       "uploaded-by": uploaded_by})  # fmt: skip
-    return FeedbackBatch(key, len(labels), len(joined), unmatched)
+    return FeedbackBatch(key, joined.labelled, rows, joined.unmatched)
+
+
+def write_batch(
+    s3: Any, settings: CoreSettings, model: str, schema: Schema, feedback_key: str, *, uploaded_by: str
+) -> FeedbackBatch:
+    """Join the labels of `feedback_key` (re-checked) with the captured inputs and write the batch."""
+    joined = join_labels(s3, settings, model, schema, feedback_key)
+    return write_joined(s3, settings, model, schema, feedback_key, joined, uploaded_by=uploaded_by)

@@ -49,6 +49,9 @@ class TrainerSettings(CoreSettings):
     offload_job_definition: str | None = None
     offload_lock_seconds: int = Field(default=16_200, gt=0)  # a claimed hand-off holds the lock this long at most
     queue_url: str | None = None
+    # a feedback file younger than this whose labels are not all captured yet waits (one delayed re-delivery,
+    # at most SQS's 900 s) for the captures the API replicas still buffer (docs/captures.md); 0: never waits
+    feedback_capture_wait_seconds: int = Field(default=120, ge=0, le=900)
     estimators: str = "linear,hgb"
     cv_folds: int = Field(default=3, ge=2, le=10)
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)

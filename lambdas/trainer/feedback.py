@@ -2,6 +2,9 @@
 
 A bad file is quarantined and its message succeeds (retrying cannot fix it); S3 failing returns the message as a
 batch item failure (retried, then dead-lettered). A direct S3 invocation has no queue: the error is raised.
+
+A file whose batch waits for captures still in flight is re-sent to the trainer's queue (FLYWHEEL_QUEUE_URL) as
+the same S3 record marked CAPTURES_WAITED, delayed; that re-delivery comes back here and never waits again.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from flywheel.delayed import send_later
 from flywheel.errors import FlywheelError
-from flywheel.events import Message, ObjectRef
+from flywheel.events import CAPTURES_WAITED, Message, ObjectRef, notification
 from flywheel.feedback import FEEDBACK_PREFIX
 from flywheel.feedback_arrival import Arrival, process
 from flywheel.settings import TrainerSettings
@@ -41,9 +45,22 @@ def _log(a: Arrival) -> None:
                                                             "problems": a.problems})  # fmt: skip
     elif a.status == "gone":
         logger.info("feedback file no longer there; nothing to do", extra=extra)
+    elif a.waiting is not None:
+        logger.info("feedback file processed; its batch waits for captures in flight", extra={
+            **extra, "labelled": a.labelled, "redelivery_in_seconds": a.waiting})  # fmt: skip
     else:
         logger.info("feedback file processed", extra={**extra, "labelled": a.labelled, "train": a.train,
                                                       "batch": a.batch})  # fmt: skip
+
+
+def _redeliver(settings: TrainerSettings, ref: ObjectRef) -> Any:
+    """The `wait` of feedback_arrival.process: one delayed copy of the file's record on the trainer's queue."""
+
+    def wait(seconds: float) -> bool:
+        body = notification(ref, **{CAPTURES_WAITED: True})
+        return send_later(settings.queue_url, body, seconds, what="feedback re-delivery")
+
+    return wait
 
 
 def handle(settings: TrainerSettings, s3: Any, messages: list[Message]) -> list[str]:
@@ -53,7 +70,8 @@ def handle(settings: TrainerSettings, s3: Any, messages: list[Message]) -> list[
         if m.message_id in failed:
             continue
         try:
-            arrival = process(s3, settings, ref.key)
+            wait = None if m.captures_waited else _redeliver(settings, ref)
+            arrival = process(s3, settings, ref.key, wait=wait)
         except (FlywheelError, ClientError, BotoCoreError):
             logger.exception("feedback file could not be processed; the message will be retried",
                              extra={"file": ref.key})  # fmt: skip

@@ -7,7 +7,6 @@ the same core function as the Lambda; the core does not know where it runs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -19,13 +18,13 @@ from typing import Any
 
 import boto3
 
+from flywheel.delayed import MAX_DELAY, send_later
 from flywheel.errors import FlywheelError
 from flywheel.events import RETRAIN_EVENT
 from flywheel.settings import TrainerSettings
-from flywheel.storage import sqs_client
 
 log = logging.getLogger(__name__)
-MIN_DELAY, MAX_DELAY = 30, 900  # SQS allows at most 15 minutes of delay
+MIN_DELAY = 30
 _TAG_UNSAFE = re.compile(r"[^\w\s+\-=.:/@]")  # characters AWS tags (and ECS, which Batch propagates to) refuse
 
 
@@ -63,13 +62,7 @@ def retry_later(
 ) -> bool:
     """Send the queue one delayed "retrain" message instead of failing the deliveries: a busy lock is not
     a failure, and failed receives would count towards the dead-letter limit. False when it cannot."""
-    if not settings.queue_url:
-        return False
     delay = int(min(MAX_DELAY, max(MIN_DELAY, (expires_at or 0) - time.time() + 5)))
     body: dict[str, Any] = {"Event": RETRAIN_EVENT, "model": model, "reason": reason, "keys": keys[:50]}
-    try:
-        sqs_client().send_message(QueueUrl=settings.queue_url, MessageBody=json.dumps(body), DelaySeconds=delay)
-    except Exception:
-        log.exception("could not send the delayed retrain message; the deliveries will be retried instead")
-        return False
-    return True
+    # False (the deliveries are retried instead) when there is no queue or the send fails
+    return send_later(settings.queue_url, body, delay, what="retrain")
