@@ -175,9 +175,16 @@ def _batch(
     return {"key": made.key, "created": True, "rows": made.joined, "unmatched": made.unmatched}, None
 
 
-def process(s3: Any, settings: TrainerSettings, key: str, *, wait: Wait | None = None) -> Arrival:
+def refresh_quality(s3: Any, settings: TrainerSettings, model: str, schema: Any) -> dict[str, Any]:
+    """Recompute and publish `model`'s live quality (never over figures another trainer published since)."""
+    return quality_summary.refresh(s3, settings.bucket, model, schema, models_prefix=settings.models_prefix,
+                                   feedback_prefix=FEEDBACK_PREFIX)  # fmt: skip
+
+
+def process(s3: Any, settings: TrainerSettings, key: str, *, wait: Wait | None = None, publish: bool = True) -> Arrival:
     """Handle one object created under `feedback/`. Raises only what a retry should see (S3 failing).
-    `wait`: how to queue a delayed re-delivery (None: the batch never waits, as on a re-delivery)."""
+    `wait`: how to queue a delayed re-delivery (None: the batch never waits, as on a re-delivery). `publish`:
+    republish the model's live quality here (False: the caller does it once for all the files of a model)."""
     model = model_of_key(key)
     known = registrations.models(s3, settings)
     if model is None or model not in known:
@@ -187,9 +194,7 @@ def process(s3: Any, settings: TrainerSettings, key: str, *, wait: Wait | None =
     if isinstance(checked, Arrival):
         return checked
     labelled, age = checked
-    doc = quality_summary.compute(s3, settings.bucket, model, schema, models_prefix=settings.models_prefix,
-                                  feedback_prefix=FEEDBACK_PREFIX)  # fmt: skip
-    quality_summary.publish(s3, settings.bucket, doc, settings.models_prefix)
+    doc = refresh_quality(s3, settings, model, schema) if publish else None
     policy = get_policy(s3, settings.bucket, model, settings.models_prefix)
     batch, waiting = _batch(s3, settings, model, schema, key, policy.by, age, wait) if policy.train else (None, None)
     return Arrival(key, model, "accepted", labelled=labelled, train=policy.train, batch=batch, summary=doc,

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from flywheel import captures
-from flywheel.feedback import ID_COLUMN, validate_feedback
+from flywheel.feedback import ID_COLUMN, feedback_prefix, validate_feedback
 from flywheel.registrations import data_prefix
 from flywheel.schema import Schema
 from flywheel.settings import CoreSettings
@@ -34,7 +34,11 @@ class FeedbackBatch:
 
 
 def batch_key(settings: CoreSettings, model: str, feedback_key: str) -> str:
-    return f"{data_prefix(settings, model)}{FEEDBACK_FOLDER}{feedback_key.rsplit('/', 1)[-1]}"
+    """`feedback/<model>/<path>` -> `data/<model>/feedback/<path>`: sub-folders kept, so two files of the same
+    name in different folders make two batches."""
+    own = feedback_prefix(model)
+    rest = feedback_key[len(own) :] if feedback_key.startswith(own) else feedback_key.rsplit("/", 1)[-1]
+    return f"{data_prefix(settings, model)}{FEEDBACK_FOLDER}{rest}"
 
 
 def inputs_of(s3: Any, bucket: str, model: str, schema: Schema) -> pd.DataFrame:

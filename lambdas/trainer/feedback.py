@@ -1,7 +1,8 @@
 """The trainer Lambda's feedback records: a file created under `feedback/` -> flywheel.feedback_arrival.process.
 
-A bad file is quarantined and its message succeeds (retrying cannot fix it); S3 failing returns the message as a
-batch item failure (retried, then dead-lettered). A direct S3 invocation has no queue: the error is raised.
+A bad file is quarantined and its message succeeds (retrying cannot fix it); S3 failing (or any fault) returns that
+message as a batch item failure (retried, then dead-lettered), never the others. A direct S3 invocation has no
+queue: the error is raised. Live quality is republished once per model after the files.
 
 A file whose batch waits for captures still in flight is re-sent to the trainer's queue (FLYWHEEL_QUEUE_URL) as
 the same S3 record marked CAPTURES_WAITED, delayed; that re-delivery comes back here and never waits again.
@@ -12,13 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel.delayed import send_later
-from flywheel.errors import FlywheelError
 from flywheel.events import CAPTURES_WAITED, Message, ObjectRef, notification
 from flywheel.feedback import FEEDBACK_PREFIX
-from flywheel.feedback_arrival import Arrival, process
+from flywheel.feedback_arrival import Arrival, process, refresh_quality
+from flywheel.registrations import schema_for
 from flywheel.settings import TrainerSettings
 from lambdas.trainer import quality_metrics
 
@@ -64,22 +64,40 @@ def _redeliver(settings: TrainerSettings, ref: ObjectRef) -> Any:
 
 
 def handle(settings: TrainerSettings, s3: Any, messages: list[Message]) -> list[str]:
-    """Process every feedback file the messages name; returns the ids of the messages to retry."""
+    """Process every feedback file the messages name, then republish each model's live quality once (not once
+    per file: a sync of many files would recompute the join for each); returns the ids of the messages to retry.
+    Any failure is one message's (or, for the republishing, that model's messages'), never the invocation's."""
     failed: list[str] = []
+    by_model: dict[str, list[str | None]] = {}  # accepted files: model -> message ids
     for m, ref in arrived(messages, settings.bucket):
         if m.message_id in failed:
             continue
         try:
             wait = None if m.captures_waited else _redeliver(settings, ref)
-            arrival = process(s3, settings, ref.key, wait=wait)
-        except (FlywheelError, ClientError, BotoCoreError):
-            logger.exception("feedback file could not be processed; the message will be retried",
-                             extra={"file": ref.key})  # fmt: skip
-            if m.message_id is None:
-                raise
-            failed.append(m.message_id)
+            arrival = process(s3, settings, ref.key, wait=wait, publish=False)
+        except Exception as e:  # S3 failing, or a fault nobody foresaw: this message only is retried
+            _failed(failed, m.message_id, e, "feedback file could not be processed; the message will be retried",
+                    file=ref.key)  # fmt: skip
             continue
         _log(arrival)
-        if arrival.summary is not None:  # the published live quality, as CloudWatch metrics (EMF)
-            quality_metrics.emit(arrival.summary)
+        if arrival.status == "accepted" and arrival.model is not None:
+            by_model.setdefault(arrival.model, []).append(m.message_id)
+    for model, ids in by_model.items():
+        try:
+            doc = refresh_quality(s3, settings, model, schema_for(s3, settings, model))
+        except Exception as e:
+            for i in ids:  # published figures would stay stale: the files are processed again (idempotent)
+                _failed(failed, i, e, "live quality could not be republished; the messages will be retried",
+                        model=model)  # fmt: skip
+            continue
+        logger.info("live quality republished", extra={"model": model, "files": len(ids)})
+        quality_metrics.emit(doc)  # the published live quality, as CloudWatch metrics (EMF)
     return failed
+
+
+def _failed(failed: list[str], message_id: str | None, e: Exception, what: str, **extra: Any) -> None:
+    logger.exception(what, extra=extra)
+    if message_id is None:  # a direct S3 invocation has no queue to retry: Lambda's retry policy sees the error
+        raise e
+    if message_id not in failed:
+        failed.append(message_id)
