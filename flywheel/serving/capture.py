@@ -1,15 +1,14 @@
 """Prediction capture in a replica: every answered request (sampled) goes, off the request path, into a
 bounded in-memory buffer that a background thread flushes to S3 as Parquet (docs/captures.md).
 
-The request path only appends a reference to what it already holds (ids, checked columns, outputs): O(1).
+The request path extends the model's column lists (flywheel/serving/capture_buffer.py) with the values it already
+holds (ids, checked inputs, outputs): a few list operations, nothing the garbage collector has to walk.
 When the buffer is full (S3 slow or down), new captures are dropped and counted, never waited for; a flush
 that fails is dropped and counted too, and the next one is tried at the next interval.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
 import random
@@ -17,35 +16,20 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flywheel.captures import capture_key, to_parquet
+from flywheel.captures import capture_key
 from flywheel.errors import InvalidInput
 from flywheel.feedback import ID_PATTERN
 from flywheel.schema import Schema
+from flywheel.serving.capture_buffer import ModelBuffer
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.settings import ServeSettings
 
 log = logging.getLogger(__name__)
-
-
-# One answered request as the request path holds it (no copy): ids, version, role, unix time, the checked input
-# columns, the predictions and the probabilities (or None).
-_Request = tuple[list[str], int, str, float, dict[str, list[Any]], list[Any], list[dict[str, float]] | None]
-
-
-@dataclass
-class _Model:
-    name: str
-    schema: Schema  # held, so the buffer's key (the schema's id) stays unique while buffered
-    classes: list[str]
-    requests: list[_Request] = field(default_factory=list)
 
 
 class Capturer:
@@ -71,7 +55,7 @@ class Capturer:
         self.flush_seconds, self.flush_rows, self.max_rows = flush_seconds, flush_rows, max_rows
         self.clock = clock  # the capture time of a request (a test sets the day)
         self._lock = threading.Lock()
-        self._buffer: dict[tuple[str, int], _Model] = {}
+        self._buffer: dict[tuple[str, int], ModelBuffer] = {}
         self._rows = 0
         self._seq = 0
         self._wake = threading.Event()
@@ -118,8 +102,8 @@ class Capturer:
                 self._rows += rows
                 entry = self._buffer.get(key)
                 if entry is None:
-                    entry = self._buffer[key] = _Model(model, schema, classes)
-                entry.requests.append((ids, version, role, self.clock(), columns, predictions, probabilities))
+                    entry = self._buffer[key] = ModelBuffer(model, schema, classes)
+                entry.add(ids, version, role, self.clock(), columns, predictions, probabilities)
             buffered = self._rows
         if full:
             self.metrics.capture_dropped.labels(model=model, reason="full").inc(rows)
@@ -150,24 +134,18 @@ class Capturer:
         with self._lock:
             buffer, self._buffer, self._rows = self._buffer, {}, 0
         for entry in buffer.values():
-            if entry.requests:
+            if entry.rows:
                 self._write(entry)
 
-    def _write(self, entry: _Model) -> None:
+    def _write(self, entry: ModelBuffer) -> None:
         """One file per UTC day of the entry's requests (one, unless the flush spans midnight)."""
-        model, requests = entry.name, entry.requests
-        days = [int(r[3] // DAY) for r in requests]
-        by_day: dict[int, list[_Request]] = {days[0]: requests} if min(days) == max(days) else {}
-        if not by_day:
-            for day, r in zip(days, requests, strict=True):
-                by_day.setdefault(day, []).append(r)
-        for part in by_day.values():
-            n = sum(len(r[0]) for r in part)
+        model = entry.name
+        for part in entry.by_day():
+            n = part.rows
             try:
-                body = _parquet(entry, part, self.pod)
+                body = part.parquet(self.pod)
                 self._seq += 1
-                at = datetime.fromtimestamp(part[0][3], UTC)
-                key = capture_key(model, at, self.pod, self._seq, self.prefix)
+                key = capture_key(model, datetime.fromtimestamp(part.times[0], UTC), self.pod, self._seq, self.prefix)
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*",
                                    ContentType="application/vnd.apache.parquet")  # fmt: skip
             except (ClientError, BotoCoreError) as e:
@@ -179,49 +157,6 @@ class Capturer:
                 log.exception("%s: %d captured predictions dropped", model, n)
                 continue
             self.metrics.captured.labels(model=model).inc(n)
-
-
-DAY = 86_400
-
-
-def _parquet(entry: _Model, requests: list[_Request], pod: str) -> bytes:
-    """The file's bytes, column by column: the per-request values are repeated per row by numpy and arrow, the
-    per-row values concatenated in C (itertools.chain), so the flush holds the interpreter briefly."""
-    schema, chain = entry.schema, itertools.chain.from_iterable
-    counts = np.fromiter((len(r[0]) for r in requests), dtype=np.int64, count=len(requests))
-    n = int(counts.sum())
-    millis = (np.fromiter((r[3] for r in requests), dtype=np.float64, count=len(requests)) * 1000).astype(np.int64)
-    predictions = list(chain(r[5] for r in requests))
-    if schema.task != "regression":
-        predictions = [str(p) for p in predictions]
-    columns: dict[str, Any] = {
-        "prediction_id": pa.array(list(chain(r[0] for r in requests)), pa.string()),
-        "model": pa.repeat(pa.scalar(entry.name, pa.string()), n),
-        "version": pa.array(np.repeat(np.fromiter((r[1] for r in requests), np.int64, len(requests)), counts)),
-        "role": pa.array(np.repeat(np.array([r[2] for r in requests], dtype=object), counts), pa.string()),
-        "captured_at": pa.array(np.repeat(millis, counts), pa.timestamp("ms", tz="UTC")),
-        "prediction": predictions,
-        "probabilities": _probabilities(entry.classes, requests, n),
-        "features": {f.name: list(chain(r[4][f.name] for r in requests)) for f in schema.features},
-    }
-    meta = {"model": entry.name, "pod": pod}
-    if entry.classes:
-        meta["classes"] = json.dumps(entry.classes)
-    return to_parquet(schema, columns, meta)
-
-
-def _probabilities(classes: list[str], requests: list[_Request], n: int) -> pa.Array:
-    """One list per row in the order of `classes` (null for a request answered without probabilities)."""
-    kind = pa.list_(pa.float64())
-    if not classes or all(r[6] is None for r in requests):
-        return pa.nulls(n, kind)
-    rows: list[Any] = []
-    for r in requests:
-        if r[6] is None:
-            rows += [None] * len(r[0])
-        else:
-            rows += [[p.get(c, 0.0) for c in classes] for p in r[6]]
-    return pa.array(rows, kind)
 
 
 ID = re.compile(ID_PATTERN)  # the rule a feedback file's ids follow
