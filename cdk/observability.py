@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Aws, Duration, Fn, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
@@ -177,6 +177,12 @@ class Observability(Construct):
             ),
             cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=16),
         )
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's address in the CloudWatch console (a stack output)."""
+        return Fn.join("", ["https://", Aws.REGION, ".console.aws.amazon.com/cloudwatch/home?region=", Aws.REGION,
+                            "#dashboards/dashboard/", self.dashboard_name])  # fmt: skip
 
 
 def live_quality_alarm(scope: Construct) -> cw.Alarm:

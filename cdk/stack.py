@@ -282,17 +282,7 @@ class FlywheelStack(Stack):
                 "then open http://localhost:3000",
             ),
             "DashboardUrl": (
-                Fn.join(
-                    "",
-                    [
-                        "https://",
-                        Aws.REGION,
-                        ".console.aws.amazon.com/cloudwatch/home?region=",
-                        Aws.REGION,
-                        "#dashboards/dashboard/",
-                        observability.dashboard_name,
-                    ],
-                ),
+                observability.dashboard_url,
                 "CloudWatch dashboard of the trainer",
             ),
             "SigningKeyArn": (signing.key_arn, "KMS key the trainer signs manifests with and the API pods verify"),
