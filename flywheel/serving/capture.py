@@ -96,17 +96,22 @@ class Capturer:
             return
         rows = len(ids)
         key = (model, id(schema))  # a model hot-swapped to another schema mid-flush: its own file
+        dropped = None
         with self._lock:
-            full = self._rows + rows > self.max_rows
-            if not full:
-                self._rows += rows
+            if self._rows + rows > self.max_rows:
+                dropped = "full"
+            else:
                 entry = self._buffer.get(key)
                 if entry is None:
                     entry = self._buffer[key] = ModelBuffer(model, schema, classes)
-                entry.add(ids, version, role, self.clock(), columns, predictions, probabilities)
+                try:
+                    entry.add(ids, version, role, self.clock(), columns, predictions, probabilities)
+                    self._rows += rows
+                except ValueError:  # never the request's failure; nothing was added
+                    dropped = "error"
             buffered = self._rows
-        if full:
-            self.metrics.capture_dropped.labels(model=model, reason="full").inc(rows)
+        if dropped:
+            self.metrics.capture_dropped.labels(model=model, reason=dropped).inc(rows)
             return
         if buffered >= self.flush_rows:
             self._wake.set()

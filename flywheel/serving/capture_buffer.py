@@ -49,7 +49,15 @@ class ModelBuffer:
         predictions: list[Any],
         probabilities: list[dict[str, float]] | None,
     ) -> None:
+        """Append one request, or raise ValueError and change nothing (every column stays aligned row by row)."""
         rows = len(ids)
+        inputs: list[Any] = [columns.get(name, ()) for name in self.features]
+        if (
+            len(predictions) != rows
+            or (probabilities is not None and len(probabilities) != rows)
+            or any(len(values) != rows for values in inputs)
+        ):
+            raise ValueError(f"{self.name}: a request's inputs or outputs do not have one value per id ({rows})")
         self.counts.append(rows)
         self.versions.append(version)
         self.roles.append(role)
@@ -57,8 +65,8 @@ class ModelBuffer:
         self.ids += ids
         self.predictions += predictions
         self.probabilities += [None] * rows if probabilities is None else probabilities
-        for name, values in self.features.items():
-            values += columns[name]
+        for values, given in zip(self.features.values(), inputs, strict=True):
+            values += given
 
     @property
     def rows(self) -> int:

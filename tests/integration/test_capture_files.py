@@ -76,3 +76,20 @@ def test_one_file_per_utc_day_and_per_schema(stack: Stack) -> None:
 def test_server_ids_are_unique_hex() -> None:
     ids = prediction_ids(None, 5) + prediction_ids(None, 1)
     assert len(set(ids)) == 6 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_request_that_does_not_line_up_is_dropped_and_the_others_stay_aligned(stack: Stack) -> None:
+    cap, metrics = _capturer(stack)
+    good = _inputs(SAVINGS, 2, 1)
+    cap.record("savings", SAVINGS, [], ["g1", "g2"], 1, "production", good, [1.0, 2.0], None)
+    short = {**good, SAVINGS.features[0].name: [1.0]}  # one input value for two ids
+    cap.record("savings", SAVINGS, [], ["b1", "b2"], 1, "production", short, [3.0, 4.0], None)
+    cap.record("savings", SAVINGS, [], ["b3"], 1, "production", {}, [5.0], None)  # no inputs at all
+    cap.record("savings", SAVINGS, [], ["g3"], 1, "production", _inputs(SAVINGS, 1, 2), [6.0], None)
+    cap.flush()
+    table = read(stack.s3, stack.bucket, "savings")
+    assert table is not None
+    rows = table.to_pylist()
+    assert [(r["prediction_id"], r["prediction"]) for r in rows] == [("g1", 1.0), ("g2", 2.0), ("g3", 6.0)]
+    assert rows[2]["features"] == {k: v[0] for k, v in _inputs(SAVINGS, 1, 2).items()}
+    assert metrics.capture_dropped.labels(model="savings", reason="error")._value.get() == 3
