@@ -187,10 +187,11 @@ class Observability(Construct):
 
 def live_quality_alarm(scope: Construct) -> cw.Alarm:
     """One alarm for every model: some model's production version has live quality below its holdout score
-    beyond the tolerance with enough labels, all through 2 consecutive hours. The scheduled judge counts those
-    models every minute from the published documents (lambdas/judge/handler.py), so the hour's Minimum is 1 only
-    when the shortfall lasted the whole hour, however rarely labels arrive; a model's figures never clear
-    another's. Missing data (the judge not running) is ignored: it neither breaches nor ends an alarm."""
+    beyond the tolerance with enough labels, at every minute of 2 consecutive hours (not necessarily the same
+    model). The scheduled judge counts those models every minute from the published documents
+    (lambdas/judge/handler.py), so the hour's Minimum is 1 only when a shortfall lasted the whole hour, however
+    rarely labels arrive; a model's figures never clear another's. Missing data (the judge not running) is
+    ignored: it neither breaches nor ends an alarm."""
     return cw.Alarm(
         scope,
         "LiveQualityBelowHoldout",

@@ -173,7 +173,7 @@ class FlywheelStack(Stack):
                 "FLYWHEEL_OFFLOAD": "batch",
                 "FLYWHEEL_OFFLOAD_JOB_QUEUE": job.job_queue.job_queue_arn,
                 "FLYWHEEL_OFFLOAD_JOB_DEFINITION": job.job_definition.job_definition_arn,
-                "FLYWHEEL_QUEUE_URL": uploads.queue.queue_url,  # a message re-sent with a delay on lock contention
+                "FLYWHEEL_QUEUE_URL": uploads.queue.queue_url,  # delayed re-sends: lock contention, captures in flight
                 # the lock claimed for a hand-off outlives the job's queueing and its timeout, never much more
                 "FLYWHEEL_OFFLOAD_LOCK_SECONDS": str(settings.trainer_job_timeout_minutes * 60 + 1800),
                 "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,

@@ -150,13 +150,21 @@ def _exists(s3: Any, settings: TrainerSettings, key: str) -> bool:
 
 
 def _batch(
-    s3: Any, settings: TrainerSettings, model: str, schema: Any, key: str, by: str | None, age: float, wait: Wait | None
+    s3: Any,
+    settings: TrainerSettings,
+    model: str,
+    schema: Any,
+    key: str,
+    by: str | None,
+    age: float,
+    wait: Wait | None,
+    cache: dict[str, Any] | None,
 ) -> tuple[dict[str, Any] | None, int | None]:
     """Write the file's labelled captures as a batch; one already made (by `flywheel feedback --train`, or an
     earlier delivery of this notification) is left as it is. (None, seconds) when it waits for captures."""
     name = batch_key(settings, model, key)
     try:
-        joined = join_labels(s3, settings, model, schema, key)
+        joined = join_labels(s3, settings, model, schema, key, cache)
     except BatchRejected:  # replaced by a bad version since it was checked: that upload has its own notification
         return {"key": None, "created": False, "rows": 0, "unmatched": None}, None
     left = settings.feedback_capture_wait_seconds - age
@@ -181,10 +189,19 @@ def refresh_quality(s3: Any, settings: TrainerSettings, model: str, schema: Any)
                                    feedback_prefix=FEEDBACK_PREFIX)  # fmt: skip
 
 
-def process(s3: Any, settings: TrainerSettings, key: str, *, wait: Wait | None = None, publish: bool = True) -> Arrival:
+def process(
+    s3: Any,
+    settings: TrainerSettings,
+    key: str,
+    *,
+    wait: Wait | None = None,
+    publish: bool = True,
+    cache: dict[str, Any] | None = None,
+) -> Arrival:
     """Handle one object created under `feedback/`. Raises only what a retry should see (S3 failing).
     `wait`: how to queue a delayed re-delivery (None: the batch never waits, as on a re-delivery). `publish`:
-    republish the model's live quality here (False: the caller does it once for all the files of a model)."""
+    republish the model's live quality here (False: the caller does it once for all the files of a model). `cache`:
+    the captured inputs per model, shared by the files of one invocation (read once, not once per file)."""
     model = model_of_key(key)
     known = registrations.models(s3, settings)
     if model is None or model not in known:
@@ -196,6 +213,8 @@ def process(s3: Any, settings: TrainerSettings, key: str, *, wait: Wait | None =
     labelled, age = checked
     doc = refresh_quality(s3, settings, model, schema) if publish else None
     policy = get_policy(s3, settings.bucket, model, settings.models_prefix)
-    batch, waiting = _batch(s3, settings, model, schema, key, policy.by, age, wait) if policy.train else (None, None)
+    batch, waiting = (
+        _batch(s3, settings, model, schema, key, policy.by, age, wait, cache) if policy.train else (None, None)
+    )
     return Arrival(key, model, "accepted", labelled=labelled, train=policy.train, batch=batch, summary=doc,
                    waiting=waiting)  # fmt: skip

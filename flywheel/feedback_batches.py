@@ -67,11 +67,24 @@ class Joined:
         return self.labelled - len(self.rows)
 
 
-def join_labels(s3: Any, settings: CoreSettings, model: str, schema: Schema, feedback_key: str) -> Joined:
-    """Read the labels of `feedback_key` (re-checked) and join them with the captured inputs."""
+def join_labels(
+    s3: Any,
+    settings: CoreSettings,
+    model: str,
+    schema: Schema,
+    feedback_key: str,
+    cache: dict[str, pd.DataFrame] | None = None,
+) -> Joined:
+    """Read the labels of `feedback_key` (re-checked) and join them with the captured inputs (read once per
+    model for all the files of a trainer invocation when it passes a `cache`)."""
     body = s3.get_object(Bucket=settings.bucket, Key=feedback_key)["Body"].read()
     labels = validate_feedback(body, feedback_key, schema).to_pandas()
-    joined = labels.merge(inputs_of(s3, settings.bucket, model, schema), on=ID_COLUMN, how="inner")
+    inputs = None if cache is None else cache.get(model)
+    if inputs is None:
+        inputs = inputs_of(s3, settings.bucket, model, schema)
+        if cache is not None:
+            cache[model] = inputs
+    joined = labels.merge(inputs, on=ID_COLUMN, how="inner")
     return Joined(len(labels), joined)
 
 

@@ -19,11 +19,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from flywheel.captures import CAPTURES_PREFIX
+from flywheel.errors import ConflictError
 from flywheel.feedback import FEEDBACK_PREFIX
 from flywheel.quality import live_quality
 from flywheel.registry import Registry
 from flywheel.schema import Schema
-from flywheel.storage import error_code, is_missing, is_not_modified, is_precondition_failed
+from flywheel.storage import is_missing, is_not_modified, is_precondition_failed
 
 SUMMARY_FILE = "live-quality.json"
 WINDOW_DAYS = 7  # the trailing window of captured predictions a live figure covers
@@ -114,7 +115,7 @@ def publish_over(s3: Any, bucket: str, doc: dict[str, Any], etag: str | None, mo
         s3.put_object(Bucket=bucket, Key=summary_key(doc["model"], models_prefix),
                       Body=json.dumps(doc, indent=2).encode(), ContentType="application/json", **cond)  # fmt: skip
     except ClientError as e:
-        if is_precondition_failed(e) or error_code(e) == "ConditionalRequestConflict":
+        if is_precondition_failed(e) or is_missing(e):  # 412/409, or deleted under an If-Match
             return False
         raise
     return True
@@ -125,15 +126,19 @@ def refresh(
     **kwargs: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """Compute and publish, never over newer figures: the document's ETag is read before the labels are, and
-    the write replaces only that version. Two trainers joining feedback files at once: the one that read
-    first and wrote last recomputes (now with the other's labels) instead of publishing stale figures."""
-    doc: dict[str, Any] = {}
+    the write replaces only that version. A lost race: when the winner computed after this call began, its
+    figures include every label this call saw, and they are returned as they are; otherwise this recomputes.
+    Raises ConflictError when every attempt lost (the caller's messages are retried)."""
+    began = time.time()
     for _ in range(attempts):
         _, etag, _ = load(s3, bucket, model, models_prefix)
         doc = compute(s3, bucket, model, schema, models_prefix=models_prefix, **kwargs)
         if publish_over(s3, bucket, doc, etag, models_prefix):
-            break
-    return doc
+            return doc
+        newer, _, _ = load(s3, bucket, model, models_prefix)
+        if newer is not None and float(newer.get("computed_at", 0)) >= began:
+            return newer
+    raise ConflictError(f"{model}: live quality not published: {attempts} newer writes in a row won the race")
 
 
 def load(

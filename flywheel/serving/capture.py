@@ -57,6 +57,7 @@ class Capturer:
         self._lock = threading.Lock()
         self._buffer: dict[tuple[str, int], ModelBuffer] = {}
         self._rows = 0
+        self._writing = 0  # rows of the flush being written: with the buffer, at most max_rows in memory
         self._seq = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -98,7 +99,7 @@ class Capturer:
         key = (model, id(schema))  # a model hot-swapped to another schema mid-flush: its own file
         dropped = None
         with self._lock:
-            if self._rows + rows > self.max_rows:
+            if self._rows + self._writing + rows > self.max_rows:  # a slow write's rows still count
                 dropped = "full"
             else:
                 entry = self._buffer.get(key)
@@ -107,7 +108,7 @@ class Capturer:
                 try:
                     entry.add(ids, version, role, self.clock(), columns, predictions, probabilities)
                     self._rows += rows
-                except ValueError:  # never the request's failure; nothing was added
+                except Exception:  # never the request's failure; nothing was added (ModelBuffer.add checks first)
                     dropped = "error"
             buffered = self._rows
         if dropped:
@@ -137,10 +138,14 @@ class Capturer:
 
     def flush(self) -> None:
         with self._lock:
-            buffer, self._buffer, self._rows = self._buffer, {}, 0
-        for entry in buffer.values():
-            if entry.rows:
-                self._write(entry)
+            buffer, self._buffer, self._writing, self._rows = self._buffer, {}, self._rows, 0
+        try:
+            for entry in buffer.values():
+                if entry.rows:
+                    self._write(entry)
+        finally:
+            with self._lock:
+                self._writing = 0
 
     def _write(self, entry: ModelBuffer) -> None:
         """One file per UTC day of the entry's requests (one, unless the flush spans midnight)."""

@@ -69,12 +69,13 @@ def handle(settings: TrainerSettings, s3: Any, messages: list[Message]) -> list[
     Any failure is one message's (or, for the republishing, that model's messages'), never the invocation's."""
     failed: list[str] = []
     by_model: dict[str, list[str | None]] = {}  # accepted files: model -> message ids
+    inputs: dict[str, Any] = {}  # each model's captured inputs, read once for the invocation's files
     for m, ref in arrived(messages, settings.bucket):
         if m.message_id in failed:
             continue
         try:
             wait = None if m.captures_waited else _redeliver(settings, ref)
-            arrival = process(s3, settings, ref.key, wait=wait, publish=False)
+            arrival = process(s3, settings, ref.key, wait=wait, publish=False, cache=inputs)
         except Exception as e:  # S3 failing, or a fault nobody foresaw: this message only is retried
             _failed(failed, m.message_id, e, "feedback file could not be processed; the message will be retried",
                     file=ref.key)  # fmt: skip

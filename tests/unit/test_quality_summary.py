@@ -4,13 +4,18 @@ module's constants."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from flywheel import quality_summary as qs
+from flywheel.errors import ConflictError
+from flywheel.schema import load_schema
 from tests.conftest import Stack
 from tests.monitoring.promql import alert_rules
+
+SAVINGS = load_schema("savings")
 
 
 def report(*versions: dict[str, Any], metric: str = "r2") -> dict[str, Any]:
@@ -121,3 +126,26 @@ def test_publish_over_never_replaces_figures_published_in_between(stack: Stack) 
     assert qs.publish_over(stack.s3, stack.bucket, {**doc, "computed_at": 5.0}, now_etag)
     got, _, _ = qs.load(stack.s3, stack.bucket, "savings")
     assert got is not None and got["computed_at"] == 5.0
+
+
+def test_refresh_keeps_a_newer_winners_figures_and_gives_up_loudly(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another trainer publishes while this one computes: figures it began computing later include every label
+    this call saw, so they stay; older ones are recomputed over, and a run of lost races raises."""
+    mine = qs.summarize(report(version(1, 0.75, 0.875, 250)), now=1.0)
+    rival: dict[str, Any] = {}
+
+    def compute(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        rival["writes"] = rival.get("writes", 0) + 1  # each write its own bytes (and ETag)
+        qs.publish(stack.s3, stack.bucket, rival)  # the other trainer's write lands during this join
+        return dict(mine)
+
+    monkeypatch.setattr(qs, "compute", compute)
+    rival.update({**mine, "computed_at": time.time() + 1, "versions": []})
+    got = qs.refresh(stack.s3, stack.bucket, "savings", SAVINGS)
+    assert got == rival and qs.load(stack.s3, stack.bucket, "savings")[0] == rival
+
+    rival.update({"computed_at": 0.0})  # an older join keeps winning
+    with pytest.raises(ConflictError):
+        qs.refresh(stack.s3, stack.bucket, "savings", SAVINGS, attempts=2)
