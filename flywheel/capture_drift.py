@@ -28,8 +28,8 @@ def read_since(
     day = f"{since:%Y-%m-%d}"
 
     def recent(key: str) -> bool:  # a file of a day before `since` (its date= partition) is not read
-        part = key[len(prefix) + len(model) + 1 :].split("/", 1)[0]
-        return not (part.startswith("date=") and part[5:] < day)
+        part = captures.day_of(key)
+        return not part or part >= day
 
     table = captures.read(s3, bucket, model, prefix, keep=recent)
     if table is None:
@@ -44,14 +44,15 @@ def level(value: float) -> str:
 
 
 def _row(name: str, profile: dict[str, Any], values: list[Any]) -> dict[str, Any]:
-    value = drift.psi(profile["proportions"], drift.histogram(profile, values))
+    counts = drift.bin_counts(profile, values)  # binned once: the PSI's proportions and the count below
+    value = drift.psi(profile["proportions"], counts / max(int(counts.sum()), 1))
     return {
         "feature": name,
         "kind": profile["kind"],
         "psi": value,
         "level": level(value),
         "values": len(values),
-        "binned": int(drift.bin_counts(profile, values).sum()),  # numeric: missing values are not binned
+        "binned": int(counts.sum()),  # numeric: missing values are not binned
     }
 
 

@@ -23,6 +23,7 @@ from flywheel.validation import (
     _categorical,
     _format_error,
     _numeric,
+    _problem,
     _reader,
     file_header,
     normalise,
@@ -36,10 +37,6 @@ ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"  # the same rule as a client-supplied p
 def feedback_prefix(model: str, prefix: str = FEEDBACK_PREFIX) -> str:
     """Where model `model`'s label files go."""
     return f"{prefix}{model}/"
-
-
-def _problem(check: str, message: str) -> dict[str, Any]:
-    return {"check": check, "message": message}
 
 
 def _header(names: list[str], target: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from flywheel.errors import BatchRejected
 from flywheel.feedback import FEEDBACK_PREFIX, validate_feedback
 from flywheel.feedback_batches import batch_key, join_labels, write_joined
 from flywheel.feedback_policy import get_policy
+from flywheel.ingest import size_problem, unexpected_problem
 from flywheel.settings import TrainerSettings
 from flywheel.storage import is_missing
 from flywheel.uploads import BatchExists
@@ -59,11 +60,7 @@ class Arrival:
     quarantine_key: str | None = None
     train: bool = False  # the model's feedback policy at the time
     batch: dict[str, Any] | None = None  # {"key", "created", "rows", "unmatched"} when the policy says train
-    summary: dict[str, Any] | None = None  # the published live-quality document
     waiting: int | None = None  # seconds until the re-delivery, when the batch waits for captures in flight
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def model_of_key(key: str) -> str | None:
@@ -121,8 +118,7 @@ def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: A
     rejected: BatchRejected | None = None
     if got["ContentLength"] > limit:
         got["Body"].close()
-        message = f"the file is {got['ContentLength']} bytes; the limit is {limit} (FLYWHEEL_MAX_BATCH_BYTES; split it)"
-        rejected = BatchRejected(key, [{"check": "size", "message": message}])
+        rejected = size_problem({"Key": key, "Size": got["ContentLength"]}, limit)
     else:
         try:
             labelled = validate_feedback(got["Body"].read(), key, schema).num_rows
@@ -133,9 +129,7 @@ def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: A
             raise  # the machine failed, not the file: the delivery is retried
         except Exception as e:  # as for a batch (flywheel/ingest.py): a file must never stop the trainer
             log.exception("unexpected error validating %s", key)
-            problem = {"check": "internal", "message": f"validation failed unexpectedly: {type(e).__name__}: {e}"[:500],
-                       "exception": type(e).__name__}  # fmt: skip
-            rejected = BatchRejected(key, [problem])
+            rejected = unexpected_problem(key, e)
     return _quarantine(s3, settings, rejected, model, etag, version_id)
 
 
@@ -185,8 +179,7 @@ def _batch(
 
 def refresh_quality(s3: Any, settings: TrainerSettings, model: str, schema: Any) -> dict[str, Any]:
     """Recompute and publish `model`'s live quality (never over figures another trainer published since)."""
-    return quality_summary.refresh(s3, settings.bucket, model, schema, models_prefix=settings.models_prefix,
-                                   feedback_prefix=FEEDBACK_PREFIX)  # fmt: skip
+    return quality_summary.refresh(s3, settings.bucket, model, schema, models_prefix=settings.models_prefix)
 
 
 def process(
@@ -195,15 +188,16 @@ def process(
     key: str,
     *,
     wait: Wait | None = None,
-    publish: bool = True,
     cache: dict[str, Any] | None = None,
+    known: dict[str, Any] | None = None,
 ) -> Arrival:
     """Handle one object created under `feedback/`. Raises only what a retry should see (S3 failing).
-    `wait`: how to queue a delayed re-delivery (None: the batch never waits, as on a re-delivery). `publish`:
-    republish the model's live quality here (False: the caller does it once for all the files of a model). `cache`:
-    the captured inputs per model, shared by the files of one invocation (read once, not once per file)."""
+    Live quality is not republished here: the caller does it once for all the files of a model (refresh_quality).
+    `wait`: how to queue a delayed re-delivery (None: the batch never waits, as on a re-delivery). `cache`: the
+    captured inputs per model, and `known`: the registered models, both read once for the files of an invocation
+    (None: read here)."""
     model = model_of_key(key)
-    known = registrations.models(s3, settings)
+    known = registrations.models(s3, settings) if known is None else known
     if model is None or model not in known:
         return _unrouted(s3, settings, key, model, sorted(known))
     schema = known[model]
@@ -211,10 +205,9 @@ def process(
     if isinstance(checked, Arrival):
         return checked
     labelled, age = checked
-    doc = refresh_quality(s3, settings, model, schema) if publish else None
     policy = get_policy(s3, settings.bucket, model, settings.models_prefix)
     batch, waiting = (
         _batch(s3, settings, model, schema, key, policy.by, age, wait, cache) if policy.train else (None, None)
     )
-    return Arrival(key, model, "accepted", labelled=labelled, train=policy.train, batch=batch, summary=doc,
+    return Arrival(key, model, "accepted", labelled=labelled, train=policy.train, batch=batch,
                    waiting=waiting)  # fmt: skip

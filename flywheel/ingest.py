@@ -51,12 +51,12 @@ class _ParquetSink:
             self.writer.close()
 
 
-def _size_problem(obj: dict[str, Any], limit: int) -> BatchRejected:
+def size_problem(obj: dict[str, Any], limit: int) -> BatchRejected:
     message = f"the file is {obj['Size']} bytes; the limit is {limit} (FLYWHEEL_MAX_BATCH_BYTES; split the file)"
     return BatchRejected(obj["Key"], [{"check": "size", "message": message}])
 
 
-def _unexpected(key: str, e: BaseException) -> BatchRejected:
+def unexpected_problem(key: str, e: BaseException) -> BatchRejected:
     message = f"validation failed unexpectedly: {type(e).__name__}: {e}"[:500]
     return BatchRejected(key, [{"check": "internal", "message": message, "exception": type(e).__name__}])
 
@@ -82,7 +82,7 @@ def _validate(
         raise  # the machine failed (disk full, out of memory), not the batch: fail the run, the delivery retries
     except Exception as e:  # a batch must never stop the flywheel: quarantine it, say why
         log.exception("unexpected error validating %s", key)
-        return _unexpected(key, e), got
+        return unexpected_problem(key, e), got
     finally:
         csv_path.unlink(missing_ok=True)
     entry = Entry(
@@ -114,7 +114,7 @@ def ingest(
             out.accepted.append(entry)
             continue
         if obj["Size"] > max_bytes:
-            result: Entry | tuple[BatchRejected, Fetched | None] | None = (_size_problem(obj, max_bytes), None)
+            result: Entry | tuple[BatchRejected, Fetched | None] | None = (size_problem(obj, max_bytes), None)
         else:
             result = _validate(store, catalog, obj, schema, workdir, dup_share)
             out.validated_now += 1

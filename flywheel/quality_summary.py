@@ -21,7 +21,6 @@ from botocore.exceptions import ClientError
 from flywheel.captures import CAPTURES_PREFIX
 from flywheel.errors import ConflictError
 from flywheel.feedback import FEEDBACK_PREFIX
-from flywheel.quality import live_quality
 from flywheel.registry import Registry
 from flywheel.schema import Schema
 from flywheel.storage import is_missing, is_not_modified, is_precondition_failed
@@ -93,6 +92,8 @@ def compute(
     feedback_prefix: str = FEEDBACK_PREFIX,
 ) -> dict[str, Any]:
     """Live quality over the trailing window, summarized (not published)."""
+    from flywheel.quality import live_quality  # scikit-learn's metrics: only where the join runs, not in replicas
+
     at = time.time() if now is None else now
     since = (datetime.fromtimestamp(at, UTC) - timedelta(days=window_days - 1)).date()
     report = live_quality(s3, bucket, model, schema, models_prefix=models_prefix, captures_prefix=captures_prefix,

@@ -17,7 +17,6 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from flywheel import registrations
 from flywheel.judging import Pass, judge_all
 from flywheel.quality_summary import short_in_production
 from flywheel.settings import CoreSettings
@@ -67,12 +66,12 @@ def _emit(passes: list[Pass]) -> None:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=sum(actions[a] for a in counted))
 
 
-def _emit_quality(settings: CoreSettings) -> None:
+def _emit_quality(settings: CoreSettings, models: list[str]) -> None:
     """LiveQualityBelowHoldout: how many models' production versions are short of their holdout score in their
     published live quality (flywheel/quality_summary.py), every run, so the cloud's alarm sees a sustained
     shortfall as consecutive periods (cdk/observability.py) however rarely labels arrive."""
     short = 0
-    for name in registrations.models(_s3(), settings):
+    for name in models:
         try:
             short += short_in_production(_s3(), settings.bucket, name, settings.models_prefix)
         except Exception:  # one unreadable document must not hide the others
@@ -89,5 +88,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     for p in passes:
         _log(p)
     _emit(passes)
-    _emit_quality(settings)
+    _emit_quality(settings, [p.model for p in passes])  # judge_all: one pass per registered model
     return {"passes": [p.to_dict() for p in passes]}

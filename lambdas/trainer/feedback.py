@@ -14,11 +14,11 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from flywheel import registrations
 from flywheel.delayed import send_later
 from flywheel.events import CAPTURES_WAITED, Message, ObjectRef, notification
 from flywheel.feedback import FEEDBACK_PREFIX
 from flywheel.feedback_arrival import Arrival, process, refresh_quality
-from flywheel.registrations import schema_for
 from flywheel.settings import TrainerSettings
 from lambdas.trainer import quality_metrics
 
@@ -70,12 +70,19 @@ def handle(settings: TrainerSettings, s3: Any, messages: list[Message]) -> list[
     failed: list[str] = []
     by_model: dict[str, list[str | None]] = {}  # accepted files: model -> message ids
     inputs: dict[str, Any] = {}  # each model's captured inputs, read once for the invocation's files
-    for m, ref in arrived(messages, settings.bucket):
+    files = arrived(messages, settings.bucket)
+    try:
+        known = registrations.models(s3, settings) if files else {}  # the registered models, read once
+    except Exception as e:  # S3 failing: every feedback message is retried, the data/ ones go on
+        for m, _ in files:
+            _failed(failed, m.message_id, e, "registered models unreadable; feedback messages will be retried")
+        return failed
+    for m, ref in files:
         if m.message_id in failed:
             continue
         try:
             wait = None if m.captures_waited else _redeliver(settings, ref)
-            arrival = process(s3, settings, ref.key, wait=wait, publish=False, cache=inputs)
+            arrival = process(s3, settings, ref.key, wait=wait, cache=inputs, known=known)
         except Exception as e:  # S3 failing, or a fault nobody foresaw: this message only is retried
             _failed(failed, m.message_id, e, "feedback file could not be processed; the message will be retried",
                     file=ref.key)  # fmt: skip
@@ -85,7 +92,7 @@ def handle(settings: TrainerSettings, s3: Any, messages: list[Message]) -> list[
             by_model.setdefault(arrival.model, []).append(m.message_id)
     for model, ids in by_model.items():
         try:
-            doc = refresh_quality(s3, settings, model, schema_for(s3, settings, model))
+            doc = refresh_quality(s3, settings, model, known[model])
         except Exception as e:
             for i in ids:  # published figures would stay stale: the files are processed again (idempotent)
                 _failed(failed, i, e, "live quality could not be republished; the messages will be retried",
