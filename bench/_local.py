@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -108,3 +109,56 @@ def start_api(bucket: str, port: int, workers: int = 1, **env: str) -> subproces
     )
     wait_http(f"http://127.0.0.1:{port}/readyz")
     return proc
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU time of process `root` and its descendants (every thread; uvicorn's workers), seconds."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+            except (OSError, IndexError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0.0
+    for pid in tree:
+        try:
+            fields = _stat(pid)
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the line)
+    return total
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(want + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
+    """Stop every server this run started and remove its files."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # MLServer's workers can outlive a SIGTERM
+            p.kill()
+            p.wait(timeout=10)
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -21,9 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._local import free_port, make_bucket, start_api, start_moto
-from bench.rollout import cpu_seconds, metric
-from bench.serve import _stop, wrk
+from bench._local import cpu_seconds, free_port, make_bucket, metric, start_api, start_moto, stop_processes
+from bench.serve import wrk
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -84,7 +83,7 @@ def main() -> int:
         on = sum(r["rps"] for r in results["on"]) / len(results["on"])
         print(f"\ncapture on: {on / off - 1:+.1%} c=64 throughput vs off (target >= -5%)")
     finally:
-        _stop(procs, tmp)
+        stop_processes(procs, tmp)
     return 0
 
 

@@ -26,49 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._local import free_port, make_bucket, start_api, start_moto
-from bench.serve import _stop, wrk
+from bench._local import cpu_seconds, free_port, make_bucket, metric, start_api, start_moto, stop_processes
+from bench.serve import wrk
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-TICKS = os.sysconf("SC_CLK_TCK")
 COUNTERS = ("flywheel_rollout_shadow_compared_total", "flywheel_rollout_shadow_dropped_total")
-
-
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(root: int) -> float:
-    """User + system CPU time of process `root` and its descendants (every thread; uvicorn's workers), seconds."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
-            except (OSError, IndexError):
-                continue
-    tree, grew = {root}, True
-    while grew:
-        more = {p for p, pp in parents.items() if pp in tree} - tree
-        tree |= more
-        grew = bool(more)
-    total = 0.0
-    for pid in tree:
-        try:
-            fields = _stat(pid)
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the line)
-    return total
-
-
-def metric(port: int, name: str, **labels: str) -> float:
-    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(want + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def rollout_of(port: int) -> dict[str, object] | None:
@@ -183,7 +145,7 @@ def main() -> int:
                   f"alone (target <= 2x); mean p99 {p99:.2f} ms vs {base_p99:.2f} ms = {p99 / base_p99 - 1:+.0%} "
                   f"(target <= +20%)")  # fmt: skip
     finally:
-        _stop(procs, tmp)
+        stop_processes(procs, tmp)
     return 0
 
 

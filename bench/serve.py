@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._local import ROOT, free_port, make_bucket, start_api, start_moto, train_model, wait_http
+from bench._local import ROOT, free_port, make_bucket, start_api, start_moto, stop_processes, train_model, wait_http
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same thread budget for every contender
 
@@ -148,21 +148,8 @@ def two_models(seconds: int, swap_every: float) -> int:
             print(f"{n}: {moves[n]} alias moves (every {swap_every}s), {float(ok.group(1)) - 1 if ok else 0:.0f} "
                   "swaps done by the replica")  # fmt: skip
     finally:
-        _stop(procs, tmp)
+        stop_processes(procs, tmp)
     return 0
-
-
-def _stop(procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
-    """Stop every server this run started and remove its files."""
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # MLServer's workers can outlive a SIGTERM
-            p.kill()
-            p.wait(timeout=10)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
@@ -280,7 +267,7 @@ def main() -> int:
             print(f"\nswaps: {moves[0]} alias moves (every {args.swap_every}s) during {r['requests']:.0f} requests "
                   f"at c=16: failed {r['errors']:.0f}, p99 {r['p99']:.2f} ms, {r['rps']:.0f} req/s")  # fmt: skip
     finally:
-        _stop(procs, tmp)
+        stop_processes(procs, tmp)
     return 0
 
 

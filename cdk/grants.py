@@ -22,6 +22,13 @@ ALIAS = "production"
 ERROR_REPORT_SUFFIX = ".error.json"
 
 
+def _read_prefixes(bucket: s3.IBucket, *prefixes: str) -> list[iam.PolicyStatement]:
+    """GetObject on every object under each prefix, one statement each."""
+    return [
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{p}*")]) for p in prefixes
+    ]
+
+
 def _list_prefixes(bucket: s3.IBucket, *prefixes: str) -> iam.PolicyStatement:
     return iam.PolicyStatement(
         actions=["s3:ListBucket"],
@@ -52,10 +59,7 @@ def trainer_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
             actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
             resources=[bucket.arn_for_objects(f"{MODELS_PREFIX}*")],
         ),
-        *(
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{p}*")])
-            for p in (CAPTURES_PREFIX, FEEDBACK_PREFIX)
-        ),
+        *_read_prefixes(bucket, CAPTURES_PREFIX, FEEDBACK_PREFIX),
         _list_prefixes(bucket, DATA_PREFIX, MODELS_PREFIX, CAPTURES_PREFIX, FEEDBACK_PREFIX),
     ]
 
@@ -71,7 +75,7 @@ def model_reader_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
 #: Where each API process writes its statistics of a running rollout for the judge (flywheel/rollout_stats.py)
 ROLLOUT_STATS_KEYS = f"{MODELS_PREFIX}*/rollouts/*/stats/*"
 #: Where each API process writes its captured predictions (flywheel/serving/capture.py, docs/captures.md)
-CAPTURE_KEYS = "captures/*"
+CAPTURE_KEYS = f"{CAPTURES_PREFIX}*"
 
 
 def serving_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
@@ -116,10 +120,7 @@ def ui_statements(bucket: s3.IBucket, *, writes: bool) -> list[iam.PolicyStateme
         ),
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{MODELS_PREFIX}*")]),
         # live quality and drift pages (docs/ui.md): captured predictions and their labels, read-only
-        *(
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{p}*")])
-            for p in (CAPTURES_PREFIX, FEEDBACK_PREFIX)
-        ),
+        *_read_prefixes(bucket, CAPTURES_PREFIX, FEEDBACK_PREFIX),
         _list_prefixes(bucket, DATA_PREFIX, QUARANTINE_PREFIX, MODELS_PREFIX, CAPTURES_PREFIX, FEEDBACK_PREFIX),
         *(written if writes else []),
     ]

@@ -113,8 +113,7 @@ class Observability(Construct):
                 timeout.to_milliseconds() * NEAR_TIMEOUT_FRACTION,
             ),
         ]
-        self.live_quality_alarm = live_quality_alarm(self)
-        self.alarms.append(self.live_quality_alarm)
+        self.alarms.append(live_quality_alarm(self))
         for alarm in self.alarms:
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)

@@ -141,3 +141,15 @@ def api_replicas(stack: Stack, moto_endpoint: str, start_replica: Callable[..., 
             assert httpx.post(r.url + "/v1/predict", json=body, timeout=5).status_code == 200
         httpx.post(r.url + "/v1/predict", json={"instances": [{**row, "age": 5}]}, timeout=5)  # a 4xx too
     return [r.url for r in replicas]
+
+
+@pytest.fixture
+def bucket(stack: Stack) -> Stack:
+    """The stack with `feedback/` notifications too, as cdk/feedback_arrival.py and app/local/stack.py wire it."""
+    got = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])
+    arn = got["Attributes"]["QueueArn"]
+    stack.s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
+                                 "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": p}]}}}
+                                for p in ("data/", "feedback/")]})  # fmt: skip
+    return stack

@@ -5,66 +5,26 @@ Lambda (cloud) and the worker of `flywheel up` (local) do."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sklearn.metrics import r2_score
 
-from flywheel.captures import capture_key, to_parquet
 from flywheel.cli import main
 from flywheel.feedback_arrival import process
 from flywheel.feedback_policy import policy_key
-from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
-from tests.integration.conftest import ROW
+from tests.integration.feedback_helpers import SUMMARY, labels_csv, put_captures, put_manifest
 from tests.integration.trainer_helpers import fresh_handler, invoke, manifest
-
-SAVINGS = load_schema("savings")
-SUMMARY = "models/savings/live-quality.json"
 
 
 @pytest.fixture(autouse=True)
 def _fresh_handler_state(monkeypatch: pytest.MonkeyPatch) -> None:
     fresh_handler(monkeypatch, FLYWHEEL_GATE_TOLERANCE="1.0")  # every retrain here publishes a version
-
-
-@pytest.fixture
-def bucket(stack: Stack) -> Stack:
-    """The stack with `feedback/` notifications too, as cdk/feedback_arrival.py and app/local/stack.py wire it."""
-    got = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])
-    arn = got["Attributes"]["QueueArn"]
-    stack.s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
-                                 "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": p}]}}}
-                                for p in ("data/", "feedback/")]})  # fmt: skip
-    return stack
-
-
-def put_captures(stack: Stack, predictions: dict[str, float], version: int = 1, seq: int = 1) -> None:
-    """Captured predictions of `version` now (inside the live window), inputs varied around ROW."""
-    ids = list(predictions)
-    rows = [{**ROW, "income": 2000.0 + 50 * i, "age": 25 + i % 40} for i in range(len(ids))]
-    at = datetime.now(UTC)
-    body = to_parquet(SAVINGS, {"prediction_id": ids, "model": ["savings"] * len(ids), "version": [version] * len(ids),
-                                "role": ["production"] * len(ids), "captured_at": [at] * len(ids),
-                                "prediction": list(predictions.values()), "probabilities": [None] * len(ids),
-                                "features": {f.name: [r[f.name] for r in rows] for f in SAVINGS.features}},
-                      {"model": "savings"})  # fmt: skip
-    stack.put(capture_key("savings", at, "pod-a", seq), body)
-
-
-def put_manifest(stack: Stack, version: int, score: float) -> None:
-    doc = {"gate": {"primary_metric": "r2"}, "metrics": {"candidate": {"r2": score}}, "status": "promoted"}
-    stack.put(f"models/savings/versions/{version:06d}/manifest.json", json.dumps(doc).encode())
-
-
-def labels_csv(labels: dict[str, float]) -> bytes:
-    return ("id,monthly_savings\n" + "".join(f"{k},{v}\n" for k, v in labels.items())).encode()
 
 
 def test_a_valid_file_publishes_the_exact_live_quality(bucket: Stack, capsys: pytest.CaptureFixture[str]) -> None:

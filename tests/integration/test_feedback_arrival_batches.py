@@ -10,10 +10,8 @@ from flywheel import feedback_arrival
 from flywheel.feedback_policy import set_policy
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
-from tests.integration.test_feedback_arrival import SUMMARY, bucket, labels_csv, put_captures, put_manifest
+from tests.integration.feedback_helpers import SUMMARY, labels_csv, put_captures, put_manifest
 from tests.integration.trainer_helpers import fresh_handler, invoke, manifest
-
-__all__ = ["bucket"]  # the fixture, shared
 
 
 @pytest.fixture(autouse=True)

@@ -13,10 +13,9 @@ from app.local.worker import poll_once
 from flywheel.cli import main
 from flywheel.events import CAPTURES_WAITED, ObjectRef, notification, parse_event
 from tests.conftest import Stack
-from tests.integration.test_feedback_arrival import SUMMARY, bucket, labels_csv, put_captures
+from tests.integration.feedback_helpers import SUMMARY, labels_csv, put_captures
 from tests.integration.trainer_helpers import fresh_handler, invoke
 
-__all__ = ["bucket"]  # the fixture, shared with test_feedback_arrival.py
 FILE, BATCH = "feedback/savings/late.csv", "data/savings/feedback/late.csv"
 IDS = [f"c{i}" for i in range(20)]
 
