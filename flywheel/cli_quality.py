@@ -45,7 +45,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         from flywheel.uploads import BatchExists
 
         try:
-            made = write_batch(s3, s, model, schema, key, uploaded_by=f"{actor()} (cli)")
+            made = write_batch(s3, s, model, schema, key, uploaded_by=f"{actor()} (cli)", labels=table.to_pandas())
         except BatchExists:  # the trainer got there first (the model's feedback policy says train): one batch
             done = batch_key(s, model, key)
             report["batch"] = {"key": done, "rows": None, "unmatched": None, "written_by": "trainer"}

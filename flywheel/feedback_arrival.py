@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import pandas as pd
 from botocore.exceptions import ClientError
 
 from flywheel import quality_summary, registrations
@@ -106,8 +107,10 @@ def _unrouted(s3: Any, settings: TrainerSettings, key: str, model: str | None, k
     return _quarantine(s3, settings, rejected, model, head["ETag"].strip('"'), head.get("VersionId"))
 
 
-def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: Any) -> Arrival | tuple[int, float]:
-    """The file's label count and age in seconds, or its Arrival when it is gone or quarantined."""
+def _checked(
+    s3: Any, settings: TrainerSettings, key: str, model: str, schema: Any
+) -> Arrival | tuple[pd.DataFrame, float]:
+    """The file's labels (checked) and its age in seconds, or its Arrival when it is gone or quarantined."""
     try:
         got = s3.get_object(Bucket=settings.bucket, Key=key)
     except ClientError as e:
@@ -121,8 +124,8 @@ def _checked(s3: Any, settings: TrainerSettings, key: str, model: str, schema: A
         rejected = size_problem({"Key": key, "Size": got["ContentLength"]}, limit)
     else:
         try:
-            labelled = validate_feedback(got["Body"].read(), key, schema).num_rows
-            return labelled, (datetime.now(UTC) - got["LastModified"]).total_seconds()
+            labels = validate_feedback(got["Body"].read(), key, schema).to_pandas()
+            return labels, (datetime.now(UTC) - got["LastModified"]).total_seconds()
         except BatchRejected as e:
             rejected = e
         except (MemoryError, OSError):
@@ -149,6 +152,7 @@ def _batch(
     model: str,
     schema: Any,
     key: str,
+    labels: pd.DataFrame,
     by: str | None,
     age: float,
     wait: Wait | None,
@@ -157,10 +161,7 @@ def _batch(
     """Write the file's labelled captures as a batch; one already made (by `flywheel feedback --train`, or an
     earlier delivery of this notification) is left as it is. (None, seconds) when it waits for captures."""
     name = batch_key(settings, model, key)
-    try:
-        joined = join_labels(s3, settings, model, schema, key, cache)
-    except BatchRejected:  # replaced by a bad version since it was checked: that upload has its own notification
-        return {"key": None, "created": False, "rows": 0, "unmatched": None}, None
+    joined = join_labels(s3, settings, model, schema, key, cache, labels)  # the labels as checked: no second read
     left = settings.feedback_capture_wait_seconds - age
     if joined.unmatched and wait is not None and left > 0 and not _exists(s3, settings, name):
         delay = max(1, min(MAX_DELAY, math.ceil(left)))
@@ -204,10 +205,10 @@ def process(
     checked = _checked(s3, settings, key, model, schema)
     if isinstance(checked, Arrival):
         return checked
-    labelled, age = checked
+    labels, age = checked
     policy = get_policy(s3, settings.bucket, model, settings.models_prefix)
     batch, waiting = (
-        _batch(s3, settings, model, schema, key, policy.by, age, wait, cache) if policy.train else (None, None)
+        _batch(s3, settings, model, schema, key, labels, policy.by, age, wait, cache) if policy.train else (None, None)
     )
-    return Arrival(key, model, "accepted", labelled=labelled, train=policy.train, batch=batch,
+    return Arrival(key, model, "accepted", labelled=len(labels), train=policy.train, batch=batch,
                    waiting=waiting)  # fmt: skip

@@ -74,11 +74,14 @@ def join_labels(
     schema: Schema,
     feedback_key: str,
     cache: dict[str, pd.DataFrame] | None = None,
+    labels: pd.DataFrame | None = None,
 ) -> Joined:
-    """Read the labels of `feedback_key` (re-checked) and join them with the captured inputs (read once per
-    model for all the files of a trainer invocation when it passes a `cache`)."""
-    body = s3.get_object(Bucket=settings.bucket, Key=feedback_key)["Body"].read()
-    labels = validate_feedback(body, feedback_key, schema).to_pandas()
+    """Join the labels of `feedback_key` (`labels` when the caller has already checked them, else read and
+    re-checked here) with the captured inputs (read once per model for all the files of a trainer invocation
+    when it passes a `cache`)."""
+    if labels is None:
+        body = s3.get_object(Bucket=settings.bucket, Key=feedback_key)["Body"].read()
+        labels = validate_feedback(body, feedback_key, schema).to_pandas()
     inputs = None if cache is None else cache.get(model)
     if inputs is None:
         inputs = inputs_of(s3, settings.bucket, model, schema)
@@ -109,8 +112,16 @@ def write_joined(
 
 
 def write_batch(
-    s3: Any, settings: CoreSettings, model: str, schema: Schema, feedback_key: str, *, uploaded_by: str
+    s3: Any,
+    settings: CoreSettings,
+    model: str,
+    schema: Schema,
+    feedback_key: str,
+    *,
+    uploaded_by: str,
+    labels: pd.DataFrame | None = None,
 ) -> FeedbackBatch:
-    """Join the labels of `feedback_key` (re-checked) with the captured inputs and write the batch."""
-    joined = join_labels(s3, settings, model, schema, feedback_key)
+    """Join the labels of `feedback_key` (`labels` as the caller checked them, else re-read and re-checked) with
+    the captured inputs and write the batch."""
+    joined = join_labels(s3, settings, model, schema, feedback_key, labels=labels)
     return write_joined(s3, settings, model, schema, feedback_key, joined, uploaded_by=uploaded_by)
