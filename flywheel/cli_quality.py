@@ -93,7 +93,9 @@ def _num(x: float | None) -> str:
 
 
 def _quality_text(q: dict[str, Any]) -> list[str]:
-    names = list(q["versions"][0]["live"])[1:] if q["versions"] else []
+    from flywheel.quality import METRICS  # loaded already: the report came from live_quality
+
+    names = list(METRICS[q["task"]])
     w = {n: len(n) + 7 for n in names}  # "live <name>" and two spaces
     lines = [f"{q['model']} ({q['task']}; holdout: the gate's {q['primary_metric']} at training time)"]
     if not q["versions"]:

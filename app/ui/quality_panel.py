@@ -11,7 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.ui import clients
 from flywheel.errors import FlywheelError
-from flywheel.quality import live_quality
+from flywheel.quality import METRICS, live_quality
 from flywheel.schema import Schema
 from flywheel.settings import CoreSettings
 
@@ -27,10 +27,6 @@ def clear() -> None:
     _load.clear()
 
 
-def _names(q: dict[str, Any]) -> list[str]:
-    return [k for k in q["versions"][0]["live"] if k != "n"] if q["versions"] else []
-
-
 def summary(q: dict[str, Any]) -> pd.DataFrame:
     """One row per version: captured, labelled (n), holdout score, each live figure and live minus holdout."""
     primary, rows = q["primary_metric"], []
@@ -38,7 +34,7 @@ def summary(q: dict[str, Any]) -> pd.DataFrame:
         live, holdout = v["live"], v["holdout"]["score"]
         row: dict[str, Any] = {"version": v["version"], "captured": v["captured"], "labelled": live["n"],
                                f"holdout {primary}": holdout}  # fmt: skip
-        row.update({f"live {n}": live[n] for n in _names(q)})
+        row.update({f"live {n}": live[n] for n in list(METRICS[q["task"]])})
         same = holdout is not None and live.get(primary) is not None and v["holdout"]["metric"] == primary
         row["live - holdout"] = live[primary] - holdout if same else None
         rows.append(row)
