@@ -39,10 +39,11 @@ lock: venv ## re-make the images' hashed locks after changing requirements.txt (
 		-o lambdas/trainer/requirements.lock
 	rm lambdas/trainer/requirements-trainer.in
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the core's import layers (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: venv tools lint ## lint, types and the whole test suite
 	$(VENV)/bin/pytest

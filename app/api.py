@@ -26,9 +26,9 @@ from app.metrics_server import MetricsServer
 from app.middleware import MODEL_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, GuardMiddleware, MetricsMiddleware
 from app.serve import tune_gc
 from app.service import Service
-from flywheel import apikeys
+from flywheel.access import api_keys
 from flywheel.errors import FlywheelError, InvalidInput
-from flywheel.manifest import public_view
+from flywheel.registry.manifest import public_view
 from flywheel.serving import v2
 from flywheel.serving.capture import prediction_ids
 from flywheel.serving.fleet import V2_STATE, Hosted
@@ -268,7 +268,7 @@ def _metrics_server(settings: ServeSettings, service: Service) -> MetricsServer 
     return server
 
 
-async def _refresh_keys(auth: apikeys.Authenticator | None, every: float) -> None:
+async def _refresh_keys(auth: api_keys.Authenticator | None, every: float) -> None:
     """Reload the API keys off the event loop every `every` seconds (revocations take effect within it)."""
     while auth is not None:
         await asyncio.sleep(every)

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flywheel.apikeys import Authenticator
+from flywheel.access.api_keys import Authenticator
 from flywheel.serving.metrics import ServingMetrics
 
 # the handler puts the served model a request addressed here; "" when it addressed none (or an unknown one)
@@ -44,7 +44,7 @@ class MetricsMiddleware:
             self.metrics.request_duration.labels(template, str(status), model).observe(time.perf_counter() - started)
 
 
-#: What the request's credential may see (`flywheel.apikeys.KeyRecord`), set by GuardMiddleware; None: auth off.
+#: What the request's credential may see (`flywheel.access.api_keys.KeyRecord`), set by GuardMiddleware; None: auth off.
 PRINCIPAL_SCOPE_KEY = "flywheel.principal"
 #: Health probes answer without a key and are never shed (the kubelet must see a busy replica as alive).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})

@@ -10,7 +10,7 @@ import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.requests import Request
 
-from flywheel import apikeys
+from flywheel.access import api_keys
 from flywheel.errors import InvalidInput, PayloadTooLarge, RequestTimeout
 from flywheel.serving.capture import Capturer
 from flywheel.serving.fleet import Fleet
@@ -28,7 +28,7 @@ class Service:
         self.fleet = Fleet(settings, s3, self.metrics)
         self.capture = Capturer.from_settings(s3, settings, self.fleet.pod, self.metrics)
         self.auth = (
-            apikeys.authenticator(
+            api_keys.authenticator(
                 settings.api_keys_file,
                 settings.api_keys_secret_id,
                 settings.api_service_key_secret_ids,

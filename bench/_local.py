@@ -69,10 +69,10 @@ def make_bucket(s3: object, bucket: str) -> None:
 
 def train_model(s3: Any, bucket: str, name: str, frame: Any, estimators: str = "linear,hgb") -> int:
     """Register `name` (schema = the sample dataset's), upload `frame` under data/<name>/, retrain it: the version."""
-    from flywheel import registrations
+    from flywheel.jobs.retrain import retrain
+    from flywheel.registry import registrations
     from flywheel.schema import load_schema
     from flywheel.settings import TrainerSettings
-    from flywheel.trainer import retrain
 
     dataset = "churn" if "churned" in frame.columns else "savings"
     registrations.register(s3, bucket, name, load_schema(dataset))

@@ -37,11 +37,11 @@ def main() -> int:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
 
-    from flywheel.captures import read
-    from flywheel.sampledata import savings
+    from flywheel.data.sample_data import savings
+    from flywheel.feedback.captures import read
+    from flywheel.jobs.retrain import retrain
     from flywheel.settings import TrainerSettings
     from flywheel.storage import s3_client
-    from flywheel.trainer import retrain
 
     moto, _ = start_moto()
     procs: list[subprocess.Popen[bytes]] = [moto]

@@ -40,11 +40,11 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=20_000, help="training rows")
     args = parser.parse_args()
 
-    from flywheel.sampledata import GENERATORS
+    from flywheel.data.sample_data import GENERATORS
+    from flywheel.data.validation import validate_batch
     from flywheel.schema import load_schema
-    from flywheel.serving.fastpath import compile_pipeline, reference, verify
-    from flywheel.training import ESTIMATORS
-    from flywheel.validation import validate_batch
+    from flywheel.serving.fastpath.builder import compile_pipeline, reference, verify
+    from flywheel.training.pipelines import ESTIMATORS
 
     print(f"{'model':16} {'rows':>5} {'pipeline µs':>12} {'fast µs':>9} {'speed-up':>9} {'fast rows/s':>12}  verify")
     for dataset, estimator in (("savings", "hgb"), ("churn", "hgb"), ("savings", "linear"), ("churn", "linear")):

@@ -77,7 +77,7 @@ def main() -> int:
             time.sleep(0.5)
         print(f"{args.replicas} replicas on v{served(apis[0])}; dropping {args.rows:,}-row drifted batches")
         print(f"{'run':>3} {'total s':>8} {'queue':>7} {'validate':>9} {'train':>7} {'publish':>8} {'reload':>7}")
-        from flywheel.sampledata import savings
+        from flywheel.data.sample_data import savings
 
         for run in range(1, args.runs + 1):
             before = served(apis[0]) or 0

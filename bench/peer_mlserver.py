@@ -131,7 +131,7 @@ def run(
     processes: int = 1,
 ) -> int:
     """Flywheel (/v1/predict and V2 infer) vs MLServer on the same model.joblib and the same rows."""
-    from flywheel.sampledata import savings
+    from flywheel.data.sample_data import savings
     from flywheel.schema import load_schema
 
     schema = load_schema("savings")

@@ -59,12 +59,12 @@ def main() -> int:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
 
-    from flywheel import rollout_ops
-    from flywheel.registry import Registry
-    from flywheel.sampledata import savings
+    from flywheel.data.sample_data import savings
+    from flywheel.jobs.retrain import retrain
+    from flywheel.registry.store import Registry
+    from flywheel.release import rollout_actions
     from flywheel.settings import TrainerSettings
     from flywheel.storage import s3_client
-    from flywheel.trainer import retrain
 
     moto, _ = start_moto()
     procs = [moto]
@@ -115,24 +115,24 @@ def main() -> int:
               f"{'candidate':>9}")  # fmt: skip
         alone, shadow = [phase("production alone")], []
         for _ in range(args.repeat):
-            rollout_ops.begin(reg, 2, actor="bench", mode="shadow", share=1.0)
+            rollout_actions.begin(reg, 2, actor="bench", mode="shadow", share=1.0)
             wait(lambda: rollout_of(port) is not None)
             time.sleep(3)  # every worker process polls the rollout (each answers /v1/models in turn)
             before = {n: metric(metrics_port, n, model="savings") for n in COUNTERS}
             shadow.append(phase("shadow at 100%"))
             after = {n: metric(metrics_port, n, model="savings") - before[n] for n in COUNTERS}
-            rollout_ops.abort(reg, actor="bench", reason="bench phase over")
+            rollout_actions.abort(reg, actor="bench", reason="bench phase over")
             wait(lambda: rollout_of(port) is None)
             time.sleep(3)
             alone.append(phase("production alone"))
             print("  one worker's shadow counters: " + ", ".join(f"{n.split('_shadow_')[1]} {v:,.0f}"
                                                                for n, v in after.items()))  # fmt: skip
         if args.canary:
-            rollout_ops.begin(reg, 2, actor="bench", mode="canary", share=args.canary)
+            rollout_actions.begin(reg, 2, actor="bench", mode="canary", share=args.canary)
             wait(lambda: rollout_of(port) is not None)
             time.sleep(3)
             phase(f"canary at {args.canary:g}")
-            rollout_ops.abort(reg, actor="bench", reason="bench phase over")
+            rollout_actions.abort(reg, actor="bench", reason="bench phase over")
 
         print()
         for point in alone[0]:

@@ -79,8 +79,8 @@ def raw_predict(model_path: str, one: dict[str, object], rows: list[dict[str, ob
 def two_models(seconds: int, swap_every: float) -> int:
     """One replica serving two models (savings, churn), each with two versions; wrk drives both at once
     (c=8 each) while each model's alias flips between its versions every `swap_every` seconds, staggered."""
-    from flywheel.registry import Registry
-    from flywheel.sampledata import churn, savings
+    from flywheel.data.sample_data import churn, savings
+    from flywheel.registry.store import Registry
     from flywheel.storage import s3_client
 
     moto, _ = start_moto()
@@ -169,11 +169,11 @@ def main() -> int:
     if args.two_models:
         return two_models(max(args.seconds * 3, 30), args.swap_every)
 
-    from flywheel.registry import Registry
-    from flywheel.sampledata import savings
+    from flywheel.data.sample_data import savings
+    from flywheel.jobs.retrain import retrain
+    from flywheel.registry.store import Registry
     from flywheel.settings import TrainerSettings
     from flywheel.storage import s3_client
-    from flywheel.trainer import retrain
 
     moto, _ = start_moto()
     procs: list[subprocess.Popen[bytes]] = [moto]

@@ -31,7 +31,7 @@ from bench._local import ROOT, make_bucket, start_moto
 VALIDATE = """
 import json, sys, time
 from flywheel.schema import load_schema
-from flywheel.validation import validate_stream
+from flywheel.data.validation import validate_stream
 t = time.perf_counter()
 v = validate_stream(sys.argv[1], "bench.csv", load_schema("savings"))
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": v.rows}))
@@ -40,10 +40,10 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rows": v.rows}))
 INGEST = """
 import sys, tempfile
 from pathlib import Path
-from flywheel.batches import BatchStore
-from flywheel.catalog import Catalog
-from flywheel.ingest import ingest
-from flywheel.manifest import sha256
+from flywheel.data.batch_store import BatchStore
+from flywheel.data.catalog import Catalog
+from flywheel.data.ingest import ingest
+from flywheel.registry.manifest import sha256
 from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
@@ -61,7 +61,7 @@ RETRAIN = """
 import json, sys, time
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
+from flywheel.jobs.retrain import retrain
 t = time.perf_counter()
 out = retrain(TrainerSettings(bucket=sys.argv[1], train_threads=0), s3_client())
 print(json.dumps({"seconds": time.perf_counter() - t, "status": out.status, "rows": out.rows,

@@ -27,10 +27,11 @@ VERSIONS_KEYS = f"{MODELS_PREFIX}*/versions/*"
 #: What the bucket policy keeps from everybody but the trainer under VERSIONS_KEYS (a multipart upload is
 #: authorized as s3:PutObject too).
 VERSION_WRITE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
-#: A version's create-only history events (flywheel.history.HISTORY_DIR): decisions about it (a rollout promoted or
-#: aborted), added by whoever decides (the rollout judge, an operator signed in to the UI). Never a version's file.
+#: A version's create-only history events (flywheel.registry.history.HISTORY_DIR): decisions about it (a rollout
+#: promoted or aborted), added by whoever decides (the rollout judge, an operator signed in to the UI). Never a
+#: version's file.
 HISTORY_KEYS = f"{VERSIONS_KEYS}/history/*"
-#: A version's own files (flywheel.registry): the bucket policy keeps them from the history writers by name, as no
+#: A version's own files (flywheel.registry.store): the bucket policy keeps them from the history writers by name, as no
 #: resource pattern can say "under versions/ but not under history/" (the history writers' IAM allows nothing else).
 VERSION_FILES = ("model.joblib", "manifest.json", "manifest.sig")
 VERSION_FILE_KEYS = tuple(f"{VERSIONS_KEYS}/{name}" for name in VERSION_FILES)

@@ -1,6 +1,6 @@
 """Feedback files processed on arrival (docs/captures.md, "Processing on arrival"): `feedback/` ObjectCreated
 notifications go to the upload queue beside `data/`'s, and the trainer Lambda, which handles them
-(flywheel/feedback_arrival.py), gets the few S3 permissions that takes beyond a retrain's (cdk/grants.py)."""
+(flywheel/jobs/feedback_arrival.py), gets the few S3 permissions that takes beyond a retrain's (cdk/grants.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from aws_cdk import aws_sqs as sqs
 
 from cdk.data_bucket import DATA_PREFIX, FEEDBACK_PREFIX
 
-#: The batches a feedback file becomes when its model's policy says train (flywheel.feedback_batches.batch_key).
+#: The batches a feedback file becomes when its model's policy says train
+#: (flywheel.feedback.labelled_batches.batch_key).
 FEEDBACK_BATCH_KEYS = f"{DATA_PREFIX}*/feedback/*"
 
 

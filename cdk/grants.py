@@ -16,8 +16,8 @@ from cdk.data_bucket import (
     VALIDATED_PREFIX,
 )
 
-#: The one alias the registry moves (flywheel.registry.ALIAS) and the suffix of a quarantine report
-#: (flywheel.batches.ERROR_SUFFIX). The CDK app does not import the core; tests/cdk keeps these equal.
+#: The one alias the registry moves (flywheel.registry.store.ALIAS) and the suffix of a quarantine report
+#: (flywheel.data.batch_store.ERROR_SUFFIX). The CDK app does not import the core; tests/cdk keeps these equal.
 ALIAS = "production"
 ERROR_REPORT_SUFFIX = ".error.json"
 
@@ -72,7 +72,7 @@ def model_reader_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
     ]
 
 
-#: Where each API process writes its statistics of a running rollout for the judge (flywheel/rollout_stats.py)
+#: Where each API process writes its statistics of a running rollout for the judge (flywheel/release/rollout_stats.py)
 ROLLOUT_STATS_KEYS = f"{MODELS_PREFIX}*/rollouts/*/stats/*"
 #: Where each API process writes its captured predictions (flywheel/serving/capture.py, docs/captures.md)
 CAPTURE_KEYS = f"{CAPTURES_PREFIX}*"
@@ -91,7 +91,7 @@ def serving_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
 
 
 def alias_key(model_name: str) -> str:
-    """The production alias of `model_name` (flywheel.registry.Registry.alias_key; a test keeps them equal)."""
+    """The production alias of `model_name` (flywheel.registry.store.Registry.alias_key; a test keeps them equal)."""
     return f"{MODELS_PREFIX}{model_name}/aliases/{ALIAS}.json"
 
 

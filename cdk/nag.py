@@ -97,8 +97,8 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         "Serving/AppPodRole/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*/rollouts/*/stats/*]",
-        "PutObject of the pods' rollout statistics (flywheel/rollout_stats.py): the wildcards stand for the model, "
-        "the rollout id and the pod id, all known only at run time; no alias, rollout state, version file or "
+        "PutObject of the pods' rollout statistics (flywheel/release/rollout_stats.py): the wildcards stand for the "
+        "model, the rollout id and the pod id, all known only at run time; no alias, rollout state, version file or "
         "registration matches, and the judge checks every figure it reads there.",
     ),
     Finding(

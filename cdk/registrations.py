@@ -3,7 +3,7 @@
 A registration is the model's schema, written once (`IfNoneMatch: "*"`) and never changed: a model that is
 already registered, by an earlier deploy or by `flywheel models add`, is left alone (S3 answers 412
 PreconditionFailed, which the custom resource ignores). A new schema needs a new model name. The keys and
-the layout are the core's (flywheel/registrations.py); this app does not import the core, tests/cdk keeps the
+the layout are the core's (flywheel/registry/registrations.py); this app does not import the core, tests/cdk keeps the
 two equal.
 
 Schemas are read here, at synth, from the repository: a built-in name is `flywheel/schemas/<name>.json`,
@@ -29,7 +29,7 @@ from constructs import Construct
 
 from cdk.data_bucket import MODELS_PREFIX
 
-#: flywheel.registrations.NAME: it becomes a key prefix (data/<name>/, models/<name>/) and a metric label.
+#: flywheel.settings.MODEL_NAME: it becomes a key prefix (data/<name>/, models/<name>/) and a metric label.
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 SCHEMA_FILE = "schema.json"
 BUILTIN_SCHEMAS_DIR = "flywheel/schemas"
@@ -61,7 +61,7 @@ class Registration:
 
 
 def schema_key(name: str) -> str:
-    """`models/<name>/schema.json` (flywheel.registrations.schema_key)."""
+    """`models/<name>/schema.json` (flywheel.registry.registrations.schema_key)."""
     return f"{MODELS_PREFIX}{name}/{SCHEMA_FILE}"
 
 

@@ -1,6 +1,6 @@
 """The rollout judge: a Lambda run every minute by an EventBridge schedule, from the trainer's image.
 
-Each run is one judge pass over every model (flywheel/judging.py): read a running rollout and the pods'
+Each run is one judge pass over every model (flywheel/jobs/judge_pass.py): read a running rollout and the pods'
 statistics, judge, record the decision on rollout.json, move the production alias, append to the candidate's
 history. Every write is a compare-and-swap or create-only, so overlapping runs are safe; reserved concurrency
 of 1 keeps them from happening anyway, and a tick that cannot run within a minute is dropped (the next one
@@ -36,9 +36,9 @@ PERIOD = Duration.minutes(5)
 #: Failures in one PERIOD (five runs) before an alarm: one failed run is retried by the next a minute later.
 FAILURES_TO_ALARM = 3
 
-#: The rollout state of any model (flywheel.rollout.rollout_key).
+#: The rollout state of any model (flywheel.release.rollout_state.rollout_key).
 ROLLOUT_KEYS = f"{MODELS_PREFIX}*/rollout.json"
-#: The create-only history events of any version (flywheel.history.HISTORY_DIR): never a version's own files.
+#: The create-only history events of any version (flywheel.registry.history.HISTORY_DIR): never a version's own files.
 HISTORY_KEYS = f"{VERSIONS_KEYS}/history/*"
 #: Every key the judge may write: nothing else under models/ (no manifest, model, registration or stats).
 WRITABLE_KEYS = (ROLLOUT_KEYS, ANY_ALIAS_KEY, HISTORY_KEYS)

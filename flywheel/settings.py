@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+#: a model's name: it becomes a key prefix (data/<name>/, models/<name>/) and a metric label
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: the estimators a trainer may try (flywheel/training/pipelines.py builds each; a unit test keeps them equal)
+ESTIMATOR_NAMES = ("linear", "hgb")
 BATCH_SHARE_OF_MEMORY = 16
 
 
@@ -64,7 +69,7 @@ class TrainerSettings(CoreSettings):
     # direct moves the alias at once; shadow and canary start a rollout judged on live traffic
     rollout_mode: Literal["direct", "shadow", "canary"] = "direct"
     rollout_share: float = Field(default=0.1, gt=0.0, le=1.0)
-    # signed versions (flywheel/signing.py): a KMS key (cloud) or a PEM private key file (local); at most one
+    # signed versions (flywheel/registry/signing.py): a KMS key (cloud) or a PEM private key file (local); at most one
     signing_kms_key_id: str | None = None
     signing_key_file: str | None = None
 
@@ -77,12 +82,10 @@ class TrainerSettings(CoreSettings):
     @field_validator("estimators")
     @classmethod
     def _known(cls, v: str) -> str:
-        from flywheel.training import ESTIMATORS
-
         names = [n.strip() for n in v.split(",") if n.strip()]
-        unknown = [n for n in names if n not in ESTIMATORS]
+        unknown = [n for n in names if n not in ESTIMATOR_NAMES]
         if not names or unknown:
-            raise ValueError(f"unknown estimators {unknown}; choose from {sorted(ESTIMATORS)}")
+            raise ValueError(f"unknown estimators {unknown}; choose from {sorted(ESTIMATOR_NAMES)}")
         return ",".join(names)
 
     @property
@@ -159,10 +162,8 @@ class ServeSettings(CoreSettings):
     @field_validator("serve_models")
     @classmethod
     def _model_names(cls, v: str) -> str:
-        from flywheel.registrations import NAME
-
         names = [n.strip() for n in v.split(",") if n.strip()]
-        bad = [n for n in names if not NAME.match(n)]
+        bad = [n for n in names if not MODEL_NAME.match(n)]
         if bad:
             raise ValueError(f"invalid model names {bad}: use a-z, 0-9 and '-'")
         return ",".join(dict.fromkeys(names))

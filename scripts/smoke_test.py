@@ -47,7 +47,7 @@ def wait_for(what: str, check: Callable[[], httpx.Response], timeout: float) -> 
 
 def demo_instances(schema: str, rows: int) -> list[dict[str, Any]]:
     """A few valid request rows from the demo data generator of the built-in schema."""
-    from flywheel.sampledata import GENERATORS
+    from flywheel.data.sample_data import GENERATORS
     from flywheel.schema import load_schema
 
     features = load_schema(schema).feature_names

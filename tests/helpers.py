@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from app.local.worker import LocalContext
-from flywheel.sampledata import GENERATORS
+from flywheel.data.sample_data import GENERATORS
 
 
 def csv_bytes(rows: int, seed: int = 0, drift: float = 0.0, dataset: str = "savings") -> bytes:

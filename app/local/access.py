@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel import apikeys
+from flywheel.access import api_keys
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,14 @@ class LocalKeys:
     operator_key: str
 
 
-def _key_file(path: Path, name: str, role: apikeys.Role, store: apikeys.FileStore) -> str:
+def _key_file(path: Path, name: str, role: api_keys.Role, store: api_keys.FileStore) -> str:
     """The plain key kept in `path`, made (and added to the store) when missing or no longer in the store."""
     records = store.load()
     if path.exists():
         key = path.read_text().strip()
-        if any(r.sha256 == apikeys.digest(key) for r in records):
+        if any(r.sha256 == api_keys.digest(key) for r in records):
             return key
-    key, record = apikeys.new_key(name, role, "flywheel up")
+    key, record = api_keys.new_key(name, role, "flywheel up")
     store.save([*(r for r in records if r.name != name), record])
     path.touch(mode=0o600)
     path.write_text(key + "\n")
@@ -39,7 +39,7 @@ def ensure_local_keys(state_dir: Path) -> LocalKeys:
     folder = state_dir / "api"
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
-    store = apikeys.FileStore(folder / "keys.json")
+    store = api_keys.FileStore(folder / "keys.json")
     return LocalKeys(
         store=store.path,
         ui_key=_key_file(folder / "ui.key", "local-ui", "client", store),

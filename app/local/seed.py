@@ -12,8 +12,8 @@ def register_and_seed(
     s3: Any, bucket: str, wanted: Mapping[str, str], *, seed: bool, say: Callable[[str], None]
 ) -> None:
     """Register each model of `wanted` (name -> built-in schema); with `seed`, put a demo batch under its data/."""
-    from flywheel.registrations import register
-    from flywheel.sampledata import GENERATORS
+    from flywheel.data.sample_data import GENERATORS
+    from flywheel.registry.registrations import register
     from flywheel.schema import load_schema
 
     for name, schema_ref in wanted.items():

@@ -20,7 +20,7 @@ from app.local.identity import local_identity
 from app.local.probes import all_served, http_ok, served, wait
 from app.local.seed import register_and_seed
 from app.local.state import Mirror
-from flywheel.cli_env import write_stack_file
+from flywheel.cli.stack_env import write_stack_file
 
 log = logging.getLogger("flywheel.up")
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,7 +158,7 @@ class LocalStack:
 
     def _signing_keys(self) -> None:
         """A P-256 key pair for signed versions, made on the first start (the private key file is mode 0600)."""
-        from flywheel.signing import generate_key_pair
+        from flywheel.registry.signing import generate_key_pair
 
         if self.signing_key.exists() and self.verify_key.exists():
             return
@@ -168,7 +168,7 @@ class LocalStack:
 
     def _wire(self) -> str:
         """Bucket (versioned), queue + DLQ, notifications data/ and feedback/ -> queue: as the CDK stack wires them."""
-        from flywheel.feedback import FEEDBACK_PREFIX
+        from flywheel.feedback.labels import FEEDBACK_PREFIX
         from flywheel.storage import s3_client, sqs_client
 
         o = self.o

@@ -2,7 +2,7 @@
 operator check every action re-runs in its callback (a hidden button is not a permission).
 
 - oidc: Streamlit's native sign-in (st.login / st.user / st.logout; app/ui/launch.py writes its [auth]
-  secrets); the role comes from the groups claim (flywheel/identity.py).
+  secrets); the role comes from the groups claim (flywheel/access/ui_identity.py).
 - local-token: `?identity=<token>` in the URL, once: verified with the public key, kept in the session, then
   removed from the address bar. `flywheel up` prints an operator and a viewer URL.
 - viewer-only (the default): everybody is a viewer; operators use the CLI.
@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 from pydantic import ValidationError
 
-from flywheel.identity import (
+from flywheel.access.ui_identity import (
     ANONYMOUS_VIEWER,
     Identity,
     IdentityError,

@@ -8,13 +8,13 @@ import streamlit as st
 from pydantic import ValidationError
 
 from app.ui.api_client import ApiClient
-from flywheel import registrations, signing
-from flywheel.batches import BatchStore
+from flywheel.data.batch_store import BatchStore, model_batches
 from flywheel.errors import SchemaError
-from flywheel.registry import Registry
+from flywheel.registry import signing
+from flywheel.registry.signing import Verifier
+from flywheel.registry.store import Registry
 from flywheel.schema import Schema, load_schema
 from flywheel.settings import CoreSettings, UISettings
-from flywheel.signing import Verifier
 
 
 @st.cache_resource(show_spinner=False)
@@ -97,5 +97,5 @@ def registry(core: CoreSettings, name: str) -> Registry:
 
 
 def batch_store(core: CoreSettings, name: str) -> BatchStore:
-    """Model `name`'s batches and quarantine reports (registrations.batch_store: the old layout included)."""
-    return registrations.batch_store(s3(), core, name)
+    """Model `name`'s batches and quarantine reports (the old layout included)."""
+    return model_batches(s3(), core, name)

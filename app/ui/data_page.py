@@ -12,9 +12,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.ui import auth, clients, picker
 from app.ui.uploads import put_batch
-from flywheel import registrations
+from flywheel.data.uploads import BatchExists
+from flywheel.names import data_prefix
 from flywheel.settings import CoreSettings
-from flywheel.uploads import BatchExists
 
 
 def human_bytes(n: int) -> str:
@@ -75,7 +75,7 @@ def _uploader(bucket: str, key: str, etag: str) -> str:
 
 def _where(core: CoreSettings, name: str) -> str:
     """Where model `name`'s batches are listed from."""
-    folder = registrations.data_prefix(core, name)
+    folder = data_prefix(core, name)
     return f"{folder} and {core.data_prefix}*" if name == core.model_name else folder
 
 
@@ -93,7 +93,7 @@ def _submit(core: CoreSettings, name: str) -> None:
     if file is None:
         st.session_state[FLASH] = ("warning", "Choose a CSV file first.")
         return
-    prefix = registrations.data_prefix(core, name)
+    prefix = data_prefix(core, name)
     try:
         key = put_batch(clients.s3(), core.bucket, prefix, save_as.strip() or file.name, file.getvalue(),
                         uploaded_by=who.label)  # fmt: skip
@@ -120,7 +120,7 @@ def _upload(core: CoreSettings, name: str) -> None:
         st.caption(f"Uploading a batch for {name} is for operators (or `flywheel drop FILE --model {name}`).")
         return
     with st.form("upload", clear_on_submit=True):
-        st.markdown(f"**Upload a batch for {name}** into `s3://{core.bucket}/{registrations.data_prefix(core, name)}`")
+        st.markdown(f"**Upload a batch for {name}** into `s3://{core.bucket}/{data_prefix(core, name)}`")
         st.file_uploader("CSV file (header = the schema's features and target)", type=["csv"], key="upload-file")
         st.text_input("Save as (optional)", placeholder="the file's name", help="batches are never replaced",
                       key="upload-save-as")  # fmt: skip

@@ -1,6 +1,6 @@
 """Drift page: per-feature PSI of the chosen model's captured inputs over a window (last N days of `captured_at`)
 against a version's training profile (its manifest's `feature_stats`), the figures the serving pods export
-(flywheel/capture_drift.py). Read-only."""
+(flywheel/feedback/capture_drift.py). Read-only."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.ui import clients, picker
-from flywheel import capture_drift
 from flywheel.errors import FlywheelError
+from flywheel.feedback import capture_drift
 
 WINDOWS = [1, 7, 30]  # days
 WINDOW_KEY, VERSION_KEY = "drift-window", "drift-version"

@@ -77,7 +77,7 @@ def to_instance(fields: list[FormField], values: dict[str, Any]) -> dict[str, An
 
 
 def median_from_profile(profile: dict[str, Any] | None) -> float | None:
-    """The training median, recovered from a numeric profile (flywheel.drift.numeric_profile).
+    """The training median, recovered from a numeric profile (flywheel.training.drift.numeric_profile).
 
     The profile keeps the deciles as bin edges (duplicates removed) and the share of values in each bin
     (bin 0 is below the first edge). The median is one of those edges: the largest edge with at most

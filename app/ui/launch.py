@@ -82,7 +82,7 @@ def oidc_secrets_file(sm: Any = None) -> Path | None:
     """In oidc mode, the written secrets.toml; None in the other modes."""
     from pydantic import ValidationError
 
-    from flywheel.identity import IdentitySettings
+    from flywheel.access.ui_identity import IdentitySettings
 
     try:
         s = IdentitySettings()

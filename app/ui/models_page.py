@@ -11,12 +11,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.ui import auth, clients, picker, quality_panel, rollout_panel
 from flywheel.errors import ConflictError, NotFound
-from flywheel.lifecycle import promote, rollback, summaries
+from flywheel.registry.operator_actions import promote, rollback, summaries
 from flywheel.settings import CoreSettings
 
 FLASH = "models_flash"  # (kind, message) of the last action, shown once
 _MARKS = {"passed": "✅", "failed": "❌"}
-# lifecycle.signature_state, the same as `flywheel models`: valid/INVALID with a verifier, else signed/unsigned
+# operator_actions.signature_state, the same as `flywheel models`: valid/INVALID with a verifier, else signed/unsigned
 _SIGNATURE_MARKS = {"valid": "✓", "signed": "✓", "INVALID": "✗", "unsigned": "✗"}
 
 

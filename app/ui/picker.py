@@ -1,6 +1,6 @@
 """The model picker: which of the deployment's models every page works on (sidebar, session, URL).
 
-The models are the registered ones (`models/<name>/schema.json`, flywheel.registrations) plus the default
+The models are the registered ones (`models/<name>/schema.json`, flywheel.registry.registrations) plus the default
 model (FLYWHEEL_MODEL_NAME with FLYWHEEL_SCHEMA) of a bucket laid out the old way. Without a bucket they are
 the models the API serves, plus the default one. The choice lives in the session (the widget's key) and in
 the URL (`?model=<name>`), so a link opens the same model.
@@ -15,8 +15,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.ui import clients
 from app.ui.api_client import ApiError
-from flywheel import registrations
 from flywheel.errors import FlywheelError
+from flywheel.registry import registrations
 from flywheel.schema import Schema
 
 KEY = "model"  # the selectbox's session key and the URL query parameter

@@ -1,5 +1,6 @@
 """The models page's Live quality section: captured predictions joined with their delayed labels
-(flywheel.quality.live_quality, as `flywheel quality`), per version beside the gate's holdout score. Read-only."""
+(flywheel.feedback.live_quality.live_quality, as `flywheel quality`), per version beside the gate's holdout
+score. Read-only."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.ui import clients
 from flywheel.errors import FlywheelError
-from flywheel.quality import METRICS, live_quality
+from flywheel.feedback.live_quality import METRICS, live_quality
 from flywheel.schema import Schema
 from flywheel.settings import CoreSettings
 

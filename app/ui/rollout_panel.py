@@ -11,9 +11,9 @@ import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.ui import auth, clients
-from flywheel import rollout_ops
 from flywheel.errors import ConflictError, NotFound
-from flywheel.rollout_view import snapshot
+from flywheel.release import rollout_actions
+from flywheel.release.rollout_view import snapshot
 from flywheel.settings import CoreSettings
 
 FLASH = "rollout_flash"  # (kind, message) of the last decision, shown once
@@ -39,7 +39,7 @@ def _decide(core: CoreSettings, name: str, what: str, candidate: int, refresh: C
         st.session_state[FLASH] = ("error", auth.REFUSED.format(what=f"{what} a rollout"))
         return
     reason = str(st.session_state.get(REASON_KEY) or "").strip() or f"{what} by {who.label} (UI)"
-    act = rollout_ops.promote if what == "promote" else rollout_ops.abort
+    act = rollout_actions.promote if what == "promote" else rollout_actions.abort
     registry = clients.registry(core, name)
     try:
         decided = act(registry, actor=who.label, reason=reason, expected_candidate=candidate)

@@ -6,7 +6,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-from flywheel.uploads import put_new
+from flywheel.data.uploads import put_new
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

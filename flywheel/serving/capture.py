@@ -21,9 +21,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flywheel.captures import capture_key
 from flywheel.errors import InvalidInput
-from flywheel.feedback import ID_PATTERN
+from flywheel.feedback.captures import capture_key
+from flywheel.feedback.labels import ID_PATTERN
 from flywheel.schema import Schema
 from flywheel.serving.capture_buffer import ModelBuffer
 from flywheel.serving.metrics import ServingMetrics

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from flywheel.captures import to_parquet
+from flywheel.feedback.captures import to_parquet
 from flywheel.schema import Schema
 
 DAY = 86_400
@@ -91,7 +91,7 @@ class ModelBuffer:
         return out
 
     def parquet(self, pod: str) -> bytes:
-        """The capture file's bytes (flywheel/captures.py); the per-request columns repeated per row by numpy."""
+        """The capture file's bytes (flywheel/feedback/captures.py); per-request columns repeated per row by numpy."""
         counts = np.asarray(self.counts, dtype=np.int64)
         millis = (np.asarray(self.times, dtype=np.float64) * 1000).astype(np.int64)
         predictions = self.predictions

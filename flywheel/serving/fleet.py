@@ -19,9 +19,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flywheel import registrations, signing
 from flywheel.errors import FlywheelError, NotFound, NotReady
-from flywheel.registry import Registry
+from flywheel.registry import registrations, signing
+from flywheel.registry.store import Registry
 from flywheel.schema import Schema
 from flywheel.serving.batcher import Activity, Batcher, Result
 from flywheel.serving.host import ModelHost, ServedModel, State

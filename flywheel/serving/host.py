@@ -1,7 +1,7 @@
 """The model host: poll one model's production alias, load + verify a new version, then swap it in atomically.
 
 With a verifier configured, the manifest's signature is checked first, before anything else is read
-(flywheel/signing.py). A version that fails any check is never served; the old one keeps serving and the
+(flywheel/registry/signing.py). A version that fails any check is never served; the old one keeps serving and the
 failure is counted and retried with backoff. S3 being unreachable never makes a loaded host unready. A replica runs one
 host per model (flywheel/serving/fleet.py); they share the process's memory budget.
 """
@@ -20,14 +20,14 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel.errors import FlywheelError, ModelVerificationError
-from flywheel.manifest import check_golden, check_libraries, load_model
-from flywheel.registry import Registry
+from flywheel.registry.manifest import check_golden, check_libraries, load_model
+from flywheel.registry.signing import SignatureError, Verifier, statement
+from flywheel.registry.store import Registry
 from flywheel.schema import Schema
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.serving.quality_watch import QualityWatch
 from flywheel.serving.trial import Trial
-from flywheel.signing import SignatureError, Verifier, statement
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60.0
@@ -49,7 +49,7 @@ class ServedModel:
     loaded_at: str
     source: str
     classes: list[str] = field(default_factory=list)
-    fast: Any = None  # a FastPredictor verified identical to `model` (flywheel/serving/fastpath.py), or None
+    fast: Any = None  # a FastPredictor verified identical to `model` (flywheel/serving/fastpath/builder.py), or None
     serving_path: str = "pipeline"  # "fast" or "pipeline": which path computes this version's predictions
     fast_path_note: str = ""  # why the Pipeline serves, or what the fast path was verified on
 
@@ -235,7 +235,7 @@ class ModelHost:
     def _fast_path(self, version: int, model: Any, schema: Schema, golden: list[dict[str, Any]]) -> tuple[Any, str]:
         """Build, compile and verify the fast predictor before the swap; None (the Pipeline serves) when this
         shape has none, or when it differs from the Pipeline or fails in any way: it is only an optimisation."""
-        from flywheel.serving.fastpath import compile_or_reason, verify
+        from flywheel.serving.fastpath.builder import compile_or_reason, verify
 
         fast, reason = compile_or_reason(model, schema)
         if fast is None:

@@ -4,8 +4,8 @@ Prometheus series with the bounded `role` label (production / candidate).
 Counted per request: requests and errors, and the model latency (wall time of the predict call that computed
 the request's outputs, the same measure for both versions whatever the mode). Counted per row: predictions per
 bin (the bins of the candidate's prediction profile, identical on every pod) and, in shadow mode, the rows both
-versions predicted and how far apart they were. `snapshot` gives flywheel/judge.py's VersionStats, which the
-host publishes for the judge (flywheel/rollout_stats.py).
+versions predicted and how far apart they were. `snapshot` gives flywheel/release/judge.py's VersionStats, which the
+host publishes for the judge (flywheel/release/rollout_stats.py).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flywheel.drift import bin_counts
-from flywheel.judge import VersionStats
+from flywheel.release.judge import VersionStats
 from flywheel.serving.metrics import LATENCY_BUCKETS, ServingMetrics
+from flywheel.training.drift import bin_counts
 
 Role = Literal["production", "candidate"]
 ROLES: tuple[Role, ...] = ("production", "candidate")

@@ -6,10 +6,10 @@ import threading
 from collections import deque
 from typing import Any
 
-from flywheel import drift
 from flywheel.serving.host import ServedModel
 from flywheel.serving.inputs import Columns
 from flywheel.serving.metrics import ServingMetrics
+from flywheel.training import drift
 
 
 class DriftMonitor:

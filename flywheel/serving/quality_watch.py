@@ -1,4 +1,4 @@
-"""A model's published live quality (models/<model>/live-quality.json, flywheel/quality_summary.py) as gauges.
+"""A model's published live quality (models/<model>/live-quality.json, flywheel/feedback/quality_summary.py) as gauges.
 
 Polled by the model's host thread beside the production alias and the rollout file (flywheel/serving/host.py),
 with a conditional GET: an unchanged document costs one 304. The gauges carry the versions the document lists
@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flywheel import quality_summary
+from flywheel.feedback import quality_summary
 from flywheel.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)

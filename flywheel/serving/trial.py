@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel.errors import FlywheelError, ModelVerificationError
-from flywheel.rollout import Rollout, load_if_changed
-from flywheel.rollout_stats import publish, rollout_id
+from flywheel.release.rollout_state import Rollout, load_if_changed
+from flywheel.release.rollout_stats import publish, rollout_id
 from flywheel.serving.live import LiveStats
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class Active:
 
     rollout: Rollout
     candidate: ServedModel
-    key: str  # the rollout id (flywheel/rollout_stats.py)
+    key: str  # the rollout id (flywheel/release/rollout_stats.py)
 
 
 class Trial:

@@ -1,7 +1,7 @@
 """Judge Lambda: an EventBridge schedule (every minute) -> one judge pass over every model -> logs and metrics;
 and, each run, how many models' production versions are short of their holdout score on live traffic.
 
-Thin by design: build the settings, call flywheel.judging.judge_all, report each pass. A model whose pass failed
+Thin by design: build the settings, call flywheel.jobs.judge_pass.judge_all, report each pass. A model whose pass failed
 (action "error") is logged and counted, never raised: the next scheduled run retries it, and one model's
 fault must not hide the others' passes. Only a failure before any model is judged (settings, listing the
 registrations) raises, so Lambda counts it in its Errors metric. Runs from the trainer's image with another CMD.
@@ -17,8 +17,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from flywheel.judging import Pass, judge_all
-from flywheel.quality_summary import short_in_production
+from flywheel.feedback.quality_summary import short_in_production
+from flywheel.jobs.judge_pass import Pass, judge_all
 from flywheel.settings import CoreSettings
 from flywheel.storage import s3_client
 
@@ -68,7 +68,7 @@ def _emit(passes: list[Pass]) -> None:
 
 def _emit_quality(settings: CoreSettings, models: list[str]) -> None:
     """LiveQualityBelowHoldout: how many models' production versions are short of their holdout score in their
-    published live quality (flywheel/quality_summary.py), every run, so the cloud's alarm sees a sustained
+    published live quality (flywheel/feedback/quality_summary.py), every run, so the cloud's alarm sees a sustained
     shortfall as consecutive periods (cdk/observability.py) however rarely labels arrive."""
     short = 0
     for name in models:

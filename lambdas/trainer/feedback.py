@@ -1,4 +1,4 @@
-"""The trainer Lambda's feedback records: a file created under `feedback/` -> flywheel.feedback_arrival.process.
+"""The trainer Lambda's feedback records: a file created under `feedback/` -> flywheel.jobs.feedback_arrival.process.
 
 A bad file is quarantined and its message succeeds (retrying cannot fix it); S3 failing (or any fault) returns that
 message as a batch item failure (retried, then dead-lettered), never the others. A direct S3 invocation has no
@@ -14,13 +14,13 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from flywheel import registrations
-from flywheel.delayed import send_later
-from flywheel.events import CAPTURES_WAITED, Message, ObjectRef, notification
-from flywheel.feedback import FEEDBACK_PREFIX
-from flywheel.feedback_arrival import Arrival, process, refresh_quality
+from flywheel.feedback.labels import FEEDBACK_PREFIX
+from flywheel.jobs.feedback_arrival import Arrival, process, refresh_quality
+from flywheel.registry import registrations
 from flywheel.settings import TrainerSettings
 from lambdas.trainer import quality_metrics
+from lambdas.trainer.delayed import send_later
+from lambdas.trainer.events import CAPTURES_WAITED, Message, ObjectRef, notification
 
 logger = Logger(service="flywheel-trainer", child=True)
 

@@ -1,7 +1,7 @@
 """Trainer Lambda: SQS (S3 notifications) -> one retrain per model per invocation -> partial batch failures.
 
 Thin by design: parse the event, decide where the retrain runs (here, or handed to bigger compute when it
-will not fit), call flywheel.trainer.retrain, report. The local worker of `flywheel up` calls this same
+will not fit), call flywheel.jobs.retrain.retrain, report. The local worker of `flywheel up` calls this same
 function.
 """
 
@@ -16,17 +16,17 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from flywheel import registrations
-from flywheel.capacity import plan
+from flywheel.data.ingest import quarantine_unrouted
 from flywheel.errors import FlywheelError, LockBusy
-from flywheel.events import Message, parse_event, relevant
-from flywheel.ingest import quarantine_unrouted
-from flywheel.registrations import model_of_key
-from flywheel.registry import Registry
+from flywheel.jobs.retrain import Outcome, retrain
+from flywheel.names import model_of_batch_key
+from flywheel.registry import registrations
+from flywheel.registry.store import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import Outcome, retrain
+from flywheel.training.capacity import plan
 from lambdas.trainer import feedback, offload
+from lambdas.trainer.events import Message, parse_event, relevant
 
 logger = Logger(service="flywheel-trainer")
 metrics = Metrics(namespace="Flywheel", service="flywheel-trainer")
@@ -104,7 +104,7 @@ def _failures(ids: list[str]) -> dict[str, Any]:
 
 
 def _models_of(m: Message, settings: TrainerSettings) -> set[str]:
-    names = {model_of_key(o.key, settings) for o in m.objects}
+    names = {model_of_batch_key(o.key, settings) for o in m.objects}
     if m.retrain_requested:
         names.add(m.requested_model or settings.model_name)
     return {n for n in names if n}
@@ -117,7 +117,7 @@ def _route(settings: TrainerSettings, messages: list[Message]) -> dict[str, list
     for ref in relevant(messages, settings.data_prefix):
         if ref.bucket != settings.bucket:
             continue
-        name = model_of_key(ref.key, settings) or ""
+        name = model_of_batch_key(ref.key, settings) or ""
         if name in known:
             out.setdefault(name, []).append(ref.key)
         elif ref.event_name.startswith("ObjectCreated"):

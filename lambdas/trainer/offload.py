@@ -18,10 +18,10 @@ from typing import Any
 
 import boto3
 
-from flywheel.delayed import MAX_DELAY, send_later
 from flywheel.errors import FlywheelError
-from flywheel.events import RETRAIN_EVENT
 from flywheel.settings import TrainerSettings
+from lambdas.trainer.delayed import MAX_DELAY, send_later
+from lambdas.trainer.events import RETRAIN_EVENT
 
 log = logging.getLogger(__name__)
 MIN_DELAY = 30

@@ -1,4 +1,4 @@
-"""A model's published live quality (flywheel/quality_summary.py) as CloudWatch metrics, through Powertools EMF.
+"""A model's published live quality (flywheel/feedback/quality_summary.py) as CloudWatch metrics (Powertools EMF).
 
 Per version, with dimensions `model` and `version` (besides Powertools' `service`): LiveQuality (only when the
 version has labelled predictions), LiveQualityShortfall (only when both figures are known) and

@@ -304,7 +304,8 @@ def test_api_domain_names_the_api_url(external: InProcessSynth):
 def test_api_pods_read_models_and_write_only_their_statistics_and_captures(synth: InProcessSynth):
     grants = {(a, r) for a, r, _ in s3_grants(role_statements(synth, "ServingAppPodRole"))}
     assert {g for g in grants if g[0] != "s3:GetObject" and g[0] != "s3:ListBucket"} == {
-        ("s3:PutObject", "BUCKET/models/*/rollouts/*/stats/*"),  # flywheel/rollout_stats.py, one object per process
+        # flywheel/release/rollout_stats.py, one object per process
+        ("s3:PutObject", "BUCKET/models/*/rollouts/*/stats/*"),
         ("s3:PutObject", "BUCKET/captures/*"),  # captured predictions (docs/captures.md)
     }
     assert ("s3:GetObject", "BUCKET/models/*") in grants

@@ -21,7 +21,7 @@ from cdk.data_bucket import (
 from cdk.registrations import schema_key
 from cdk.rollout_judge import HISTORY_KEYS as JUDGE_HISTORY_KEYS
 
-#: Keys of one version (v7 of `churn`): its own files, and a history event as flywheel.history names one.
+#: Keys of one version (v7 of `churn`): its own files, and a history event as flywheel.registry.history names one.
 VERSION_FILE_KEYS_OF_V7 = [f"models/churn/versions/000007/{name}" for name in VERSION_FILES]
 HISTORY_KEY_OF_V7 = "models/churn/versions/000007/history/20260101T000000.000000Z-promoted-0a1b2c3d.json"
 
@@ -172,7 +172,7 @@ def test_only_the_provider_that_empties_the_bucket_is_added_when_data_is_not_kep
 
 def test_the_reserved_pattern_covers_the_version_keys_the_core_writes_and_nothing_else():
     """IAM's `*` matches like fnmatch's, `/` included."""
-    from flywheel.registry import Registry
+    from flywheel.registry.store import Registry
 
     assert VERSIONS_KEYS == "models/*/versions/*"
     assert VERSION_WRITE_ACTIONS == ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
@@ -216,8 +216,8 @@ class _RecordingS3:
 
 def test_version_files_are_every_file_the_registry_publishes_and_history_is_none_of_them():
     """The history writers' deny names a version's files: a file the registry adds must be added there too."""
-    from flywheel import history
-    from flywheel.registry import Registry
+    from flywheel.registry import history
+    from flywheel.registry.store import Registry
 
     class _Signer:
         def sign(self, message: bytes) -> bytes:

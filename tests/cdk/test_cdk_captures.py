@@ -66,12 +66,12 @@ def test_feedback_is_kept_and_only_its_noncurrent_versions_expire(synth: InProce
 
 
 def test_the_rule_covers_the_keys_the_core_writes():
-    from flywheel import captures, feedback
+    from flywheel.feedback import captures, labels
 
-    assert captures.CAPTURES_PREFIX == CAPTURES_PREFIX and feedback.FEEDBACK_PREFIX == FEEDBACK_PREFIX
+    assert captures.CAPTURES_PREFIX == CAPTURES_PREFIX and labels.FEEDBACK_PREFIX == FEEDBACK_PREFIX
     key = captures.capture_key("churn-eu", datetime(2026, 1, 2, tzinfo=UTC), "flywheel-app-0", 7)
     assert key.startswith(CAPTURES_PREFIX) and fnmatchcase(key, "captures/*")
-    assert fnmatchcase(f"{feedback.feedback_prefix('churn-eu')}labels.csv", "feedback/*")
+    assert fnmatchcase(f"{labels.feedback_prefix('churn-eu')}labels.csv", "feedback/*")
 
 
 # --- captureRetentionDays --------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Feedback files processed on arrival in the cloud (cdk/feedback_arrival.py, docs/captures.md): `feedback/`
-notifications reach the trainer's queue, and the trainer Lambda (only) may do what flywheel/feedback_arrival.py
+notifications reach the trainer's queue, and the trainer Lambda (only) may do what flywheel/jobs/feedback_arrival.py
 does beyond a retrain: quarantine a bad file and write the batch a file becomes, nothing wider."""
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ def test_only_the_lambda_gets_the_feedback_grants(synth: InProcessSynth):
 
 
 def test_what_process_writes_is_granted_by_the_trainers_statements(synth: InProcessSynth):
-    """flywheel.feedback_arrival's keys fall under the Lambda's grants: the quarantine copy and report, the live
+    """flywheel.jobs.feedback_arrival's keys fall under the Lambda's grants: the quarantine copy and report, the live
     quality document, the policy it reads, and the batch."""
-    from flywheel.feedback_arrival import quarantine_key
-    from flywheel.feedback_batches import batch_key
-    from flywheel.feedback_policy import policy_key
-    from flywheel.quality_summary import summary_key
+    from flywheel.feedback.labelled_batches import batch_key
+    from flywheel.feedback.policy import policy_key
+    from flywheel.feedback.quality_summary import summary_key
+    from flywheel.jobs.feedback_arrival import quarantine_key
     from flywheel.settings import TrainerSettings
 
     s = TrainerSettings(bucket="flywheel-data")

@@ -78,9 +78,9 @@ def test_s3_access_is_read_models_and_write_three_key_patterns(synth: InProcessS
 
 def test_the_writable_patterns_match_what_the_core_writes_and_no_version_file():
     """IAM's `*` matches like fnmatch's, `/` included."""
-    from flywheel.history import HISTORY_DIR
-    from flywheel.registry import Registry
-    from flywheel.rollout import rollout_key
+    from flywheel.registry.history import HISTORY_DIR
+    from flywheel.registry.store import Registry
+    from flywheel.release.rollout_state import rollout_key
 
     def writable(key: str) -> bool:
         return any(fnmatchcase(key, pattern) for pattern in WRITABLE_KEYS)

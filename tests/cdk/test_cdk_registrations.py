@@ -139,10 +139,11 @@ def test_a_schema_outside_the_repository_is_refused(tmp_path: Path):
 
 def test_keys_names_and_bodies_agree_with_the_core():
     """What the stack writes is what the core reads: the key, the name rule, and a body its Schema accepts."""
-    from flywheel import registrations as core
+    from flywheel.registry import registrations as core
     from flywheel.schema import BUILTIN_SCHEMAS, Schema, load_schema
+    from flywheel.settings import MODEL_NAME as CORE_NAME
 
-    assert core.NAME.pattern == f"^{MODEL_NAME.pattern}$"
+    assert CORE_NAME.pattern == f"^{MODEL_NAME.pattern}$"
     for name in ("savings", "churn-2"):
         assert schema_key(name) == core.schema_key("models/", name)
     for ref in BUILTIN_SCHEMAS:

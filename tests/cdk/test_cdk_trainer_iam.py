@@ -171,7 +171,7 @@ def test_api_pods_read_models_and_write_only_their_rollout_statistics(synth: InP
     assert s3_grants(statements) == {
         ("s3:GetObject", "BUCKET/models/*", ""),
         ("s3:ListBucket", "BUCKET", "models/*"),
-        ("s3:PutObject", "BUCKET/models/*/rollouts/*/stats/*", ""),  # flywheel/rollout_stats.py
+        ("s3:PutObject", "BUCKET/models/*/rollouts/*/stats/*", ""),  # flywheel/release/rollout_stats.py
         ("s3:PutObject", "BUCKET/captures/*", ""),  # flywheel/serving/capture.py
     }
     assert all(not str(s["Action"]).startswith("sqs") for s in statements)
@@ -206,9 +206,9 @@ def test_ui_grants_follow_the_core_layout():
     from fnmatch import fnmatchcase
 
     from cdk.grants import ANY_ALIAS_KEY, ERROR_REPORT_SUFFIX, alias_key
-    from flywheel.batches import ERROR_SUFFIX
-    from flywheel.registrations import schema_key
-    from flywheel.registry import Registry
+    from flywheel.data.batch_store import ERROR_SUFFIX
+    from flywheel.registry.registrations import schema_key
+    from flywheel.registry.store import Registry
 
     assert ERROR_REPORT_SUFFIX == ERROR_SUFFIX
     for name in (DEFAULTS.model_name, "churn-2"):

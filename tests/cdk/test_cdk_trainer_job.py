@@ -74,13 +74,13 @@ def test_entrypoint_runs_the_handler_in_lambda_and_the_cli_in_batch(synth: InPro
 
 def test_job_command_is_a_real_cli_invocation(synth: InProcessSynth):
     """What Batch runs after substituting the default parameter parses as `flywheel retrain --model <model>`."""
-    from flywheel.cli import build_parser
+    from flywheel.cli.main import build_parser
 
     _, job = _job_definition(synth)
     params = {f"Ref::{k}": v for k, v in job["Parameters"].items()}
     module, *argv = [params.get(a, a) for a in job["ContainerProperties"]["Command"]]
     assert module == "flywheel.cli"
-    assert (REPO_ROOT / "flywheel" / "cli.py").read_text().count('if __name__ == "__main__":') == 1
+    assert (REPO_ROOT / "flywheel" / "cli" / "__main__.py").is_file()  # what `python -m flywheel.cli` runs
     args = build_parser().parse_args(argv)
     assert (args.command, args.model, args.adopt_lock) == ("retrain", DEFAULTS.model_name, "none")
 

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from flywheel.jobs.retrain import retrain
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from tests.conftest import Stack, free_port
 from tests.helpers import csv_bytes, wait_for
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from flywheel.captures import capture_key, to_parquet
+from flywheel.feedback.captures import capture_key, to_parquet
 from flywheel.schema import load_schema
 from tests.conftest import Stack
 from tests.integration.conftest import ROW

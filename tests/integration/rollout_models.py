@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from flywheel.manifest import dump_model, frame_from_records, load_model, outputs, sha256
-from flywheel.registry import Registry
+from flywheel.registry.manifest import dump_model, frame_from_records, load_model, outputs, sha256
+from flywheel.registry.store import Registry
 from flywheel.schema import Schema
 
 LIMIT = 8000.0

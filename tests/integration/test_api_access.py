@@ -15,7 +15,7 @@ import boto3
 import httpx
 import pytest
 
-from flywheel import apikeys
+from flywheel.access import api_keys
 from flywheel.errors import FlywheelError
 from tests.conftest import REGION, Stack
 from tests.integration.conftest import ROOT, ROW, Replica, metric, serving_version, train, wait_for
@@ -63,7 +63,7 @@ def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
 
     client = _create(["--file", str(store)], "checkout-service")
     operator = _create(["--file", str(store)], "alice", role="operator")
-    assert client not in store.read_text() and apikeys.digest(client) in store.read_text()  # only hashes kept
+    assert client not in store.read_text() and api_keys.digest(client) in store.read_text()  # only hashes kept
     for key in (client, operator):  # both accepted after a reload (a reload may fall between the two writes)
         wait_for(lambda key=key: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(key)).status_code
                  == 200, 10, what="the new key accepted after a reload")  # fmt: skip
@@ -130,7 +130,7 @@ def test_secrets_manager_store_service_key_and_smoke_test(
     assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=_bearer(ui_key)).status_code == 200
 
     key = _create(["--secret-id", store], "smoke-test")
-    assert apikeys.digest(key) in sm.get_secret_value(SecretId=store)["SecretString"]
+    assert api_keys.digest(key) in sm.get_secret_value(SecretId=store)["SecretString"]
     wait_for(lambda: httpx.get(api.url + "/v1/model", headers=_bearer(key)).status_code == 200, 10, what="new key")
 
     smoke = [sys.executable, str(ROOT / "scripts" / "smoke_test.py"), "--api", api.url, "--timeout", "10"]
@@ -144,22 +144,22 @@ def test_store_errors_name_the_store_and_the_entry(tmp_path: Path) -> None:
     bad = tmp_path / "keys.json"
     bad.write_text('{"keys": [{"id": "a1", "name": "x", "role": "admin", "sha256": "' + "0" * 64 + '"}]}')
     with pytest.raises(FlywheelError, match=r"keys\[0\] \(a1\)"):
-        apikeys.FileStore(bad).load()
+        api_keys.FileStore(bad).load()
     bad.write_text("[]")
     with pytest.raises(FlywheelError, match="expected"):
-        apikeys.FileStore(bad).load()
-    auth = apikeys.Authenticator(apikeys.FileStore(tmp_path / "none.json"))
+        api_keys.FileStore(bad).load()
+    auth = api_keys.Authenticator(api_keys.FileStore(tmp_path / "none.json"))
     assert len(auth) == 0 and auth.check(None) is None and auth.check("short") is None
 
 
 def test_keys_that_cannot_be_reloaded_for_too_long_are_refused(tmp_path: Path) -> None:
     """A failed reload keeps the keys for a while (a Secrets Manager hiccup must not lock clients out), but a
     revocation must not be ignored for long: past max_stale_seconds every key is refused until a reload works."""
-    store = apikeys.FileStore(tmp_path / "keys.json")
-    key, record = apikeys.new_key("svc", "client", "test")
+    store = api_keys.FileStore(tmp_path / "keys.json")
+    key, record = api_keys.new_key("svc", "client", "test")
     store.save([record])
     assert oct(store.path.stat().st_mode & 0o777) == "0o600"
-    auth = apikeys.Authenticator(store, max_stale_seconds=0.5)
+    auth = api_keys.Authenticator(store, max_stale_seconds=0.5)
     assert auth.check(key) == record
     good = store.path.read_text()
     store.path.write_text("{broken")

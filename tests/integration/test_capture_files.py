@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from flywheel.captures import classes_of, read
+from flywheel.feedback.captures import classes_of, read
 from flywheel.schema import load_schema
 from flywheel.serving.capture import Capturer, prediction_ids
 from flywheel.serving.metrics import ServingMetrics

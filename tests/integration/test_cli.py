@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.cli import build_parser, main
+from flywheel.cli.main import build_parser, main
 from tests.conftest import Stack
 
 
@@ -126,7 +126,7 @@ def test_the_cli_finds_a_running_local_stack_or_says_what_is_missing(
     out = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "missing setting FLYWHEEL_BUCKET" in out.stderr and "make up" in out.stderr
-    from flywheel.cli_env import write_stack_file
+    from flywheel.cli.stack_env import write_stack_file
 
     write_stack_file(tmp_path, {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": "t",
                                 "AWS_SECRET_ACCESS_KEY": "t", "AWS_REGION": "us-east-1",

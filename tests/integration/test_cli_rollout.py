@@ -7,14 +7,14 @@ import math
 
 import pytest
 
-from flywheel.cli import main
-from flywheel.judge import VersionStats
-from flywheel.registry import Registry
-from flywheel.rollout import load
-from flywheel.rollout_stats import publish
+from flywheel.cli.main import main
+from flywheel.jobs.retrain import retrain
+from flywheel.registry.store import Registry
+from flywheel.release.judge import VersionStats
+from flywheel.release.rollout_state import load
+from flywheel.release.rollout_stats import publish
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
-from flywheel.manifest import load_model
-from flywheel.registry import Registry
-from flywheel.serving import fastpath
+from flywheel.jobs.retrain import retrain
+from flywheel.registry.manifest import load_model
+from flywheel.registry.store import Registry
+from flywheel.serving.fastpath import builder as fastpath
 from flywheel.serving.host import ModelHost
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.integration.conftest import ROW, Replica, metric, serving_version, wait_for

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sklearn.metrics import r2_score
 
-from flywheel.cli import main
-from flywheel.feedback_arrival import process
-from flywheel.feedback_policy import policy_key
+from flywheel.cli.main import main
+from flywheel.feedback.policy import policy_key
+from flywheel.jobs.feedback_arrival import process
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from tests.conftest import Stack

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel import feedback_arrival
-from flywheel.feedback_policy import set_policy
+from flywheel.feedback.policy import set_policy
+from flywheel.jobs import feedback_arrival
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.integration.feedback_helpers import SUMMARY, labels_csv, put_captures, put_manifest

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolute_error, r2_score
 
-from flywheel.captures import capture_key, to_parquet
-from flywheel.cli import main
-from flywheel.quality import live_quality
-from flywheel.registrations import register
+from flywheel.cli.main import main
+from flywheel.feedback.captures import capture_key, to_parquet
+from flywheel.feedback.live_quality import live_quality
+from flywheel.registry.registrations import register
 from flywheel.schema import Schema, load_schema
 from tests.conftest import Stack
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.captures import capture_key, to_parquet
-from flywheel.cli import main
-from flywheel.registry import Registry
+from flywheel.cli.main import main
+from flywheel.feedback.captures import capture_key, to_parquet
+from flywheel.jobs.retrain import retrain
+from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.integration.conftest import ROW

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from app.local.worker import poll_once
-from flywheel.cli import main
-from flywheel.events import CAPTURES_WAITED, ObjectRef, notification, parse_event
+from flywheel.cli.main import main
+from lambdas.trainer.events import CAPTURES_WAITED, ObjectRef, notification, parse_event
 from tests.conftest import Stack
 from tests.integration.feedback_helpers import SUMMARY, labels_csv, put_captures
 from tests.integration.trainer_helpers import fresh_handler, invoke

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from flywheel import history
-from flywheel.judge import VersionStats
-from flywheel.quality_summary import MIN_LABELLED, TOLERANCE, summary_key
-from flywheel.registry import Registry
-from flywheel.rollout import Rollout, Thresholds, load, rollout_key
-from flywheel.rollout_ops import JUDGE, begin
-from flywheel.rollout_stats import publish
+from flywheel.feedback.quality_summary import MIN_LABELLED, TOLERANCE, summary_key
+from flywheel.registry import history
+from flywheel.registry.store import Registry
+from flywheel.release.judge import VersionStats
+from flywheel.release.rollout_actions import JUDGE, begin
+from flywheel.release.rollout_state import Rollout, Thresholds, load, rollout_key
+from flywheel.release.rollout_stats import publish
 from lambdas.judge import handler as judge
 from tests.conftest import Stack
 from tests.helpers import FakeLambdaContext

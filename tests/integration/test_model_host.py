@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from flywheel.registry import Registry
+from flywheel.jobs.retrain import retrain
+from flywheel.registry.store import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from tests.conftest import Stack, free_port
 from tests.helpers import csv_bytes
 from tests.integration.conftest import ROW, Replica, get_status, metric, predict, serving_version, train, wait_for

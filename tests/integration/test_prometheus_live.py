@@ -23,8 +23,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from flywheel import quality_summary
-from flywheel.sampledata import GENERATORS
+from flywheel.data.sample_data import GENERATORS
+from flywheel.feedback import quality_summary
 from flywheel.schema import load_schema
 from tests.conftest import Stack, free_port
 from tests.helpers import wait_for

@@ -1,5 +1,5 @@
 """Live quality as Prometheus gauges on a real replica: predictions captured with their ids, labels for them
-under feedback/, the document computed and published (flywheel/quality_summary.py), and the replica's /metrics
+under feedback/, the document computed and published (flywheel/feedback/quality_summary.py), and the replica's /metrics
 following the document as it changes and disappears, while it keeps serving."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from flywheel import quality_summary
-from flywheel.captures import read
+from flywheel.feedback import quality_summary
+from flywheel.feedback.captures import read
 from flywheel.schema import load_schema
 from tests.conftest import Stack
 from tests.integration.conftest import ROW, Replica, metrics_text, predict, serving_version, train, wait_for

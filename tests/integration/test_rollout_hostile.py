@@ -9,13 +9,14 @@ import time
 
 import pytest
 
-from flywheel import lifecycle, rollout_ops
 from flywheel.errors import ConflictError
-from flywheel.judge import VersionStats
-from flywheel.judging import judge_model
-from flywheel.registry import Registry
-from flywheel.rollout import Rollout, Thresholds, load
-from flywheel.rollout_stats import gather, publish, stats_prefix
+from flywheel.jobs.judge_pass import judge_model
+from flywheel.registry import operator_actions
+from flywheel.registry.store import Registry
+from flywheel.release import rollout_actions
+from flywheel.release.judge import VersionStats
+from flywheel.release.rollout_state import Rollout, Thresholds, load
+from flywheel.release.rollout_stats import gather, publish, stats_prefix
 from tests.conftest import Stack
 
 MODEL = "savings"
@@ -32,7 +33,7 @@ def running(stack: Stack, thresholds: Thresholds = QUICK) -> tuple[Registry, Rol
     for v in (1, 2):
         stack.put(reg.version_key(v, "manifest.json"), json.dumps({"version": v, "status": "promoted"}).encode())
     reg.move_alias(1, None, actor="trainer", reason="first version")
-    return reg, rollout_ops.begin(reg, 2, actor="trainer", mode="canary", share=0.5, thresholds=thresholds)
+    return reg, rollout_actions.begin(reg, 2, actor="trainer", mode="canary", share=0.5, thresholds=thresholds)
 
 
 HOSTILE = {
@@ -79,7 +80,7 @@ def test_the_judge_never_undoes_a_rollback_made_after_its_promotion(stack: Stack
     assert judge_model(reg).action == "promote"
     assert reg.alias().version == 2  # type: ignore[union-attr]
     time.sleep(1.1)  # the rollback is recorded in a later second than the decision
-    lifecycle.rollback(reg, actor="alice")
+    operator_actions.rollback(reg, actor="alice")
     assert reg.alias().version == 1  # type: ignore[union-attr]
     again = judge_model(reg)
     assert again.action == "none", again
@@ -89,10 +90,10 @@ def test_the_judge_never_undoes_a_rollback_made_after_its_promotion(stack: Stack
 def test_a_rollout_replaced_while_judged_is_not_decided_on_old_figures(stack: Stack) -> None:
     reg, first = running(stack)
     _, etag = load(reg) or pytest.fail("no rollout")
-    rollout_ops.abort(reg, actor="alice", reason="change the share")
-    second = rollout_ops.begin(reg, 2, actor="alice", mode="canary", share=0.2, thresholds=QUICK)
+    rollout_actions.abort(reg, actor="alice", reason="change the share")
+    second = rollout_actions.begin(reg, 2, actor="alice", mode="canary", share=0.2, thresholds=QUICK)
     assert second.id != first.id and stats_prefix(reg, second) != stats_prefix(reg, first)
     with pytest.raises(ConflictError, match="changed since it was judged"):
-        rollout_ops.promote(reg, actor="judge", reason="figures of the first", expected_etag=etag)
+        rollout_actions.promote(reg, actor="judge", reason="figures of the first", expected_etag=etag)
     found = load(reg)
     assert found is not None and found[0].running and found[0].id == second.id

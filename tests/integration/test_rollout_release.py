@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel import rollout_ops
-from flywheel.history import events
-from flywheel.registry import Registry
-from flywheel.rollout import load
+from flywheel.jobs.retrain import Outcome, retrain
+from flywheel.registry.history import events
+from flywheel.registry.store import Registry
+from flywheel.release import rollout_actions
+from flywheel.release.rollout_state import load
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import Outcome, retrain
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 
@@ -47,12 +47,12 @@ def test_first_version_direct_then_canary_then_superseded(stack: Stack) -> None:
 def test_the_models_policy_wins_and_direct_moves_the_alias(stack: Stack) -> None:
     reg = Registry(stack.s3, stack.bucket, "savings")
     run(stack, 1)
-    rollout_ops.set_policy(reg, rollout_ops.Policy("shadow", 1.0))
+    rollout_actions.set_policy(reg, rollout_actions.Policy("shadow", 1.0))
     assert run(stack, 2).status == "rollout"  # the deployment says direct; the model says shadow
     found = load(reg)
     assert found is not None and found[0].mode == "shadow" and found[0].share == 1.0
-    rollout_ops.abort(reg, actor="alice", reason="not now")
-    rollout_ops.set_policy(reg, rollout_ops.Policy("direct"))
+    rollout_actions.abort(reg, actor="alice", reason="not now")
+    rollout_actions.set_policy(reg, rollout_actions.Policy("direct"))
     out = run(stack, 3)
     assert out.status == "promoted" and reg.alias().version == 3  # type: ignore[union-attr]
 
@@ -90,7 +90,7 @@ def test_a_refused_history_write_does_not_undo_an_operators_decision(stack: Stac
 
     s3.meta.events.register("before-parameter-build.s3.PutObject", refuse_history)
     reg = Registry(s3, stack.bucket, "savings")
-    decided = rollout_ops.abort(reg, actor="alice (operator, cli)", reason="not now")
+    decided = rollout_actions.abort(reg, actor="alice (operator, cli)", reason="not now")
     assert decided.status == "aborted"
     found = load(reg)
     assert found is not None and found[0].status == "aborted" and found[0].history[-1].who == "alice (operator, cli)"

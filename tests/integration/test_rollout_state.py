@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from flywheel import rollout as module
 from flywheel.errors import ConflictError, NotFound
-from flywheel.registry import Registry
-from flywheel.rollout import (
+from flywheel.registry.store import Registry
+from flywheel.release import rollout_state as module
+from flywheel.release.rollout_state import (
     HISTORY_LIMIT,
     Event,
     Rollout,

@@ -7,14 +7,14 @@ from typing import Any
 
 import httpx
 
-from flywheel import rollout_ops
-from flywheel.judging import judge_model
-from flywheel.registry import Registry
-from flywheel.rollout import Thresholds, load
-from flywheel.rollout_stats import stats_prefix
+from flywheel.jobs.judge_pass import judge_model
+from flywheel.jobs.retrain import retrain
+from flywheel.registry.store import Registry
+from flywheel.release import rollout_actions
+from flywheel.release.rollout_state import Thresholds, load
+from flywheel.release.rollout_stats import stats_prefix
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.integration.conftest import ROW, Replica, metric, predict, serving_version, train, wait_for
@@ -74,7 +74,7 @@ def test_shadow_answers_as_production_alone_then_promotes(
 
     alone = answers()
     reg = registry(stack)
-    rollout_ops.set_policy(reg, rollout_ops.Policy("shadow", 1.0, LENIENT))
+    rollout_actions.set_policy(reg, rollout_actions.Policy("shadow", 1.0, LENIENT))
     stack.put("data/batch-2.csv", csv_bytes(1500, seed=2))
     outcome = retrain(TrainerSettings(bucket=stack.bucket), s3_client())
     assert outcome.status == "rollout" and outcome.version == 2, outcome
@@ -105,7 +105,7 @@ def test_canary_candidate_failing_on_some_inputs_fails_no_request_and_is_aborted
     bad = publish_derived(reg, 1, wrap=True)
     api = start_replica(stack.bucket, moto_endpoint, **FAST)
     wait_for(lambda: serving_version(api.url) == 1, 30, what="v1")
-    rollout_ops.begin(reg, bad, actor="test", mode="canary", share=0.5, thresholds=QUICK)
+    rollout_actions.begin(reg, bad, actor="test", mode="canary", share=0.5, thresholds=QUICK)
     wait_for(lambda: (rollout_of(api.url) or {}).get("candidate") == bad, 30, what="candidate loaded")
 
     answered: dict[int, int] = {}
@@ -142,7 +142,7 @@ def test_canary_share_and_the_judge_across_two_replicas(
     b = start_replica(stack.bucket, moto_endpoint, **FAST)
     share, n = 0.3, 400
     two_pods = Thresholds(min_requests=int(share * n * 1.5), min_seconds=0, max_p99_ratio=20.0)
-    rollout_ops.begin(reg, same, actor="test", mode="canary", share=share, thresholds=two_pods)
+    rollout_actions.begin(reg, same, actor="test", mode="canary", share=share, thresholds=two_pods)
     for api in (a, b):
         wait_for(lambda api=api: (rollout_of(api.url) or {}).get("candidate") == same, 30, what="candidate loaded")
 
@@ -169,7 +169,7 @@ def test_restart_resumes_the_rollout_and_an_operator_aborts(
     train(stack)
     reg = registry(stack)
     candidate = publish_derived(reg, 1, wrap=False)
-    rollout_ops.begin(reg, candidate, actor="test", mode="canary", share=1.0, thresholds=QUICK)
+    rollout_actions.begin(reg, candidate, actor="test", mode="canary", share=1.0, thresholds=QUICK)
     first = start_replica(stack.bucket, moto_endpoint, **FAST)
     wait_for(lambda: (rollout_of(first.url) or {}).get("candidate") == candidate, 30, what="candidate loaded")
     assert predict(first.url, [ROW]).json()["model_version"] == candidate  # share 1: the candidate answers
@@ -181,11 +181,11 @@ def test_restart_resumes_the_rollout_and_an_operator_aborts(
     assert predict(second.url, [ROW]).json()["model_version"] == candidate
     publish_now(stack, first, second)  # a new process adds its own statistics; the first one's stay counted
 
-    rollout_ops.abort(reg, actor="alice (operator, cli)", reason="customer complaint")
+    rollout_actions.abort(reg, actor="alice (operator, cli)", reason="customer complaint")
     wait_for(lambda: rollout_of(second.url) is None, 10, what="candidate dropped")
     assert predict(second.url, [ROW]).json()["model_version"] == 1
     found = load(reg)
     assert found is not None and found[0].status == "aborted" and found[0].decided_by == "alice (operator, cli)"
-    from flywheel.history import events
+    from flywheel.registry.history import events
 
     assert [e["what"] for e in events(reg, candidate)] == ["rollout-started", "rollout-aborted"]

@@ -12,8 +12,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from flywheel.manifest import load_model
-from flywheel.registry import Registry
+from flywheel.registry.manifest import load_model
+from flywheel.registry.store import Registry
 from flywheel.storage import s3_client
 from tests.conftest import Stack
 from tests.integration.conftest import (
@@ -176,7 +176,7 @@ def test_drift_gauges_follow_inputs(stack: Stack, moto_endpoint: str, start_repl
     train(stack)
     api = start_replica(stack.bucket, moto_endpoint)
     wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
-    from flywheel.sampledata import savings
+    from flywheel.data.sample_data import savings
 
     shifted = savings(300, seed=9, drift=1.0).drop(columns=["monthly_savings"])
     instances = json.loads(shifted.to_json(orient="records"))
@@ -228,8 +228,8 @@ def test_sigterm_drains_in_flight_requests(
 def test_classifier_returns_probabilities(
     stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from flywheel.jobs.retrain import retrain
     from flywheel.settings import TrainerSettings
-    from flywheel.trainer import retrain
     from tests.helpers import csv_bytes
 
     stack.put("data/churn.csv", csv_bytes(1500, seed=1, dataset="churn"))

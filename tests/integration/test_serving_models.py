@@ -11,13 +11,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from flywheel import registrations
-from flywheel.manifest import load_model
-from flywheel.registry import Registry
+from flywheel.jobs.retrain import retrain
+from flywheel.registry import registrations
+from flywheel.registry.manifest import load_model
+from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.integration.conftest import ROW, Replica, metric, metrics_text, wait_for

@@ -12,12 +12,12 @@ import boto3
 import pytest
 from prometheus_client import CollectorRegistry
 
-from flywheel.lifecycle import summaries
-from flywheel.manifest import dump_model
-from flywheel.registry import Registry
+from flywheel.registry.manifest import dump_model
+from flywheel.registry.operator_actions import summaries
+from flywheel.registry.signing import KmsVerifier, PublicKeyVerifier, generate_key_pair, statement
+from flywheel.registry.store import Registry
 from flywheel.serving.host import ModelHost
 from flywheel.serving.metrics import ServingMetrics
-from flywheel.signing import KmsVerifier, PublicKeyVerifier, generate_key_pair, statement
 from flywheel.storage import s3_client
 from tests.conftest import REGION, Stack
 from tests.integration.conftest import ROW, Replica, metric, predict, serving_version, train, wait_for

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from flywheel.lifecycle import rollback
-from flywheel.registry import Registry
+from flywheel.jobs.retrain import retrain
+from flywheel.registry.operator_actions import rollback
+from flywheel.registry.store import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from lambdas.trainer import handler as trainer
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
@@ -41,7 +41,7 @@ def test_1_quoted_header_batch_is_quarantined_and_a_good_batch_still_trains(stac
 def test_unexpected_error_in_one_batch_quarantines_only_that_batch(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flywheel import ingest
+    from flywheel.data import ingest
 
     real = ingest.validate_stream
 
@@ -100,7 +100,7 @@ def test_3_rollback_between_decision_and_retry_is_respected(stack: Stack) -> Non
 
 
 def test_6_reupload_during_quarantine_survives(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flywheel import ingest
+    from flywheel.data import ingest
 
     good = csv_bytes(800, seed=1)
     stack.put("data/x.csv", b"not,a,batch\n1,2,3\n")
@@ -198,7 +198,7 @@ def test_a_lost_validated_copy_is_made_again_from_its_csv(stack: Stack) -> None:
 def test_approved_but_left_where_an_operator_put_it_is_not_called_promoted(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flywheel import trainer as core
+    from flywheel.jobs import retrain as core
 
     stack.put("data/a.csv", csv_bytes(800, seed=1))
     assert retrain(TrainerSettings(**FAST), s3_client()).status == "promoted"

@@ -10,11 +10,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from flywheel.capacity import plan
-from flywheel.registry import Registry
+from flywheel.jobs.retrain import retrain
+from flywheel.registry.store import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
+from flywheel.training.capacity import plan
 from lambdas.trainer import handler as trainer
 from lambdas.trainer import offload
 from tests.conftest import Stack
@@ -120,7 +120,7 @@ def test_delayed_retry_message_is_understood_by_the_handler(stack: Stack) -> Non
     got = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["All"])["Attributes"]
     assert got["ApproximateNumberOfMessagesDelayed"] == "1"
     body = {"Event": "flywheel:Retrain", "model": "savings", "keys": ["data/a.csv"]}
-    from flywheel.events import parse_event
+    from lambdas.trainer.events import parse_event
 
     (msg,) = parse_event({"Records": [{"messageId": "1", "body": json.dumps(body), "eventSource": "aws:sqs"}]})
     assert msg.retrain_requested and not msg.error

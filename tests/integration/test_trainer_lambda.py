@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from flywheel.errors import LockBusy
-from flywheel.lifecycle import promote, rollback
-from flywheel.registry import Registry
+from flywheel.jobs.retrain import retrain
+from flywheel.registry.operator_actions import promote, rollback
+from flywheel.registry.store import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
 from lambdas.trainer import handler as trainer
 from tests.conftest import Stack
 from tests.helpers import FakeLambdaContext, csv_bytes

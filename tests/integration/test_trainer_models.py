@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from flywheel.errors import ConflictError
-from flywheel.events import parse_event
-from flywheel.registrations import model_of_key, models, register, registered, schema_of
-from flywheel.registry import Registry
+from flywheel.names import model_of_batch_key
+from flywheel.registry.registrations import models, register, registered, schema_of
+from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
+from lambdas.trainer.events import parse_event
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.integration.trainer_helpers import fresh_handler, invoke
@@ -47,10 +48,10 @@ def test_registration_is_create_only_and_a_schema_never_changes(stack: Stack) ->
 
 def test_keys_route_by_folder() -> None:
     s = TrainerSettings(bucket="b-x-y")
-    assert model_of_key("data/churn/jan.csv", s) == "churn"
-    assert model_of_key("data/churn/2026/jan.csv", s) == "churn"
-    assert model_of_key("data/jan.csv", s) == "savings"  # the old layout: the default model
-    assert model_of_key("models/x", s) is None
+    assert model_of_batch_key("data/churn/jan.csv", s) == "churn"
+    assert model_of_batch_key("data/churn/2026/jan.csv", s) == "churn"
+    assert model_of_batch_key("data/jan.csv", s) == "savings"  # the old layout: the default model
+    assert model_of_batch_key("models/x", s) is None
 
 
 def test_one_delivery_with_batches_for_two_models_trains_each_only_on_its_own(two_models: Stack) -> None:

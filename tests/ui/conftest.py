@@ -15,10 +15,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from flywheel.identity import create_signer, mint_token
+from flywheel.access.ui_identity import create_signer, mint_token
+from flywheel.jobs.retrain import Outcome, retrain
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import Outcome, retrain
 from tests.conftest import Stack, free_port
 from tests.helpers import csv_bytes, wait_for
 

@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from app.ui.auth import SESSION_KEY
-from flywheel.identity import Identity, create_signer, mint_token
+from flywheel.access.ui_identity import Identity, create_signer, mint_token
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.ui.conftest import Signer, open_app, texts, train

@@ -3,10 +3,10 @@ quarantine, in a bucket laid out the old way (one model, CSVs directly under dat
 
 from __future__ import annotations
 
-from flywheel.events import parse_event, relevant
+from flywheel.jobs.retrain import retrain
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
-from flywheel.trainer import retrain
+from lambdas.trainer.events import parse_event, relevant
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.ui.conftest import Signer, open_app, texts

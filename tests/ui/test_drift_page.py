@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from flywheel import drift
-from flywheel.captures import capture_key, to_parquet
+from flywheel.feedback.captures import capture_key, to_parquet
 from flywheel.schema import load_schema
+from flywheel.training import drift
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.ui.conftest import open_app, texts, train

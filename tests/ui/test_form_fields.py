@@ -7,9 +7,9 @@ import pandas as pd
 
 from app.ui.form_fields import MISSING, ChoiceField, NumberField, build_fields, median_from_profile, to_instance
 from app.ui.uploads import object_name
-from flywheel import drift
-from flywheel.sampledata import GENERATORS
+from flywheel.data.sample_data import GENERATORS
 from flywheel.schema import load_schema
+from flywheel.training import drift
 
 
 def test_one_field_per_feature_with_schema_ranges_and_midpoints() -> None:

@@ -10,11 +10,12 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from app.ui.form_fields import median_from_profile
-from flywheel.events import parse_event, relevant
-from flywheel.registrations import model_of_key, register
-from flywheel.registry import Registry
+from flywheel.names import model_of_batch_key
+from flywheel.registry.registrations import register
+from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
 from flywheel.settings import CoreSettings
+from lambdas.trainer.events import parse_event, relevant
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.ui.conftest import Api, Signer, open_app, pick, texts, train, wait_for
@@ -101,7 +102,7 @@ def test_an_upload_with_churn_chosen_lands_under_data_churn(two_models: Stack, s
     # the notification reaches the queue, and its key routes to the churn model's retrain
     picked = relevant(parse_event({"Records": stack.receive()}), "data/")
     assert [o.key for o in picked] == ["data/churn/march.csv"]
-    assert model_of_key(picked[0].key, CoreSettings(bucket=stack.bucket)) == "churn"
+    assert model_of_batch_key(picked[0].key, CoreSettings(bucket=stack.bucket)) == "churn"
 
 
 def test_promote_and_rollback_move_only_the_chosen_models_alias(two_models: Stack, signer: Signer) -> None:

@@ -8,7 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from flywheel.registry import Registry
+from flywheel.registry.store import Registry
 from tests.conftest import Stack
 from tests.ui.conftest import Signer, open_app, texts, train
 

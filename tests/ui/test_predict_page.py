@@ -10,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from app.ui.api_client import ApiClient, ApiError, ApiUnavailable
 from app.ui.form_fields import median_from_profile
-from flywheel.lifecycle import promote
-from flywheel.registry import Registry
+from flywheel.registry.operator_actions import promote
+from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
 from tests.conftest import Stack
 from tests.ui.conftest import Api, open_app, texts, train

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import mean_absolute_error, r2_score
 from streamlit.testing.v1 import AppTest
 
-from flywheel.captures import capture_key, to_parquet
+from flywheel.feedback.captures import capture_key, to_parquet
 from flywheel.schema import load_schema
 from tests.conftest import Stack
 from tests.ui.conftest import open_app, texts, train

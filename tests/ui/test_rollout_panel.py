@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from flywheel import rollout_ops
-from flywheel.judge import VersionStats
-from flywheel.lifecycle import rollback
-from flywheel.registry import Registry
-from flywheel.rollout import Rollout, Thresholds
-from flywheel.rollout_stats import publish
+from flywheel.registry.operator_actions import rollback
+from flywheel.registry.store import Registry
+from flywheel.release import rollout_actions
+from flywheel.release.judge import VersionStats
+from flywheel.release.rollout_state import Rollout, Thresholds
+from flywheel.release.rollout_stats import publish
 from tests.conftest import Stack
 from tests.ui.conftest import Signer, open_app, texts, train
 
@@ -27,7 +27,7 @@ def running(stack: Stack) -> Rollout:
     train(stack, seed=2, gate_tolerance=1.0)
     registry = Registry(stack.s3, stack.bucket, "savings")
     rollback(registry, actor="test")
-    rollout = rollout_ops.begin(registry, 2, actor="trainer", mode="canary", share=0.25,
+    rollout = rollout_actions.begin(registry, 2, actor="trainer", mode="canary", share=0.25,
                                 thresholds=Thresholds(min_requests=100))  # fmt: skip
     publish(registry, rollout, "pod-a", production=STATS, candidate=STATS)
     return rollout

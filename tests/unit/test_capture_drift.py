@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from flywheel import capture_drift, drift
+from flywheel.feedback import capture_drift
+from flywheel.training import drift
 
 
 def test_feature_psi_is_the_monitors_figure_with_missing_values_and_unknown_categories() -> None:

@@ -17,18 +17,18 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from flywheel.sampledata import churn, savings
+from flywheel.data.sample_data import churn, savings
+from flywheel.data.validation import validate_batch
 from flywheel.schema import Schema, load_schema
-from flywheel.serving import fastpath_base
-from flywheel.serving.fastpath import (
+from flywheel.serving.fastpath import base as fastpath_base
+from flywheel.serving.fastpath.builder import (
     _first_difference,
     compile_or_reason,
     compile_pipeline,
     reference,
     verify,
 )
-from flywheel.training import ESTIMATORS, naive_baseline
-from flywheel.validation import validate_batch
+from flywheel.training.pipelines import ESTIMATORS, naive_baseline
 
 GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {"savings": savings, "churn": churn}
 UNKNOWN = "\x00not-a-category"
@@ -165,7 +165,7 @@ def test_numba_cache_moves_to_tmp_when_the_package_is_read_only(monkeypatch: pyt
 
 def test_trainer_side_imports_do_not_load_numba() -> None:
     code = (
-        "import sys, flywheel.training, flywheel.serving.fastpath, flywheel.serving.fastpath_trees;"
+        "import sys, flywheel.training.pipelines, flywheel.serving.fastpath.builder, flywheel.serving.fastpath.trees;"
         "assert 'numba' not in sys.modules, 'numba imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flywheel.gate import decide
+from flywheel.training.gate import decide
 
 
 def test_first_model_must_beat_the_baseline() -> None:

@@ -1,4 +1,4 @@
-"""flywheel/identity.py: OIDC claims -> role, local identity tokens (mint, verify, refuse), settings."""
+"""flywheel/access/ui_identity.py: OIDC claims -> role, local identity tokens (mint, verify, refuse), settings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
-from flywheel.cli import main
-from flywheel.identity import (
+from flywheel.access.ui_identity import (
     ANONYMOUS_VIEWER,
     Identity,
     IdentityError,
@@ -23,6 +22,7 @@ from flywheel.identity import (
     role_from_claims,
     verify_token,
 )
+from flywheel.cli.main import main
 
 SETTINGS = IdentitySettings()
 

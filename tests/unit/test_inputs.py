@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from flywheel.data.sample_data import savings
 from flywheel.errors import InvalidInput, PayloadTooLarge
-from flywheel.sampledata import savings
 from flywheel.schema import load_schema
 from flywheel.serving.inputs import _check_value, records_to_columns, v2_to_columns
 

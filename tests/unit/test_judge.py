@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from flywheel.judge import VersionStats, judge, merge, quantile
-from flywheel.rollout import Mode, Rollout, Thresholds
+from flywheel.release.judge import VersionStats, judge, merge, quantile
+from flywheel.release.rollout_state import Mode, Rollout, Thresholds
 
 START = "2026-01-01T00:00:00+00:00"
 EVEN = (250, 250, 250, 250)

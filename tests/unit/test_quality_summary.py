@@ -1,4 +1,4 @@
-"""The published live quality (flywheel/quality_summary.py): exact figures from a report, the alert's edges
+"""The published live quality (flywheel/feedback/quality_summary.py): exact figures from a report, the alert's edges
 (tolerance, minimum labels), the conditional GET the replicas poll with, and the alert rule's thresholds being the
 module's constants."""
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from flywheel import quality_summary as qs
 from flywheel.errors import ConflictError
+from flywheel.feedback import quality_summary as qs
 from flywheel.schema import load_schema
 from tests.conftest import Stack
 from tests.monitoring.promql import alert_rules

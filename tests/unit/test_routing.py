@@ -7,8 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from flywheel.judge import merge
-from flywheel.rollout import Rollout
+from flywheel.release.judge import merge
+from flywheel.release.rollout_state import Rollout
 from flywheel.serving.live import LiveStats
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.serving.routing import sticky_share, to_candidate

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pandas as pd
 
-from flywheel import drift
-from flywheel.events import parse_event, relevant
-from flywheel.sampledata import savings
-from flywheel.training import holdout_mask
+from flywheel.data.sample_data import savings
+from flywheel.training import drift
+from flywheel.training.pipelines import holdout_mask
+from lambdas.trainer.events import parse_event, relevant
 
 
 def test_sample_data_is_deterministic_and_drift_shifts_it() -> None:

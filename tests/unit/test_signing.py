@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from flywheel.errors import ModelVerificationError
+from flywheel.registry.signing import KeyFileSigner, PublicKeyVerifier, SignatureError, generate_key_pair, statement
 from flywheel.settings import ServeSettings, TrainerSettings
-from flywheel.signing import KeyFileSigner, PublicKeyVerifier, SignatureError, generate_key_pair, statement
 
 
 @pytest.fixture

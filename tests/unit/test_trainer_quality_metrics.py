@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flywheel.quality_summary import MIN_LABELLED, TOLERANCE
+from flywheel.feedback.quality_summary import MIN_LABELLED, TOLERANCE
 from lambdas.trainer.quality_metrics import emit
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from flywheel.data.validation import validate_batch
 from flywheel.errors import BatchRejected
 from flywheel.schema import load_schema
-from flywheel.validation import validate_batch
 from tests.helpers import csv_bytes
 
 SAVINGS = load_schema("savings")

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flywheel.data.validation import validate_batch
 from flywheel.errors import BatchRejected
 from flywheel.schema import load_schema
-from flywheel.validation import validate_batch
 from tests.helpers import csv_bytes
 
 SAVINGS = load_schema("savings")
@@ -140,7 +140,7 @@ def test_categories_with_braces_are_reported() -> None:
 
 
 def test_a_failing_sink_is_not_the_batch_s_fault() -> None:
-    from flywheel.validation import SinkFailed, validate_stream
+    from flywheel.data.validation import SinkFailed, validate_stream
 
     def full_disk(_: object) -> None:
         raise OSError(28, "No space left on device")

@@ -1,0 +1,126 @@
+"""`flywheel sample-data`, `drop`, `validate`, `retrain`: making, checking and uploading batches, and a retrain now."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flywheel.cli.models import actor, core
+from flywheel.errors import FlywheelError
+
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from flywheel.data.sample_data import GENERATORS
+
+    frame = GENERATORS[args.dataset](args.rows, seed=args.seed, drift=args.drift)
+    if args.out == "-":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False)
+        print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from flywheel.jobs.retrain import retrain
+    from flywheel.settings import TrainerSettings
+    from flywheel.storage import s3_client
+
+    s = core(args, TrainerSettings)
+    adopt = None if args.adopt_lock in (None, "", "none") else args.adopt_lock
+    outcome = retrain(s, s3_client(), model=args.model, actor=actor(), adopt_lock=adopt)
+    for q in outcome.quarantined:
+        print(f"quarantined {q.key} -> {q.quarantine_key}: {q.problems[0]['message']}")
+    print(f"{outcome.status}: {outcome.model} version {outcome.version}, production {outcome.production_version}, "
+          f"{outcome.rows} rows")  # fmt: skip
+    for r in outcome.reasons:
+        print(f"  {r}")
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from flywheel.data.uploads import put_new
+    from flywheel.names import check_name, data_prefix
+    from flywheel.storage import s3_client
+
+    s = core(args)
+    path = Path(args.file)
+    if not path.is_file():
+        raise FlywheelError(f"{path}: no such file")
+    key = data_prefix(s, check_name(args.model or s.model_name)) + (args.name or path.name)
+    with path.open("rb") as body:
+        put_new(s3_client(), s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME",
+                metadata={"uploaded-by": f"{actor()} (cli)"})  # fmt: skip
+    print(f"uploaded {path} -> s3://{s.bucket}/{key}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flywheel.data.validation import validate_stream
+    from flywheel.errors import BatchRejected
+    from flywheel.schema import load_schema
+    from flywheel.settings import TrainerSettings
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise FlywheelError(f"{path}: no such file")
+    share = args.max_duplicate_fraction
+    if share is None:
+        share = TrainerSettings.model_fields["max_duplicate_fraction"].default
+    size = path.stat().st_size
+    try:
+        found = validate_stream(path, str(path), load_schema(args.schema), max_duplicate_fraction=share)
+    except BatchRejected as e:
+        report = {"file": str(path), "accepted": False, **e.to_dict()}
+        print(json.dumps(report, indent=2) if args.json else rejection_text(e))
+        return 1
+    report = {"file": str(path), "accepted": True, "rows": found.rows, "duplicate_rows": found.duplicates,
+              "bytes": size}  # fmt: skip
+    print(json.dumps(report, indent=2) if args.json else
+          f"{path}: accepted, {found.rows} rows ({found.duplicates} exactly repeated), {size} bytes")  # fmt: skip
+    return 0
+
+
+def rejection_text(e: Any) -> str:
+    lines = [f"{e.key}: rejected"]
+    for p in e.problems:
+        column = f" [{p['column']}]" if p.get("column") else ""
+        lines.append(f"  {p['check']}{column}: {p['message']}")
+    return "\n".join(lines)
+
+
+def add_parsers(add: Add, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = add("sample-data", cmd_sample_data, "Generate a demo batch (CSV) from the documented process.")
+    p.add_argument("--rows", type=int, default=5000, help="number of rows (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same file")
+    p.add_argument("--out", default="-", help="output file ('-' for stdout)")
+    p.add_argument("--drift", type=float, default=0.0, help="population shift, 0 (none) to 1 (strong)")
+    p.add_argument("--dataset", choices=["savings", "churn"], default="savings", help="which demo dataset")
+
+    p = add("retrain", cmd_retrain, "Run the trainer over the bucket now (as the Lambda does).")
+    common(p)
+    p.add_argument("--adopt-lock", metavar="TOKEN",
+                   help="take over the lock the Lambda claimed for this run (passed by the hand-off)")  # fmt: skip
+
+    p = add("drop", cmd_drop, "Upload a CSV batch into data/<model>/ (triggers that model's trainer). "
+                              "An existing name is refused.")  # fmt: skip
+    common(p)
+    p.add_argument("file", help="CSV file to upload")
+    p.add_argument("--as", "--key", dest="name", metavar="NAME",
+                   help="object name under data/ (default: the file name); batches are never replaced")  # fmt: skip
+
+    p = add("validate", cmd_validate, "Check a CSV batch locally, as the trainer will: exit 0 accepted, 1 rejected.")
+    p.add_argument("file", help="CSV file to check")
+    p.add_argument("--schema", default=os.environ.get("FLYWHEEL_SCHEMA", "savings"),
+                   help="built-in schema name or schema JSON path (default: $FLYWHEEL_SCHEMA or savings)")  # fmt: skip
+    p.add_argument("--max-duplicate-fraction", type=float, default=None,
+                   help="share of exactly repeated rows accepted (default: the trainer's, 0.01)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the report as JSON (what quarantine writes)")

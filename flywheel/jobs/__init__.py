@@ -1,0 +1,1 @@
+"""The units of work the adapters run: one retrain, one judge pass, the arrival of feedback files."""

@@ -1,0 +1,3 @@
+"""Getting an approved version into production: rollout state, the judge's rules, rollout actions, the exactly-once
+promotion, rollout statistics.
+"""

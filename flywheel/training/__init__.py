@@ -1,0 +1,3 @@
+"""Fitting and judging a candidate offline: the pipelines, the promotion gate, drift statistics, the training
+window, memory capacity.
+"""
