@@ -45,8 +45,11 @@ lint: venv ## ruff, mypy and the core's import layers (import-linter)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-test: venv tools lint ## lint, types and the whole test suite
-	$(VENV)/bin/pytest
+# Integration tests mostly wait on servers they start, so more workers than cores pays (measured on 2 cores).
+TEST_WORKERS ?= 4
+
+test: venv tools lint ## lint, types and the whole test suite, on $(TEST_WORKERS) workers
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 up: venv ## run the whole system locally (embedded S3 + SQS, trainer, API replicas, UI)
 	$(VENV)/bin/flywheel up
