@@ -2,8 +2,9 @@
 
     python bench/fastpath.py [--rows 20000]
 
-Trains training.py's Pipelines on sample data, checks the fast path with verify(), then times both on the
-same checked columns for 1 row and 1,000 rows (one OpenMP thread, as the bench servers run). Never pass/fail.
+Trains the Pipelines of flywheel/training/pipelines.py on sample data, checks the fast path with verify(), then
+times both on the same checked columns for 1 row and 1,000 rows (one OpenMP thread, as the bench servers run).
+Never pass/fail.
 """
 
 from __future__ import annotations
