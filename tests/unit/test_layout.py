@@ -62,5 +62,7 @@ def test_the_documented_tree_names_every_package_and_module():
             continue
         if rel.name not in documented and rel.as_posix() not in documented:
             missing.append(rel.as_posix())
-    packages = {p.parent.name + "/" for p in CORE.rglob("__init__.py") if p.parent != CORE and p.parent.name != "schemas"}
+    packages = {
+        p.parent.name + "/" for p in CORE.rglob("__init__.py") if p.parent != CORE and p.parent.name != "schemas"
+    }
     assert not missing and packages <= documented, (missing, packages - documented)
