@@ -254,23 +254,33 @@ class LocalStack:
         self._stop.set()
         if self.stack_file is not None:
             self.stack_file.unlink(missing_ok=True)  # the CLI no longer finds a stack that is not running
-        for name, proc in reversed(self.procs):
-            if name == "moto" and self.mirror is not None:
-                try:
-                    self.mirror.sync()
-                except Exception as e:
-                    log.warning("final state sync failed: %s", e)
+        # everything but the embedded S3 stops at once (one grace period for all, not one each), then the
+        # state is synced a last time and the S3 stops
+        others = [(n, p) for n, p in reversed(self.procs) if n != "moto"]
+        self._terminate(others)
+        if self.mirror is not None:
+            try:
+                self.mirror.sync()
+            except Exception as e:
+                log.warning("final state sync failed: %s", e)
+        self._terminate([(n, p) for n, p in self.procs if n == "moto"])
+        _say("stopped")
+
+    @staticmethod
+    def _terminate(procs: list[tuple[str, subprocess.Popen[bytes]]], grace: float = 25) -> None:
+        for _, proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=25)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in 25 s; killing its process group", name)
+        deadline = time.monotonic() + grace
+        for name, proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing its process group", name, grace)
             # each child leads its own session: take down anything it started too (streamlit under `ui`)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        _say("stopped")
 
 
 def up(opts: Options) -> int:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.helpers import eventually
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -232,7 +233,9 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
 
     # restart: versions, aliases and data are still there
     assert up.stop() == 0
-    assert any("stopped" in line for line in up.lines)
+    # the reader thread may still be taking the last lines off the pipe after the process exited
+    eventually(lambda: list(up.lines), lambda lines: any("stopped" in line for line in lines), 30,
+               what="'stopped' printed on the way out")  # fmt: skip
     up.start()
     assert any("restored" in line for line in up.lines)
     assert up.served() == [1, 1]

@@ -56,7 +56,7 @@ def test_prediction_in_a_real_browser(
 
     version = train(stack)
     api = start_replica(stack.bucket, moto_endpoint)
-    wait_for(lambda: get_status(api.url + "/readyz") == 200, 30, what="api ready")
+    wait_for(lambda: get_status(api.url + "/readyz") == 200, 60, what="api ready")
     env = {"FLYWHEEL_API_URL": api.url, "FLYWHEEL_BUCKET": stack.bucket, "AWS_ENDPOINT_URL": moto_endpoint}
     with ui_process(tmp_path, **env) as url:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -66,7 +66,7 @@ def test_prediction_in_a_real_browser(
             page.goto(url, wait_until="domcontentloaded")
             page.get_by_role("button", name="Predict").click(timeout=60_000)
             result = page.get_by_text(f"v{version} predicts")
-            result.wait_for(timeout=30_000)
+            result.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "ui-prediction.png"), full_page=True)
             text = page.inner_text("body")
             browser.close()
@@ -94,11 +94,11 @@ def test_sign_in_as_operator_uploads_and_a_viewer_sees_no_operator_action(
             operator = browser.new_page(viewport={"width": 1280, "height": 1400})
             operator.goto(signer.sign_in_url(url, "operator"), wait_until="domcontentloaded")
             operator.get_by_text("Signed in: local-operator").wait_for(timeout=60_000)
-            expect(operator).not_to_have_url(re.compile("identity="), timeout=10_000)  # the token left the URL
+            expect(operator).not_to_have_url(re.compile("identity="), timeout=30_000)  # the token left the URL
             operator.get_by_role("link", name="Data").click()
             operator.locator("input[type=file]").set_input_files(str(batch))
             # the file has reached the server (the uploader lists it) before the form is submitted
-            operator.get_by_text(batch.name).first.wait_for(timeout=30_000)
+            operator.get_by_text(batch.name).first.wait_for(timeout=60_000)
             operator.get_by_test_id("stBaseButton-secondaryFormSubmit").click()  # the form's Upload
             operator.get_by_text("by local-operator (operator, local-token)").wait_for(timeout=60_000)
             operator.screenshot(path=str(ARTIFACTS / "ui-operator-upload.png"), full_page=True)
@@ -107,10 +107,10 @@ def test_sign_in_as_operator_uploads_and_a_viewer_sees_no_operator_action(
             viewer.goto(signer.sign_in_url(url, "viewer"), wait_until="domcontentloaded")
             viewer.get_by_text("Signed in: local-viewer").wait_for(timeout=60_000)
             viewer.get_by_role("link", name="Models").click()
-            viewer.get_by_text("are for operators").wait_for(timeout=30_000)
+            viewer.get_by_text("are for operators").wait_for(timeout=60_000)
             models_buttons = viewer.get_by_role("button").all_inner_texts()
             viewer.get_by_role("link", name="Data").click()
-            viewer.get_by_text("is for operators").wait_for(timeout=30_000)
+            viewer.get_by_text("is for operators").wait_for(timeout=60_000)
             data_buttons = viewer.get_by_role("button").all_inner_texts()
             file_inputs = viewer.locator("input[type=file]").count()
 

@@ -69,13 +69,18 @@ def predict(url: str, instances: list[dict[str, Any]]) -> httpx.Response:
 
 
 def serving_version(url: str) -> int | None:
-    r = httpx.get(url + "/readyz", timeout=2)
+    """The version replica `url` serves; None while it serves none, or when it is too busy to answer in 10 s (a
+    caller polls again: a loaded CI machine can hold a replica's answer that long)."""
+    try:
+        r = httpx.get(url + "/readyz", timeout=10)
+    except httpx.TimeoutException:
+        return None
     return r.json().get("model_version") if r.status_code == 200 else None
 
 
 def get_status(url: str) -> int:
     try:
-        return httpx.get(url, timeout=2).status_code
+        return httpx.get(url, timeout=10).status_code
     except httpx.HTTPError:
         return 0
 
@@ -108,7 +113,8 @@ def start_replica(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
         replica = Replica(f"http://127.0.0.1:{port}", proc, log, f"http://127.0.0.1:{metrics_port}")
         METRICS_URLS[replica.url] = replica.metrics_url
         started.append(replica)
-        wait_for(lambda: proc.poll() is not None or get_status(replica.url + "/healthz") == 200, 30, what="healthz")
+        # a replica imports scikit-learn and pandas before it listens: on a loaded 2-core machine that takes a while
+        wait_for(lambda: proc.poll() is not None or get_status(replica.url + "/healthz") == 200, 120, what="healthz")
         assert proc.poll() is None, replica.output()
         return replica
 

@@ -46,7 +46,7 @@ def keyed(
     store = tmp_path / "api-keys.json"
     api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_API_AUTH="api-keys", FLYWHEEL_API_KEYS_FILE=str(store),
                         FLYWHEEL_API_KEYS_REFRESH_SECONDS="0.3")  # fmt: skip
-    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     return api, store
 
 
@@ -66,7 +66,7 @@ def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
     assert client not in store.read_text() and api_keys.digest(client) in store.read_text()  # only hashes kept
     for key in (client, operator):  # both accepted after a reload (a reload may fall between the two writes)
         wait_for(lambda key=key: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(key)).status_code
-                 == 200, 10, what="the new key accepted after a reload")  # fmt: skip
+                 == 200, 60, what="the new key accepted after a reload")  # fmt: skip
     assert httpx.post(api.url + "/v1/predict", json=body, headers={"X-API-Key": client}).status_code == 200
     # a client sees what it needs of the model; an operator sees the whole manifest
     public = httpx.get(api.url + "/v1/model", headers=_bearer(client)).json()["manifest"]
@@ -82,7 +82,7 @@ def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
     assert "checkout-service" in listed.stdout and client not in listed.stdout
     key_id = client.split("_")[1]
     assert _cli("revoke", key_id, "--file", str(store)).returncode == 0
-    wait_for(lambda: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(client)).status_code == 401, 10,
+    wait_for(lambda: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(client)).status_code == 401, 60,
              what="the revoked key refused")  # fmt: skip
     assert httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(operator)).status_code == 200
     unknown = _cli("revoke", key_id, "--file", str(store))
@@ -94,7 +94,7 @@ def test_over_the_concurrency_limit_gets_429_not_a_crash(
 ) -> None:
     train(stack)
     api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_MAX_INFLIGHT="2")
-    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     big = {"instances": [{**ROW, "income": 1000.0 + i} for i in range(10_000)]}
     statuses: list[int] = []
 
@@ -126,12 +126,12 @@ def test_secrets_manager_store_service_key_and_smoke_test(
     env = {"FLYWHEEL_API_AUTH": "api-keys", "FLYWHEEL_API_KEYS_SECRET_ID": store,
            "FLYWHEEL_API_SERVICE_KEY_SECRET_IDS": service, "FLYWHEEL_API_KEYS_REFRESH_SECONDS": "0.3"}  # fmt: skip
     api = start_replica(stack.bucket, moto_endpoint, **env)
-    wait_for(lambda: serving_version(api.url) == 1, 20, what="v1")
+    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=_bearer(ui_key)).status_code == 200
 
     key = _create(["--secret-id", store], "smoke-test")
     assert api_keys.digest(key) in sm.get_secret_value(SecretId=store)["SecretString"]
-    wait_for(lambda: httpx.get(api.url + "/v1/model", headers=_bearer(key)).status_code == 200, 10, what="new key")
+    wait_for(lambda: httpx.get(api.url + "/v1/model", headers=_bearer(key)).status_code == 200, 60, what="new key")
 
     smoke = [sys.executable, str(ROOT / "scripts" / "smoke_test.py"), "--api", api.url, "--timeout", "10"]
     without = subprocess.run(smoke, capture_output=True, text=True, timeout=60, check=False)

@@ -21,7 +21,7 @@ from flywheel.serving.metrics import ServingMetrics
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from tests.conftest import Stack
-from tests.helpers import csv_bytes
+from tests.helpers import csv_bytes, eventually
 from tests.integration.conftest import ROW, Replica, metric, serving_version, wait_for
 
 
@@ -52,11 +52,13 @@ def test_a_replica_serves_through_the_fast_path_exactly_what_the_pipeline_comput
 ) -> None:
     _train_hgb(stack)
     api = start_replica(stack.bucket, moto_endpoint)
-    wait_for(lambda: serving_version(api.url) == 1, 30, what="v1")
+    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     described = httpx.get(api.url + "/v1/models/savings", timeout=5).json()
     assert described["serving_path"] == "fast", described
     assert "identical on" in described["fast_path"]
-    assert metric(api.url, "flywheel_model_fast_path", model="savings") == 1
+    # the gauge is set just after the swap that /readyz already sees
+    eventually(lambda: metric(api.url, "flywheel_model_fast_path", model="savings"), lambda v: v == 1, 60,
+               what="flywheel_model_fast_path 1")  # fmt: skip
     assert metric(api.url, "flywheel_model_fast_path_fallbacks_total", model="savings") == 0
 
     rows = _rows(300)

@@ -12,11 +12,11 @@ from flywheel.jobs.retrain import retrain
 from flywheel.registry.store import Registry
 from flywheel.release import rollout_actions
 from flywheel.release.rollout_state import Thresholds, load
-from flywheel.release.rollout_stats import stats_prefix
+from flywheel.release.rollout_stats import gather
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
 from tests.conftest import Stack
-from tests.helpers import csv_bytes
+from tests.helpers import csv_bytes, eventually
 from tests.integration.conftest import ROW, Replica, metric, predict, serving_version, train, wait_for
 from tests.integration.rollout_models import LIMIT, publish_derived
 
@@ -48,16 +48,24 @@ def registry(stack: Stack) -> Registry:
 
 
 def publish_now(stack: Stack, *replicas: Replica) -> None:
-    """Wait until every replica has written statistics for the running rollout (they publish every 0.3 s)."""
+    """Wait until the statistics the replicas published for the running rollout (every 0.3 s, each its own object)
+    hold every request the running ones have counted so far: what the judge reads next is the whole sample, not
+    an object written before the last requests. A stopped replica's last object stays as it was."""
     reg = registry(stack)
     found = load(reg)
     assert found is not None
-    prefix = stats_prefix(reg, found[0])
+    rollout = found[0]
+    running = [r for r in replicas if r.proc.poll() is None]
+    counted = {role: sum(metric(r.url, "flywheel_rollout_requests_total", model="savings", role=role) for r in running)
+               for role in ("production", "candidate")}  # fmt: skip
 
-    def written() -> int:
-        return stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix).get("KeyCount", 0)
+    def published() -> dict[str, float]:
+        candidate, production, pods = gather(reg, rollout)
+        return {"pods": pods, "production": production.requests, "candidate": candidate.requests}
 
-    wait_for(lambda: written() >= len(replicas), 10, what="statistics published")
+    want = {"pods": len(replicas), **counted}
+    eventually(published, lambda got: all(got[k] >= n for k, n in want.items()), 60,
+               what=f"the published statistics to reach {want}")  # fmt: skip
 
 
 def test_shadow_answers_as_production_alone_then_promotes(
@@ -65,7 +73,7 @@ def test_shadow_answers_as_production_alone_then_promotes(
 ) -> None:
     train(stack)
     api = start_replica(stack.bucket, moto_endpoint, **FAST)
-    wait_for(lambda: serving_version(api.url) == 1, 30, what="v1")
+    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     sample = rows(60)
 
     def answers() -> list[bytes]:  # the client names its predictions, so the two rounds can match byte for byte
@@ -79,11 +87,11 @@ def test_shadow_answers_as_production_alone_then_promotes(
     outcome = retrain(TrainerSettings(bucket=stack.bucket), s3_client())
     assert outcome.status == "rollout" and outcome.version == 2, outcome
     assert reg.alias() is not None and reg.alias().version == 1  # type: ignore[union-attr]
-    wait_for(lambda: (rollout_of(api.url) or {}).get("candidate") == 2, 30, what="candidate loaded")
+    wait_for(lambda: (rollout_of(api.url) or {}).get("candidate") == 2, 60, what="candidate loaded")
 
     beside = answers()
     assert beside == alone  # byte for byte: clients never see the candidate
-    wait_for(lambda: metric(api.url, "flywheel_rollout_shadow_compared_total", model="savings") >= 60, 10,
+    wait_for(lambda: metric(api.url, "flywheel_rollout_shadow_compared_total", model="savings") >= 60, 60,
              what="shadow runs")  # fmt: skip
     assert metric(api.url, "flywheel_rollout_requests_total", model="savings", role="candidate") >= 60
     assert metric(api.url, "flywheel_rollout_errors_total", model="savings", role="candidate") == 0
@@ -92,7 +100,7 @@ def test_shadow_answers_as_production_alone_then_promotes(
     assert verdict.action == "promote", verdict
     assert {"error_rate_increase", "p99_ratio", "psi", "relative_difference"} <= set(verdict.figures)
     assert reg.alias().version == 2  # type: ignore[union-attr]
-    wait_for(lambda: serving_version(api.url) == 2, 30, what="v2 serving")
+    wait_for(lambda: serving_version(api.url) == 2, 60, what="v2 serving")
     assert rollout_of(api.url) is None
     assert predict(api.url, [ROW]).json()["model_version"] == 2
 
@@ -104,9 +112,9 @@ def test_canary_candidate_failing_on_some_inputs_fails_no_request_and_is_aborted
     reg = registry(stack)
     bad = publish_derived(reg, 1, wrap=True)
     api = start_replica(stack.bucket, moto_endpoint, **FAST)
-    wait_for(lambda: serving_version(api.url) == 1, 30, what="v1")
+    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     rollout_actions.begin(reg, bad, actor="test", mode="canary", share=0.5, thresholds=QUICK)
-    wait_for(lambda: (rollout_of(api.url) or {}).get("candidate") == bad, 30, what="candidate loaded")
+    wait_for(lambda: (rollout_of(api.url) or {}).get("candidate") == bad, 60, what="candidate loaded")
 
     answered: dict[int, int] = {}
     for i, row in enumerate(rows(200, high_every=4)):
@@ -126,10 +134,10 @@ def test_canary_candidate_failing_on_some_inputs_fails_no_request_and_is_aborted
     assert found is not None and found[0].status == "aborted" and found[0].decided_by == "judge"
     assert "error rate" in found[0].reason
     assert reg.alias().version == 1  # type: ignore[union-attr]
-    wait_for(lambda: rollout_of(api.url) is None, 10, what="candidate dropped")
+    wait_for(lambda: rollout_of(api.url) is None, 60, what="candidate dropped")
     assert all(predict(api.url, [r]).json()["model_version"] == 1 for r in rows(20))
     wait_for(lambda: metric(api.url, "flywheel_rollout_decision_timestamp_seconds", model="savings",
-                            decision="aborted") > 0, 10, what="decision exported")  # fmt: skip
+                            decision="aborted") > 0, 60, what="decision exported")  # fmt: skip
 
 
 def test_canary_share_and_the_judge_across_two_replicas(
@@ -144,7 +152,7 @@ def test_canary_share_and_the_judge_across_two_replicas(
     two_pods = Thresholds(min_requests=int(share * n * 1.5), min_seconds=0, max_p99_ratio=20.0)
     rollout_actions.begin(reg, same, actor="test", mode="canary", share=share, thresholds=two_pods)
     for api in (a, b):
-        wait_for(lambda api=api: (rollout_of(api.url) or {}).get("candidate") == same, 30, what="candidate loaded")
+        wait_for(lambda api=api: (rollout_of(api.url) or {}).get("candidate") == same, 60, what="candidate loaded")
 
     def send(api: Replica) -> int:
         return sum(predict(api.url, [r]).json()["model_version"] == same for r in rows(n))
@@ -160,7 +168,7 @@ def test_canary_share_and_the_judge_across_two_replicas(
     both = judge_model(reg)
     assert both.action == "promote" and both.pods == 2, both
     for api in (a, b):
-        wait_for(lambda api=api: serving_version(api.url) == same, 30, what="promoted everywhere")
+        wait_for(lambda api=api: serving_version(api.url) == same, 60, what="promoted everywhere")
 
 
 def test_restart_resumes_the_rollout_and_an_operator_aborts(
@@ -171,18 +179,18 @@ def test_restart_resumes_the_rollout_and_an_operator_aborts(
     candidate = publish_derived(reg, 1, wrap=False)
     rollout_actions.begin(reg, candidate, actor="test", mode="canary", share=1.0, thresholds=QUICK)
     first = start_replica(stack.bucket, moto_endpoint, **FAST)
-    wait_for(lambda: (rollout_of(first.url) or {}).get("candidate") == candidate, 30, what="candidate loaded")
+    wait_for(lambda: (rollout_of(first.url) or {}).get("candidate") == candidate, 60, what="candidate loaded")
     assert predict(first.url, [ROW]).json()["model_version"] == candidate  # share 1: the candidate answers
     publish_now(stack, first)
     first.stop()
 
     second = start_replica(stack.bucket, moto_endpoint, **FAST)
-    wait_for(lambda: (rollout_of(second.url) or {}).get("candidate") == candidate, 30, what="resumed")
+    wait_for(lambda: (rollout_of(second.url) or {}).get("candidate") == candidate, 60, what="resumed")
     assert predict(second.url, [ROW]).json()["model_version"] == candidate
     publish_now(stack, first, second)  # a new process adds its own statistics; the first one's stay counted
 
     rollout_actions.abort(reg, actor="alice (operator, cli)", reason="customer complaint")
-    wait_for(lambda: rollout_of(second.url) is None, 10, what="candidate dropped")
+    wait_for(lambda: rollout_of(second.url) is None, 60, what="candidate dropped")
     assert predict(second.url, [ROW]).json()["model_version"] == 1
     found = load(reg)
     assert found is not None and found[0].status == "aborted" and found[0].decided_by == "alice (operator, cli)"

@@ -52,7 +52,7 @@ def test_too_big_for_the_lambda_runs_as_a_local_job(stack: Stack, monkeypatch: p
     wait_for(lambda: registry.alias() is not None, timeout=120, what="the handed-off retrain to promote v1")
     m = registry.manifest(1)
     assert m["status"] == "promoted" and m["resources"]["runs_on"] == "local-job"
-    wait_for(lambda: registry.lock_doc() is None, timeout=30, what="the job to release the lock it adopted")
+    wait_for(lambda: registry.lock_doc() is None, timeout=60, what="the job to release the lock it adopted")
 
 
 def test_a_claimed_hand_off_keeps_other_deliveries_out(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

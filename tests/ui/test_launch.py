@@ -43,7 +43,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
         except httpx.HTTPError:
             return False
 
-    wait_for(healthy, 45, "Streamlit /_stcore/health")
+    wait_for(healthy, 90, "Streamlit /_stcore/health")
 
 
 def test_run_serves_the_app_and_stops_on_sigterm() -> None:
@@ -60,7 +60,7 @@ def test_run_serves_the_app_and_stops_on_sigterm() -> None:
         _wait_healthy(proc, url)
         assert "<title>Streamlit</title>" in httpx.get(url + "/", timeout=5).text
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0
         try:
             httpx.get(url + "/_stcore/health", timeout=1)
             raise AssertionError("Streamlit still answers after its launcher exited")
@@ -160,7 +160,7 @@ def test_streamlit_starts_with_the_oidc_secrets_and_the_folder_goes_with_it(oidc
         [secrets] = tmp_path.glob("flywheel-ui-secrets-*/secrets.toml")
         assert "[auth]" in secrets.read_text()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert COOKIE not in output and OIDC["client_secret"] not in output, "secret values are never printed"
         assert not secrets.parent.exists(), "the private folder is removed when Streamlit exits"

@@ -120,8 +120,8 @@ def test_promote_and_rollback_move_only_the_chosen_models_alias(two_models: Stac
 def test_predict_asks_the_api_for_the_chosen_model(
     two_models: Stack, api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api.wait_version(2)  # the default model, savings
-    wait_for(lambda: _served_version(api, "churn") == 1, 30, "API serving churn v1")
+    api.wait_version(2, timeout=60)  # the default model, savings
+    wait_for(lambda: _served_version(api, "churn") == 1, 60, "API serving churn v1")
     churn = load_schema("churn")
     manifest = Registry(two_models.s3, two_models.bucket, "churn").manifest(1)  # the UI reads stats from S3
 

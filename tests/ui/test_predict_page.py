@@ -19,7 +19,7 @@ from tests.ui.conftest import Api, open_app, texts, train
 
 def test_form_from_the_schema_predicts_and_names_the_version(stack: Stack, api: Api) -> None:
     train(stack, seed=1)
-    api.wait_version(1)
+    api.wait_version(1, timeout=60)
     schema = load_schema("savings")
     public = httpx.get(api.url + "/v1/model", timeout=5).json()["manifest"]
     assert "feature_stats" not in public, "training statistics are for operators; the UI reads the registry"
@@ -77,7 +77,7 @@ def test_api_down_keeps_the_form_and_says_why(stack: Stack) -> None:
 
 
 def test_notice_when_the_served_version_changes(stack: Stack, api: Api) -> None:
-    api.wait_alive()
+    api.wait_alive(timeout=60)
     at = open_app()
     assert any("not ready: no model loaded yet" in w for w in texts(at, "warning"))
     with pytest.raises(ApiUnavailable):
@@ -85,14 +85,14 @@ def test_notice_when_the_served_version_changes(stack: Stack, api: Api) -> None:
 
     train(stack, seed=1)
     assert train(stack, seed=2, gate_min_score=0.9999).status == "rejected"
-    api.wait_version(1)
+    api.wait_version(1, timeout=60)
     at.run()
     assert any("Serving **savings v1**" in c and "predictions through the" in c for c in texts(at, "caption"))
     assert not at.toast, "the first version a session sees is not a change"
 
     # an operator elsewhere (CLI) moves the alias; the replica reloads; the UI notices on its next poll
     promote(Registry(stack.s3, stack.bucket, "savings"), 2, actor="operator", force=True)
-    api.wait_version(2)
+    api.wait_version(2, timeout=60)
     at.run()
     assert [t.value for t in at.toast] == ["savings v2 is now serving (was v1)"]
     assert any("savings v1 → v2" in i for i in texts(at, "info"))
