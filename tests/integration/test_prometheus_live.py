@@ -43,6 +43,9 @@ from tests.monitoring.promql import (
     substitute,
 )
 
+# real replicas, a real Prometheus scraping them and evaluating every rule: `make test` starts it first
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 JOB = "flywheel-api"
 SCRAPE_INTERVAL_S = 1

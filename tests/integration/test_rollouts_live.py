@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from flywheel.jobs.judge_pass import judge_model
 from flywheel.jobs.retrain import retrain
@@ -19,6 +20,9 @@ from tests.conftest import Stack
 from tests.helpers import csv_bytes, eventually
 from tests.integration.conftest import ROW, Replica, metric, predict, serving_version, train, wait_for
 from tests.integration.rollout_models import LIMIT, publish_derived
+
+# several replicas and a judge per test, up to a minute or more each: `make test` starts them first
+pytestmark = pytest.mark.slow
 
 FAST = {"FLYWHEEL_ROLLOUT_PUBLISH_SECONDS": "0.3"}
 # small samples, no waiting time, and latency tolerant of a shared CI machine: these tests are about routing
