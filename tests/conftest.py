@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -37,6 +39,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_port_range(n: int) -> int:
+    """The first of `n` consecutive free ports (`flywheel up` puts replica i on port + i). Taken below Linux's
+    ephemeral range (32768+), where free_port() and outgoing connections of other xdist workers never land."""
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20000, 32000 - n)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + n):
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, free_port_range
 from tests.helpers import eventually
 from tests.integration.conftest import wait_for
 
@@ -37,13 +37,12 @@ ROW = {
 class Up:
     def __init__(self, state: Path) -> None:
         self.state = state
-        self.s3_port, self.api_port, self.ui_port = free_port(), free_port(), free_port()
-        while self.api_port + 1 in (self.s3_port, self.ui_port):
-            self.api_port = free_port()
-        self.metrics_port = free_port()
-        taken = {self.s3_port, self.ui_port, self.api_port, self.api_port + 1}
-        while {self.metrics_port, self.metrics_port + 1} & taken:
-            self.metrics_port = free_port()
+        self.s3_port, self.ui_port = free_port(), free_port()
+        # two replicas on consecutive ports (and their metrics ports): a range no other worker's free_port() takes
+        self.api_port = free_port_range(2)
+        self.metrics_port = free_port_range(2)
+        while {self.metrics_port, self.metrics_port + 1} & {self.api_port, self.api_port + 1}:
+            self.metrics_port = free_port_range(2)
         self.env = {
             **os.environ,
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
