@@ -49,7 +49,7 @@ lint: venv ## ruff, mypy and the core's import layers (import-linter)
 TEST_WORKERS ?= 4
 
 test: venv tools lint ## lint, types and the whole test suite, on $(TEST_WORKERS) workers
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load
 
 up: venv ## run the whole system locally (embedded S3 + SQS, trainer, API replicas, UI)
 	$(VENV)/bin/flywheel up

@@ -19,20 +19,14 @@ REGION = "us-east-1"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """How `make test` spreads the suite over pytest-xdist's workers (`--dist loadgroup`).
-
-    The CDK tests share session fixtures that synthesize the whole app (20-35 s each): they run as one group on one
-    worker so the app is synthesized once, not once per worker. Every other test is scheduled on its own, the ones
-    marked `slow` or `e2e` (about a minute or more) first, so that no worker is left alone with a long one at the end.
-    """
+    """How `make test` spreads the suite over pytest-xdist's workers (`--dist load`): test by test, in this order.
+    The tests marked `slow` or `e2e` (about a minute or more) come first, so that no worker is left alone with a
+    long one at the end."""
 
     def long(item: pytest.Item) -> bool:
         return any(item.get_closest_marker(m) for m in ("slow", "e2e"))
 
     items.sort(key=lambda item: 0 if long(item) else 1)  # stable: the rest keeps its order
-    for item in items:
-        if item.path.parent.name == "cdk":
-            item.add_marker(pytest.mark.xdist_group("cdk"))
 
 
 def free_port() -> int:
