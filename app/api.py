@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.metrics_server import MetricsServer
-from app.middleware import MODEL_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, GuardMiddleware, MetricsMiddleware
+from app.middleware import MODEL_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, GuardMiddleware, MetricsMiddleware, presented_key
 from app.serve import tune_gc
 from app.service import Service
 from flywheel.access import api_keys
@@ -61,15 +61,15 @@ def _hosted(request: Request) -> Hosted:
 # -- /v1 --------------------------------------------------------------------------------------------
 async def v1_predict(request: Request) -> Response:
     svc, hosted = _svc(request), _hosted(request)
-    with hosted.batcher.request():
-        body = await svc.body(request)
+    body = await svc.body(request)  # the whole body first: a request holds no slot while its body trickles in
+    with svc.slots.hold(request.scope.get(PRINCIPAL_SCOPE_KEY)), hosted.batcher.request():
         served = hosted.served()
         if not isinstance(body, dict) or "instances" not in body:
             raise InvalidInput("body must be an object with 'instances'", field="instances")
         columns = records_to_columns(served.schema, body["instances"], svc.settings.max_instances)
         ids = prediction_ids(body.get("ids"), _rows(columns))
         result = await hosted.predict(columns, _rows(columns), _client(request))
-    _capture(svc, hosted, served, ids, columns, result)
+    _capture(svc, hosted, served, ids, columns, result, _client(request))
     out: dict[str, Any] = {"model": result.name, "model_version": result.version, "predictions": result.predictions,
                            "ids": ids}  # fmt: skip
     if result.probabilities is not None:
@@ -77,10 +77,13 @@ async def v1_predict(request: Request) -> Response:
     return ORJSONResponse(out)
 
 
-def _capture(svc: Service, hosted: Hosted, served: ServedModel, ids: list[str], columns: Columns, result: Any) -> None:
-    """Keep the answered request for the capture files (docs/captures.md)."""
+def _capture(
+    svc: Service, hosted: Hosted, served: ServedModel, ids: list[str], columns: Columns, result: Any, key_id: str | None
+) -> None:
+    """Keep the answered request for the capture files, with the id of the API key that made it: ids are scoped to
+    it (docs/captures.md, "Ids and keys")."""
     svc.capture.record(hosted.name, served.schema, served.classes, ids, result.version, hosted.role_of(result.version),
-                       columns, result.predictions, result.probabilities)  # fmt: skip
+                       columns, result.predictions, result.probabilities, key_id)  # fmt: skip
 
 
 def _client(request: Request) -> str | None:
@@ -129,12 +132,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    fleet = _svc(request).fleet
-    ready, body = fleet.readiness()
-    default = fleet.models.get(fleet.default)
+    """Ready or not for anyone (the kubelet's probe needs no key); which models, versions and rollouts only for
+    a valid key (or with keys off): a probe must not tell a stranger what this deployment serves."""
+    svc = _svc(request)
+    ready, body = svc.fleet.readiness()
+    status = 200 if ready else 503
+    if svc.auth is not None and svc.auth.check(presented_key(request.scope)) is None:
+        return ORJSONResponse({"ready": ready}, status_code=status)
+    default = svc.fleet.models.get(svc.fleet.default)
     if default is not None and default.host.current is not None:  # what single-model clients read
         body = {"model": default.name, "model_version": default.host.current.version, **body}
-    return ORJSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
+    return ORJSONResponse({"ready": ready, **body}, status_code=status)
 
 
 # -- Open Inference Protocol V2 ---------------------------------------------------------------------
@@ -174,17 +182,17 @@ async def v2_metadata(request: Request) -> Response:
 
 async def v2_infer(request: Request) -> Response:
     svc, hosted = _svc(request), _hosted(request)
-    with hosted.batcher.request():
+    body = await svc.body(request)  # the whole body first: a request holds no slot while its body trickles in
+    with svc.slots.hold(request.scope.get(PRINCIPAL_SCOPE_KEY)), hosted.batcher.request():
         served = hosted.served()
         v2.check_version(served, request.path_params.get("version"))
-        body = await svc.body(request)
         columns = v2_to_columns(served.schema, body, svc.settings.max_instances)
         # a request that names a version gets that version (checked above): no canary answers it
         named = request.path_params.get("version") is not None
         params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
         ids = prediction_ids(params.get("ids"), _rows(columns))
         result = await hosted.predict(columns, _rows(columns), _client(request), canary=not named)
-    _capture(svc, hosted, served, ids, columns, result)
+    _capture(svc, hosted, served, ids, columns, result, _client(request))
     out = v2.response(result, body)
     out["parameters"] = {"ids": ids}
     return ORJSONResponse(out)
@@ -192,7 +200,8 @@ async def v2_infer(request: Request) -> Response:
 
 async def _flywheel_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlywheelError)
-    return ORJSONResponse(exc.to_dict(), status_code=exc.status)
+    headers = {"retry-after": "1"} if exc.status == 429 else None
+    return ORJSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -254,7 +263,7 @@ def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registr
     app.state.service = service
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     # outermost: an over-limit or unauthenticated request is refused before any other work
-    app.add_middleware(GuardMiddleware, metrics=service.metrics, max_inflight=settings.max_inflight, auth=service.auth)
+    app.add_middleware(GuardMiddleware, metrics=service.metrics, auth=service.auth)
     return app
 
 

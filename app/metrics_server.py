@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from flywheel.settings import HttpLimits
+
 log = logging.getLogger(__name__)
 
 
@@ -23,6 +25,10 @@ class MetricsServer:
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, before_scrape: Callable[[], None]) -> None:
         class Handler(BaseHTTPRequestHandler):
+            # a connection that does not complete its request in time is closed (FLYWHEEL_HEADER_TIMEOUT_SECONDS);
+            # the request head is bounded by http.server itself: 64 KiB a line, 100 headers (431 beyond)
+            timeout = HttpLimits().header_timeout_seconds
+
             def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] != "/metrics":
                     self.send_error(404, "only /metrics here")

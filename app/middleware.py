@@ -50,7 +50,7 @@ PRINCIPAL_SCOPE_KEY = "flywheel.principal"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 
 
-def _presented_key(scope: Scope) -> str | None:
+def presented_key(scope: Scope) -> str | None:
     """`Authorization: Bearer <key>` or `X-API-Key: <key>`."""
     for name, value in scope["headers"]:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
@@ -61,34 +61,24 @@ def _presented_key(scope: Scope) -> str | None:
 
 
 class GuardMiddleware:
-    """Sheds load (429 beyond `max_inflight` requests) and checks the API key (401), before any other work."""
+    """Checks the API key (401) before any other work. The concurrency limit is taken later, once the request's
+    body has arrived (app/service.py, Slots): a client trickling bodies must not hold the replica's slots."""
 
-    def __init__(self, app: ASGIApp, metrics: ServingMetrics, max_inflight: int, auth: Authenticator | None) -> None:
-        self.app, self.metrics, self.max_inflight, self.auth = app, metrics, max_inflight, auth
-        self.inflight = 0
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics, auth: Authenticator | None) -> None:
+        self.app, self.metrics, self.auth = app, metrics, auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self.auth is None:
             await self.app(scope, receive, send)
             return
-        if self.inflight >= self.max_inflight:
-            self.metrics.rejected.labels(reason="overloaded").inc()
-            message = f"over {self.max_inflight} requests in flight on this replica; retry shortly"
-            await _refuse(send, 429, message, [(b"retry-after", b"1")])
+        record = self.auth.check(presented_key(scope))
+        if record is None:
+            self.metrics.rejected.labels(reason="unauthenticated").inc()
+            message = "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"
+            await _refuse(send, 401, message, [(b"www-authenticate", b'Bearer realm="flywheel"')])
             return
-        if self.auth is not None:
-            record = self.auth.check(_presented_key(scope))
-            if record is None:
-                self.metrics.rejected.labels(reason="unauthenticated").inc()
-                message = "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"
-                await _refuse(send, 401, message, [(b"www-authenticate", b'Bearer realm="flywheel"')])
-                return
-            scope[PRINCIPAL_SCOPE_KEY] = record
-        self.inflight += 1  # one event loop: no lock needed
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.inflight -= 1
+        scope[PRINCIPAL_SCOPE_KEY] = record
+        await self.app(scope, receive, send)
 
 
 async def _refuse(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:

@@ -44,6 +44,6 @@ def run(host: str, port: int, workers: int, log_level: str = "info") -> int:
         access_log=False,
         timeout_graceful_shutdown=20,  # matches terminationGracePeriodSeconds minus the preStop pause
         loop="uvloop",
-        http="httptools",
+        http="app.http_limits:BoundedHttpToolsProtocol",  # httptools, with the request head bounded in size and time
     )
     return 0

@@ -4,18 +4,54 @@ API-key authenticator; and how it reads a request body (bounded in size and time
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from flywheel.access import api_keys
-from flywheel.errors import InvalidInput, PayloadTooLarge, RequestTimeout
+from flywheel.access.api_keys import KeyRecord
+from flywheel.errors import ClientClosed, InvalidInput, Overloaded, PayloadTooLarge, RequestTimeout
 from flywheel.serving.capture import Capturer
 from flywheel.serving.fleet import Fleet
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.settings import ServeSettings
+
+
+class Slots:
+    """The replica's concurrency limit, taken by a request once its body has arrived: at most `limit` requests in
+    flight, and at most `per_key` of them for one API key (no per-key share with keys off: there is one client)."""
+
+    def __init__(self, limit: int, per_key: int, metrics: ServingMetrics) -> None:
+        self.limit, self.per_key, self.metrics = limit, per_key, metrics
+        self.inflight = 0
+        self.by_key: Counter[str] = Counter()
+
+    @contextmanager
+    def hold(self, principal: KeyRecord | None) -> Iterator[None]:
+        key = principal.id if principal is not None else None
+        if self.inflight >= self.limit:
+            self.metrics.rejected.labels(reason="overloaded").inc()
+            raise Overloaded(f"over {self.limit} requests in flight on this replica; retry shortly", limit=self.limit)
+        if key is not None and self.by_key[key] >= self.per_key:
+            self.metrics.rejected.labels(reason="key_overloaded").inc()
+            raise Overloaded(f"this API key has {self.per_key} requests in flight on this replica, its limit "
+                             "(FLYWHEEL_MAX_INFLIGHT_PER_KEY); retry shortly", limit=self.per_key)  # fmt: skip
+        self.inflight += 1  # one event loop: no lock needed
+        if key is not None:
+            self.by_key[key] += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            if key is not None:
+                self.by_key[key] -= 1
+                if not self.by_key[key]:
+                    del self.by_key[key]
 
 
 class Service:
@@ -27,6 +63,7 @@ class Service:
         self.metrics = ServingMetrics(registry)
         self.fleet = Fleet(settings, s3, self.metrics)
         self.capture = Capturer.from_settings(s3, settings, self.fleet.pod, self.metrics)
+        self.slots = Slots(settings.max_inflight, settings.max_inflight_per_key, self.metrics)
         self.auth = (
             api_keys.authenticator(
                 settings.api_keys_file,
@@ -59,6 +96,9 @@ class Service:
         except TimeoutError as e:
             wait = self.settings.body_timeout_seconds
             raise RequestTimeout(f"the request body did not arrive within {wait:g} s", field="body") from e
+        except ClientDisconnect as e:
+            self.metrics.rejected.labels(reason="client_closed").inc()
+            raise ClientClosed("the client closed the connection before its body arrived", field="body") from e
         try:
             return orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError as e:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import joblib
 import pandas as pd
 from fastapi import FastAPI
 
+from flywheel.registry.model_loading import open_version
+from flywheel.registry.store import Registry
+from flywheel.storage import s3_client
+
 app = FastAPI()
-MODEL = joblib.load(os.environ["NAIVE_MODEL_PATH"])
+# the bench's registry on its moto server (AWS_ENDPOINT_URL); loaded as every reader loads a model
+MODEL = open_version(Registry(s3_client(), os.environ["NAIVE_BUCKET"], "savings"), int(os.environ["NAIVE_VERSION"]),
+                     None).load_model()  # fmt: skip
 
 
 @app.post("/predict")

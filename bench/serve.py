@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,11 +62,9 @@ def wrk(url: str, body_file: str, conns: int, seconds: int) -> dict[str, float]:
     return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "errors": errors, "requests": total}
 
 
-def raw_predict(model_path: str, one: dict[str, object], rows: list[dict[str, object]]) -> None:
-    import joblib
+def raw_predict(model: Any, one: dict[str, object], rows: list[dict[str, object]]) -> None:
     import pandas as pd
 
-    model = joblib.load(model_path)
     for label, records, n in (("1 row", [one], 2000), ("1,000 rows", rows, 50)):
         frame = pd.DataFrame.from_records(records)
         model.predict(frame)
@@ -171,6 +170,7 @@ def main() -> int:
 
     from flywheel.data.sample_data import savings
     from flywheel.jobs.retrain import retrain
+    from flywheel.registry.model_loading import open_version
     from flywheel.registry.store import Registry
     from flywheel.settings import TrainerSettings
     from flywheel.storage import s3_client
@@ -188,8 +188,9 @@ def main() -> int:
         )
         retrain(TrainerSettings(bucket=bucket), s3)
         registry = Registry(s3, bucket, "savings")
+        version = open_version(registry, 2, None)  # the bench's versions are unsigned: sha256-checked only
         model_path = tmp / "model.joblib"
-        model_path.write_bytes(registry.model_bytes(2))
+        model_path.write_bytes(version.model_bytes())
         print(f"model: v2 {registry.manifest(2)['estimator']}, {model_path.stat().st_size:,} bytes")
         if args.peer:  # bench/peer_mlserver.py
             from bench import peer_mlserver
@@ -219,7 +220,7 @@ def main() -> int:
                 "--no-access-log",
             ],
             cwd=ROOT,
-            env={**os.environ, "NAIVE_MODEL_PATH": str(model_path)},
+            env={**os.environ, "NAIVE_BUCKET": bucket, "NAIVE_VERSION": "2"},
         )
         procs.append(naive)
         wait_http(f"http://127.0.0.1:{naive_port}/docs")
@@ -227,7 +228,7 @@ def main() -> int:
             "flywheel": f"http://127.0.0.1:{api_port}/v1/predict",
             "naive": f"http://127.0.0.1:{naive_port}/predict",
         }
-        raw_predict(str(model_path), rows[0], rows)
+        raw_predict(version.load_model(), rows[0], rows)
         print(f"\n{'server':9} {'load':>16} {'req/s':>9} {'rows/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
         results: dict[tuple[str, str], dict[str, float]] = {}
         for label, body, conns, per in (

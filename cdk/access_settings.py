@@ -14,7 +14,6 @@ in docs/deploy.md; a bad value fails the synth naming the key.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -22,8 +21,8 @@ from typing import Any
 
 from constructs import Node
 
-from cdk.context import SettingsError, check_all, parse_values, read_context
-from cdk.settings import _matches, _optional, _str, _str_tuple
+from cdk.context import check_all, parse_values, read_context
+from cdk.settings import _matches, _optional, _str, _str_tuple, check_cidrs
 
 #: Claim that carries the user's groups in a Cognito ID token (the UI's default FLYWHEEL_UI_ROLE_CLAIM).
 COGNITO_ROLE_CLAIM = "cognito:groups"
@@ -94,8 +93,13 @@ class AccessSettings:
     def validate(self) -> None:
         """Raise SettingsError naming the first context key that is malformed or inconsistent."""
         check_all(self, self._checks())
-        for cidr in self.allowed_cidrs:
-            _check_cidr(cidr)
+        check_cidrs(
+            "allowed_cidrs",
+            self.allowed_cidrs,
+            opens="the load balancers",
+            instead="list the networks that may reach them, or set uiDomain and certificateArn for HTTPS with OIDC "
+            "sign-in",
+        )
 
     def _checks(self) -> list[tuple[str, bool, str]]:
         tls = self.certificate_arn is not None
@@ -140,15 +144,3 @@ class AccessSettings:
                 "lower-case letters, digits and single hyphens, <= 63 chars, without aws, amazon or cognito",
             ),
         ]
-
-
-def _check_cidr(cidr: str) -> None:
-    try:
-        network = ipaddress.ip_network(cidr, strict=True)
-    except ValueError as e:
-        raise SettingsError(f"context 'allowedCidrs': {cidr!r} is not a CIDR ({e})") from e
-    if network.prefixlen < (8 if network.version == 4 else 16):  # 0.0.0.0/1 + 128.0.0.0/1 is the internet too
-        raise SettingsError(
-            f"context 'allowedCidrs': {cidr!r} opens the load balancers to the whole internet; list the networks "
-            "that may reach them, or set uiDomain and certificateArn for HTTPS with OIDC sign-in"
-        )

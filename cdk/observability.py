@@ -113,6 +113,16 @@ class Observability(Construct):
                 timeout.to_milliseconds() * NEAR_TIMEOUT_FRACTION,
             ),
         ]
+        self.alarms.append(
+            make_alarm(
+                "ProductionUnverified",
+                "A retrain found that the production version's signature does not verify (unsigned, forged or "
+                "altered): nothing of it was loaded, the gate compared the candidate with the baseline only. "
+                "See docs/runbook.md, ProductionUnverified.",
+                trainer_metric("ProductionUnverified", "Sum"),
+                1,
+            )
+        )
         self.alarms.append(live_quality_alarm(self))
         for alarm in self.alarms:
             alarm.add_alarm_action(action)

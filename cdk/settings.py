@@ -5,6 +5,7 @@ Every key is documented in docs/deploy.md. A bad value fails the synth with the 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -113,6 +114,14 @@ class DeploySettings:
     def validate(self) -> None:
         """Raise SettingsError naming the first context key whose value is out of range."""
         check_all(self, self._checks())
+        check_cidrs(
+            "cluster_endpoint_cidrs",
+            self.cluster_endpoint_cidrs,
+            versions=(4,),  # EKS takes IPv4 ranges only for its public endpoint
+            opens="the Kubernetes API endpoint",
+            instead="list the networks that must reach it (your egress addresses), or leave it unset for a "
+            "private endpoint only",
+        )
 
     def _checks(self) -> list[tuple[str, bool, str]]:
         max_batch = 10000 if self.trainer_batch_window_seconds else 10
@@ -190,11 +199,6 @@ class DeploySettings:
                 "an IAM role ARN, or unset",
             ),
             (
-                "cluster_endpoint_cidrs",
-                all(_matches(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}", c) for c in self.cluster_endpoint_cidrs),
-                "IPv4 CIDRs",
-            ),
-            (
                 "kube_prometheus_stack_version",
                 _matches(r"\d+\.\d+\.\d+", self.kube_prometheus_stack_version),
                 "an exact chart version (pinned)",
@@ -210,6 +214,49 @@ class DeploySettings:
     def _job_memory_expected(self) -> str:
         low, high, step = FARGATE_MEMORY_MIB.get(self.trainer_job_vcpu, (0, 0, 1))
         return f"{low}..{high} in steps of {step} for trainerJobVcpu={self.trainer_job_vcpu} (Fargate task sizes)"
+
+
+#: The widest range an allow-list may hold, per IP version (prefix length): /8 is 16.7 million IPv4 addresses, a
+#: 256th of the address space. Wider ones, or several whose addresses add up to more than one such range (the two
+#: /1 halves, 0.0.0.0/0 cut in pieces), are not a list of networks but the internet.
+WIDEST_PREFIX = {4: 8, 6: 16}
+
+
+def check_cidrs(
+    field_name: str, cidrs: tuple[str, ...], *, opens: str, instead: str, versions: tuple[int, ...] = (4, 6)
+) -> None:
+    """Raise SettingsError, naming the context key and the value, unless `cidrs` is a list of networks that
+    does not open `opens` to the whole internet (allowedCidrs and clusterEndpointCidrs share this check).
+
+    Each must be a network (strict: no host bits set) of an IP version in `versions`, no wider than
+    WIDEST_PREFIX, and together, overlaps counted once, they must not cover more addresses than one range of
+    that width."""
+    key = context_key(field_name)
+    v4: list[ipaddress.IPv4Network] = []
+    v6: list[ipaddress.IPv6Network] = []
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr, strict=True)
+        except ValueError as e:
+            raise SettingsError(f"context {key!r}: {cidr!r} is not a CIDR ({e})") from e
+        if network.version not in versions:
+            raise SettingsError(f"context {key!r}: {cidr!r} is not an IPv{' or IPv'.join(map(str, versions))} CIDR")
+        if network.prefixlen < WIDEST_PREFIX[network.version]:
+            raise SettingsError(f"context {key!r}: {cidr!r} opens {opens} to the whole internet; {instead}")
+        if isinstance(network, ipaddress.IPv4Network):
+            v4.append(network)
+        else:
+            v6.append(network)
+    for same, covered, widest, bits in (
+        (v4, sum(n.num_addresses for n in ipaddress.collapse_addresses(v4)), WIDEST_PREFIX[4], 32),
+        (v6, sum(n.num_addresses for n in ipaddress.collapse_addresses(v6)), WIDEST_PREFIX[6], 128),
+    ):
+        if covered > 2 ** (bits - widest):  # overlaps counted once
+            together = ",".join(str(n) for n in same)
+            raise SettingsError(
+                f"context {key!r}: {together!r} together open {opens} to the whole internet "
+                f"(more addresses than one /{widest}); {instead}"
+            )
 
 
 def _matches(pattern: str, value: str) -> bool:

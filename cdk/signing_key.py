@@ -8,7 +8,8 @@ The key policy keeps CDK's default statement (the account may administer the key
 and adds, after the roles exist (`allow`):
 - `kms:Sign` for the signers (trainer Lambda role, Batch job role) only: an explicit Deny of `kms:Sign` to
   every principal whose `aws:PrincipalArn` is not one of theirs, so no IAM policy of the account can grant it;
-- `kms:GetPublicKey` and `kms:Verify` for the verifiers (the API pods' role).
+- `kms:GetPublicKey` and `kms:Verify` for the verifiers (the API and UI pods' roles, and the trainers', which check
+  the production version's signature before the gate loads it).
 """
 
 from __future__ import annotations

@@ -199,7 +199,11 @@ class FlywheelStack(Stack):
         )
 
         # the UI checks signatures too (its Models page shows valid/INVALID as the replicas decide)
-        signing.allow(signers=[trainer.role, job.job_role], verifiers=[serving.app_role, serving.ui_role])
+        # the trainers verify too: production's signature is checked before the gate reads (unpickles) that version
+        signing.allow(
+            signers=[trainer.role, job.job_role],
+            verifiers=[serving.app_role, serving.ui_role, trainer.role, job.job_role],
+        )
 
         monitoring_dir = repo_root / MONITORING_DIR
         monitoring = ClusterMonitoring(

@@ -52,6 +52,18 @@ class RequestTimeout(InvalidInput):
     status = 408
 
 
+class ClientClosed(InvalidInput):
+    """The client went away before its request was read: nobody to answer, and not the server's fault."""
+
+    status = 499  # nginx's "client closed request": counted apart from the 4xx a client is answered and the 5xx
+
+
+class Overloaded(FlywheelError):
+    """Over a concurrency limit (the replica's, or one API key's share of it): retry shortly."""
+
+    status = 429
+
+
 class NotFound(FlywheelError):
     status = 404
 

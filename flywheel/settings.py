@@ -106,6 +106,18 @@ class TrainerSettings(CoreSettings):
         return self.max_batch_bytes or self.memory_bytes // BATCH_SHARE_OF_MEMORY
 
 
+class HttpLimits(BaseSettings):
+    """What every HTTP listener (API, metrics, UI) refuses before a request reaches any code of ours: a request
+    head over `max_header_bytes` or with more than `max_headers` headers (431), or not complete within
+    `header_timeout_seconds` of the connection or the request starting (408); the connection is then closed."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="ignore")
+
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=10, le=1000)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+
 class ServeSettings(CoreSettings):
     """One API replica."""
 
@@ -130,6 +142,8 @@ class ServeSettings(CoreSettings):
     api_service_key_secret_ids: str = ""  # comma-separated secrets whose plain value is a key (the UI's)
     api_keys_refresh_seconds: float = Field(default=60.0, gt=0)
     max_inflight: int = Field(default=256, ge=1)  # requests beyond it get 429
+    # one API key's share of those slots: a single client cannot take the replica from every other one
+    max_inflight_per_key: int = Field(default=128, ge=1)
     body_timeout_seconds: float = Field(default=10.0, gt=0)  # a request body must arrive within it, else 408
     metrics_port: int = Field(default=9464, ge=1, le=65535)  # /metrics is served there only
     metrics_host: str = "0.0.0.0"  # `flywheel serve --host H` sets it to H unless given

@@ -56,8 +56,10 @@ def demo_instances(schema: str, rows: int) -> list[dict[str, Any]]:
 
 
 def check_api(client: httpx.Client, api: str, schema: str, timeout: float, key: str | None) -> str:
-    ready = wait_for("API /readyz", lambda: client.get(f"{api}/readyz"), timeout).json()
-    version = ready.get("model_version")
+    # /readyz says which version serves only to a key (a probe tells a stranger nothing more than ready)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    ready = wait_for("API /readyz", lambda: client.get(f"{api}/readyz", headers=headers), timeout).json()
+    version = ready.get("model_version", "(not shown without a key)")
     instances = demo_instances(schema, 3)
     anonymous = client.post(f"{api}/v1/predict", json={"instances": instances})
     if anonymous.status_code != 401:

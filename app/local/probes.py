@@ -40,9 +40,11 @@ def all_served(url: str, key: str) -> bool:
     return bool(models) and all(m.get("ready") for m in models)
 
 
-def served(url: str) -> int | None:
+def served(url: str, key: str) -> int | None:
+    """The default model's version the replica at `url` serves (/readyz tells it to a key only)."""
+    request = urllib.request.Request(url + "/readyz", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
     try:
-        with urllib.request.urlopen(url + "/readyz", timeout=2) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=2) as r:  # noqa: S310 - loopback
             return int(json.loads(r.read())["model_version"])
     except (OSError, ValueError, KeyError):
         return None

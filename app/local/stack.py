@@ -19,7 +19,7 @@ from app.local.banner import DLQ, QUEUE, banner
 from app.local.identity import local_identity
 from app.local.probes import all_served, http_ok, served, wait
 from app.local.seed import register_and_seed
-from app.local.state import Mirror
+from app.local.state import Mirror, keep_private
 from flywheel.cli.stack_env import write_stack_file
 
 log = logging.getLogger("flywheel.up")
@@ -54,6 +54,7 @@ def _say(msg: str) -> None:
 class LocalStack:
     def __init__(self, opts: Options) -> None:
         self.o = opts
+        keep_private(opts.state_dir)  # keys, tokens, data and models: this user's only (before anything is written)
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.logs = opts.state_dir / "logs"
         self.endpoint = f"http://127.0.0.1:{opts.s3_port}"
@@ -245,7 +246,7 @@ class LocalStack:
                 if proc.poll() is not None:
                     _say(f"{name} exited with status {proc.returncode}: see {self.logs / (name + '.log')}")
                     self._stop.set()
-            versions = {u: served(u) for u in self.api_urls()}
+            versions = {u: served(u, self.keys.client_key) for u in self.api_urls()}
             if versions != last and all(v is not None for v in versions.values()):
                 _say("serving " + ", ".join(f"{u.rsplit(':', 1)[1]}: v{v}" for u, v in versions.items()))
             last = versions
@@ -256,15 +257,17 @@ class LocalStack:
             self.stack_file.unlink(missing_ok=True)  # the CLI no longer finds a stack that is not running
         # everything but the embedded S3 stops at once (one grace period for all, not one each), then the
         # state is synced a last time and the S3 stops
+        started = time.monotonic()
         others = [(n, p) for n, p in reversed(self.procs) if n != "moto"]
         self._terminate(others)
+        _say(f"processes stopped in {time.monotonic() - started:.1f} s; saving the state")
         if self.mirror is not None:
             try:
                 self.mirror.sync()
             except Exception as e:
                 log.warning("final state sync failed: %s", e)
         self._terminate([(n, p) for n, p in self.procs if n == "moto"])
-        _say("stopped")
+        _say(f"stopped ({time.monotonic() - started:.1f} s)")
 
     @staticmethod
     def _terminate(procs: list[tuple[str, subprocess.Popen[bytes]]], grace: float = 25) -> None:

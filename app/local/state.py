@@ -9,10 +9,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("flywheel.up")
+
+
+def keep_private(state_dir: Path) -> None:
+    """The state directory holds API keys, the signing key, sign-in tokens, the data and the models: only its owner
+    may read it. It is made 0700, what an earlier run left in it is tightened (directories 0700, files 0600), and
+    this process and the ones it starts create files 0600 from now on (umask 077)."""
+    os.umask(0o077)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for root, dirs, files in os.walk(state_dir):
+        for name in dirs:
+            Path(root, name).chmod(0o700)
+        for name in files:
+            path = Path(root, name)
+            if not path.is_symlink():
+                path.chmod(0o600)
 
 
 class Mirror:

@@ -104,7 +104,7 @@ def command(host: str, port: int, secrets_file: Path | None = None) -> list[str]
     """The `streamlit run` command line for app/ui/main.py on host:port (with Streamlit's secrets file when
     given: the OIDC sign-in's [auth] section)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        sys.executable, "-m", "app.ui.streamlit_main", "run", str(MAIN),  # streamlit, request heads bounded
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",

@@ -63,6 +63,10 @@ def _notes(q: dict[str, Any]) -> None:
     if lab["unmatched"]:
         st.caption(f"{lab['unmatched']} label(s) match no capture yet ({shown}): they may match once the "
                    "replicas flush the captures, or carry ids no client was given.")  # fmt: skip
+    if lab.get("ambiguous"):  # docs/captures.md, "Ids and keys"
+        more = ", ..." if lab["ambiguous"] > len(lab["ambiguous_ids"]) else ""
+        st.warning(f"{lab['ambiguous']} label(s) joined nothing: their ids were captured under more than one API "
+                   f"key ({', '.join(lab['ambiguous_ids'])}{more}).")  # fmt: skip
     for bad in q["skipped"]:
         st.warning(f"Skipped label file {bad.get('file', '?')}: {bad.get('error', '')}")
 

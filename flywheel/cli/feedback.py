@@ -49,17 +49,23 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             made = write_batch(s3, s, model, schema, key, uploaded_by=f"{actor()} (cli)", labels=table.to_pandas())
         except BatchExists:  # the trainer got there first (the model's feedback policy says train): one batch
             done = batch_key(s, model, key)
-            report["batch"] = {"key": done, "rows": None, "unmatched": None, "written_by": "trainer"}
+            report["batch"] = {"key": done, "rows": None, "unmatched": None, "ambiguous": None,
+                               "ambiguous_ids": None, "written_by": "trainer"}  # fmt: skip
             print(json.dumps(report, indent=2) if args.json else f"{text}\nbatch s3://{s.bucket}/{done} already "
                   "written by the trainer on arrival (the model's feedback policy says train)")  # fmt: skip
             return 0
-        report["batch"] = {"key": made.key, "rows": made.joined, "unmatched": made.unmatched}
+        report["batch"] = {"key": made.key, "rows": made.joined, "unmatched": made.unmatched,
+                           "ambiguous": made.ambiguous, "ambiguous_ids": made.ambiguous_ids}  # fmt: skip
         text += (
             f"\n{made.joined} labelled prediction(s) -> batch s3://{s.bucket}/{made.key}"
             if made.key
             else "\nno label matched a captured prediction (captures reach S3 within FLYWHEEL_CAPTURE_FLUSH_SECONDS)"
         )
         text += f"; {made.unmatched} label(s) without a captured prediction" if made.unmatched else ""
+        if made.ambiguous:  # docs/captures.md, "Ids and keys"
+            more = ", ..." if made.ambiguous > len(made.ambiguous_ids) else ""
+            text += (f"; {made.ambiguous} label(s) left out, their ids captured under more than one API key "
+                     f"(ambiguous: {', '.join(made.ambiguous_ids)}{more})")  # fmt: skip
     print(json.dumps(report, indent=2) if args.json else text)
     return 0
 
@@ -117,6 +123,10 @@ def _quality_text(q: dict[str, Any]) -> list[str]:
     lines.append(f"  labels: {lab['ids']} id(s) from {lab['files']} file(s), {lab['matched']} matched, "
                  f"{lab['unmatched']} unmatched{unmatched if lab['unmatched'] else ''}, "
                  f"{lab['relabelled']} relabelled by a newer file")  # fmt: skip
+    if lab.get("ambiguous"):  # ids captured under more than one API key join nothing (docs/captures.md)
+        more = ", ..." if lab["ambiguous"] > len(lab["ambiguous_ids"]) else ""
+        lines.append(f"  {lab['ambiguous']} ambiguous (captured under more than one API key, not joined): "
+                     f"{', '.join(lab['ambiguous_ids'])}{more}")  # fmt: skip
     for bad in q["skipped"]:
         lines.append(f"  skipped {bad['error']}")
     return lines

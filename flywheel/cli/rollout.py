@@ -14,7 +14,7 @@ from flywheel.cli.models import actor, core, registry
 from flywheel.errors import FlywheelError
 from flywheel.release.rollout_view import snapshot
 
-THRESHOLD_OPTIONS = {"min_requests": int, "min_seconds": float, "max_seconds": float}
+THRESHOLD_OPTIONS = {"min_requests": int, "min_seconds": float, "max_seconds": float, "min_pods": int}
 
 
 def _pct(x: float | None) -> str:
@@ -207,6 +207,7 @@ def add_parsers(add: Any, common: Any) -> None:
             type=float,
             help=f"abort when there is still no sufficient sample this long after the start ({default})",
         )
+        a.add_argument("--min-pods", type=int, help=f"replicas whose statistics a verdict needs ({default})")
 
     action("status", cmd_status, "Show the model's rollout: mode, share, candidate and baseline, the fleet's "
            "statistics per version, what the judge would decide now (nothing is recorded), the thresholds and "

@@ -12,12 +12,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel.schema import Schema
 
 CAPTURES_PREFIX = "captures/"
+#: The id of the API key that made the request (flywheel/access/api_keys.py: `KeyRecord.id`, never the key itself);
+#: null when the API ran without keys, or in a file older than the column (docs/captures.md, "Ids and keys").
+KEY_COLUMN = "key_id"
 
 
 def arrow_schema(schema: Schema) -> pa.Schema:
@@ -36,6 +40,7 @@ def arrow_schema(schema: Schema) -> pa.Schema:
             pa.field("prediction", prediction),
             pa.field("probabilities", pa.list_(pa.float64())),
             pa.field("features", features),
+            pa.field(KEY_COLUMN, pa.string()),  # last: files without it (older ones) are read alike
         ]
     )
 
@@ -54,8 +59,11 @@ def day_of(key: str) -> str:
 
 def to_parquet(schema: Schema, columns: dict[str, Any], metadata: dict[str, str]) -> bytes:
     """One file's bytes from column lists (the names of `arrow_schema`). `features` is a list of dicts, or a
-    dict of column lists (the replicas' checked inputs; a NaN numeric input, a missing one, becomes null)."""
+    dict of column lists (the replicas' checked inputs; a NaN numeric input, a missing one, becomes null).
+    Without `key_id` the rows have no key (null)."""
     target = arrow_schema(schema)
+    if KEY_COLUMN not in columns:
+        columns = {**columns, KEY_COLUMN: pa.nulls(len(columns["prediction_id"]), pa.string())}
     features = columns["features"]
     if isinstance(features, dict):
         struct = target.field("features").type
@@ -88,3 +96,19 @@ def read(
 def classes_of(table: pa.Table) -> list[str]:
     raw = (table.schema.metadata or {}).get(b"flywheel.classes")
     return list(json.loads(raw)) if raw else []
+
+
+def keys_of(table: pa.Table) -> list[str | None]:
+    """The `key_id` of every row (None throughout for files older than the column)."""
+    if KEY_COLUMN not in table.column_names:
+        return [None] * table.num_rows
+    return table.column(KEY_COLUMN).to_pylist()
+
+
+def ambiguous(ids: Any, keys: Any) -> pd.Series:
+    """Per row: is its id captured under more than one key in these rows? Ids are scoped to the key that made
+    them, so such an id names no capture unambiguously and a label of it joins nothing (docs/captures.md, "Ids and
+    keys"). No key (null: API auth off, or an older file) counts as one key of its own."""
+    frame = pd.DataFrame({"id": ids, "key": pd.Series(keys, dtype=object).fillna("")})  # a key id is never ""
+    keys_per_id = frame.drop_duplicates().groupby("id")["key"].size()
+    return frame["id"].isin(keys_per_id.index[keys_per_id > 1])

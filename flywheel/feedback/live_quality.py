@@ -2,8 +2,10 @@
 
 The join is on `prediction_id` == `id`. Labels come from every valid file under `feedback/<model>/`; a bad
 file is skipped and reported, never fatal. An id labelled in several files takes the label of the newest file
-(S3 LastModified, then key); an id captured more than once joins its newest capture. The gate's holdout score
-of each version (from its manifest) is returned beside the live figures so they can be compared.
+(S3 LastModified, then key); an id captured more than once joins its newest capture, unless it was captured
+under more than one API key: ids are scoped to the key that made them, so such an id joins nothing and is reported
+as ambiguous. The gate's holdout score of each version (from its manifest) is returned beside the live figures so
+they can be compared.
 """
 
 from __future__ import annotations
@@ -97,18 +99,21 @@ def labels(
 
 
 def _captured(s3: Any, bucket: str, model: str, prefix: str, since: date | None = None) -> pd.DataFrame:
-    """One row per captured id (the newest capture of it): id, version, day, prediction; with `since`, only the
-    capture files of that UTC day and later (their `date=` partition)."""
+    """One row per captured id (the newest capture of it): id, version, day, prediction, and `ambiguous` (the id
+    was captured under more than one API key); with `since`, only the capture files of that UTC day and later
+    (their `date=` partition)."""
     keep = None if since is None else (lambda key: captures.day_of(key) >= since.isoformat())
     table = captures.read(s3, bucket, model, prefix, keep=keep)
     if table is None:
-        return pd.DataFrame(columns=["id", "version", "captured_at", "day", "prediction"])
+        return pd.DataFrame(columns=["id", "version", "captured_at", "day", "prediction", "ambiguous"])
+    ids = table.column("prediction_id").to_pylist()
     frame = pd.DataFrame(
         {
-            "id": table.column("prediction_id").to_pylist(),
+            "id": ids,
             "version": table.column("version").to_numpy(),
             "captured_at": table.column("captured_at").to_pandas(),
             "prediction": table.column("prediction").to_pylist(),
+            "ambiguous": captures.ambiguous(ids, captures.keys_of(table)).to_numpy(),
         }
     )
     frame["day"] = frame["captured_at"].dt.strftime("%Y-%m-%d")
@@ -138,13 +143,16 @@ def live_quality(
     since: date | None = None,
 ) -> dict[str, Any]:
     """Live quality of every captured version of `model`: holdout score, live figures overall and per day
-    (UTC day of `captured_at`), each with `n`; plus the labels' bookkeeping (unmatched, relabelled, skipped).
+    (UTC day of `captured_at`), each with `n`; plus the labels' bookkeeping (unmatched, relabelled, ambiguous:
+    labelled ids captured under more than one API key, which join nothing; skipped).
     With `since`, only predictions captured on that UTC day or later count (a trailing window)."""
     task = schema.task
     got, found = labels(s3, bucket, model, schema, feedback_prefix)
     seen = _captured(s3, bucket, model, captures_prefix, since)
-    joined = seen.merge(got, on="id", how="inner")
+    shared = seen["ambiguous"].astype(bool)
+    joined = seen[~shared].merge(got, on="id", how="inner")
     unmatched = got[~got["id"].isin(seen["id"])]["id"]
+    ambiguous = got[got["id"].isin(seen.loc[shared, "id"])]["id"]
     registry = Registry(s3, bucket, model, models_prefix)
     versions = []
     for version in sorted(int(v) for v in seen["version"].unique()):
@@ -175,6 +183,8 @@ def live_quality(
             "unmatched": len(unmatched),
             "unmatched_ids": sorted(unmatched.astype(str))[:UNMATCHED_SHOWN],
             "relabelled": found["relabelled"],
+            "ambiguous": len(ambiguous),
+            "ambiguous_ids": sorted(ambiguous.astype(str))[:UNMATCHED_SHOWN],
         },
         "skipped": found["skipped"],
     }

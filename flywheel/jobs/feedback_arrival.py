@@ -62,7 +62,8 @@ class Arrival:
     problems: list[dict[str, Any]] = field(default_factory=list)
     quarantine_key: str | None = None
     train: bool = False  # the model's feedback policy at the time
-    batch: dict[str, Any] | None = None  # {"key", "created", "rows", "unmatched"} when the policy says train
+    #: {"key", "created", "rows", "unmatched", "ambiguous", "ambiguous_ids"} when the policy says train
+    batch: dict[str, Any] | None = None
     waiting: int | None = None  # seconds until the re-delivery, when the batch waits for captures in flight
 
 
@@ -174,10 +175,13 @@ def _batch(
         by_whom = f"trainer (feedback policy set by {by})"
         made = write_joined(s3, settings, model, schema, key, joined, uploaded_by=by_whom)
     except BatchExists:
-        return {"key": name, "created": False, "rows": None, "unmatched": None}, None
+        return {"key": name, "created": False, "rows": None, "unmatched": None, "ambiguous": None,
+                "ambiguous_ids": None}, None  # fmt: skip
+    # labels of ids captured under more than one API key joined nothing (docs/captures.md, "Ids and keys")
+    shared = {"ambiguous": made.ambiguous, "ambiguous_ids": made.ambiguous_ids}
     if made.key is None:  # no label matched a captured prediction (yet): nothing to train on
-        return {"key": None, "created": False, "rows": 0, "unmatched": made.unmatched}, None
-    return {"key": made.key, "created": True, "rows": made.joined, "unmatched": made.unmatched}, None
+        return {"key": None, "created": False, "rows": 0, "unmatched": made.unmatched, **shared}, None
+    return {"key": made.key, "created": True, "rows": made.joined, "unmatched": made.unmatched, **shared}, None
 
 
 def refresh_quality(s3: Any, settings: TrainerSettings, model: str, schema: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from flywheel.registry.store import Registry
 from flywheel.release import rollout_actions
 from flywheel.release.judge import Verdict, judge
 from flywheel.release.rollout_state import Rollout, load, production_moved
-from flywheel.release.rollout_stats import gather
+from flywheel.release.rollout_stats import collect
 from flywheel.settings import CoreSettings
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,12 @@ def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
 
 def _verdict(registry: Registry, rollout: Rollout, now: datetime, out: Pass) -> Verdict:
     """The judge's verdict on the fleet's statistics. Statistics that cannot be merged at all still let the
-    time limit act: past max_seconds the rollout is aborted, else the pass waits."""
+    time limit act: past max_seconds the rollout is aborted, else the pass waits. Objects left out (unreadable,
+    impossible, odd) are named in the reason."""
     try:
-        cand, prod, out.pods = gather(registry, rollout)
-        return judge(rollout, cand, prod, now)
+        fleet = collect(registry, rollout, now)
+        out.pods = fleet.pods
+        return judge(rollout, fleet.candidate, fleet.production, now, pods=fleet.pods, skipped=fleet.skipped)
     except ValueError as e:
         elapsed = (now - datetime.fromisoformat(rollout.started_at)).total_seconds()
         if elapsed >= rollout.thresholds.max_seconds:

@@ -27,11 +27,12 @@ from flywheel.registry.manifest import (
     check_libraries,
     dump_model,
     library_versions,
-    load_model,
     outputs,
     records,
     sha256,
 )
+from flywheel.registry.model_loading import open_version
+from flywheel.registry.signing import Verifier
 from flywheel.registry.store import Alias, Registry
 from flywheel.release import rollout_actions
 from flywheel.release.promotion import decided_against, pending_release, release
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 # "rollout": approved and handed to a shadow or canary rollout, judged on live traffic before it serves all
 Status = Literal["promoted", "approved", "rollout", "rejected", "unchanged", "no-data"]
 WORKDIR_PREFIX = "flywheel-retrain-"
+#: how a gate reason starts when production's signature did not verify (the Lambda counts these: an alarm)
+UNVERIFIED_PRODUCTION = "production signature not verified:"
 STALE_WORKDIR_SECONDS = 16 * 60  # longer than a Lambda can run
 
 
@@ -66,6 +69,8 @@ class Outcome:
     validated_batches: int = 0  # batches validated in this run; the others came from validated/
     metrics: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    # the production version's signature did not verify: the gate compared against the baseline only (alarmed)
+    production_unverified: bool = False
     duration_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: validate, train, publish
 
@@ -74,17 +79,24 @@ class Outcome:
 
 
 def _production(
-    schema: Schema, registry: Registry, alias: Alias | None
+    schema: Schema, registry: Registry, alias: Alias | None, verifier: Verifier | None
 ) -> tuple[Any, dict[str, Any] | None, list[str]]:
-    """The model behind the alias, or None (with why) when there is none or it cannot be trusted here."""
+    """The model behind the alias, or None (with why) when there is none or it cannot be trusted here. Its
+    signature is checked with the trainer's own key before anything of it is read, let alone unpickled: a version
+    the trainer did not sign is compared against by nobody (the gate falls back to the baseline, and says so)."""
     if alias is None:
         return None, None, []
-    manifest = registry.manifest(alias.version)
+    try:
+        opened = open_version(registry, alias.version, verifier)
+    except ModelVerificationError as e:
+        note = f"{UNVERIFIED_PRODUCTION} v{alias.version}: {e.message}; compared against the baseline only"
+        return None, None, [note]
+    manifest = opened.manifest
     if manifest.get("schema", {}).get("features") != schema.model_dump(mode="json")["features"]:
         return None, manifest, [f"production v{alias.version} has another schema: not compared"]
     try:
         check_libraries(manifest["libraries"])
-        model = load_model(registry.model_bytes(alias.version), manifest["sha256"])
+        model = opened.load_model()
     except (ModelVerificationError, FlywheelError) as e:
         return None, manifest, [f"production v{alias.version} unusable here: {e.message}"]
     return model, manifest, []
@@ -212,7 +224,9 @@ def _train_and_publish(
     train_started = time.monotonic()
     trained = fit_candidate(schema, xt, yt, s.estimator_names, s.cv_folds, s.train_threads)
     baseline = naive_baseline(schema).fit(xt, yt)
-    prod_model, _, notes = _production(schema, registry, alias)
+    signer = signing.signer(s.signing_kms_key_id, s.signing_key_file)
+    prod_model, _, notes = _production(schema, registry, alias, signer.verifier() if signer else None)
+    out.production_unverified = any(n.startswith(UNVERIFIED_PRODUCTION) for n in notes)
     cand_scores, base_scores = score(schema, trained.model, xh, yh), score(schema, baseline, xh, yh)
     prod_scores = score(schema, prod_model, xh, yh) if prod_model is not None else None
     metrics = {"candidate": cand_scores, "baseline": base_scores, "production": prod_scores}
@@ -271,7 +285,6 @@ def _train_and_publish(
     }
     publish_started = time.monotonic()
     out.timings["train"] = round(publish_started - train_started, 3)
-    signer = signing.signer(s.signing_kms_key_id, s.signing_key_file)
     version = registry.publish(model_bytes, manifest, signer=signer)
     out.version, out.status, out.reasons = version, decision.status, manifest["gate"]["reasons"]
     out.metrics = {**metrics, "primary_metric": PRIMARY_METRIC[schema.task]}

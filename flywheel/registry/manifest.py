@@ -53,19 +53,6 @@ def dump_model(model: Any) -> bytes:
     return buf.getvalue()
 
 
-def load_model(data: bytes, expected_sha256: str) -> Any:
-    """Verify the digest before unpickling anything (never unpickle bytes we cannot vouch for)."""
-    actual = sha256(data)
-    if actual != expected_sha256:
-        raise ModelVerificationError(
-            f"model.joblib sha256 {actual[:12]}… does not match the manifest's {expected_sha256[:12]}…"
-        )
-    try:
-        return joblib.load(io.BytesIO(data))
-    except Exception as e:  # a corrupt pickle can raise almost anything
-        raise ModelVerificationError(f"model.joblib does not load: {type(e).__name__}: {e}") from e
-
-
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-safe records (NaN -> None)."""
     out = []

@@ -40,6 +40,10 @@ class Signer(Protocol):
         """A DER ECDSA P-256/SHA-256 signature of `message`."""
         ...
 
+    def verifier(self) -> Verifier:
+        """A verifier of this signer's signatures (its public key): the trainer checks what it reads with it."""
+        ...
+
 
 class Verifier(Protocol):
     def verify(self, message: bytes, signature: bytes) -> None:
@@ -66,10 +70,13 @@ class KeyFileSigner:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         _p256(key, str(path))
         assert isinstance(key, ec.EllipticCurvePrivateKey)
-        self._key = key
+        self._key, self.source = key, str(path)
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message, _ECDSA)
+
+    def verifier(self) -> Verifier:
+        return PublicKeyVerifier(self._key.public_key(), f"the public half of {self.source}")
 
 
 class KmsSigner:
@@ -82,6 +89,9 @@ class KmsSigner:
         out = self.kms.sign(KeyId=self.key_id, Message=message, MessageType="RAW", SigningAlgorithm=ALGORITHM)
         signature: bytes = out["Signature"]
         return signature
+
+    def verifier(self) -> Verifier:
+        return KmsVerifier(self.kms, self.key_id)
 
 
 class PublicKeyVerifier:

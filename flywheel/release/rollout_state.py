@@ -41,10 +41,15 @@ class Thresholds:
     max_psi: float = 0.25  # PSI of the candidate's prediction histogram against production's
     min_agreement: float = 0.95  # shadow, classification: share of requests where both predict the same label
     max_relative_difference: float = 0.1  # shadow, regression: mean |cand - prod| / max(|prod|, eps)
+    #: processes whose statistics must be counted before any verdict: set it to the replicas that serve, so that
+    #: one object (a single pod, or one planted under stats/) cannot carry the decision alone
+    min_pods: int = 1
 
     def __post_init__(self) -> None:
         if self.min_requests < 1:
             raise ValueError(f"min_requests must be >= 1, not {self.min_requests}")
+        if self.min_pods < 1:
+            raise ValueError(f"min_pods must be >= 1, not {self.min_pods}")
         if not 0 <= self.min_seconds <= self.max_seconds:
             raise ValueError(f"need 0 <= min_seconds <= max_seconds, not {self.min_seconds}, {self.max_seconds}")
         if self.max_error_rate_increase < 0 or self.max_psi < 0 or self.max_relative_difference < 0:

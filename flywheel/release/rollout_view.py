@@ -8,7 +8,7 @@ from typing import Any
 from flywheel.registry import history
 from flywheel.release.judge import judge
 from flywheel.release.rollout_state import load, production_moved
-from flywheel.release.rollout_stats import gather
+from flywheel.release.rollout_stats import collect
 
 
 def figures(stats: Any) -> dict[str, Any]:
@@ -38,13 +38,15 @@ def snapshot(reg: Any, now: datetime | None = None) -> dict[str, Any] | None:
     out: dict[str, Any] = {"model": reg.name, "rollout": rollout.to_dict(), "pods": 0, "candidate": None,
                            "production": None, "verdict": None, "problem": None}  # fmt: skip
     try:
-        cand, prod, out["pods"] = gather(reg, rollout)
+        at = now or datetime.now(UTC)
+        fleet = collect(reg, rollout, at)
+        cand, prod, out["pods"] = fleet.candidate, fleet.production, fleet.pods
         out["candidate"], out["production"] = figures(cand), figures(prod)
         moved = production_moved(reg, rollout) if rollout.running else ""
         if moved:  # what the next judge pass does
             out["verdict"] = {"action": "abort", "reason": moved, "figures": {}}
         elif rollout.running:
-            verdict = judge(rollout, cand, prod, now or datetime.now(UTC))
+            verdict = judge(rollout, cand, prod, at, pods=fleet.pods, skipped=fleet.skipped)
             out["verdict"] = {"action": verdict.action, "reason": verdict.reason, "figures": verdict.figures}
     except Exception as e:  # shown, not raised: the page and `status` must render whatever a pod wrote
         out["problem"] = str(e)

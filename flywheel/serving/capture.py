@@ -2,7 +2,8 @@
 bounded in-memory buffer that a background thread flushes to S3 as Parquet (docs/captures.md).
 
 The request path extends the model's column lists (flywheel/serving/capture_buffer.py) with the values it already
-holds (ids, checked inputs, outputs): a few list operations, nothing the garbage collector has to walk.
+holds (ids, checked inputs, outputs, the API key's id): a few list operations, nothing the garbage collector has
+to walk.
 When the buffer is full (S3 slow or down), new captures are dropped and counted, never waited for; a flush
 that fails is dropped and counted too, and the next one is tried at the next interval.
 """
@@ -91,8 +92,10 @@ class Capturer:
         columns: dict[str, list[Any]],
         predictions: list[Any],
         probabilities: list[dict[str, float]] | None,
+        key_id: str | None = None,
     ) -> None:
-        """Keep one answered request for the next flush (or drop it, counted, when the buffer is full)."""
+        """Keep one answered request for the next flush (or drop it, counted, when the buffer is full). `key_id`:
+        the id of the API key that made it (`KeyRecord.id`, never the key), None when the API runs without keys."""
         if not self.wanted(model) or (self.sample < 1 and random.random() >= self.sample):
             return
         rows = len(ids)
@@ -106,7 +109,7 @@ class Capturer:
                 if entry is None:
                     entry = self._buffer[key] = ModelBuffer(model, schema, classes)
                 try:
-                    entry.add(ids, version, role, self.clock(), columns, predictions, probabilities)
+                    entry.add(ids, version, role, self.clock(), columns, predictions, probabilities, key_id)
                     self._rows += rows
                 except Exception:  # never the request's failure; nothing was added (ModelBuffer.add checks first)
                     dropped = "error"
@@ -183,7 +186,7 @@ def prediction_ids(given: Any, n: int) -> list[str]:
         got = f"{len(given)} ids" if isinstance(given, list) else type(given).__name__
         raise InvalidInput(f"'ids' must be a list of one id per instance ({n}), got {got}", field="ids")
     for i, value in enumerate(given):
-        if not isinstance(value, str) or not ID.match(value):
+        if not isinstance(value, str) or not ID.fullmatch(value):  # match() would take "abc\n" (`$`)
             raise InvalidInput(f"ids[{i}]: {value!r:.60} is not 1-128 characters of A-Z a-z 0-9 . _ : -",
                                field="ids", instance=i)  # fmt: skip
     return given

@@ -4,7 +4,8 @@ The request path extends a handful of long lists with the values it already hold
 of them tracked by the garbage collector). Keeping each request's own lists and dicts instead would leave
 hundreds of thousands of small containers alive between flushes, which the cyclic garbage collector walks again
 and again (measured with bench/capture.py: about a fifth more CPU per request at c=64). Per-request values
-(version, role, time) are stored once per request with its row count and repeated per row at flush, by numpy.
+(version, role, time, the API key's id) are stored once per request with its row count and repeated per row at
+flush, by numpy.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from flywheel.feedback.captures import to_parquet
+from flywheel.feedback.captures import KEY_COLUMN, to_parquet
 from flywheel.schema import Schema
 
 DAY = 86_400
@@ -31,6 +32,7 @@ class ModelBuffer:
     versions: list[int] = field(default_factory=list)  # per request
     roles: list[str] = field(default_factory=list)  # per request
     times: list[float] = field(default_factory=list)  # per request: unix seconds
+    keys: list[str | None] = field(default_factory=list)  # per request: the API key's id (None: no keys)
     ids: list[str] = field(default_factory=list)  # per row, from here on
     predictions: list[Any] = field(default_factory=list)
     probabilities: list[dict[str, float] | None] = field(default_factory=list)
@@ -48,8 +50,10 @@ class ModelBuffer:
         columns: dict[str, list[Any]],
         predictions: list[Any],
         probabilities: list[dict[str, float]] | None,
+        key_id: str | None = None,
     ) -> None:
-        """Append one request, or raise ValueError and change nothing (every column stays aligned row by row)."""
+        """Append one request, or raise ValueError and change nothing (every column stays aligned row by row).
+        `key_id`: the id of the API key that made it (None when the API runs without keys)."""
         rows = len(ids)
         inputs: list[Any] = [columns.get(name, ()) for name in self.features]
         if (
@@ -62,6 +66,7 @@ class ModelBuffer:
         self.versions.append(version)
         self.roles.append(role)
         self.times.append(at)
+        self.keys.append(key_id)
         self.ids += ids
         self.predictions += predictions
         self.probabilities += [None] * rows if probabilities is None else probabilities
@@ -84,6 +89,7 @@ class ModelBuffer:
             part = ModelBuffer(self.name, self.schema, self.classes)
             part.counts, part.versions = [self.counts[i] for i in req], [self.versions[i] for i in req]
             part.roles, part.times = [self.roles[i] for i in req], [self.times[i] for i in req]
+            part.keys = [self.keys[i] for i in req]
             part.ids, part.predictions = [self.ids[i] for i in row], [self.predictions[i] for i in row]
             part.probabilities = [self.probabilities[i] for i in row]
             part.features = {k: [v[i] for i in row] for k, v in self.features.items()}
@@ -106,6 +112,7 @@ class ModelBuffer:
             "prediction": predictions,
             "probabilities": self._probabilities(),
             "features": self.features,
+            KEY_COLUMN: pa.array(np.repeat(np.asarray(self.keys, dtype=object), counts), pa.string()),
         }
         meta = {"model": self.name, "pod": pod}
         if self.classes:

@@ -8,7 +8,6 @@ host per model (flywheel/serving/fleet.py); they share the process's memory budg
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -20,8 +19,9 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel.errors import FlywheelError, ModelVerificationError
-from flywheel.registry.manifest import check_golden, check_libraries, load_model
-from flywheel.registry.signing import SignatureError, Verifier, statement
+from flywheel.registry.manifest import check_golden, check_libraries
+from flywheel.registry.model_loading import open_version
+from flywheel.registry.signing import Verifier
 from flywheel.registry.store import Registry
 from flywheel.schema import Schema
 from flywheel.serving.memory import MemoryBudget
@@ -203,17 +203,12 @@ class ModelHost:
         """Download, check the signature, libraries, memory room, sha256 and golden outputs; nothing is served
         before this passes, and model.joblib is not even downloaded before the signature checks out. `slot`: the
         memory budget's name for it (a rollout's candidate has its own, beside production's)."""
-        raw = self.registry.manifest_bytes(version)
-        if self.verifier is not None:
-            signature = self.registry.signature(version)
-            if signature is None:
-                raise SignatureError(f"v{version} has no manifest.sig and this replica serves only signed versions")
-            self.verifier.verify(statement(self.name, version, raw), signature)
-        manifest: dict[str, Any] = json.loads(raw)
+        opened = open_version(self.registry, version, self.verifier)
+        manifest = opened.manifest
         check_libraries(manifest["libraries"])
         size = int(manifest.get("size_bytes", 0))
         with self.budget.reserve(slot or self.name, version, size):
-            model = load_model(self.registry.model_bytes(version), manifest["sha256"])
+            model = opened.load_model()
             schema = Schema.model_validate(manifest["schema"])
             check_golden(schema, model, manifest["golden"])
             fast, note = self._fast_path(version, model, schema, manifest["golden"]["inputs"])

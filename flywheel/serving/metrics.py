@@ -31,11 +31,12 @@ class ServingMetrics:
         self.in_flight = Gauge("flywheel_http_requests_in_flight", "Requests being served now.", registry=r)
         self.rejected = Counter(
             "flywheel_http_requests_rejected",
-            "Requests refused before any work: 429 over the concurrency limit, 401 without a valid API key.",
+            "Requests refused before any work: 429 over the concurrency limit (the replica's or one key's share), "
+            "401 without a valid API key, 499 when the client closed the connection before its body arrived.",
             ["reason"],
             registry=r,
         )
-        for reason in ("overloaded", "unauthenticated"):
+        for reason in ("overloaded", "key_overloaded", "unauthenticated", "client_closed"):
             self.rejected.labels(reason=reason)
         self.predictions = Counter(
             "flywheel_predictions", "Rows predicted, by model and version.", ["model", "version"], registry=r

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from flywheel.clock import now_iso
 from flywheel.errors import FlywheelError, ModelVerificationError
 from flywheel.release.rollout_state import Rollout, load_if_changed
 from flywheel.release.rollout_stats import publish, rollout_id
@@ -37,6 +38,7 @@ class Active:
     rollout: Rollout
     candidate: ServedModel
     key: str  # the rollout id (flywheel/release/rollout_stats.py)
+    joined_at: str = ""  # when this process started counting: the judge bounds its counts by the time since
 
 
 class Trial:
@@ -107,7 +109,7 @@ class Trial:
         self.host.budget.hold(self.slot, candidate.version, int(candidate.manifest.get("size_bytes", 0)))
         profile = candidate.manifest.get("prediction_stats") or {"kind": "categorical", "categories": []}
         self.live.reset(profile, classification=bool(candidate.classes))
-        self.current = Active(rollout, candidate, rollout_id(rollout))
+        self.current = Active(rollout, candidate, rollout_id(rollout), now_iso())
         self._published = time.monotonic()
         m = self.metrics
         m.rollout_info.labels(model=rollout.model, mode=rollout.mode, candidate=str(rollout.candidate),
@@ -151,6 +153,8 @@ class Trial:
         self._published = time.monotonic()
         production, candidate = self.live.snapshot()
         try:
-            publish(self.host.registry, active.rollout, self.pod, production, candidate)
+            publish(
+                self.host.registry, active.rollout, self.pod, production, candidate, started_at=active.joined_at or None
+            )
         except (ClientError, BotoCoreError, ValueError) as e:  # the next interval retries with the cumulative counts
             log.warning("%s: publishing rollout statistics failed: %s", self.host.name, e)

@@ -50,6 +50,8 @@ def _emit(outcome: Outcome) -> None:
     metrics.add_metric(name="TrainingDuration", unit=MetricUnit.Seconds, value=outcome.duration_seconds)
     metrics.add_metric(name="Promoted", unit=MetricUnit.Count, value=int(outcome.status == "promoted"))
     metrics.add_metric(name="Rejected", unit=MetricUnit.Count, value=int(outcome.status == "rejected"))
+    # production's signature did not verify: nothing of it was loaded and the gate compared against the baseline
+    metrics.add_metric(name="ProductionUnverified", unit=MetricUnit.Count, value=int(outcome.production_unverified))
     primary = outcome.metrics.get("primary_metric")
     if primary:
         metrics.add_metric(name="HoldoutScore", unit=MetricUnit.NoUnit, value=outcome.metrics["candidate"][primary])

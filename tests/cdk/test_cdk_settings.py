@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
-from cdk_fixtures import REPO_ROOT
+from cdk_fixtures import REPO_ROOT, cdk_json_context
 
 from cdk.settings import DeploySettings, SettingsError, context_key
 
@@ -144,3 +145,57 @@ def test_every_setting_is_documented():
     doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
     for field in dataclasses.fields(DeploySettings):
         assert f"`{context_key(field.name)}`" in doc, f"{context_key(field.name)} missing from docs/deploy.md"
+
+
+# -- clusterEndpointCidrs: the same check as allowedCidrs (cdk/settings.py `check_cidrs`) -------------------------
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0.0.0.0/0",
+        "0.0.0.0/1,128.0.0.0/1",  # the two halves are the internet too
+        "203.0.113.0/24,0.0.0.0/0",  # one open range among narrow ones
+        ",".join(f"{i}.0.0.0/8" for i in range(0, 256, 2)),  # narrow enough one by one, half the internet together
+    ],
+)
+def test_cluster_endpoint_cidrs_that_open_the_endpoint_to_the_internet_are_refused(value: str):
+    with pytest.raises(SettingsError, match=r"'clusterEndpointCidrs': .*whole internet"):
+        DeploySettings.from_mapping({"cluster_endpoint_cidrs": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("999.1.1.1/99", "is not a CIDR"),
+        ("203.0.113.0/33", "is not a CIDR"),
+        ("10.0.0.1/8", r"is not a CIDR \(10.0.0.1/8 has host bits set\)"),  # a host, not a network: as allowedCidrs
+        ("office", "is not a CIDR"),
+        ("2001:db8::/32", "is not an IPv4 CIDR"),  # EKS's public endpoint takes IPv4 ranges only
+    ],
+)
+def test_cluster_endpoint_cidrs_must_be_ipv4_networks(value: str, why: str):
+    with pytest.raises(SettingsError, match=rf"context 'clusterEndpointCidrs': '{value}' {why}"):
+        DeploySettings.from_mapping({"cluster_endpoint_cidrs": value})
+
+
+def test_cluster_endpoint_cidrs_and_allowed_cidrs_share_one_check():
+    from cdk.access_settings import AccessSettings
+
+    for key, build in (
+        ("clusterEndpointCidrs", lambda v: DeploySettings.from_mapping({"cluster_endpoint_cidrs": v})),
+        ("allowedCidrs", lambda v: AccessSettings.from_mapping({"allowed_cidrs": v})),
+    ):
+        assert build("203.0.113.0/24,198.51.100.7/32")
+        for open_ranges in ("0.0.0.0/0", "0.0.0.0/1,128.0.0.0/1"):
+            with pytest.raises(SettingsError, match=rf"'{key}': '0\.0\.0\.0/[01]' opens .* to the whole internet"):
+                build(open_ranges)
+
+
+def test_the_synth_fails_on_an_open_cluster_endpoint(tmp_path: Path):
+    """`cdk synth -c clusterEndpointCidrs=0.0.0.0/1,128.0.0.0/1` stops before building anything, naming the key."""
+    from aws_cdk import App
+
+    from cdk.app import build_app
+
+    app = App(outdir=str(tmp_path), context={**cdk_json_context(), "clusterEndpointCidrs": "0.0.0.0/1,128.0.0.0/1"})
+    with pytest.raises(SettingsError, match=r"'clusterEndpointCidrs': '0\.0\.0\.0/1' opens the Kubernetes API"):
+        build_app(app)

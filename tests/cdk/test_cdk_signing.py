@@ -58,11 +58,17 @@ def test_only_the_trainer_roles_may_sign(synth: InProcessSynth):
         assert not any(role in _principals(s) for s in allows)
 
 
-def test_the_api_and_ui_pods_may_verify_and_read_the_public_key(synth: InProcessSynth):
+def test_the_pods_and_the_trainers_may_verify_and_read_the_public_key(synth: InProcessSynth):
+    """The trainers verify production's signature before the gate loads that version (docs/security.md)."""
     (verify,) = [s for s in _statements(synth) if s.get("Sid") == "VerifiersVerify"]
     assert verify["Effect"] == "Allow"
     assert sorted(actions(verify)) == ["kms:GetPublicKey", "kms:Verify"]
-    assert _principals(verify) == [_role(synth, "ServingAppPodRole"), _role(synth, "ServingUiPodRole")]
+    assert _principals(verify) == [
+        _role(synth, "ServingAppPodRole"),
+        _role(synth, "ServingUiPodRole"),
+        _role(synth, "TrainerRole"),
+        _role(synth, "TrainerJobJobRole"),
+    ]
 
 
 def test_trainer_job_and_pods_are_given_the_key(synth: InProcessSynth):

@@ -163,7 +163,7 @@ def test_app_repository_scans_immutable_tags_lifecycle(synth: InProcessSynth, te
 # --- CloudWatch ------------------------------------------------------------------------------------------
 
 
-def test_alarms_on_errors_dlq_depth_and_near_timeout_go_to_the_topic(synth: InProcessSynth):
+def test_alarms_on_errors_dlq_depth_near_timeout_and_unverified_production_go_to_the_topic(synth: InProcessSynth):
     topic_id, topic = only(synth.resources("AWS::SNS::Topic"), "ObservabilityAlarmTopic")
     assert "KmsMasterKeyId" in topic["Properties"]
     alarms = {
@@ -180,11 +180,15 @@ def test_alarms_on_errors_dlq_depth_and_near_timeout_go_to_the_topic(synth: InPr
     assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
     duration = by_metric[("AWS/Lambda", "Duration")]
     assert (duration["Statistic"], duration["Threshold"]) == ("Maximum", 0.8 * 900 * 1000)
+    # a retrain that found production's signature not verifying (the handler's Powertools metric)
+    unverified = by_metric[("Flywheel", "ProductionUnverified")]
+    assert (unverified["Statistic"], unverified["Threshold"]) == ("Sum", 1)
+    assert unverified["Dimensions"] == [{"Name": "service", "Value": "flywheel-trainer"}]
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
         assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
         assert alarm["TreatMissingData"] == "notBreaching"
-    assert len(alarms) == 3
+    assert len(alarms) == 4
     assert not synth.resources("AWS::SNS::Subscription")  # no alarmEmail by default
 
 

@@ -111,7 +111,10 @@ class Up:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        return self.proc.wait(timeout=90)
+        try:
+            return self.proc.wait(timeout=150)  # one 25 s grace for the processes, the state saved, then the S3
+        except subprocess.TimeoutExpired:
+            raise AssertionError("flywheel up did not stop in 150 s; it printed:\n" + "\n".join(self.lines)) from None
 
     def cli(self, *args: str) -> str:
         """The CLI as a user runs it in another terminal: nothing exported, it finds the stack by itself."""
@@ -131,7 +134,7 @@ class Up:
         versions = []
         for url in self.apis:
             try:
-                r = httpx.get(url + "/readyz", timeout=2)
+                r = httpx.get(url + "/readyz", timeout=2, headers=self.auth)  # which version: for a key only
                 versions.append(r.json().get("model_version") if r.status_code == 200 else None)
             except httpx.HTTPError:
                 versions.append(None)
@@ -155,6 +158,8 @@ def _models(up: Up) -> list[dict[str, Any]]:
 def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     up.start()
     assert up.served() == [1, 1]
+    # a probe without a key learns ready or not, nothing of what is served
+    assert [httpx.get(url + "/readyz", timeout=5).json() for url in up.apis] == [{"ready": True}] * 2
     for url in up.apis:  # both models, served by every replica
         assert httpx.get(url + "/v1/models", timeout=5).status_code == 401  # keys checked, as in the cloud
         listing = httpx.get(url + "/v1/models", timeout=5, headers=up.auth).json()
@@ -233,7 +238,7 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     # restart: versions, aliases and data are still there
     assert up.stop() == 0
     # the reader thread may still be taking the last lines off the pipe after the process exited
-    eventually(lambda: list(up.lines), lambda lines: any("stopped" in line for line in lines), 30,
+    eventually(lambda: list(up.lines), lambda lines: any("] stopped (" in line for line in lines), 30,
                what="'stopped' printed on the way out")  # fmt: skip
     up.start()
     assert any("restored" in line for line in up.lines)

@@ -68,11 +68,13 @@ def predict(url: str, instances: list[dict[str, Any]]) -> httpx.Response:
     return httpx.post(url + "/v1/predict", json={"instances": instances}, timeout=10)
 
 
-def serving_version(url: str) -> int | None:
+def serving_version(url: str, key: str | None = None) -> int | None:
     """The version replica `url` serves; None while it serves none, or when it is too busy to answer in 10 s (a
-    caller polls again: a loaded CI machine can hold a replica's answer that long)."""
+    caller polls again: a loaded CI machine can hold a replica's answer that long). With API keys on, /readyz
+    names the version only to a valid `key`."""
+    headers = {"Authorization": f"Bearer {key}"} if key else None
     try:
-        r = httpx.get(url + "/readyz", timeout=10)
+        r = httpx.get(url + "/readyz", timeout=10, headers=headers)
     except httpx.TimeoutException:
         return None
     return r.json().get("model_version") if r.status_code == 200 else None

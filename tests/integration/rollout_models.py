@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from flywheel.registry.manifest import dump_model, frame_from_records, load_model, outputs, sha256
+from flywheel.registry.manifest import dump_model, frame_from_records, outputs, sha256
+from flywheel.registry.model_loading import open_version
 from flywheel.registry.store import Registry
+from flywheel.release import rollout_actions
+from flywheel.release.rollout_state import Rollout, Thresholds
 from flywheel.schema import Schema
+from tests.conftest import Stack
 
+MODEL = "savings"
+#: a rollout the judge may decide at once (tests plant its statistics)
+QUICK = Thresholds(min_requests=100, min_seconds=0)
 LIMIT = 8000.0
 
 
@@ -36,7 +44,7 @@ def publish_derived(registry: Registry, base: int, wrap: bool) -> int:
     """A new approved version built from v`base`'s model: wrapped in FailsAbove (`wrap`) or the same model
     (identical predictions); golden rows kept below the limit so it verifies and loads."""
     manifest = registry.manifest(base)
-    model = load_model(registry.model_bytes(base), manifest["sha256"])
+    model = open_version(registry, base, None).load_model()
     if wrap:
         model = FailsAbove(model)
     schema = Schema.model_validate(manifest["schema"])
@@ -46,3 +54,12 @@ def publish_derived(registry: Registry, base: int, wrap: bool) -> int:
     golden = {"inputs": inputs, "outputs": outputs(schema, model, frame_from_records(schema, inputs))}
     derived = {**manifest, "sha256": sha256(data), "size_bytes": len(data), "golden": golden, "status": "promoted"}
     return registry.publish(data, derived)
+
+
+def running(stack: Stack, thresholds: Thresholds = QUICK) -> tuple[Registry, Rollout]:
+    """Model savings with v1 in production and a canary of v2 at 0.5 (manifests only: nothing is served)."""
+    reg = Registry(stack.s3, stack.bucket, MODEL)
+    for v in (1, 2):
+        stack.put(reg.version_key(v, "manifest.json"), json.dumps({"version": v, "status": "promoted"}).encode())
+    reg.move_alias(1, None, actor="trainer", reason="first version")
+    return reg, rollout_actions.begin(reg, 2, actor="trainer", mode="canary", share=0.5, thresholds=thresholds)

@@ -46,7 +46,8 @@ def keyed(
     store = tmp_path / "api-keys.json"
     api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_API_AUTH="api-keys", FLYWHEEL_API_KEYS_FILE=str(store),
                         FLYWHEEL_API_KEYS_REFRESH_SECONDS="0.3")  # fmt: skip
-    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
+    # no key exists yet: ready is all /readyz says (v1 is the only version there is)
+    wait_for(lambda: httpx.get(api.url + "/readyz", timeout=10).status_code == 200, 60, what="ready")
     return api, store
 
 
@@ -68,6 +69,10 @@ def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
         wait_for(lambda key=key: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(key)).status_code
                  == 200, 60, what="the new key accepted after a reload")  # fmt: skip
     assert httpx.post(api.url + "/v1/predict", json=body, headers={"X-API-Key": client}).status_code == 200
+    # /readyz: ready or not for anyone (the probe), what is served only for a key
+    assert httpx.get(api.url + "/readyz").json() == {"ready": True}
+    detail = httpx.get(api.url + "/readyz", headers=_bearer(client)).json()
+    assert detail["ready"] and detail["model_version"] == 1 and "savings" in str(detail)
     # a client sees what it needs of the model; an operator sees the whole manifest
     public = httpx.get(api.url + "/v1/model", headers=_bearer(client)).json()["manifest"]
     assert public["schema"]["target"] and public["metrics"] and public["version"] == 1
@@ -126,7 +131,7 @@ def test_secrets_manager_store_service_key_and_smoke_test(
     env = {"FLYWHEEL_API_AUTH": "api-keys", "FLYWHEEL_API_KEYS_SECRET_ID": store,
            "FLYWHEEL_API_SERVICE_KEY_SECRET_IDS": service, "FLYWHEEL_API_KEYS_REFRESH_SECONDS": "0.3"}  # fmt: skip
     api = start_replica(stack.bucket, moto_endpoint, **env)
-    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
+    wait_for(lambda: serving_version(api.url, ui_key) == 1, 60, what="v1")
     assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=_bearer(ui_key)).status_code == 200
 
     key = _create(["--secret-id", store], "smoke-test")

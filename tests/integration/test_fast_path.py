@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from flywheel.jobs.retrain import retrain
-from flywheel.registry.manifest import load_model
+from flywheel.registry.model_loading import open_version
 from flywheel.registry.store import Registry
 from flywheel.serving.fastpath import builder as fastpath
 from flywheel.serving.host import ModelHost
@@ -63,7 +63,7 @@ def test_a_replica_serves_through_the_fast_path_exactly_what_the_pipeline_comput
 
     rows = _rows(300)
     registry = Registry(s3_client(), stack.bucket, "savings")
-    model = load_model(registry.model_bytes(1), registry.manifest(1)["sha256"])
+    model = open_version(registry, 1, None).load_model()
     expected = model.predict(pd.DataFrame(rows)).tolist()
     got: list[float] = []
     for i in range(0, len(rows), 50):  # small requests take the inline fast path; 50-row ones too

@@ -120,7 +120,8 @@ def test_the_policy_turns_labelled_captures_into_a_batch_the_next_retrain_trains
     # a repeat (the same notification delivered again) is a no-op, not an error
     again = process(s3_client(), TrainerSettings(bucket=bucket.bucket), "feedback/savings/on.csv")
     assert again.status == "accepted" and again.batch == {"key": batch, "created": False, "rows": None,
-                                                         "unmatched": None}  # fmt: skip
+                                                         "unmatched": None, "ambiguous": None,
+                                                         "ambiguous_ids": None}  # fmt: skip
     # and `flywheel feedback --train` of a file the trainer got to first reports the trainer's batch
     cli_file = tmp_path / "cli.csv"
     cli_file.write_bytes(labels)

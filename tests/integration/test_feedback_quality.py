@@ -101,7 +101,8 @@ def test_live_quality_equals_sklearn_on_a_known_set(
         assert got["mae"] == mean_absolute_error(y, p), (version, day)
         assert got["r2"] == (r2_score(y, p) if len(ids) >= 2 else None), (version, day)
     assert q["labels"] == {"files": 2, "rows": 9, "ids": 8, "matched": 6, "unmatched": 2,
-                           "unmatched_ids": ["ghost-1", "ghost-2"], "relabelled": 1}  # fmt: skip
+                           "unmatched_ids": ["ghost-1", "ghost-2"], "relabelled": 1, "ambiguous": 0,
+                           "ambiguous_ids": []}  # fmt: skip
     assert [s["file"] for s in q["skipped"]] == ["feedback/savings/z-bad.csv"]
     assert q["skipped"][0]["problems"][0]["lines"] == [2]
 

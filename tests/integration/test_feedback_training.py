@@ -50,7 +50,7 @@ def test_labelled_captures_train_the_next_version(
     assert main(["feedback", str(labels), "--model", "savings", "--train", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     batch = "data/savings/feedback/week-48.csv"
-    assert report["batch"] == {"key": batch, "rows": 40, "unmatched": 1}
+    assert report["batch"] == {"key": batch, "rows": 40, "unmatched": 1, "ambiguous": 0, "ambiguous_ids": []}
     head = stack.s3.head_object(Bucket=stack.bucket, Key=batch)
     assert head["Metadata"]["source"] == "feedback"
     assert head["Metadata"]["feedback-key"] == "feedback/savings/week-48.csv"

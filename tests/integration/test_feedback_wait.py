@@ -69,7 +69,8 @@ def test_the_batch_waits_for_captures_in_flight_and_the_redelivery_has_all_rows(
     assert len(batch_rows(bucket)) == 20
     head = bucket.s3.head_object(Bucket=bucket.bucket, Key=BATCH)
     assert head["Metadata"]["labelled-rows"] == "20" and head["Metadata"]["feedback-key"] == FILE
-    assert processed(caplog)["batch"] == {"key": BATCH, "created": True, "rows": 20, "unmatched": 0}
+    assert processed(caplog)["batch"] == {"key": BATCH, "created": True, "rows": 20, "unmatched": 0, "ambiguous": 0,
+                                          "ambiguous_ids": []}  # fmt: skip
     assert bucket.get_json(SUMMARY)["versions"][0]["labelled"] == 20  # republished on the second pass too
     assert delayed(bucket) == 0  # a re-delivery never waits again
     [record] = bucket.receive()  # the batch's own notification, for the retrain
@@ -86,7 +87,8 @@ def test_an_old_file_makes_its_batch_at_once_reporting_the_unmatched(
 
     assert invoke(bucket) == {"batchItemFailures": []}
     assert len(batch_rows(bucket)) == 10 and delayed(bucket) == 0
-    assert processed(caplog)["batch"] == {"key": BATCH, "created": True, "rows": 10, "unmatched": 10}
+    assert processed(caplog)["batch"] == {"key": BATCH, "created": True, "rows": 10, "unmatched": 10, "ambiguous": 0,
+                                          "ambiguous_ids": []}  # fmt: skip
 
 
 def test_a_failing_delayed_send_makes_the_batch_at_once(

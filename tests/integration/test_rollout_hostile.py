@@ -12,28 +12,17 @@ import pytest
 from flywheel.errors import ConflictError
 from flywheel.jobs.judge_pass import judge_model
 from flywheel.registry import operator_actions
-from flywheel.registry.store import Registry
 from flywheel.release import rollout_actions
 from flywheel.release.judge import VersionStats
-from flywheel.release.rollout_state import Rollout, Thresholds, load
+from flywheel.release.rollout_state import load
 from flywheel.release.rollout_stats import gather, publish, stats_prefix
 from tests.conftest import Stack
-
-MODEL = "savings"
-QUICK = Thresholds(min_requests=100, min_seconds=0)
+from tests.integration.rollout_models import QUICK, running
 
 
 def stats(requests: int, errors: int = 0) -> VersionStats:
     buckets = ((0.1, round(requests * 0.99)), (0.2, requests), (math.inf, requests))
     return VersionStats(requests, errors, buckets, (requests // 4,) * 4)
-
-
-def running(stack: Stack, thresholds: Thresholds = QUICK) -> tuple[Registry, Rollout]:
-    reg = Registry(stack.s3, stack.bucket, MODEL)
-    for v in (1, 2):
-        stack.put(reg.version_key(v, "manifest.json"), json.dumps({"version": v, "status": "promoted"}).encode())
-    reg.move_alias(1, None, actor="trainer", reason="first version")
-    return reg, rollout_actions.begin(reg, 2, actor="trainer", mode="canary", share=0.5, thresholds=thresholds)
 
 
 HOSTILE = {

@@ -12,7 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from flywheel.registry.manifest import load_model
+from flywheel.registry.model_loading import open_version
 from flywheel.registry.store import Registry
 from flywheel.storage import s3_client
 from tests.conftest import Stack
@@ -90,8 +90,7 @@ def test_swap_under_load_never_fails_or_mixes(
     frame = pd.DataFrame(instances)
     expected = {}
     for v in (1, 2):
-        m = registry.manifest(v)
-        expected[v] = load_model(registry.model_bytes(v), m["sha256"]).predict(frame).tolist()
+        expected[v] = open_version(registry, v, None).load_model().predict(frame).tolist()
     assert expected[1] != expected[2]
     for _, body in results:
         assert body["predictions"] == pytest.approx(expected[body["model_version"]], rel=1e-9)

@@ -13,7 +13,7 @@ import pytest
 
 from flywheel.jobs.retrain import retrain
 from flywheel.registry import registrations
-from flywheel.registry.manifest import load_model
+from flywheel.registry.model_loading import open_version
 from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
@@ -69,7 +69,7 @@ def expected_outputs(stack: Stack, name: str, versions: list[int], rows: list[di
     frame = pd.DataFrame(rows)
     out = {}
     for v in versions:
-        model = load_model(registry.model_bytes(v), registry.manifest(v)["sha256"])
+        model = open_version(registry, v, None).load_model()
         out[v] = model.predict_proba(frame).ravel().tolist() if name == "churn" else model.predict(frame).tolist()
     assert out[versions[0]] != out[versions[-1]]
     return out

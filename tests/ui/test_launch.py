@@ -25,7 +25,7 @@ from tests.ui.conftest import ROOT, wait_for
 
 def test_command_line_carries_the_config() -> None:
     cmd = command("0.0.0.0", 8501)
-    assert cmd[:5] == [sys.executable, "-m", "streamlit", "run", str(MAIN)]
+    assert cmd[:5] == [sys.executable, "-m", "app.ui.streamlit_main", "run", str(MAIN)]
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert flags["--server.address"] == "0.0.0.0" and flags["--server.port"] == "8501"
     assert flags["--server.headless"] == "true" and flags["--browser.gatherUsageStats"] == "false"

@@ -1,0 +1,117 @@
+"""uvicorn's httptools protocol with a bounded request head: the API's and the UI's HTTP listener.
+
+uvicorn with httptools keeps every byte of an unfinished request head in memory and closes no connection that
+never completes one: three sockets sending 96 MB of headers without a key took a replica from 393 to 668 MB, and a
+socket sending nothing stayed open indefinitely. This protocol counts the bytes and headers of each request head
+and times it: over `FLYWHEEL_MAX_HEADER_BYTES` or `FLYWHEEL_MAX_HEADERS` the client gets 431, a head not complete
+within `FLYWHEEL_HEADER_TIMEOUT_SECONDS` of the connection (or of the request) starting gets 408, and the
+connection is closed; nothing of such a request reaches the application. Why this and not h11 or a proxy in the
+pod: docs/serving.md, "Request heads" (bench/header_flood.py measures it).
+
+`flywheel serve` passes it to uvicorn (`http="app.http_limits:BoundedHttpToolsProtocol"`); the UI's Streamlit
+server gets it through app/ui/streamlit_main.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from flywheel.settings import HttpLimits
+
+REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+@cache
+def limits() -> HttpLimits:
+    """Read once per process (every connection asks)."""
+    return HttpLimits()
+
+
+class HeadTooLarge(Exception):
+    """Raised from the parser's header callback to stop parsing a head that already got its 431."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bounds = limits()
+        self.max_head_bytes, self.max_headers = bounds.max_header_bytes, bounds.max_headers
+        self.head_timeout = bounds.header_timeout_seconds
+        self.head_bytes = self.header_count = self.heads_done = 0
+        self.reading_head = True
+        self.refused = False
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    # -- the head's clock: from the connection, or from the request, to its last header ----------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self.head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.reading_head and not self.refused:
+            self._refuse(408, f"the request head did not arrive within {self.head_timeout:g} s")
+
+    # -- the head's size ---------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        in_head, heads = self.reading_head, self.heads_done
+        super().data_received(data)  # one read at a time (at most 256 KiB): what is parsed is bounded by it
+        # a read that began and ended inside the same unfinished head counts towards its size; a read that ends
+        # a head (with a body, or a whole request) or starts the next one does not
+        if in_head and self.reading_head and heads == self.heads_done and not self.refused:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_head_bytes:
+                self._refuse(431, f"request head over {self.max_head_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.reading_head, self.head_bytes, self.header_count = True, 0, 0
+        self._arm()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count > self.max_headers:
+            self._refuse(431, f"over {self.max_headers} request headers")
+            raise HeadTooLarge  # stops the parser; uvicorn's own 400 is suppressed below
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        self.heads_done += 1
+        self._disarm()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.refused:  # a head refused above has had its answer
+            super().send_400_response(msg)
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.refused = True
+        self._disarm()
+        body = orjson.dumps({"error": message})
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, REASONS[status], len(body))
+            + body
+        )
+        self.transport.close()
