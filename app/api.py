@@ -61,7 +61,8 @@ def _hosted(request: Request) -> Hosted:
 # -- /v1 --------------------------------------------------------------------------------------------
 async def v1_predict(request: Request) -> Response:
     svc, hosted = _svc(request), _hosted(request)
-    body = await svc.body(request)  # the whole body first: a request holds no slot while its body trickles in
+    with svc.slots.receiving(request.scope.get(PRINCIPAL_SCOPE_KEY)):  # bodies in flight are bounded too
+        body = await svc.body(request)  # the whole body first: a request holds no slot while it trickles in
     with svc.slots.hold(request.scope.get(PRINCIPAL_SCOPE_KEY)), hosted.batcher.request():
         served = hosted.served()
         if not isinstance(body, dict) or "instances" not in body:
@@ -182,7 +183,8 @@ async def v2_metadata(request: Request) -> Response:
 
 async def v2_infer(request: Request) -> Response:
     svc, hosted = _svc(request), _hosted(request)
-    body = await svc.body(request)  # the whole body first: a request holds no slot while its body trickles in
+    with svc.slots.receiving(request.scope.get(PRINCIPAL_SCOPE_KEY)):  # bodies in flight are bounded too
+        body = await svc.body(request)  # the whole body first: a request holds no slot while it trickles in
     with svc.slots.hold(request.scope.get(PRINCIPAL_SCOPE_KEY)), hosted.batcher.request():
         served = hosted.served()
         v2.check_version(served, request.path_params.get("version"))

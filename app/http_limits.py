@@ -24,6 +24,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from flywheel.settings import HttpLimits
 
 REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+#: requests one connection may have waiting behind the one being answered (HTTP/1.1 pipelining); more and the
+#: connection is closed: each waiting request holds its parsed head, so without a bound one read of tiny requests
+#: queues thousands of them
+MAX_PIPELINED = 8
 
 
 @cache
@@ -42,7 +46,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         bounds = limits()
         self.max_head_bytes, self.max_headers = bounds.max_header_bytes, bounds.max_headers
         self.head_timeout = bounds.header_timeout_seconds
-        self.head_bytes = self.header_count = self.heads_done = 0
+        self.head_bytes = self.header_count = 0
         self.reading_head = True
         self.refused = False
         self.head_timer: asyncio.TimerHandle | None = None
@@ -74,19 +78,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
-        in_head, heads = self.reading_head, self.heads_done
         super().data_received(data)  # one read at a time (at most 256 KiB): what is parsed is bounded by it
-        # a read that began and ended inside the same unfinished head counts towards its size; a read that ends
-        # a head (with a body, or a whole request) or starts the next one does not
-        if in_head and self.reading_head and heads == self.heads_done and not self.refused:
+        # a read that leaves a head unfinished counts towards that head's size (the whole read: at worst the end of
+        # the previous request is counted too)
+        if self.reading_head and not self.refused:
             self.head_bytes += len(data)
             if self.head_bytes > self.max_head_bytes:
                 self._refuse(431, f"request head over {self.max_head_bytes} bytes")
 
     def on_message_begin(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._refuse(0, "")
+            raise HeadTooLarge
         super().on_message_begin()
         self.reading_head, self.head_bytes, self.header_count = True, 0, 0
         self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:
+            # idle until the next request: uvicorn's keep-alive timer closes the connection, unless a stray byte
+            # (a bare CRLF starts no request) cancelled it; the head's clock is the backstop
+            self.reading_head, self.head_bytes = True, 0
+            self._arm()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
@@ -97,7 +111,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.reading_head = False
-        self.heads_done += 1
         self._disarm()
         super().on_headers_complete()
 
@@ -106,8 +119,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
 
     def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` and close; just close when an earlier request's answer is still on its way (the client
+        would take the refusal for that answer) or when there is nothing to say (status 0)."""
         self.refused = True
         self._disarm()
+        if status == 0 or (self.cycle is not None and not self.cycle.response_complete):
+            self.transport.close()
+            return
         body = orjson.dumps({"error": message})
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"

@@ -24,12 +24,38 @@ from flywheel.settings import ServeSettings
 
 class Slots:
     """The replica's concurrency limit, taken by a request once its body has arrived: at most `limit` requests in
-    flight, and at most `per_key` of them for one API key (no per-key share with keys off: there is one client)."""
+    flight, and at most `per_key` of them for one API key (no per-key share with keys off: there is one client).
+    Bodies being received are bounded the same way, apart (`receiving`): buffered bodies cannot pile up either."""
 
     def __init__(self, limit: int, per_key: int, metrics: ServingMetrics) -> None:
         self.limit, self.per_key, self.metrics = limit, per_key, metrics
         self.inflight = 0
         self.by_key: Counter[str] = Counter()
+        self.receiving_now = 0
+        self.receiving_by_key: Counter[str] = Counter()
+
+    @contextmanager
+    def receiving(self, principal: KeyRecord | None) -> Iterator[None]:
+        key = principal.id if principal is not None else None
+        if self.receiving_now >= self.limit:
+            self.metrics.rejected.labels(reason="overloaded").inc()
+            raise Overloaded(f"over {self.limit} request bodies being received on this replica; retry shortly",
+                             limit=self.limit)  # fmt: skip
+        if key is not None and self.receiving_by_key[key] >= self.per_key:
+            self.metrics.rejected.labels(reason="key_overloaded").inc()
+            raise Overloaded(f"this API key has {self.per_key} request bodies being received on this replica, its "
+                             "limit (FLYWHEEL_MAX_INFLIGHT_PER_KEY); retry shortly", limit=self.per_key)  # fmt: skip
+        self.receiving_now += 1
+        if key is not None:
+            self.receiving_by_key[key] += 1
+        try:
+            yield
+        finally:
+            self.receiving_now -= 1
+            if key is not None:
+                self.receiving_by_key[key] -= 1
+                if not self.receiving_by_key[key]:
+                    del self.receiving_by_key[key]
 
     @contextmanager
     def hold(self, principal: KeyRecord | None) -> Iterator[None]:

@@ -12,7 +12,7 @@ from flywheel.settings import MODEL_NAME, CoreSettings
 
 def check_name(name: str) -> str:
     """A model name: lower-case letters, digits and '-', at most 63 characters (it becomes a prefix and a label)."""
-    if not MODEL_NAME.match(name):
+    if not MODEL_NAME.fullmatch(name):  # match() would take a trailing newline (`$`)
         raise ConflictError(f"invalid model name {name!r}: use a-z, 0-9 and '-', starting with a letter or digit")
     return name
 

@@ -177,7 +177,7 @@ class ServeSettings(CoreSettings):
     @classmethod
     def _model_names(cls, v: str) -> str:
         names = [n.strip() for n in v.split(",") if n.strip()]
-        bad = [n for n in names if not MODEL_NAME.match(n)]
+        bad = [n for n in names if not MODEL_NAME.fullmatch(n)]
         if bad:
             raise ValueError(f"invalid model names {bad}: use a-z, 0-9 and '-'")
         return ",".join(dict.fromkeys(names))

@@ -25,7 +25,8 @@ def keep_private(state_dir: Path) -> None:
     state_dir.chmod(0o700)
     for root, dirs, files in os.walk(state_dir):
         for name in dirs:
-            Path(root, name).chmod(0o700)
+            if not Path(root, name).is_symlink():  # os.walk does not enter it; chmod would follow it out
+                Path(root, name).chmod(0o700)
         for name in files:
             path = Path(root, name)
             if not path.is_symlink():

@@ -77,7 +77,7 @@ def registered(s3: Any, bucket: str, models_prefix: str = "models/") -> dict[str
     )
     out: dict[str, Schema] = {}
     for name in names:
-        if not MODEL_NAME.match(name):
+        if not MODEL_NAME.fullmatch(name):
             continue
         try:
             out[name] = schema_of(s3, bucket, name, models_prefix)

@@ -124,7 +124,10 @@ class KmsVerifier:
     def _public(self) -> PublicKeyVerifier:
         with self._lock:
             if self._verifier is None:
-                der = self.kms.get_public_key(KeyId=self.key_id)["PublicKey"]
+                try:
+                    der = self.kms.get_public_key(KeyId=self.key_id)["PublicKey"]
+                except Exception as e:  # KMS down or refusing: nothing can be verified, so nothing is trusted
+                    raise SignatureError(f"cannot read the public key of KMS key {self.key_id}: {e}") from e
                 key = serialization.load_der_public_key(der)
                 self._verifier = PublicKeyVerifier(key, f"KMS key {self.key_id}")
             return self._verifier

@@ -7,6 +7,7 @@ closed, and the replica's memory stays put while keyed clients are served.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -110,6 +111,24 @@ def test_the_api_bounds_request_heads_in_size_and_time(
         started = time.monotonic()
         late = _answer(sock)
         assert late.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 20, late
+    # thousands of tiny requests pipelined in one read: a few are answered, then the connection is closed
+    sock = _connect(api.url)
+    with contextlib.suppress(OSError):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * 5000)
+    try:
+        piped = _answer(sock)
+    except ConnectionResetError:
+        piped = b""
+    assert piped.count(b"HTTP/1.1 200 ") <= 10, piped.count(b"HTTP/1.1 200 ")
+    # one request answered, then a stray CRLF (which starts no request) and silence: still closed in time
+    sock = _connect(api.url)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200 "), first
+    sock.sendall(b"\r\n")
+    started = time.monotonic()
+    _answer(sock)
+    assert time.monotonic() - started < 20
     assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=keyed).status_code == 200
 
 
