@@ -289,6 +289,9 @@ class LocalStack:
 def up(opts: Options) -> int:
     stack = LocalStack(opts)
     signal.signal(signal.SIGTERM, lambda *_: stack._stop.set())
+    # Ctrl-C stops everything, even when the shell that started us ignored SIGINT (a background job's is ignored
+    # and children inherit that: a stack started with `&` could otherwise never be stopped with SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         stack.start()
         stack.watch()
