@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import orjson
@@ -22,62 +22,51 @@ from flywheel.serving.metrics import ServingMetrics
 from flywheel.settings import ServeSettings
 
 
-class Slots:
-    """The replica's concurrency limit, taken by a request once its body has arrived: at most `limit` requests in
-    flight, and at most `per_key` of them for one API key (no per-key share with keys off: there is one client).
-    Bodies being received are bounded the same way, apart (`receiving`): buffered bodies cannot pile up either."""
+class Limit:
+    """At most `limit` of something at once on this replica, and at most `per_key` of them for one API key (no
+    per-key share with keys off: there is one client); 429 naming the limit beyond either."""
 
-    def __init__(self, limit: int, per_key: int, metrics: ServingMetrics) -> None:
-        self.limit, self.per_key, self.metrics = limit, per_key, metrics
-        self.inflight = 0
+    def __init__(self, what: str, limit: int, per_key: int, metrics: ServingMetrics) -> None:
+        self.what, self.limit, self.per_key, self.metrics = what, limit, per_key, metrics
+        self.now = 0
         self.by_key: Counter[str] = Counter()
-        self.receiving_now = 0
-        self.receiving_by_key: Counter[str] = Counter()
 
     @contextmanager
-    def receiving(self, principal: KeyRecord | None) -> Iterator[None]:
+    def take(self, principal: KeyRecord | None) -> Iterator[None]:
         key = principal.id if principal is not None else None
-        if self.receiving_now >= self.limit:
+        if self.now >= self.limit:
             self.metrics.rejected.labels(reason="overloaded").inc()
-            raise Overloaded(f"over {self.limit} request bodies being received on this replica; retry shortly",
-                             limit=self.limit)  # fmt: skip
-        if key is not None and self.receiving_by_key[key] >= self.per_key:
-            self.metrics.rejected.labels(reason="key_overloaded").inc()
-            raise Overloaded(f"this API key has {self.per_key} request bodies being received on this replica, its "
-                             "limit (FLYWHEEL_MAX_INFLIGHT_PER_KEY); retry shortly", limit=self.per_key)  # fmt: skip
-        self.receiving_now += 1
-        if key is not None:
-            self.receiving_by_key[key] += 1
-        try:
-            yield
-        finally:
-            self.receiving_now -= 1
-            if key is not None:
-                self.receiving_by_key[key] -= 1
-                if not self.receiving_by_key[key]:
-                    del self.receiving_by_key[key]
-
-    @contextmanager
-    def hold(self, principal: KeyRecord | None) -> Iterator[None]:
-        key = principal.id if principal is not None else None
-        if self.inflight >= self.limit:
-            self.metrics.rejected.labels(reason="overloaded").inc()
-            raise Overloaded(f"over {self.limit} requests in flight on this replica; retry shortly", limit=self.limit)
+            raise Overloaded(f"over {self.limit} {self.what} on this replica; retry shortly", limit=self.limit)
         if key is not None and self.by_key[key] >= self.per_key:
             self.metrics.rejected.labels(reason="key_overloaded").inc()
-            raise Overloaded(f"this API key has {self.per_key} requests in flight on this replica, its limit "
+            raise Overloaded(f"this API key has {self.per_key} {self.what} on this replica, its limit "
                              "(FLYWHEEL_MAX_INFLIGHT_PER_KEY); retry shortly", limit=self.per_key)  # fmt: skip
-        self.inflight += 1  # one event loop: no lock needed
+        self.now += 1  # one event loop: no lock needed
         if key is not None:
             self.by_key[key] += 1
         try:
             yield
         finally:
-            self.inflight -= 1
+            self.now -= 1
             if key is not None:
                 self.by_key[key] -= 1
                 if not self.by_key[key]:
                     del self.by_key[key]
+
+
+class Slots:
+    """The replica's concurrency limit, taken by a request once its body has arrived (`hold`), and the same bound
+    on bodies being received (`receiving`), apart: buffered bodies cannot pile up either."""
+
+    def __init__(self, limit: int, per_key: int, metrics: ServingMetrics) -> None:
+        self.requests = Limit("requests in flight", limit, per_key, metrics)
+        self.bodies = Limit("request bodies being received", limit, per_key, metrics)
+
+    def hold(self, principal: KeyRecord | None) -> AbstractContextManager[None]:
+        return self.requests.take(principal)
+
+    def receiving(self, principal: KeyRecord | None) -> AbstractContextManager[None]:
+        return self.bodies.take(principal)
 
 
 class Service:
