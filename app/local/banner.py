@@ -29,8 +29,10 @@ def banner(stack: LocalStack) -> str:
             else []
         ),
         f"  S3 + SQS      {stack.endpoint}   (bucket {o.bucket}, queue {QUEUE}, DLQ {DLQ})",
+        f"  state         {o.state_dir}   (FLYWHEEL_STATE_DIR for the CLI; found without it from any folder)",
+        *(f"  model         {name:12} {_model_state(name, version)}" for name, version in stack.models.items()),
         "",
-        "Try, in another terminal (the CLI finds this stack by itself):",
+        "Try, in another terminal (the CLI finds this stack by itself, from any folder):",
         "  .venv/bin/flywheel models                    # every model: versions, gate decisions, which serves",
         "  .venv/bin/flywheel sample-data --rows 20000 --seed 7 --drift 0.8 --out /tmp/drifted.csv",
         "  .venv/bin/flywheel drop /tmp/drifted.csv --model savings   # trained, gated, hot-reloaded",
@@ -41,3 +43,9 @@ def banner(stack: LocalStack) -> str:
         "Ctrl-C stops everything; state is kept for the next `make up`.",
     ]
     return "\n".join(lines)
+
+
+def _model_state(name: str, version: int | None) -> str:
+    if version:
+        return f"v{version} in production"
+    return f"registered, no version yet: `flywheel drop FILE --model {name}` trains one"

@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel.access.ui_identity import create_signer, mint_token
-
-TOKEN_HOURS = 24.0
+from flywheel.access.ui_identity import TOKEN_HOURS, create_signer, mint_token
 
 
 @dataclass(frozen=True)

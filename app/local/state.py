@@ -7,11 +7,14 @@ notification (so a restore never triggers a retrain). Noncurrent versions are no
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from flywheel.cli.stack_env import read_stack
 
 log = logging.getLogger("flywheel.up")
 
@@ -31,6 +34,45 @@ def keep_private(state_dir: Path) -> None:
             path = Path(root, name)
             if not path.is_symlink():
                 path.chmod(0o600)
+
+
+class StackRunning(RuntimeError):
+    """Another `flywheel up` runs from this state directory."""
+
+
+class StateLock:
+    """One `flywheel up` per state directory: an exclusive lock on `<state>/up.lock`, held while `up` runs and
+    released by the kernel however it ends. Taken before anything is touched, so a second `up` on the same
+    state changes nothing of the running one's (data, logs, stack.json)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        f = (self.state_dir / "up.lock").open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            running = read_stack(self.state_dir)
+            where = running.describe() if running else f"{self.state_dir} (pid {holder}, still starting)"
+            raise StackRunning(
+                f"a local stack is already running from {where}: use it (the CLI finds it), stop it first "
+                "(Ctrl-C in its terminal), or start another with --state-dir DIR and other ports"
+            ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the lock
+            self._file = None
 
 
 class Mirror:

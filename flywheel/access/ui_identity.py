@@ -28,6 +28,7 @@ ROLES: tuple[str, ...] = get_args(Role)
 ISSUER = "flywheel-local"
 ALGORITHM = "ES256"
 MAX_TOKEN_HOURS = 24 * 30
+TOKEN_HOURS = 24.0  # a local sign-in token's life: the banner's URLs and `flywheel identity token`
 PRIVATE_KEY_NAME, PUBLIC_KEY_NAME = "identity-key.pem", "identity-key.pub.pem"
 
 
@@ -145,7 +146,9 @@ def create_signer(directory: Path) -> tuple[Path, Path]:
     return private, public
 
 
-def mint_token(private_key_file: Path, role: str, name: str, hours: float = 12.0, now: float | None = None) -> str:
+def mint_token(
+    private_key_file: Path, role: str, name: str, hours: float = TOKEN_HOURS, now: float | None = None
+) -> str:
     """A local identity token (ES256 JWT, issuer flywheel-local) for `name` with `role`, valid `hours`."""
     if role not in ROLES:
         raise IdentityError(f"unknown role {role!r}; choose from {list(ROLES)}")

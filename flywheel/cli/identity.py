@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flywheel.access.ui_identity import TOKEN_HOURS
+
 
 def default_key_file() -> Path:
     """The signer `flywheel up` makes: <state dir>/identity/identity-key.pem."""
@@ -45,5 +47,6 @@ def add_parsers(add: Any) -> None:
     t.set_defaults(func=cmd_token)
     t.add_argument("--role", required=True, choices=["operator", "viewer"], help="what the holder may do")
     t.add_argument("--name", default="", help="who (recorded on changes; default local-<role>)")
-    t.add_argument("--hours", type=float, default=12.0, help="how long the token is valid (default 12)")
+    t.add_argument("--hours", type=float, default=TOKEN_HOURS,
+                   help=f"how long the token is valid (default {TOKEN_HOURS:g}, as the banner's URLs)")  # fmt: skip
     t.add_argument("--key", default="", help="private key file (default <state dir>/identity/identity-key.pem)")

@@ -1,22 +1,17 @@
-"""`flywheel up` as a user runs it: a subprocess on free ports, driven with the CLI and HTTP."""
+"""The local loop end to end: `flywheel up`, a drop, a swap under load, a bad batch, rollback, restart."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import stat
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, free_port_range
+from tests.e2e.stack_harness import Up
 from tests.helpers import eventually
 from tests.integration.conftest import wait_for
 
@@ -32,122 +27,6 @@ ROW = {
     "tenure_years": 3.0,
     "region": "north",
 }
-
-
-class Up:
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.s3_port, self.ui_port = free_port(), free_port()
-        # two replicas on consecutive ports (and their metrics ports): a range no other worker's free_port() takes
-        self.api_port = free_port_range(2)
-        self.metrics_port = free_port_range(2)
-        while {self.metrics_port, self.metrics_port + 1} & {self.api_port, self.api_port + 1}:
-            self.metrics_port = free_port_range(2)
-        self.env = {
-            **os.environ,
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_REGION": "us-east-1",
-            "FLYWHEEL_BUCKET": "flywheel-local",
-        }
-        self.proc: subprocess.Popen[str] | None = None
-        self.lines: list[str] = []
-
-    @property
-    def auth(self) -> dict[str, str]:
-        """The client key `flywheel up` made (the replicas check keys as in the cloud)."""
-        return {"Authorization": f"Bearer {(self.state / 'api' / 'client.key').read_text().strip()}"}
-
-    @property
-    def apis(self) -> list[str]:
-        return [f"http://127.0.0.1:{self.api_port + i}" for i in range(2)]
-
-    def start(self) -> None:
-        self.lines = []
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flywheel.cli",
-                "up",
-                "--state-dir",
-                str(self.state),
-                "--s3-port",
-                str(self.s3_port),
-                "--api-port",
-                str(self.api_port),
-                "--ui-port",
-                str(self.ui_port),
-                "--metrics-port",
-                str(self.metrics_port),
-                "--no-prometheus",
-                "--no-ui",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        wait_for(
-            lambda: any("Flywheel is running locally" in line for line in self.lines) or self._dead(),
-            240,
-            interval=0.5,
-            what="flywheel up ready",
-        )
-        assert not self._dead(), "\n".join(self.lines)
-
-    def _dead(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        try:
-            return self.proc.wait(timeout=150)  # one 25 s grace for the processes, the state saved, then the S3
-        except subprocess.TimeoutExpired:
-            raise AssertionError("flywheel up did not stop in 150 s; it printed:\n" + "\n".join(self.lines)) from None
-
-    def cli(self, *args: str) -> str:
-        """The CLI as a user runs it in another terminal: nothing exported, it finds the stack by itself."""
-        bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYWHEEL_"))}
-        out = subprocess.run(
-            [sys.executable, "-m", "flywheel.cli", *args],
-            cwd=ROOT,
-            env={**bare, "FLYWHEEL_STATE_DIR": str(self.state)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
-    def served(self) -> list[int | None]:
-        versions = []
-        for url in self.apis:
-            try:
-                r = httpx.get(url + "/readyz", timeout=2, headers=self.auth)  # which version: for a key only
-                versions.append(r.json().get("model_version") if r.status_code == 200 else None)
-            except httpx.HTTPError:
-                versions.append(None)
-        return versions
-
-
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[Up]:
-    stack = Up(tmp_path / "state")
-    yield stack
-    if stack.proc is not None and stack.proc.poll() is None:
-        stack.proc.kill()
-        stack.proc.wait()
 
 
 def _models(up: Up) -> list[dict[str, Any]]:
