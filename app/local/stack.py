@@ -84,6 +84,8 @@ class LocalStack:
             "FLYWHEEL_API_URL": f"http://127.0.0.1:{opts.api_port}",
             # a key made with `flywheel apikey create` (or `flywheel traffic`) works within seconds here
             "FLYWHEEL_API_KEYS_REFRESH_SECONDS": os.environ.get("FLYWHEEL_API_KEYS_REFRESH_SECONDS", "3"),
+            # replicas publish rollout statistics every 5 s here (15 s in the cloud): the judge sees fresh figures
+            "FLYWHEEL_ROLLOUT_PUBLISH_SECONDS": os.environ.get("FLYWHEEL_ROLLOUT_PUBLISH_SECONDS", "5"),
             "PYTHONUNBUFFERED": "1",
             **opts.extra_env,
         }
@@ -124,8 +126,9 @@ class LocalStack:
         # as in the cloud: a busy lock re-queues a delayed retrain; a retrain too big for a Lambda's limits is
         # handed to a job, here a local `flywheel retrain` process
         self.env.update({"FLYWHEEL_QUEUE_URL": queue_url, "FLYWHEEL_OFFLOAD": "process"})
+        # the judge every 15 s here (60 s in the cloud), so a demo canary is decided within its min_seconds
         self.children.spawn("worker", [sys.executable, "-m", "app.local.worker", "--queue-url", queue_url,
-                               "--debounce", str(o.debounce)],
+                               "--debounce", str(o.debounce), "--judge-interval", "15"],
                     env={"FLYWHEEL_SIGNING_KEY_FILE": str(self.signing_key)})  # fmt: skip
         _say(f"3/5 {o.replicas} API replica(s)")
         apis = [
