@@ -1,0 +1,105 @@
+"""The README's walkthrough, run line by line as a new user would: `flywheel up` in a folder of its own, then every
+command of the walkthrough's block in one shell, from that folder. Only the ports and /tmp are the test's own.
+
+A command whose comment starts with `refused` must fail (exit 1); every other one must succeed. The run ends
+with the canary decided by the judge and the feedback loop closed: the labels uploaded by the walkthrough are
+joined, and a version is trained on them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.e2e.stack_harness import ROOT, Up
+from tests.helpers import eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+MARK = "@@walkthrough"
+
+
+def walkthrough_commands(readme: str) -> list[str]:
+    """The commands of the first ```bash block under "## Walkthrough", continuation lines joined."""
+    section = readme.split("## Walkthrough", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    commands: list[str] = []
+    pending = ""
+    for line in block.splitlines():
+        pending = f"{pending}\n{line}" if pending else line
+        if pending.count("'") % 2 == 0 and not pending.endswith("\\"):  # a quote left open continues the command
+            if pending.strip() and not pending.lstrip().startswith("#"):
+                commands.append(pending)
+            pending = ""
+    assert not pending, f"unterminated command in the walkthrough: {pending}"
+    return commands
+
+
+def refused(command: str) -> bool:
+    comment = command.rsplit("  #", 1)[1].strip() if "  #" in command else ""
+    return comment.startswith("refused")
+
+
+def test_the_readme_walkthrough_works_as_written(up: Up, tmp_path: Path) -> None:
+    home = tmp_path / "clone"  # what a user's clone looks like from the walkthrough's point of view
+    home.mkdir()
+    for name in (".venv", "examples"):
+        (home / name).symlink_to(ROOT / name)
+    up.state = home / ".flywheel"
+    up.start()
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    commands = walkthrough_commands((ROOT / "README.md").read_text())
+    script = []
+    for i, command in enumerate(commands):
+        command = command.replace("localhost:8080", f"localhost:{up.api_port}").replace("/tmp/", f"{scratch}/")
+        script += [f"echo '{MARK} {i} start'", command, f"echo '{MARK} {i} exit' $?"]
+    env = {k: v for k, v in up.env.items() if not k.startswith(("AWS_", "FLYWHEEL_"))}  # nothing exported
+    run = subprocess.run(["bash", "-c", "\n".join(script)], cwd=home, env=env, capture_output=True, text=True,
+                         timeout=900)  # fmt: skip
+    outputs: dict[int, list[str]] = {}
+    codes: dict[int, int] = {}
+    current = -1
+    for line in run.stdout.splitlines():
+        if line.startswith(MARK):
+            _, index, what, *code = line.split()
+            current = int(index)
+            if what == "exit":
+                codes[current] = int(code[0])
+            continue
+        outputs.setdefault(current, []).append(line)
+    report = "\n".join(f"[{i}] exit {codes.get(i)}: {c}\n    " + "\n    ".join(outputs.get(i, [])[-8:])
+                       for i, c in enumerate(commands)) + "\nstderr:\n" + run.stderr[-4000:]  # fmt: skip
+    assert len(codes) == len(commands), report
+    for i, command in enumerate(commands):
+        if refused(command):
+            assert codes[i] == 1, report
+        else:
+            assert codes[i] == 0, report
+
+    # the canary the walkthrough started is decided by the judge (the local judge runs every 15 s)
+    def rollout() -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(up.cli("rollout", "status", "--model", "savings", "--json", cwd=home))
+        return out["rollout"] or {}
+
+    decided = eventually(rollout, lambda r: r.get("status") in {"promoted", "aborted"}, 240,
+                         what="the judge's verdict on the walkthrough's canary")  # fmt: skip
+    assert decided["mode"] == "canary" and "judge" in decided["decided_by"], decided
+
+    # the feedback loop closed: the walkthrough's labels were joined and a version trained on them
+    s3 = boto3.client("s3", endpoint_url=up.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local")  # fmt: skip
+
+    def trained_on() -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket="flywheel-local", Prefix="models/savings/versions/")
+        manifests = sorted(o["Key"] for p in pages for o in p.get("Contents", []) if o["Key"].endswith("manifest.json"))
+        latest = json.loads(s3.get_object(Bucket="flywheel-local", Key=manifests[-1])["Body"].read())
+        return [str(b.get("key", b)) for b in latest["data"]["batches"]]
+
+    eventually(trained_on, lambda keys: any("data/savings/feedback/" in k for k in keys), 240,
+               what="a savings version trained on the walkthrough's labels")  # fmt: skip
+    assert up.stop() == 0
