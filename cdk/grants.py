@@ -16,10 +16,12 @@ from cdk.data_bucket import (
     VALIDATED_PREFIX,
 )
 
-#: The one alias the registry moves (flywheel.registry.store.ALIAS) and the suffix of a quarantine report
-#: (flywheel.data.batch_store.ERROR_SUFFIX). The CDK app does not import the core; tests/cdk keeps these equal.
+#: The one alias the registry moves (flywheel.registry.store.ALIAS), the suffix of a quarantine report
+#: (flywheel.data.batch_store.ERROR_SUFFIX) and the trainer's index of validated batches (flywheel.data.catalog.INDEX).
+#: The CDK app does not import the core; tests/cdk keeps these equal.
 ALIAS = "production"
 ERROR_REPORT_SUFFIX = ".error.json"
+CATALOG_INDEX = "index.json"
 
 
 def _read_prefixes(bucket: s3.IBucket, *prefixes: str) -> list[iam.PolicyStatement]:
@@ -101,10 +103,12 @@ ANY_ALIAS_KEY = alias_key("*")
 
 def ui_statements(bucket: s3.IBucket, *, writes: bool) -> list[iam.PolicyStatement]:
     """What a UI pod needs (docs/ui.md): list and read batches under `data/`, list and read the quarantine
-    reports, read and list `models/`, `captures/` and `feedback/` (live quality, drift); with `writes` (an
-    operator can sign in: FLYWHEEL_UI_AUTH=oidc) also upload new batches under `data/` (GetObject answers the
-    HeadObject that keeps an upload from replacing a name) and move the production alias of any model
-    (`models/*/aliases/production.json`: models are registered at run time, so their names are not known here).
+    reports, read each model's index of validated batches (`validated/<model>/index.json`: which batch the trainer
+    skips as a repeat; not the validated copies), read and list `models/`, `captures/` and `feedback/` (live
+    quality, drift); with `writes` (an operator can sign in: FLYWHEEL_UI_AUTH=oidc) also upload new batches under
+    `data/` (GetObject answers the HeadObject that keeps an upload from replacing a name) and move the production
+    alias of any model (`models/*/aliases/production.json`: models are registered at run time, so their names are
+    not known here).
     A viewer-only UI gets no write at all.
 
     No delete anywhere; no write under `quarantine/`, to model versions or to registrations.
@@ -117,6 +121,9 @@ def ui_statements(bucket: s3.IBucket, *, writes: bool) -> list[iam.PolicyStateme
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{DATA_PREFIX}*")]),
         iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*{ERROR_REPORT_SUFFIX}")]
+        ),
+        iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{VALIDATED_PREFIX}*/{CATALOG_INDEX}")]
         ),
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{MODELS_PREFIX}*")]),
         # live quality and drift pages (docs/ui.md): captured predictions and their labels, read-only

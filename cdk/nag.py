@@ -120,6 +120,12 @@ FINDINGS: tuple[Finding, ...] = (
     ),
     Finding(
         "Serving/UiPodRole/DefaultPolicy",
+        "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/validated/*/index.json]",
+        "Read-only (GetObject) of each model's index of validated batches, whose model names are known only at run "
+        "time: the Data page says which batch the trainer skips as a repeat. Not the validated copies themselves.",
+    ),
+    Finding(
+        "Serving/UiPodRole/DefaultPolicy",
         "AwsSolutions-IAM5[Resource::<DataBucketE6B0FAA8.Arn>/models/*]",
         _PREFIX_GRANT + " Read-only (GetObject): the UI's only writes under models/ (with sign-in) are the "
         "production alias, the rollout state and history events, each granted on its own key pattern.",

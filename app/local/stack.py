@@ -190,6 +190,7 @@ class LocalStack:
             "FLYWHEEL_API_URL": f"http://127.0.0.1:{o.api_port}",
             "FLYWHEEL_SIGNING_KEY_FILE": str(self.signing_key),  # `flywheel retrain` here signs like the worker
             "FLYWHEEL_API_KEYS_FILE": str(self.keys.store),  # `flywheel apikey` manages this stack's keys
+            "FLYWHEEL_API_KEYS_REFRESH_SECONDS": self.env["FLYWHEEL_API_KEYS_REFRESH_SECONDS"],  # ... and says when
             "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE": str(self.verify_key),  # `flywheel models` checks signatures
         })  # fmt: skip
         return str(url), seeded

@@ -40,6 +40,7 @@ class ServedModel:
     source: str = ""
     serving_path: str = ""  # "fast" (the verified compiled predictor) or "pipeline"
     fast_path: str = ""  # what the fast path was verified on, or why the Pipeline serves
+    rollout: dict[str, Any] | None = None  # the candidate beside this version: mode, candidate, baseline, share
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class ApiClient:
             source=str(body.get("source") or ""),
             serving_path=str(body.get("serving_path") or ""),
             fast_path=str(body.get("fast_path") or ""),
+            rollout=dict(body["rollout"]) if isinstance(body.get("rollout"), dict) else None,
         )
 
     def predict(self, name: str, instance: dict[str, Any]) -> Prediction:

@@ -1,5 +1,5 @@
-"""Data page: upload a CSV batch for the chosen model (into data/<name>/), list its batches and the quarantined
-ones with their reasons."""
+"""Data page: upload a CSV batch for the chosen model (into data/<name>/), list its batches (with why one is not
+trained on, when the trainer left it out) and the quarantined ones with their reasons."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import auth, clients, picker
+from app.ui import auth, clients, display, picker
 from app.ui.uploads import put_batch
+from flywheel.data.catalog import catalog_prefix, indexed, repeats
 from flywheel.data.uploads import BatchExists
 from flywheel.names import data_prefix
 from flywheel.settings import CoreSettings
@@ -34,8 +35,11 @@ def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
     store, registry = clients.batch_store(core, name), clients.registry(core, name)
     alias = registry.alias()
     trained: list[str] = []
+    left_out: dict[str, str] = {}
     if alias is not None:
-        trained = [b["key"] for b in registry.manifest(alias.version)["data"]["batches"]]
+        lineage = registry.manifest(alias.version)["data"]
+        trained = [b["key"] for b in lineage["batches"]]
+        left_out = {b["key"]: f"left out of v{alias.version}: {b['reason']}" for b in lineage.get("left_out", [])}
     listed = sorted(store.objects(), key=lambda o: o["LastModified"], reverse=True)
     objects: list[dict[str, Any]] = [
         {"key": o["Key"], "size": int(o["Size"]), "modified": o["LastModified"].isoformat(timespec="seconds")}
@@ -43,12 +47,28 @@ def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
     ]
     for o, obj in zip(objects[:MAX_UPLOADERS], listed, strict=False):
         o["uploaded by"] = _uploader(bucket, o["key"], str(obj.get("ETag", "")))
+    # the trainer writes its index on its first run; before a version serves there may be none, and the UI may not
+    # list validated/ (IAM: reading the index only), so a missing one would read as forbidden
+    notes, problem = _skipped(core, name) if alias is not None else ({}, "")
     return {
         "objects": objects,
         "quarantined": store.quarantined(),
         "production": alias.version if alias else None,
         "trained": trained,
+        "notes": {**left_out, **notes},
+        "notes_problem": problem,
     }
+
+
+def _skipped(core: CoreSettings, name: str) -> tuple[dict[str, str], str]:
+    """({key: why the trainer skips it} for each exact repeat of an earlier batch, per the trainer's index of
+    validated batches (validated/<name>/index.json); why that index cannot be read, else "")."""
+    prefix = catalog_prefix(core.validated_prefix, name)
+    try:
+        copies = repeats(indexed(clients.s3(), core.bucket, prefix))
+    except (ClientError, BotoCoreError) as e:
+        return {}, f"Cannot read s3://{core.bucket}/{prefix}index.json (the batches the trainer skips as repeats): {e}"
+    return {key: f"skipped: same content as {first}" for key, first in copies.items()}, ""
 
 
 MAX_UPLOADERS = 100  # one HEAD per batch, once: the newest ones say who uploaded them
@@ -121,10 +141,13 @@ def _upload(core: CoreSettings, name: str) -> None:
         return
     with st.form("upload", clear_on_submit=True):
         st.markdown(f"**Upload a batch for {name}** into `s3://{core.bucket}/{data_prefix(core, name)}`")
-        st.file_uploader("CSV file (header = the schema's features and target)", type=["csv"], key="upload-file")
+        st.file_uploader("Choose the CSV file (header = the schema's features and target)", type=["csv"],
+                         key="upload-file")  # fmt: skip
         st.text_input("Save as (optional)", placeholder="the file's name", help="batches are never replaced",
                       key="upload-save-as")  # fmt: skip
-        st.form_submit_button("Upload", icon=":material/upload:", on_click=_submit, args=(core, name))
+        # the file uploader's own button reads "Upload" (choosing the file); this one sends the batch to S3
+        st.form_submit_button(f"Upload batch to {name}", key="upload-batch", icon=":material/cloud_upload:",
+                              on_click=_submit, args=(core, name))  # fmt: skip
 
 
 def _accepted(loaded: dict[str, Any], core: CoreSettings, name: str) -> None:
@@ -134,18 +157,24 @@ def _accepted(loaded: dict[str, Any], core: CoreSettings, name: str) -> None:
     if not objects:
         st.info("No batch yet.")
         return
-    production, trained = loaded["production"], set(loaded["trained"])
+    production, trained, notes = loaded["production"], set(loaded["trained"]), loaded["notes"]
     frame = pd.DataFrame(objects)
     frame["size"] = frame["size"].map(human_bytes)
     frame["uploaded by"] = frame["uploaded by"].fillna("") if "uploaded by" in frame else ""
-    frame[f"in v{production}" if production else "in production"] = frame["key"].map(
-        lambda k: "✓" if k in trained else ""
-    )
-    st.dataframe(frame, hide_index=True)
+    used = f"in v{production}" if production else "in production"
+    frame[used] = frame["key"].map(lambda k: k in trained)
+    frame["note"] = frame["key"].map(lambda k: "" if k in trained else notes.get(k, ""))
+    display.show(frame, hide_index=True, column_config={
+        used: st.column_config.CheckboxColumn(used, width="small", help="in the production version's training data"),
+        "note": st.column_config.TextColumn("note", help="why the trainer does not train on this batch"),
+    })  # fmt: skip
     st.caption(
         "Batches that pass validation stay here; a batch just uploaded stays here until the trainer has run."
-        + (f" ✓ = in the training data of production v{production}." if production else "")
+        + (f" '{used}': in the training data of production v{production}." if production else "")
+        + " A batch with the same bytes as an earlier one is skipped: the trainer counts the content once."
     )
+    if loaded["notes_problem"]:
+        st.caption(loaded["notes_problem"])
 
 
 def _quarantined(loaded: dict[str, Any], core: CoreSettings, name: str) -> None:
@@ -155,12 +184,12 @@ def _quarantined(loaded: dict[str, Any], core: CoreSettings, name: str) -> None:
         st.caption(f"No rejected batch of {name} under {core.quarantine_prefix}{name}/.")
         return
     for i, report in enumerate(reports):
-        with st.expander(f"❌ {report.get('file')} · {report.get('at', '')}", expanded=i == 0):
+        with st.expander(f"{report.get('file')} · {report.get('at', '')}", expanded=i == 0, icon=":material/block:"):
             st.error(report.get("error") or "rejected")
             problems = report.get("problems") or []
             if problems:
                 columns = [c for c in ("check", "column", "message") if any(c in p for p in problems)]
-                st.dataframe(pd.DataFrame(problems)[columns], hide_index=True)
+                display.show(pd.DataFrame(problems)[columns], hide_index=True)
             st.caption(
                 f"Kept as s3://{core.bucket}/{report.get('quarantined_as')} (report beside it, "
                 f"{report.get('quarantined_as')}.error.json)."

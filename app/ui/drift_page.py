@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import clients, picker
+from app.ui import clients, display, picker
 from flywheel.errors import FlywheelError
 from flywheel.feedback import capture_drift
 
@@ -91,7 +91,7 @@ def render() -> None:
         st.info(f"No captured inputs of {name} in the window: the API replicas capture what they answer "
                 "(FLYWHEEL_CAPTURE_SAMPLE) and flush every FLYWHEEL_CAPTURE_FLUSH_SECONDS.")  # fmt: skip
         return
-    st.dataframe(table(found["rows"]), hide_index=True)
+    display.show(table(found["rows"]), hide_index=True)
     st.caption(
         f"PSI (population stability index) of the window's inputs in the bins of v{version}'s training data, "
         f"computed as the serving pods compute `flywheel_feature_drift_psi`: below {capture_drift.SHIFT} stable, "

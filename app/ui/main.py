@@ -12,7 +12,7 @@ from app.ui.version_watch import served_version_notice
 
 VIEWS = Path(__file__).resolve().parent / "views"
 
-st.set_page_config(page_title="Flywheel", page_icon="🎡", layout="wide")
+st.set_page_config(page_title="Flywheel", page_icon=":material/cycle:", layout="wide")
 settings = clients.settings_or_stop()
 who = auth.current_identity()  # a sign-in prompt (or why sign-in was refused) and nothing else until signed in
 page = st.navigation(

@@ -9,23 +9,44 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import auth, clients, picker, quality_panel, rollout_panel
+from app.ui import auth, clients, display, picker, quality_panel, rollout_panel
 from flywheel.errors import ConflictError, NotFound
-from flywheel.registry.operator_actions import promote, rollback, summaries
+from flywheel.registry.operator_actions import promote, rollback
+from flywheel.release.version_status import STATUSES, listing, share_phrase
 from flywheel.settings import CoreSettings
 
 FLASH = "models_flash"  # (kind, message) of the last action, shown once
-_MARKS = {"passed": "✅", "failed": "❌"}
-# operator_actions.signature_state, the same as `flywheel models`: valid/INVALID with a verifier, else signed/unsigned
-_SIGNATURE_MARKS = {"valid": "✓", "signed": "✓", "INVALID": "✗", "unsigned": "✗"}
+# material icons, not emoji: they render without an emoji font
+_MARKS = {"passed": ":material/check:", "failed": ":material/close:"}
+_COLUMNS = {  # the versions table, sized to fit beside the sidebar (about 900 px); the gate's reasons and the
+    # metric's name (one per model: its task's) are in the version's details and the caption instead
+    "version": st.column_config.NumberColumn("version", width=60),
+    "status": st.column_config.TextColumn(
+        "status", width=110, help="; ".join(f"{k}: {v}" for k, v in STATUSES.items())
+    ),
+    "gate": st.column_config.TextColumn("gate", width=75, help="the gate's decision at training time"),
+    "signature": st.column_config.TextColumn("signature", width=80),
+    "created": st.column_config.TextColumn("created (UTC)", width=125),
+    "estimator": st.column_config.TextColumn("estimator", width=80),
+    "metric": None,  # hidden
+    "candidate": st.column_config.NumberColumn("candidate", width=80, help="the version on its holdout"),
+    "previous_production": st.column_config.NumberColumn(
+        "prev. prod.", width=80, help="the model in production then, on the same holdout"
+    ),
+    "baseline": st.column_config.NumberColumn("naive", width=70, help="a naive baseline, on the same holdout"),
+    "rows": st.column_config.NumberColumn("rows", width=65),
+    "batches": st.column_config.NumberColumn("batches", width=60),
+}
 
 
 @st.cache_data(ttl=10, show_spinner=False)
 def _load(bucket: str, default_model: str, name: str) -> dict[str, Any]:
-    """Model `name`'s version summaries and alias document (cached briefly; actions clear the cache)."""
+    """Model `name`'s versions with their status, its alias document and its rollout (cached briefly; actions
+    clear the cache)."""
     registry = clients.registry(clients.bucket_settings(bucket, default_model), name)
-    alias = registry.alias()
-    return {"rows": summaries(registry, clients.verifier()), "alias": alias.doc if alias else None}
+    found = listing(registry, clients.verifier())
+    return {"rows": found.rows, "alias": found.alias.doc if found.alias else None, "serving": found.serving,
+            "rollout": found.rollout.to_dict() if found.rollout else None}  # fmt: skip
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -66,13 +87,10 @@ def _act(core: CoreSettings, name: str, what: str, version: int | None = None) -
 
 
 def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The versions, newest first, in the columns of _COLUMNS (signature: operator_actions.signature_state)."""
     frame = pd.DataFrame(rows)
-    frame["production"] = frame["production"].map({True: "★", False: ""})
-    frame["signature"] = frame["signature"].map(lambda s: f"{_SIGNATURE_MARKS.get(s, '')} {s}".strip())
-    frame["reasons"] = frame["reasons"].map("; ".join)
-    columns = ["production", "version", "status", "signature", "created_at", "estimator", "metric", "candidate",
-               "previous_production", "baseline", "rows", "batches", "reasons"]  # fmt: skip
-    return frame[columns].sort_values("version", ascending=False)
+    frame["created"] = frame["created_at"].map(display.short_time)
+    return frame[list(_COLUMNS)].sort_values("version", ascending=False)
 
 
 def _chart(rows: list[dict[str, Any]]) -> None:
@@ -82,7 +100,7 @@ def _chart(rows: list[dict[str, Any]]) -> None:
         columns={"previous_production": "previous production"}
     )
     st.subheader(f"{metric} on each version's holdout")
-    st.line_chart(chart, x_label="version", y_label=metric)
+    display.lines(chart, "version", metric)
     st.caption(
         "candidate: the version itself; baseline: a naive model; previous production: the model that served "
         "when the version was trained, scored on the same holdout."
@@ -98,16 +116,16 @@ def _details(core: CoreSettings, name: str, rows: list[dict[str, Any]]) -> None:
         "Version",
         versions,
         index=default,
-        format_func=lambda v: f"v{v} · {by_version[v]['status']}" + (" · production" if v == production else ""),
+        format_func=lambda v: f"v{v} · {by_version[v]['status']}",
     )
     row = by_version[version]
     manifest = _manifest(core.bucket, core.model_name, name, version)
-    decision = "approved" if row["status"] == "promoted" else "rejected"
-    st.markdown(f"**Gate: {decision}** ({row['metric']}, tolerance {manifest['gate'].get('tolerance')})")
+    st.markdown(f"**Gate: {row['gate']}** ({row['metric']}, tolerance {manifest['gate'].get('tolerance')}); "
+                f"now **{row['status']}**: {STATUSES.get(row['status'], '')}")  # fmt: skip
     for reason in row["reasons"]:
         st.markdown(f"- {_MARKS.get(reason.split(':', 1)[0], '•')} {reason}")
     metrics = {k: v for k, v in manifest["metrics"].items() if v}
-    st.dataframe(pd.DataFrame(metrics).rename_axis("metric"), width="content")
+    display.show(pd.DataFrame(metrics).rename_axis("metric"), width="content")
     st.caption(
         f"{row['estimator']} trained on {row['rows']} rows from {row['batches']} batch(es) at {row['created_at']}; "
         f"sha256 {manifest['sha256'][:12]}…; "
@@ -121,7 +139,7 @@ def _details(core: CoreSettings, name: str, rows: list[dict[str, Any]]) -> None:
     if not auth.current_identity().is_operator:
         st.info("Promote, force and roll back are for operators (or `flywheel promote` / `flywheel rollback`).")
         return
-    if row["status"] != "promoted":
+    if row["gate"] != "approved":
         st.checkbox(
             "Force: serve this version although the gate rejected it",
             key=_force_key(name, version),
@@ -156,12 +174,17 @@ def render() -> None:
     except (ClientError, BotoCoreError) as e:
         st.error(f"Cannot read the registry at s3://{core.bucket}/{core.models_prefix}{name}/: {e}")
         return
-    rows, alias = loaded["rows"], loaded["alias"]
+    rows, alias, rollout = loaded["rows"], loaded["alias"], loaded["rollout"]
     if not rows:
         st.info(f"No versions of {name} yet: upload a batch on the Data page and the trainer publishes the first one.")
         return
+    st.markdown(f"**{name}: {loaded['serving']}**")
     if alias:
-        st.metric("In production", f"v{alias['version']}")
+        left, right = st.columns(2)
+        left.metric("In production", f"v{alias['version']}")
+        if rollout and rollout["status"] == "running":  # the candidate beside it, never taken for production
+            right.metric(f"{rollout['mode'].capitalize()} candidate", f"v{rollout['candidate']}",
+                         help=share_phrase(rollout))  # fmt: skip
         st.caption(f"Alias moved by {alias.get('updated_by')} at {alias.get('updated_at')}: {alias.get('reason')}")
     else:
         st.warning("No version is in production: the gate has approved none yet. Promote one below.")
@@ -171,7 +194,10 @@ def render() -> None:
         quality_panel.clear()
         picker.clear()
         st.rerun()
-    st.dataframe(_table(rows), hide_index=True)
+    display.show(_table(rows), hide_index=True, column_config=_COLUMNS)
+    st.caption(f"status: where each version stands now (hover the column's name); gate: its decision at training "
+               f"time. Scores: {rows[-1]['metric']} on each version's holdout. The gate's reasons are under *Gate "
+               "decision and actions*.")  # fmt: skip
     rollout_panel.render(core, name, _load.clear)
     quality_panel.render(core, name, chosen.schema)
     _chart(rows)

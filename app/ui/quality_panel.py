@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import clients
+from app.ui import clients, display
 from flywheel.errors import FlywheelError
 from flywheel.feedback.live_quality import METRICS, live_quality
 from flywheel.schema import Schema
@@ -43,7 +43,8 @@ def summary(q: dict[str, Any]) -> pd.DataFrame:
 
 
 def per_day(q: dict[str, Any], version: dict[str, Any]) -> pd.DataFrame:
-    """The version's primary live figure per UTC day, with its holdout score on every day as the reference."""
+    """The version's primary live figure per UTC day, with its holdout score on every day as the reference (drawn
+    as a rule across the chart, so a single day still shows both)."""
     primary = q["primary_metric"]
     frame = pd.DataFrame(
         {
@@ -91,10 +92,10 @@ def render(core: CoreSettings, name: str, schema: Schema | None) -> None:
                 f"{schema.target.name}).")  # fmt: skip
         _notes(q)
         return
-    st.dataframe(summary(q), hide_index=True)
+    display.show(summary(q), hide_index=True)
     st.caption(f"live: the figures on captured predictions that have a label ('labelled' is their n; R² needs 2); "
                f"holdout: the gate's {primary} at training time; live - holdout in {primary}.")  # fmt: skip
     for v in labelled:
         st.markdown(f"**v{v['version']}**: live {primary} per UTC day of the capture")
-        st.line_chart(per_day(q, v), x_label="day", y_label=primary)
+        display.lines(per_day(q, v), "day", primary, reference=f"holdout {primary}")
     _notes(q)

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.ui import auth, clients
+from app.ui import auth, clients, display
 from flywheel.errors import ConflictError, NotFound
 from flywheel.release import rollout_actions
 from flywheel.release.rollout_view import snapshot
@@ -88,7 +88,7 @@ def render(core: CoreSettings, name: str, refresh: Callable[[], None]) -> None:
     st.caption(f"Started by {r['started_by']} at {r['started_at']}.")
     if r["status"] != "running":
         st.caption(f"{r['status'].capitalize()} by {r['decided_by']} at {r['decided_at']}: {r['reason']}")
-    st.dataframe(_figures(snap), hide_index=True)
+    display.show(_figures(snap), hide_index=True)
     st.caption(f"Statistics from {snap['pods']} serving process(es), merged. Agreement (classification) and mean "
                "relative difference (regression) are shadow mode's comparisons with production.")  # fmt: skip
     if snap["problem"]:
@@ -100,7 +100,7 @@ def render(core: CoreSettings, name: str, refresh: Callable[[], None]) -> None:
     st.caption(f"Thresholds: {limits}.")
     with st.expander(f"History of v{r['candidate']}"):
         events = [{k: e.get(k, "") for k in ("when", "what", "who", "reason")} for e in snap["history"]]
-        st.dataframe(pd.DataFrame(events, columns=["when", "what", "who", "reason"]), hide_index=True)
+        display.show(pd.DataFrame(events, columns=["when", "what", "who", "reason"]), hide_index=True)
     if r["status"] != "running":
         return
     if not auth.current_identity().is_operator:

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.ui import clients, picker
 from app.ui.api_client import ApiError
+from flywheel.release.version_status import share_phrase
 
 POLL_SECONDS = 5
 SEEN = "served_versions"  # {model: the version this browser session saw last}
@@ -39,20 +40,23 @@ def served_version_notice() -> None:
     if previous is not None and previous != served.version:
         at = datetime.now(UTC).strftime("%H:%M:%S UTC")
         st.session_state[CHANGE] = {"model": name, "from": previous, "to": served.version, "at": at}
-        st.toast(f"{served.name} v{served.version} is now serving (was v{previous})", icon="🔄", duration="long")
+        st.toast(
+            f"{served.name} v{served.version} is now serving (was v{previous})", icon=":material/sync:", duration="long"
+        )
     change = st.session_state.get(CHANGE)
     if change and change["model"] == name and change["to"] == served.version:
         text, button = st.columns([8, 1], vertical_alignment="center")
         text.info(
             f"The served model changed at {change['at']}: {served.name} v{change['from']} → v{change['to']}. "
             f"Predictions now come from v{change['to']}.",
-            icon="🔄",
+            icon=":material/sync:",
         )
         button.button("Dismiss", key="dismiss_version_change", on_click=_dismiss)
     else:
         path = {"fast": "fast path", "pipeline": "scikit-learn Pipeline"}.get(served.serving_path, "")
+        beside = f" · **{share_phrase(served.rollout)}**" if served.rollout else ""  # the candidate, named apart
         st.caption(
-            f"Serving **{served.name} v{served.version}** ({served.source}, loaded {served.loaded_at}"
+            f"Serving **{served.name} v{served.version}**{beside} ({served.source}, loaded {served.loaded_at}"
             + (f"; predictions through the {path}" if path else "")
             + ").",
             help=served.fast_path or None,

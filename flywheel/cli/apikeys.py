@@ -15,13 +15,26 @@ from typing import Any
 from flywheel.errors import FlywheelError
 
 
-def _store(args: argparse.Namespace) -> Any:
+def key_store(file: str | None = None, secret_id: str | None = None) -> Any:
+    """The key store: `file` or `secret_id` when given, else FLYWHEEL_API_KEYS_FILE / _SECRET_ID (also used by
+    `flywheel traffic`). None when nothing names one."""
     from flywheel.access import api_keys
     from flywheel.storage import secrets_client
 
-    file = args.file or (None if args.secret_id else os.environ.get("FLYWHEEL_API_KEYS_FILE"))
-    secret = args.secret_id or (None if file else os.environ.get("FLYWHEEL_API_KEYS_SECRET_ID"))
-    store = api_keys.store_from(file, secret, secrets_client)
+    file = file or (None if secret_id else os.environ.get("FLYWHEEL_API_KEYS_FILE"))
+    secret = secret_id or (None if file else os.environ.get("FLYWHEEL_API_KEYS_SECRET_ID"))
+    return api_keys.store_from(file, secret, secrets_client)
+
+
+def refresh_note() -> str:
+    """When a key created or revoked now takes effect: the replicas' reload interval, as far as this shell knows."""
+    seconds = os.environ.get("FLYWHEEL_API_KEYS_REFRESH_SECONDS")
+    every = f"{seconds} s in this environment" if seconds else "60 s unless the replicas set it"
+    return f"within FLYWHEEL_API_KEYS_REFRESH_SECONDS ({every})"
+
+
+def _store(args: argparse.Namespace) -> Any:
+    store = key_store(args.file, args.secret_id)
     if store is None:
         raise FlywheelError("no key store: set FLYWHEEL_API_KEYS_FILE or FLYWHEEL_API_KEYS_SECRET_ID, or pass "
                             "--file / --secret-id (the stack's output ApiKeysSecretArn)")  # fmt: skip
@@ -39,6 +52,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     key, record = api_keys.new_key(args.name, args.role, actor())
     store.save([*records, record])
     print(f"created key {record.id} ({record.name}, {record.role}) in {store.source}")
+    print(f"it works once the replicas reload the store, {refresh_note()}; until then it gets 401")
     print("the key (shown once; send it as `Authorization: Bearer <key>`):")
     print(key)
     return 0
@@ -62,7 +76,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if len(kept) == len(records):
         raise FlywheelError(f"no key with id {args.id!r} in {store.source} (see `flywheel apikey list`)")
     store.save(kept)
-    print(f"revoked key {args.id}; replicas stop accepting it within their refresh interval")
+    print(f"revoked key {args.id}; the replicas refuse it once they reload the store, {refresh_note()}")
     return 0
 
 

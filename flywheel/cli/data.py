@@ -1,4 +1,7 @@
-"""`flywheel sample-data`, `drop`, `validate`, `retrain`: making, checking and uploading batches, and a retrain now."""
+"""`flywheel sample-data`, `drop`, `validate`, `retrain`: making, checking and uploading batches, and a retrain now.
+
+`drop` checks a file against its model's schema before uploading it, as `validate --model` does.
+"""
 
 from __future__ import annotations
 
@@ -46,18 +49,41 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_schema(args: argparse.Namespace, s: Any, s3: Any) -> Any:
+    """The schema the trainer checks `--model`'s batches against (read only; see registrations.batch_schema)."""
+    from flywheel.errors import NotFound
+    from flywheel.names import check_name
+    from flywheel.registry.registrations import batch_schema
+
+    name = check_name(args.model or s.model_name)
+    try:
+        return batch_schema(s3, s, name)
+    except NotFound as e:
+        raise NotFound(f"{e.message}; register it first: flywheel models add {name} --schema S", model=name) from e
+
+
 def cmd_drop(args: argparse.Namespace) -> int:
     from flywheel.data.uploads import put_new
+    from flywheel.data.validation import validate_stream
+    from flywheel.errors import BatchRejected
     from flywheel.names import check_name, data_prefix
+    from flywheel.settings import TrainerSettings
     from flywheel.storage import s3_client
 
-    s = core(args)
+    s, s3 = core(args, TrainerSettings), s3_client()
     path = Path(args.file)
     if not path.is_file():
         raise FlywheelError(f"{path}: no such file")
     key = data_prefix(s, check_name(args.model or s.model_name)) + (args.name or path.name)
+    if not args.no_check:  # streamed from the file, as validate reads it; the upload streams it again
+        try:
+            validate_stream(path, str(path), model_schema(args, s, s3), max_duplicate_fraction=s.max_duplicate_fraction)
+        except BatchRejected as e:
+            print(rejection_text(e))
+            print("not uploaded: the trainer would quarantine it (--no-check uploads it anyway)", file=sys.stderr)
+            return 1
     with path.open("rb") as body:
-        put_new(s3_client(), s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME",
+        put_new(s3, s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME",
                 metadata={"uploaded-by": f"{actor()} (cli)"})  # fmt: skip
     print(f"uploaded {path} -> s3://{s.bucket}/{key}")
     return 0
@@ -72,12 +98,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise FlywheelError(f"{path}: no such file")
+    if args.schema and args.model:
+        raise FlywheelError("give --schema or --model, not both")
     share = args.max_duplicate_fraction
     if share is None:
         share = TrainerSettings.model_fields["max_duplicate_fraction"].default
+    if args.model:  # the registered schema, from the bucket
+        from flywheel.storage import s3_client
+
+        schema = model_schema(args, core(args), s3_client())
+    else:
+        schema = load_schema(args.schema or os.environ.get("FLYWHEEL_SCHEMA", "savings"))
     size = path.stat().st_size
     try:
-        found = validate_stream(path, str(path), load_schema(args.schema), max_duplicate_fraction=share)
+        found = validate_stream(path, str(path), schema, max_duplicate_fraction=share)
     except BatchRejected as e:
         report = {"file": str(path), "accepted": False, **e.to_dict()}
         print(json.dumps(report, indent=2) if args.json else rejection_text(e))
@@ -110,17 +144,24 @@ def add_parsers(add: Add, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("--adopt-lock", metavar="TOKEN",
                    help="take over the lock the Lambda claimed for this run (passed by the hand-off)")  # fmt: skip
 
-    p = add("drop", cmd_drop, "Upload a CSV batch into data/<model>/ (triggers that model's trainer). "
-                              "An existing name is refused.")  # fmt: skip
+    p = add("drop", cmd_drop, "Check a CSV batch against the model's schema (as validate --model), then upload it "
+                              "into data/<model>/ (triggers that model's trainer). A file the trainer would "
+                              "quarantine is refused with the report (exit 1); an existing name is "
+                              "refused.")  # fmt: skip
     common(p)
     p.add_argument("file", help="CSV file to upload")
     p.add_argument("--as", "--key", dest="name", metavar="NAME",
                    help="object name under data/ (default: the file name); batches are never replaced")  # fmt: skip
+    p.add_argument("--no-check", action="store_true",
+                   help="upload without checking the file against the model's schema first (the trainer still "
+                        "checks it and quarantines a bad batch)")  # fmt: skip
 
     p = add("validate", cmd_validate, "Check a CSV batch locally, as the trainer will: exit 0 accepted, 1 rejected.")
     p.add_argument("file", help="CSV file to check")
-    p.add_argument("--schema", default=os.environ.get("FLYWHEEL_SCHEMA", "savings"),
-                   help="built-in schema name or schema JSON path (default: $FLYWHEEL_SCHEMA or savings)")  # fmt: skip
+    p.add_argument("--schema", help="built-in schema name or schema JSON path, no bucket needed "
+                                    "(default without --model: $FLYWHEEL_SCHEMA or savings)")  # fmt: skip
+    p.add_argument("--bucket", help="bucket of --model (default: $FLYWHEEL_BUCKET)")
+    p.add_argument("--model", help="check against this registered model's schema, read from the bucket")
     p.add_argument("--max-duplicate-fraction", type=float, default=None,
                    help="share of exactly repeated rows accepted (default: the trainer's, 0.01)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON (what quarantine writes)")

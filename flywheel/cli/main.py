@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from flywheel.cli import apikeys, data, feedback, identity, local_stack, models, rollout
-from flywheel.cli.stack_env import settings_error, use_local_stack
+from flywheel.cli import apikeys, data, feedback, identity, local_stack, models, rollout, schemas, traffic
+from flywheel.cli.stack_env import no_stack_hint, settings_error, use_local_stack
 from flywheel.errors import FlywheelError
 
 
@@ -35,16 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
     apikeys.add_parsers(add)  # `flywheel apikey create|list|revoke`
     rollout.add_parsers(add, _common)  # `flywheel rollout status|start|promote|abort|judge|policy`
     feedback.add_parsers(add, _common)  # `flywheel feedback FILE`, `flywheel quality`
+    schemas.add_parsers(add)  # `flywheel schema infer FILE --target COLUMN`
+    traffic.add_parsers(add)  # `flywheel traffic`: sample rows through the API from several keys
     local_stack.add_parsers(add)  # `flywheel up`, `serve`, `ui`
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from botocore.exceptions import EndpointConnectionError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+    )
     from pydantic import ValidationError
 
     args = build_parser().parse_args(argv)
-    local = use_local_stack() if args.command not in {"up", "sample-data", "validate", "serve", "ui"} else None
+    offline = {"up", "sample-data", "validate", "serve", "ui", "schema"}  # `validate --model` reads the bucket
+    bucketless = args.command in offline and not (args.command == "validate" and args.model)
+    local = use_local_stack() if not bucketless else None
     try:
         code: int = args.func(args)
     except FlywheelError as e:
@@ -56,5 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EndpointConnectionError as e:
         hint = f" (from {local}: is `make up` still running?)" if local else ""
         print(f"error: cannot reach S3 at {e.kwargs.get('endpoint_url')}{hint}", file=sys.stderr)
+        return 2
+    except (NoCredentialsError, NoRegionError) as e:  # a configuration problem: one line, never a traceback
+        print(f"error: {e} (for a deployed stack, configure AWS credentials and region; for a local one, "
+              f"{no_stack_hint()})", file=sys.stderr)  # fmt: skip
+        return 2
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        print(f"error: AWS refused {e.operation_name}: {err.get('Code')}: {err.get('Message')}", file=sys.stderr)
+        return 2
+    except BotoCoreError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return code

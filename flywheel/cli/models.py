@@ -28,26 +28,27 @@ def registry(args: argparse.Namespace) -> Any:
     return Registry(s3_client(), s.bucket, check_name(args.model or s.model_name), s.models_prefix)
 
 
-def _table(name: str, schema: Any, rows: list[dict[str, Any]]) -> None:
-    print(f"{name} ({schema.task}, schema {schema.name!r})")
+def _table(name: str, schema: Any, found: Any) -> None:
+    rows = found.rows
+    print(f"{name} ({schema.task}, schema {schema.name!r})" + (f": {found.serving}" if rows else ""))
     if not rows:
         print(f"  no versions yet: drop a batch (flywheel drop FILE --model {name})\n")
         return
-    print(f"{'':2}{'version':>7}  {'status':9} {'estimator':9} {'metric':17} {'cand':>8} {'prod':>8} {'naive':>8} "
+    print(f"{'':2}{'version':>7}  {'status':14} {'estimator':9} {'metric':17} {'cand':>8} {'prod':>8} {'naive':>8} "
           f"{'rows':>9}  {'signature':9}  created")  # fmt: skip
     for r in rows:
         prev = "" if r["previous_production"] is None else f"{r['previous_production']:.4f}"
         mark = "* " if r["production"] else "  "
-        print(f"{mark}{r['version']:>7}  {r['status']:9} {r['estimator']:9} {r['metric']:17} {r['candidate']:>8.4f} "
+        print(f"{mark}{r['version']:>7}  {r['status']:14} {r['estimator']:9} {r['metric']:17} {r['candidate']:>8.4f} "
               f"{prev:>8} {r['baseline']:>8.4f} {r['rows']:>9}  {r['signature']:9}  "
               f"{r['created_at']}")  # fmt: skip
     print()
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from flywheel.registry.operator_actions import summaries
     from flywheel.registry.registrations import models
     from flywheel.registry.store import Registry
+    from flywheel.release.version_status import listing
     from flywheel.storage import s3_client
 
     if getattr(args, "action", None) == "add":
@@ -64,14 +65,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     from flywheel.registry.signing import verifier
 
     check = verifier(os.environ.get("FLYWHEEL_VERIFY_KMS_KEY_ID"), os.environ.get("FLYWHEEL_VERIFY_PUBLIC_KEY_FILE"))
-    listing = {n: summaries(Registry(s3, s.bucket, n, s.models_prefix), check) for n in names}
+    listed = {n: listing(Registry(s3, s.bucket, n, s.models_prefix), check) for n in names}
     if args.json:  # one model: its versions; all: {model: versions}
-        print(json.dumps(listing[args.model] if args.model else listing, indent=2))
+        rows = {n: found.rows for n, found in listed.items()}
+        print(json.dumps(rows[args.model] if args.model else rows, indent=2))
         return 0
     for n in names:
-        _table(n, found[n], listing[n])
+        _table(n, found[n], listed[n])
     print(
-        "* = production. 'prod' is the production model's score on the candidate's holdout at training time. "
+        "* = production. status: production, canary or shadow (a running rollout's candidate), was production, "
+        "aborted (its rollout), approved (passed the gate, never served), rejected (failed the gate); "
+        "docs/rollouts.md, 'Version status'. "
+        "'prod' is the production model's score on the candidate's holdout at training time. "
         "'signature': valid/INVALID as the replicas would decide (with FLYWHEEL_VERIFY_KMS_KEY_ID or "
         "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE set), else signed/unsigned; replicas never serve an INVALID one."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,42 @@ class Entry:
             "duplicate_rows": self.duplicates,
             "uploaded": self.uploaded,
         }
+
+
+def repeats(entries: Iterable[Entry]) -> dict[str, str]:
+    """{key: the key of the first batch with the same bytes} for every later copy (first by upload time, then by
+    key): the trainer trains on the first only (flywheel/training/window.py), and the UI says why."""
+    first: dict[str, str] = {}
+    copies: dict[str, str] = {}
+    for e in sorted(entries, key=lambda e: (e.uploaded, e.key)):
+        if e.sha256 in first:
+            copies[e.key] = first[e.sha256]
+        else:
+            first[e.sha256] = e.key
+    return copies
+
+
+def catalog_prefix(validated_prefix: str, model: str) -> str:
+    """Where model `model`'s validated copies and index live: `validated/<model>/`."""
+    return f"{validated_prefix}{model}/"
+
+
+def indexed(s3: Any, bucket: str, prefix: str) -> list[Entry]:
+    """The index's entries as stored, whatever schema they were validated for (a reader's view of what the trainer
+    accepted, e.g. the UI's Data page); none before the first retrain. Entries of another release are left out."""
+    try:
+        doc = json.loads(s3.get_object(Bucket=bucket, Key=prefix + INDEX)["Body"].read())
+    except ClientError as e:
+        if is_missing(e):
+            return []
+        raise
+    found = []
+    for fields in doc.get("batches", {}).values():
+        try:
+            found.append(Entry(**fields))
+        except TypeError:
+            continue
+    return found
 
 
 class Catalog:

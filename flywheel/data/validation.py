@@ -9,7 +9,7 @@ counted). Whatever the bytes, the outcome is typed columns or BatchRejected, nev
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -88,6 +88,21 @@ def _np(arr: Any) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False))
 
 
+def parse_numbers(arr: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, empty, not a number) of a column of strings, read as a numeric column is: values are float64
+    with NaN where a cell is empty or not a number; `empty` marks empty cells and the null words."""
+    s = pc.utf8_trim_whitespace(arr)
+    empty_arrow = pc.or_(pc.equal(s, ""), pc.is_in(pc.utf8_lower(s), value_set=NULL_TOKENS))
+    empty = _np(empty_arrow).astype(bool)
+    cleaned = pc.if_else(empty_arrow, pa.scalar(None, pa.string()), s)
+    try:
+        values = _np(pc.cast(cleaned, pa.float64())).astype("float64")
+    except pa.ArrowInvalid:  # some cell is not a number: find which, the slow way
+        values = pd.to_numeric(pd.Series(_np(cleaned), dtype=object), errors="coerce").to_numpy("float64")
+        return values, empty, np.isnan(values) & ~empty
+    return values, empty, np.zeros(len(values), dtype=bool)
+
+
 def _numeric(
     arr: Any,
     name: str,
@@ -99,15 +114,8 @@ def _numeric(
     integer: bool = False,
     nullable: bool = False,
 ) -> pa.Array:
-    s = pc.utf8_trim_whitespace(arr)
-    empty_arrow = pc.or_(pc.equal(s, ""), pc.is_in(pc.utf8_lower(s), value_set=NULL_TOKENS))
-    empty = _np(empty_arrow).astype(bool)
-    cleaned = pc.if_else(empty_arrow, pa.scalar(None, pa.string()), s)
-    try:
-        values = _np(pc.cast(cleaned, pa.float64())).astype("float64")
-    except pa.ArrowInvalid:  # some cell is not a number: find which, the slow way
-        values = pd.to_numeric(pd.Series(_np(cleaned), dtype=object), errors="coerce").to_numpy("float64")
-        problems.add("type", name, f"'{name}' is not a number", np.isnan(values) & ~empty, offset)
+    values, empty, not_number = parse_numbers(arr)
+    problems.add("type", name, f"'{name}' is not a number", not_number, offset)
     if not nullable:
         problems.add("null", name, f"'{name}' is empty but not nullable", empty, offset)
     finite = ~np.isnan(values)
@@ -212,6 +220,21 @@ def _format_error(src: Source, key: str, e: Exception, rows_read: int) -> BatchR
     return BatchRejected(key, [_problem("format", f"malformed CSV: {text[:200]}")])
 
 
+def string_blocks(src: Source, key: str, names: list[str]) -> Iterator[pa.RecordBatch]:
+    """The rows under header `names` (from file_header) as blocks of strings, read as validate_stream reads
+    them; bytes that cannot be read raise BatchRejected naming the line (schema inference reads with this)."""
+    rows = 0
+    try:
+        reader = _reader(src, {n: pa.string() for n in names})
+        if reader.schema.names != names:
+            raise BatchRejected(key, [_problem("format", "the header is quoted in a way that cannot be read")])
+        for block in reader:
+            yield block
+            rows += block.num_rows
+    except (pa.ArrowInvalid, UnicodeDecodeError) as e:  # the bytes; anything else is the machine's problem
+        raise _format_error(src, key, e, rows) from e
+
+
 def validate_stream(
     src: Source,
     key: str,
@@ -234,21 +257,15 @@ def validate_stream(
     found, rows = Problems(), 0
     hashes: list[np.ndarray] = []
     raw = {normalise(n): n for n in names}
-    try:
-        reader = _reader(src, {n: pa.string() for n in names})
-        if reader.schema.names != names:
-            raise BatchRejected(key, [_problem("format", "the header is quoted in a way that cannot be read")])
-        for block in reader:
-            typed = _type_block(block, raw, schema, found, rows)
-            hashes.append(pd.util.hash_pandas_object(typed.to_pandas(), index=False).to_numpy())
-            if sink is not None and not found:
-                try:
-                    sink(typed)
-                except Exception as e:
-                    raise SinkFailed(f"writing the typed copy of {key} failed: {e}") from e
-            rows += block.num_rows
-    except (pa.ArrowInvalid, UnicodeDecodeError) as e:  # the bytes; anything else is the machine's problem
-        raise _format_error(src, key, e, rows) from e
+    for block in string_blocks(src, key, names):
+        typed = _type_block(block, raw, schema, found, rows)
+        hashes.append(pd.util.hash_pandas_object(typed.to_pandas(), index=False).to_numpy())
+        if sink is not None and not found:
+            try:
+                sink(typed)
+            except Exception as e:
+                raise SinkFailed(f"writing the typed copy of {key} failed: {e}") from e
+        rows += block.num_rows
     if rows == 0:
         raise BatchRejected(key, [_problem("empty", "the file has a header but no rows")])
     all_hashes = np.concatenate(hashes)

@@ -26,8 +26,10 @@ def signature_state(registry: Registry, version: int, signed: bool, verifier: Ve
 
 
 def summaries(registry: Registry, verifier: Verifier | None = None) -> list[dict[str, Any]]:
-    """One row per version, oldest first, with the gate's numbers, whether it serves and its signature's state
-    (checked with `verifier` when given: `valid`, `INVALID`, `unsigned`; else `signed` or `unsigned`)."""
+    """One row per version, oldest first, with the gate's decision (`gate`: approved or rejected) and numbers, the
+    production version it was judged against (`trained_against`), whether it serves and its signature's state
+    (checked with `verifier` when given: `valid`, `INVALID`, `unsigned`; else `signed` or `unsigned`). Where a version
+    stands now (production, canary, ...) is flywheel.release.version_status's `status`."""
     alias = registry.alias()
     signed = registry.signed_versions()
     rows = []
@@ -38,7 +40,8 @@ def summaries(registry: Registry, verifier: Verifier | None = None) -> list[dict
         rows.append(
             {
                 "version": v,
-                "status": m["status"],
+                "gate": "approved" if m["status"] == "promoted" else "rejected",
+                "trained_against": m["gate"].get("production_version"),
                 "production": alias is not None and alias.version == v,
                 "signed": v in signed,
                 "signature": signature_state(registry, v, v in signed, verifier),

@@ -106,3 +106,14 @@ def schema_for(s3: Any, settings: CoreSettings, name: str) -> Schema:
     schema = load_schema(settings.schema_ref)
     register(s3, settings.bucket, name, schema, settings.models_prefix)
     return schema
+
+
+def batch_schema(s3: Any, settings: CoreSettings, name: str) -> Schema:
+    """The schema a batch of `name` is checked against, read only: its registration or, for the default model of
+    a bucket laid out the old way (not registered yet), the settings' schema. NotFound for any other model."""
+    try:
+        return schema_of(s3, settings.bucket, name, settings.models_prefix)
+    except NotFound:
+        if name != settings.model_name:
+            raise
+    return load_schema(settings.schema_ref)

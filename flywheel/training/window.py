@@ -5,21 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flywheel.data.catalog import Entry
+from flywheel.data.catalog import Entry, repeats
 
 
 def training_window(entries: list[Entry], limit_rows: int) -> tuple[list[Entry], list[dict[str, Any]]]:
     """(batches to train on, sorted by key; batches left out, each with why)."""
-    left_out: list[dict[str, Any]] = []
-    first: dict[str, Entry] = {}
-    for e in sorted(entries, key=lambda e: (e.uploaded, e.key)):
-        if e.sha256 in first:  # the same bytes under another name count once
-            left_out.append({**e.lineage(), "reason": f"same content as {first[e.sha256].key}"})
-        else:
-            first[e.sha256] = e
+    copies = repeats(entries)  # the same bytes under another name count once
+    left_out = [{**e.lineage(), "reason": f"same content as {copies[e.key]}"} for e in entries if e.key in copies]
+    first = [e for e in entries if e.key not in copies]
     chosen: list[Entry] = []
     total = 0
-    for e in sorted(first.values(), key=lambda e: (e.uploaded, e.key), reverse=True):
+    for e in sorted(first, key=lambda e: (e.uploaded, e.key), reverse=True):
         if chosen and total + e.rows > limit_rows:
             left_out.append({**e.lineage(), "reason": f"outside the training window ({limit_rows} rows)"})
             continue

@@ -187,6 +187,7 @@ def test_a_viewer_only_ui_reads_data_quarantine_reports_and_models_and_writes_no
     assert s3_grants(statements) == {
         ("s3:GetObject", "BUCKET/data/*", ""),  # list the batches
         ("s3:GetObject", "BUCKET/quarantine/*.error.json", ""),  # the reports, not the rejected batches
+        ("s3:GetObject", "BUCKET/validated/*/index.json", ""),  # which batch is a skipped repeat, not the copies
         ("s3:GetObject", "BUCKET/models/*", ""),  # registry: alias, manifests
         ("s3:GetObject", "BUCKET/captures/*", ""),  # live quality and drift (docs/ui.md)
         ("s3:GetObject", "BUCKET/feedback/*", ""),
@@ -205,12 +206,16 @@ def test_ui_grants_follow_the_core_layout():
     matches every model's alias and none of the other keys under models/."""
     from fnmatch import fnmatchcase
 
-    from cdk.grants import ANY_ALIAS_KEY, ERROR_REPORT_SUFFIX, alias_key
+    from cdk.grants import ANY_ALIAS_KEY, CATALOG_INDEX, ERROR_REPORT_SUFFIX, alias_key
     from flywheel.data.batch_store import ERROR_SUFFIX
+    from flywheel.data.catalog import INDEX, catalog_prefix
     from flywheel.registry.registrations import schema_key
     from flywheel.registry.store import Registry
 
     assert ERROR_REPORT_SUFFIX == ERROR_SUFFIX
+    assert CATALOG_INDEX == INDEX and fnmatchcase(
+        catalog_prefix("validated/", "churn-2") + INDEX, "validated/*/index.json"
+    )
     for name in (DEFAULTS.model_name, "churn-2"):
         registry = Registry(None, "bucket", name)
         assert alias_key(name) == registry.alias_key

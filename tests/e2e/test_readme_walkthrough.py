@@ -1,7 +1,7 @@
 """The README's walkthrough, run line by line as a new user would: `flywheel up` in a folder of its own, then every
 command of the walkthrough's block in one shell, from that folder. Only the ports and /tmp are the test's own.
 
-A command whose comment starts with `refused` must fail (exit 1); every other one must succeed. The run ends
+A command whose comment starts with `refused` must fail (a non-zero exit); every other one must succeed. The run ends
 with the canary decided by the judge and the feedback loop closed: the labels uploaded by the walkthrough are
 joined, and a version is trained on them."""
 
@@ -77,7 +77,7 @@ def test_the_readme_walkthrough_works_as_written(up: Up, tmp_path: Path) -> None
     assert len(codes) == len(commands), report
     for i, command in enumerate(commands):
         if refused(command):
-            assert codes[i] == 1, report
+            assert codes[i] != 0, report
         else:
             assert codes[i] == 0, report
 

@@ -54,7 +54,7 @@ def test_drop_retrain_models_promote_rollback(stack: Stack, tmp_path: Path, caps
     rows = json.loads(out)
     assert [r["version"] for r in rows] == [1, 2] and [r["production"] for r in rows] == [False, True]
     code, out, _ = run(capsys, "models")
-    assert "*       2  promoted" in out
+    assert "*       2  production" in out and "        1  was production" in out
     code, out, _ = run(capsys, "rollback")
     assert code == 0 and "production -> v1 (was v2)" in out
     code, out, _ = run(capsys, "promote", "2", "--reason", "fixed")
@@ -75,11 +75,11 @@ def test_drop_refuses_an_existing_name(stack: Stack, tmp_path: Path, capsys: pyt
     first, second = tmp_path / "b.csv", tmp_path / "other.csv"
     first.write_bytes(b"one\n")
     second.write_bytes(b"two\n")
-    assert run(capsys, "drop", str(first))[0] == 0
-    code, _, err = run(capsys, "drop", str(second), "--as", "b.csv")
+    assert run(capsys, "drop", str(first), "--no-check")[0] == 0  # not batches: only the names matter here
+    code, _, err = run(capsys, "drop", str(second), "--as", "b.csv", "--no-check")
     assert code == 2 and "data/savings/b.csv already exists" in err and "--as NAME" in err
     assert stack.s3.get_object(Bucket=stack.bucket, Key="data/savings/b.csv")["Body"].read() == b"one\n"
-    assert run(capsys, "drop", str(second), "--as", "b-2.csv")[0] == 0
+    assert run(capsys, "drop", str(second), "--as", "b-2.csv", "--no-check")[0] == 0
     assert stack.keys("data/") == ["data/savings/b-2.csv", "data/savings/b.csv"]
 
 

@@ -31,7 +31,7 @@ def keys(at: AppTest) -> set[str]:
 
 
 def no_operator_actions(at: AppTest) -> None:
-    assert not keys(at) & {*OPERATOR_KEYS, "force-savings-2", "FormSubmitter:upload-Upload"}, keys(at)
+    assert not keys(at) & {*OPERATOR_KEYS, "force-savings-2", "upload-batch"}, keys(at)
     assert not at.file_uploader
 
 
@@ -51,7 +51,7 @@ def test_viewer_only_by_default_shows_no_operator_action(stack: Stack, tmp_path:
     no_operator_actions(at)
     assert any("for operators" in t for t in texts(at, "info"))
     table = at.dataframe[0].value
-    assert dict(zip(table["version"], table["signature"], strict=True)) == {1: "✓ signed", 2: "✗ unsigned"}
+    assert dict(zip(table["version"], table["signature"], strict=True)) == {1: "signed", 2: "unsigned"}
     assert any("signature **unsigned**" in t for t in texts(at, "caption")), "v2 is chosen: its details say so"
     at = open_app("data")
     no_operator_actions(at)
@@ -115,7 +115,7 @@ def test_upload_callback_refuses_a_viewer(stack: Stack, signer: Signer) -> None:
     at = open_app("data", identity=signer.token("operator"))
     at.file_uploader[0].set_value(("x.csv", csv_bytes(20, seed=1), "text/csv"))
     at.session_state[SESSION_KEY] = VIEWER
-    at.button(key="FormSubmitter:upload-Upload").click().run()
+    at.button(key="upload-batch").click().run()
     assert texts(at, "error") == ["Only an operator can upload a batch. You are signed in as a viewer."]
     assert stack.keys("data/") == []
 
@@ -123,7 +123,7 @@ def test_upload_callback_refuses_a_viewer(stack: Stack, signer: Signer) -> None:
 def test_operator_upload_is_recorded_and_listed(stack: Stack, signer: Signer) -> None:
     at = open_app("data", identity=signer.token("operator", "Zoë"))
     at.file_uploader[0].set_value(("x.csv", csv_bytes(20, seed=1), "text/csv"))
-    at.button(key="FormSubmitter:upload-Upload").click().run()
+    at.button(key="upload-batch").click().run()
     assert "by Zoë (operator, local-token)" in texts(at, "success")[0]
     meta = stack.s3.head_object(Bucket=stack.bucket, Key="data/savings/x.csv")["Metadata"]
     assert meta["uploaded-by"] == "Zo%C3%AB (operator, local-token)", "S3 metadata is ASCII: percent-encoded"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -11,13 +10,14 @@ from streamlit.testing.v1 import AppTest
 from flywheel.registry.store import Registry
 from tests.conftest import Stack
 from tests.ui.conftest import Signer, open_app, texts, train
+from tests.ui.rendered import charts, marks
 
 
 def chart_data(at: AppTest) -> pd.DataFrame:
-    """The data behind the one chart on the page (Arrow IPC inside the Vega-Lite element)."""
-    charts = at.get("vega_lite_chart")
-    assert len(charts) == 1, "one metrics chart over versions"
-    return pa.ipc.open_stream(charts[0].proto.datasets[0].data.data).read_all().to_pandas()
+    """The data behind the one chart on the page (Arrow IPC inside the Vega-Lite element): version, series, value."""
+    found = charts(at)
+    assert len(found) == 1, "one metrics chart over versions"
+    return found[0][1]
 
 
 OLGA = "olga (operator, local-token)"
@@ -37,26 +37,27 @@ def test_versions_gate_reasons_and_chart(stack: Stack, signer: Signer) -> None:
 
     table = at.dataframe[0].value
     assert sorted(table["version"]) == [1, 2]
-    assert dict(zip(table["version"], table["status"], strict=True)) == {1: "promoted", 2: "rejected"}
-    assert dict(zip(table["version"], table["production"], strict=True)) == {1: "★", 2: ""}
-    assert list(table["signature"]) == ["✗ unsigned", "✗ unsigned"], "no signer configured in these tests"
-    assert any("failed: r2" in r and "vs floor 0.9999" in r for r in table["reasons"])
+    assert dict(zip(table["version"], table["status"], strict=True)) == {1: "production", 2: "rejected"}
+    assert dict(zip(table["version"], table["gate"], strict=True)) == {1: "approved", 2: "rejected"}
+    assert list(table["signature"]) == ["unsigned", "unsigned"], "no signer configured in these tests"
     assert [m.value for m in at.metric] == ["v1"]
+    assert "**savings: serving v1**" in texts(at, "markdown")
     chart = chart_data(at)
-    assert sorted(set(chart["color -- streamlit-generated"])) == ["baseline", "candidate", "previous production"]
-    points = {
-        (r["version"], r["color -- streamlit-generated"]): r["value -- streamlit-generated"]
-        for r in chart.to_dict("records")
-    }
+    assert sorted(set(chart["series"])) == ["baseline", "candidate", "previous production"]
+    points = {(r["version"], r["series"]): r["value"] for r in chart.to_dict("records")}
     for row in table.to_dict("records"):
         assert points[(row["version"], "candidate")] == pytest.approx(row["candidate"])
         assert points[(row["version"], "baseline")] == pytest.approx(row["baseline"])
-    assert points[(2, "previous production")] == pytest.approx(table.set_index("version").loc[2, "previous_production"])
+    previous = table.set_index("version")["previous_production"]  # text: v1 has none, and a missing cell reads —
+    assert previous[1] == "—" and float(previous[2]) == pytest.approx(points[(2, "previous production")], abs=1e-4)
+    assert (1, "previous production") not in points, "v1 had no production to compare with: no point, not None"
+    assert any(m["type"] == "line" and m.get("point") for m in marks(charts(at)[0][0])), "one version still shows"
     # the details of the production version are selected first
     assert at.main.selectbox[0].value == 1
-    assert any(t.startswith("- ✅ passed: r2") for t in texts(at, "markdown"))
+    assert any(t.startswith("- :material/check: passed: r2") for t in texts(at, "markdown"))
     at.main.selectbox[0].select(2).run()
-    assert any(f"- ❌ {rejected.reasons[0]}" == t for t in texts(at, "markdown"))
+    assert f"- :material/close: {rejected.reasons[0]}" in texts(at, "markdown")
+    assert "failed: r2" in rejected.reasons[0] and "vs floor 0.9999" in rejected.reasons[0]
     assert at.checkbox(key="force-savings-2").label.startswith("Force")
 
 

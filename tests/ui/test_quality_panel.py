@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 from sklearn.metrics import mean_absolute_error, r2_score
 from streamlit.testing.v1 import AppTest
@@ -16,6 +15,7 @@ from flywheel.feedback.captures import capture_key, to_parquet
 from flywheel.schema import load_schema
 from tests.conftest import Stack
 from tests.ui.conftest import open_app, texts, train
+from tests.ui.rendered import charts, marks
 
 SAVINGS = load_schema("savings")
 DAY1, DAY2 = datetime(2024, 5, 1, 9, 30, tzinfo=UTC), datetime(2024, 5, 2, 17, 5, tzinfo=UTC)
@@ -42,10 +42,6 @@ def quality_table(at: AppTest) -> pd.DataFrame:
     return found[0]
 
 
-def charts(at: AppTest) -> list[pd.DataFrame]:
-    return [pa.ipc.open_stream(c.proto.datasets[0].data.data).read_all().to_pandas() for c in at.get("vega_lite_chart")]
-
-
 def test_a_viewer_sees_live_quality_beside_the_holdout_score(stack: Stack) -> None:
     train(stack, seed=1)
     holdout = stack.get_json("models/savings/versions/000001/manifest.json")["metrics"]["candidate"]["r2"]
@@ -66,11 +62,10 @@ def test_a_viewer_sees_live_quality_beside_the_holdout_score(stack: Stack) -> No
     assert row["live - holdout"] == pytest.approx(live_r2 - holdout)
     assert "**v1**: live r2 per UTC day of the capture" in texts(at, "markdown")
 
-    quality, _holdouts = charts(at)  # the live chart, then the holdout chart over versions
-    points = {(r["day"], r["color -- streamlit-generated"]): r["value -- streamlit-generated"]
-              for r in quality.to_dict("records")}  # fmt: skip
+    (_, quality), _holdouts = charts(at)  # the live chart, then the holdout chart over versions
+    points = {(r["day"], r["series"]): r["value"] for r in quality.to_dict("records")}
     assert points[("2024-05-01", "live r2")] == pytest.approx(r2_score([120, 200], [100, 250]))
-    assert pd.isna(points[("2024-05-02", "live r2")]), "one label on that day: R² is undefined"
+    assert ("2024-05-02", "live r2") not in points, "one label on that day: R² is undefined, no point"
     assert points[("2024-05-01", "holdout r2")] == pytest.approx(holdout)
     assert points[("2024-05-02", "holdout r2")] == pytest.approx(holdout)
 
@@ -92,3 +87,20 @@ def test_no_labelled_predictions_yet(stack: Stack) -> None:
     next(b for b in at.button if b.label == "Refresh").click().run()  # clears the cached figures
     assert any(t.startswith("No labelled predictions yet: 1 captured prediction(s)") for t in texts(at, "info"))
     assert len(at.get("vega_lite_chart")) == 1, "only the holdout chart over versions"
+
+
+def test_a_one_day_chart_marks_its_point_and_draws_the_holdout(stack: Stack) -> None:
+    """A line needs two days; one day of labels used to leave empty axes (issue 23, item 8)."""
+    train(stack, seed=1)
+    holdout = stack.get_json("models/savings/versions/000001/manifest.json")["metrics"]["candidate"]["r2"]
+    put_captures(stack, [("r1", 1, DAY1, 100.0), ("r2", 1, DAY1, 250.0)], seq=1)
+    stack.put("feedback/savings/labels.csv", b"id,monthly_savings\nr1,120\nr2,200\n")
+
+    at = open_app("models")
+
+    (spec, data), _holdouts = charts(at)
+    assert any(m["type"] == "line" and m.get("point") for m in marks(spec)), "the one day is drawn as a point"
+    assert any(m["type"] == "rule" for m in marks(spec)), "the holdout score is a line across the chart"
+    points = {(r["day"], r["series"]): r["value"] for r in data.to_dict("records")}
+    assert points == {("2024-05-01", "live r2"): pytest.approx(r2_score([120, 200], [100, 250])),
+                      ("2024-05-01", "holdout r2"): pytest.approx(holdout)}  # fmt: skip
