@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ def cmd_drop(args: argparse.Namespace) -> int:
     from flywheel.data.validation import validate_stream
     from flywheel.errors import BatchRejected
     from flywheel.names import check_name, data_prefix
+    from flywheel.registry.store import Registry
     from flywheel.settings import TrainerSettings
     from flywheel.storage import s3_client
 
@@ -74,7 +76,8 @@ def cmd_drop(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise FlywheelError(f"{path}: no such file")
-    key = data_prefix(s, check_name(args.model or s.model_name)) + (args.name or path.name)
+    model = check_name(args.model or s.model_name)
+    key = data_prefix(s, model) + (args.name or path.name)
     if not args.no_check:  # streamed from the file, as validate reads it; the upload streams it again
         try:
             validate_stream(path, str(path), model_schema(args, s, s3), max_duplicate_fraction=s.max_duplicate_fraction)
@@ -82,11 +85,29 @@ def cmd_drop(args: argparse.Namespace) -> int:
             print(rejection_text(e))
             print("not uploaded: the trainer would quarantine it (--no-check uploads it anyway)", file=sys.stderr)
             return 1
+    before = max(Registry(s3, s.bucket, model, s.models_prefix).versions(), default=0)
     with path.open("rb") as body:
         put_new(s3, s.bucket, key, body, via="flywheel-cli", how_to_rename="choose another with --as NAME",
                 metadata={"uploaded-by": f"{actor()} (cli)"})  # fmt: skip
-    print(f"uploaded {path} -> s3://{s.bucket}/{key}")
-    return 0
+    print(f"uploaded {path} -> s3://{s.bucket}/{key}", flush=True)
+    return _wait_for_outcome(s, s3, model, key, before, args.wait) if args.wait else 0
+
+
+def _wait_for_outcome(s: Any, s3: Any, model: str, key: str, before: int, timeout: float) -> int:
+    """`drop --wait`: poll until the trainer has quarantined the batch or trained on it (or left it out)."""
+    from flywheel.jobs.batch_outcome import batch_outcome
+
+    print(f"waiting up to {timeout:g} s for the trainer ...", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outcome = batch_outcome(s3, s, model, key, before)
+        if outcome is not None:
+            print("\n".join(outcome.lines))
+            return 0 if outcome.accepted else 1
+        time.sleep(1.0)
+    print(f"{key}: no outcome after {timeout:g} s (the trainer may be busy): see `flywheel models --model {model}`",
+          file=sys.stderr)  # fmt: skip
+    return 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -155,6 +176,9 @@ def add_parsers(add: Add, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("--no-check", action="store_true",
                    help="upload without checking the file against the model's schema first (the trainer still "
                         "checks it and quarantines a bad batch)")  # fmt: skip
+    p.add_argument("--wait", type=float, nargs="?", const=300.0, default=None, metavar="SECONDS",
+                   help="then wait (300 s, or SECONDS) for the trainer and print what became of the batch: the "
+                        "version it trained and where that stands, or the quarantine report (exit 1)")  # fmt: skip
 
     p = add("validate", cmd_validate, "Check a CSV batch locally, as the trainer will: exit 0 accepted, 1 rejected.")
     p.add_argument("file", help="CSV file to check")

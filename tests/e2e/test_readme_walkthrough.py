@@ -8,6 +8,7 @@ joined, and a version is trained on them."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ def walkthrough_commands(readme: str) -> list[str]:
     pending = ""
     for line in block.splitlines():
         pending = f"{pending}\n{line}" if pending else line
-        if pending.count("'") % 2 == 0 and not pending.endswith("\\"):  # a quote left open continues the command
+        try:  # a quote left open (or a trailing backslash) continues the command on the next line
+            complete = bool(shlex.split(pending, comments=True) or True) and not pending.endswith("\\")
+        except ValueError:
+            complete = False
+        if complete:
             if pending.strip() and not pending.lstrip().startswith("#"):
                 commands.append(pending)
             pending = ""
@@ -57,9 +62,9 @@ def test_the_readme_walkthrough_works_as_written(up: Up, tmp_path: Path) -> None
     script = []
     for i, command in enumerate(commands):
         command = command.replace("localhost:8080", f"localhost:{up.api_port}").replace("/tmp/", f"{scratch}/")
-        script += [f"echo '{MARK} {i} start'", command, f"echo '{MARK} {i} exit' $?"]
+        script += [f"printf '\\n{MARK} {i} start\\n'", command, f"printf '\\n{MARK} {i} exit %d\\n' $?"]
     env = {k: v for k, v in up.env.items() if not k.startswith(("AWS_", "FLYWHEEL_"))}  # nothing exported
-    run = subprocess.run(["bash", "-c", "\n".join(script)], cwd=home, env=env, capture_output=True, text=True,
+    run = subprocess.run(["bash", "-c", "exec 2>&1\n" + "\n".join(script)], cwd=home, env=env, capture_output=True, text=True,
                          timeout=900)  # fmt: skip
     outputs: dict[int, list[str]] = {}
     codes: dict[int, int] = {}

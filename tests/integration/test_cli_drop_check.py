@@ -4,13 +4,16 @@ that schema from the bucket. Real boto3 calls against moto's server, the CLI's m
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from flywheel.cli.main import main
 from tests.conftest import Stack
-from tests.helpers import csv_bytes
+from tests.helpers import csv_bytes, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CANCER_SCHEMA = REPO / "examples" / "breast-cancer" / "schema.json"
@@ -100,3 +103,43 @@ def test_validate_model_reads_the_registered_schema(
     assert code == 2 and "not both" in err
     code, _, err = run(capsys, "validate", str(cancer), "--model", "cancer", "--bucket", "no-such-bucket-here")
     assert code == 2 and "NoSuchBucket" in err
+
+
+def _drop_and_wait(stack: Stack, path: Path, *extra: str) -> subprocess.Popen[str]:
+    """`flywheel drop --wait` in its own process, as a user runs it; the test plays the trainer."""
+    cmd = [sys.executable, "-m", "flywheel.cli", "drop", str(path), "--model", "savings", "--wait", "120", *extra]
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    name = path.name
+    wait_for(lambda: f"data/savings/{name}" in stack.keys("data/") or proc.poll() is not None, 60, interval=0.2,
+             what=f"{name} uploaded")  # fmt: skip
+    return proc
+
+
+def test_drop_wait_says_what_became_of_the_batch(stack: Stack, tmp_path: Path) -> None:
+    good = savings_csv(tmp_path, "good.csv")
+    proc = _drop_and_wait(stack, good)
+    assert main(["retrain", "--model", "savings"]) == 0
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "data/savings/good.csv: trained into savings v1: production" in out and "serving v1" in out
+
+    # the same bytes under another name: accepted, nothing new to train on, and said so
+    (tmp_path / "again.csv").write_bytes(good.read_bytes())
+    proc = _drop_and_wait(stack, tmp_path / "again.csv")
+    assert main(["retrain", "--model", "savings"]) == 0
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "data/savings/again.csv: accepted, not trained on: same content as data/savings/good.csv" in out
+
+    # a bad batch uploaded anyway: the quarantine report, exit 1
+    bad = savings_csv(tmp_path, "typo.csv", typo=True)
+    proc = _drop_and_wait(stack, bad, "--no-check")
+    assert main(["retrain", "--model", "savings"]) == 0
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    assert "data/savings/typo.csv: quarantined -> s3://" in out and "income" in out
+
+
+def test_drop_wait_gives_up_after_its_time(stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "drop", str(savings_csv(tmp_path)), "--model", "savings", "--wait", "1.5")
+    assert code == 1 and "uploaded" in out and "no outcome after 1.5 s" in err
