@@ -64,8 +64,8 @@ def test_the_readme_walkthrough_works_as_written(up: Up, tmp_path: Path) -> None
         command = command.replace("localhost:8080", f"localhost:{up.api_port}").replace("/tmp/", f"{scratch}/")
         script += [f"printf '\\n{MARK} {i} start\\n'", command, f"printf '\\n{MARK} {i} exit %d\\n' $?"]
     env = {k: v for k, v in up.env.items() if not k.startswith(("AWS_", "FLYWHEEL_"))}  # nothing exported
-    run = subprocess.run(["bash", "-c", "exec 2>&1\n" + "\n".join(script)], cwd=home, env=env, capture_output=True, text=True,
-                         timeout=900)  # fmt: skip
+    shell = "exec 2>&1\n" + "\n".join(script)  # each command's errors beside its output
+    run = subprocess.run(["bash", "-c", shell], cwd=home, env=env, capture_output=True, text=True, timeout=900)
     outputs: dict[int, list[str]] = {}
     codes: dict[int, int] = {}
     current = -1
