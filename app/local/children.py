@@ -8,40 +8,32 @@ dies, however it dies (even SIGKILL): nothing is left holding the ports.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from flywheel.child_processes import die_with_parent
+
 log = logging.getLogger("flywheel.up")
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec function: SIGTERM this child when the process that starts it dies (Linux; None elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # `up` died between fork and prctl: the signal will never come
-            os._exit(1)
-
-    return preexec
+def launched_at() -> float:
+    """When this process started (wall clock): "ready in" counts from the user's command, not from our imports."""
+    try:
+        return Path(f"/proc/{os.getpid()}").stat().st_ctime
+    except OSError:
+        return time.time()
 
 
 class Children:
     def __init__(self, cwd: Path, logs: Path, env: dict[str, str]) -> None:
         self.cwd, self.logs, self.env = cwd, logs, env
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self._preexec = _die_with_parent()
+        self._preexec = die_with_parent()
 
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from types import FrameType
 
 from app.local.access import ensure_local_keys
 from app.local.banner import banner
-from app.local.children import Children
+from app.local.children import Children, launched_at
 from app.local.identity import local_identity
 from app.local.probes import busy_ports, http_ok, served, wait, wait_for_models
 from app.local.seed import register_and_seed, wire_queue
@@ -47,31 +47,31 @@ class Options:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
+AWS_IDENTITY = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+                "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN",
+                "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"}  # fmt: skip
+
+
 def _say(msg: str) -> None:
     print(f"[flywheel up] {msg}", flush=True)
-
-
-def launched_at() -> float:
-    """When this process started (wall clock): "ready in" counts from the user's command, not from our imports."""
-    try:
-        return Path(f"/proc/{os.getpid()}").stat().st_ctime
-    except OSError:
-        return time.time()
 
 
 class LocalStack:
     def __init__(self, opts: Options, launched: float | None = None) -> None:
         self.o = opts
         self.launched = launched or time.time()
-        self.stopping = False
         keep_private(opts.state_dir)  # keys, tokens, data and models: this user's only (before anything is written)
         self.logs = opts.state_dir / "logs"
         self.endpoint = f"http://127.0.0.1:{opts.s3_port}"
+        # the embedded S3 takes any credentials: fixed local ones, so real ones in this terminal never reach the
+        # children or stack.json
+        inherited = {k: v for k, v in os.environ.items() if k not in AWS_IDENTITY}
         self.env = {
-            **os.environ,
+            **inherited,
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "FLYWHEEL_BUCKET": opts.bucket,
@@ -89,6 +89,8 @@ class LocalStack:
             "PYTHONUNBUFFERED": "1",
             **opts.extra_env,
         }
+        for k in AWS_IDENTITY:
+            os.environ.pop(k, None)
         os.environ.update({k: self.env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                                     "AWS_REGION", "AWS_DEFAULT_REGION")})  # fmt: skip
         self.mirror: Mirror | None = None
@@ -176,8 +178,10 @@ class LocalStack:
         s3, sqs = s3_client(), sqs_client()
         s3.create_bucket(Bucket=o.bucket)
         s3.put_bucket_versioning(Bucket=o.bucket, VersioningConfiguration={"Status": "Enabled"})
-        self.mirror = Mirror(s3, o.bucket, o.state_dir)
-        restored = self.mirror.restore()
+        mirror = Mirror(s3, o.bucket, o.state_dir)
+        restored = mirror.restore()
+        # only now may syncs delete files: an interrupted restore must not make the saved state look deleted
+        self.mirror = mirror
         url = wire_queue(s3, sqs, o.bucket, o.max_receive_count)
         if restored:
             _say(f"restored {restored} object(s) from the state directory")
@@ -232,7 +236,6 @@ class LocalStack:
             last = versions
 
     def stop(self) -> None:
-        self.stopping = True  # a second Ctrl-C or SIGTERM no longer interrupts the stopping
         self._stop.set()
         remove_stack_file(self.o.state_dir)  # the CLI no longer finds a stack that is not running
         # everything but the embedded S3 stops at once (one grace period for all, not one each), then the
@@ -251,6 +254,7 @@ class LocalStack:
 
 def up(opts: Options) -> int:
     launched = launched_at()
+    os.umask(0o077)  # from the first file on (the lock): this user's only
     lock = StateLock(opts.state_dir)
     try:  # before anything is touched: a second `up` on the same state leaves the running one alone
         lock.acquire()
@@ -274,17 +278,19 @@ def _run(opts: Options, launched: float) -> int:
         _say(f"error: port {', '.join(busy)} in use by another program: stop it, or choose other ports "
              "(flywheel up --help)")  # fmt: skip
         return 1
-    stack = LocalStack(opts, launched)
-
     # Ctrl-C and SIGTERM stop the stack in any phase (while it waits for a model too); ignored once stopping.
     # Installed explicitly: a shell's background job inherits SIGINT ignored, and Python would keep that.
+    stopping = False
+
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        if not stack.stopping:
+        if not stopping:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    stack: LocalStack | None = None
     try:
+        stack = LocalStack(opts, launched)
         stack.start()
         stack.watch()
     except KeyboardInterrupt:
@@ -293,5 +299,7 @@ def _run(opts: Options, launched: float) -> int:
         _say(f"error: {e}")
         return 1
     finally:
-        stack.stop()
+        stopping = True
+        if stack is not None:
+            stack.stop()
     return 0

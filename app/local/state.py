@@ -12,9 +12,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from flywheel.cli.stack_env import read_stack
+from flywheel.cli.own_files import private_dir, untrusted
+from flywheel.cli.stack_env import LOCK_FILE, read_stack
 
 log = logging.getLogger("flywheel.up")
 
@@ -47,32 +48,35 @@ class StateLock:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        f = (self.state_dir / "up.lock").open("a+")
+        private_dir(self.state_dir)  # 0700 when new; refused when another user could write in it
+        path = self.state_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # a planted link: refused
+        why = untrusted(os.fstat(fd))
+        if why:
+            os.close(fd)
+            raise StackRunning(f"{path}: {why}; remove it")
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            f.close()
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
             running = read_stack(self.state_dir)
             where = running.describe() if running else f"{self.state_dir} (pid {holder}, still starting)"
             raise StackRunning(
                 f"a local stack is already running from {where}: use it (the CLI finds it), stop it first "
                 "(Ctrl-C in its terminal), or start another with --state-dir DIR and other ports"
             ) from None
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self._file = f
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # closing drops the lock
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
 
 
 class Mirror:
@@ -81,6 +85,8 @@ class Mirror:
         self.dir = root / "s3" / bucket
         self.index_path = root / "s3" / f"{bucket}.index.json"
         self.index: dict[str, str] = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+        # until every saved object is back in the bucket, a sync must not take a missing one for a deleted one
+        self.restored = not self.index
 
     def restore(self) -> int:
         """Upload every mirrored object (data first, then models, alias last); returns the count."""
@@ -91,6 +97,7 @@ class Mirror:
             path = self.dir / key
             if path.is_file():
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+        self.restored = True
         if keys:
             self.sync()  # new ETags are what the next sync compares against
         return len(keys)
@@ -103,6 +110,8 @@ class Mirror:
                 path = self.dir / key
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        if not self.restored:  # an interrupted restore: keep every saved file, and the index that lists them
+            return
         for key in set(self.index) - set(live):
             (self.dir / key).unlink(missing_ok=True)
         self.index = live

@@ -7,6 +7,11 @@ another terminal, from any directory, works without exporting anything. Which st
 `FLYWHEEL_STATE_DIR` when set; else `./.flywheel` when a stack runs there; else the only running stack of
 this user (with several, the CLI names them and asks for `FLYWHEEL_STATE_DIR`). The files hold only the
 embedded S3's fixed local credentials, never real ones, and are removed by the `up` that wrote them.
+
+A stack counts as running only while its `up` holds `<state dir>/up.lock` (a pid left in a file by a killed
+`up` may since belong to anyone). The CLI takes a stack.json only from this user's own files (never through a
+symlink, never one another user could write: flywheel/cli/own_files.py), and only what `up` writes in it:
+loopback URLs, key files inside that state directory, and a few plain names.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from flywheel.cli.own_files import lock_held, private_dir, read_own, trusted_dir, write_own
 
 STACK_FILE = "stack.json"
 DEFAULT_STATE_DIR = ".flywheel"
@@ -37,14 +46,13 @@ def _record_path(state_dir: Path) -> Path:
     return running_dir() / f"{digest}.json"
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
+LOCK_FILE = "up.lock"
+LOOPBACK_URL = re.compile(r"http://127\.0\.0\.1:\d{1,5}")
+#: what `flywheel up` writes and the CLI takes, checked: loopback URLs, key files inside the state directory
+URLS = ("AWS_ENDPOINT_URL", "FLYWHEEL_API_URL")
+FILES = ("FLYWHEEL_SIGNING_KEY_FILE", "FLYWHEEL_API_KEYS_FILE", "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE")
+PLAIN = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "FLYWHEEL_BUCKET", "FLYWHEEL_MODEL_NAME",
+         "FLYWHEEL_API_KEYS_REFRESH_SECONDS")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,31 +68,51 @@ class Running:
         return f"{self.state_dir} (pid {self.pid}, API {api})"
 
 
+def _checked(state_dir: Path, doc: dict[str, Any]) -> dict[str, str]:
+    """The settings of a stack.json, each checked; ValueError naming the first that is not what `up` writes."""
+    values: dict[str, str] = {}
+    for key, value in doc.items():
+        if key in ("pid",):
+            continue
+        if key not in URLS + FILES + PLAIN or not isinstance(value, str):
+            raise ValueError(f"unexpected entry {key!r}")
+        if key in URLS and not LOOPBACK_URL.fullmatch(value):
+            raise ValueError(f"{key} {value!r} is not a loopback URL")
+        if key in FILES and not Path(value).resolve().is_relative_to(state_dir):
+            raise ValueError(f"{key} {value!r} is outside {state_dir}")
+        values[key] = value
+    return values
+
+
 def read_stack(state_dir: Path) -> Running | None:
-    """The stack running from `state_dir`, None when none is (no file, or its `up` is gone)."""
+    """The stack running from `state_dir`: None when none is (no file, or its `up` no longer holds the lock). A
+    stack.json this user did not write, or that holds more than `up` writes, is refused with a warning."""
+    state_dir = state_dir.resolve()
+    if not lock_held(state_dir / LOCK_FILE):
+        return None  # stopped, or killed (a pid in a file left behind may since belong to anyone)
     try:
-        doc = json.loads(stack_file(state_dir).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict):
+        doc = json.loads(read_own(stack_file(state_dir)))
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        values = _checked(state_dir, doc)
+    except FileNotFoundError:
+        return None  # still starting
+    except (OSError, ValueError) as e:
+        print(f"warning: ignoring the local stack in {state_dir}: {e}", file=sys.stderr)
         return None
     pid = doc.get("pid")
-    if isinstance(pid, int) and not pid_alive(pid):
-        return None  # left by an `up` that was killed
-    values = {str(k): str(v) for k, v in doc.items() if str(k).startswith(("AWS_", "FLYWHEEL_"))}
-    return Running(state_dir.resolve(), pid if isinstance(pid, int) else None, values)
+    return Running(state_dir, pid if isinstance(pid, int) else None, values)
 
 
 def write_stack_file(state_dir: Path, values: dict[str, str]) -> Path:
     """Announce this process's stack: `<state_dir>/stack.json` and this user's record of it."""
     path = stack_file(state_dir)
-    path.write_text(json.dumps({**values, "pid": os.getpid()}, indent=2))
-    record = _record_path(state_dir)
+    write_own(path, json.dumps({**values, "pid": os.getpid()}, indent=2).encode())
     try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"state_dir": str(state_dir.resolve()), "pid": os.getpid()}))
-    except OSError:  # a read-only home: the CLI still finds the stack from its folder or FLYWHEEL_STATE_DIR
-        pass
+        record = private_dir(running_dir()) / _record_path(state_dir).name
+        write_own(record, json.dumps({"state_dir": str(state_dir.resolve()), "pid": os.getpid()}).encode())
+    except OSError as e:  # the CLI still finds the stack from its folder or FLYWHEEL_STATE_DIR
+        print(f"warning: no record of this stack in {running_dir()}: {e}", file=sys.stderr)
     return path
 
 
@@ -92,23 +120,28 @@ def remove_stack_file(state_dir: Path) -> None:
     """Withdraw the announcement, only if this process wrote it (a second `up` never removes the first's)."""
     for path in (stack_file(state_dir), _record_path(state_dir)):
         try:
-            if json.loads(path.read_text()).get("pid") == os.getpid():
+            if json.loads(read_own(path)).get("pid") == os.getpid():
                 path.unlink()
         except (OSError, ValueError, AttributeError):
             continue
 
 
 def running_stacks() -> list[Running]:
-    """Every stack of this user that is running now (records of stopped or killed ones are skipped)."""
+    """Every stack of this user that is running now; records of stopped or killed ones are deleted."""
+    folder = running_dir()
+    if not folder.is_dir() or trusted_dir(folder):
+        return []
     found: dict[Path, Running] = {}
-    for record in sorted(running_dir().glob("*.json")) if running_dir().is_dir() else []:
+    for record in sorted(folder.glob("*.json")):
         try:
-            state_dir = Path(json.loads(record.read_text())["state_dir"])
+            state_dir = Path(json.loads(read_own(record))["state_dir"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
         stack = read_stack(state_dir)
-        if stack is not None and stack.pid is not None:
+        if stack is not None:
             found[stack.state_dir] = stack
+        elif not lock_held(state_dir / LOCK_FILE):
+            record.unlink(missing_ok=True)  # its `up` is gone
     return list(found.values())
 
 
@@ -133,6 +166,7 @@ def use_local_stack() -> Path | None:
         return None
     for k, v in stack.values.items():
         os.environ.setdefault(k, v)
+    os.environ.setdefault("FLYWHEEL_STATE_DIR", str(stack.state_dir))  # `identity token` finds its keys too
     return stack_file(stack.state_dir)
 
 

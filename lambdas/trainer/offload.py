@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 
+from flywheel.child_processes import die_with_parent
 from flywheel.errors import FlywheelError
 from flywheel.settings import TrainerSettings
 from lambdas.trainer.delayed import MAX_DELAY, send_later
@@ -51,6 +52,7 @@ def submit(settings: TrainerSettings, *, model: str, reason: str, lock_token: st
                 "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.offload_lock_seconds),
             },
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # only prctl: it never outlives the local worker that started it
         )
         threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends
         return f"local process {proc.pid}"

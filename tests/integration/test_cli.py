@@ -130,11 +130,15 @@ def test_the_cli_finds_a_running_local_stack_or_says_what_is_missing(
     out = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "missing setting FLYWHEEL_BUCKET" in out.stderr and "make up" in out.stderr
+    from app.local.state import StateLock
     from flywheel.cli.stack_env import write_stack_file
 
+    lock = StateLock(tmp_path)
+    lock.acquire()  # a stack counts while its `up` holds the lock
     write_stack_file(tmp_path, {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": "t",
                                 "AWS_SECRET_ACCESS_KEY": "t", "AWS_REGION": "us-east-1",
                                 "FLYWHEEL_BUCKET": stack.bucket})  # fmt: skip
     out = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=tmp_path)
+    lock.release()
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"savings": []}
