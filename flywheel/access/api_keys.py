@@ -12,14 +12,17 @@ hashes them when it loads them and treats them as `client` keys.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
 import logging
 import os
 import secrets
+import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +87,7 @@ class FileStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.source = str(self.path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")  # see update()
 
     def load(self) -> list[KeyRecord]:
         if not self.path.exists():
@@ -112,18 +116,62 @@ class SecretStore:
         self.source = f"secret {secret_id}"
 
     def load(self) -> list[KeyRecord]:
-        value = self.client.get_secret_value(SecretId=self.secret_id)["SecretString"]
+        return self.load_versioned()[1]
+
+    def load_versioned(self) -> tuple[str | None, list[KeyRecord]]:
+        """The secret's current VersionId and its records, read together."""
+        got = self.client.get_secret_value(SecretId=self.secret_id)
         try:
-            doc = json.loads(value)
+            doc = json.loads(got["SecretString"])
         except ValueError as e:
             raise FlywheelError(f"{self.source}: not JSON ({e})") from e
-        return parse(doc, self.source)
+        return got.get("VersionId"), parse(doc, self.source)
 
-    def save(self, records: Sequence[KeyRecord]) -> None:
+    def save(self, records: Sequence[KeyRecord], expect_version: str | None = None) -> None:
+        """Write `records`; with `expect_version`, only if the secret is still at that version (checked just before:
+        Secrets Manager has no conditional write, so this narrows the window to one round trip, it cannot close it)."""
+        if expect_version is not None:
+            now = self.client.get_secret_value(SecretId=self.secret_id).get("VersionId")
+            if now != expect_version:
+                raise FlywheelError(f"{self.source} changed while this command ran (another key created or revoked?); "
+                                    "nothing written: run it again")  # fmt: skip
         self.client.put_secret_value(SecretId=self.secret_id, SecretString=dump(records))
 
 
 Store = FileStore | SecretStore
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (made 0600 when missing, never opened through a symlink) while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise FlywheelError(f"cannot open the lock file {path}: {e.strerror}") from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FlywheelError(f"the lock file {path} is not a regular file: delete it")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+        yield
+    finally:
+        os.close(fd)
+
+
+def update(store: Store, change: Callable[[list[KeyRecord]], list[KeyRecord] | None]) -> None:
+    """Load the records, pass them to `change` and save what it returns (None: nothing to save), with no other update
+    in between: a file store stays locked from the load to the save (`<store>.lock`, which every update takes); a
+    secret is written only if it is still at the version loaded (see SecretStore.save)."""
+    if isinstance(store, FileStore):
+        with file_lock(store.lock_path):
+            records = change(store.load())
+            if records is not None:
+                store.save(records)
+        return
+    version, loaded = store.load_versioned()
+    records = change(loaded)
+    if records is not None:
+        store.save(records, expect_version=version)
 
 
 def store_from(file: str | None, secret_id: str | None, client: Callable[[], Any]) -> Store | None:

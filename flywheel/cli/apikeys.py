@@ -46,11 +46,14 @@ def cmd_create(args: argparse.Namespace) -> int:
     from flywheel.cli.models import actor
 
     store = _store(args)
-    records = store.load()
-    if any(r.name == args.name for r in records):
-        raise FlywheelError(f"a key named {args.name!r} exists; revoke it first or choose another name")
     key, record = api_keys.new_key(args.name, args.role, actor())
-    store.save([*records, record])
+
+    def add(records: list[api_keys.KeyRecord]) -> list[api_keys.KeyRecord]:
+        if any(r.name == args.name for r in records):
+            raise FlywheelError(f"a key named {args.name!r} exists; revoke it first or choose another name")
+        return [*records, record]
+
+    api_keys.update(store, add)  # under the store's lock (file) or version check (secret): nothing undone
     print(f"created key {record.id} ({record.name}, {record.role}) in {store.source}")
     print(f"it works once the replicas reload the store, {refresh_note()}; until then it gets 401")
     print("the key (shown once; send it as `Authorization: Bearer <key>`):")
@@ -70,12 +73,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from flywheel.access import api_keys
+
     store = _store(args)
-    records = store.load()
-    kept = [r for r in records if r.id != args.id]
-    if len(kept) == len(records):
-        raise FlywheelError(f"no key with id {args.id!r} in {store.source} (see `flywheel apikey list`)")
-    store.save(kept)
+
+    def drop(records: list[api_keys.KeyRecord]) -> list[api_keys.KeyRecord]:
+        kept = [r for r in records if r.id != args.id]
+        if len(kept) == len(records):
+            raise FlywheelError(f"no key with id {args.id!r} in {store.source} (see `flywheel apikey list`)")
+        return kept
+
+    api_keys.update(store, drop)
     print(f"revoked key {args.id}; the replicas refuse it once they reload the store, {refresh_note()}")
     return 0
 

@@ -120,8 +120,9 @@ def add_parsers(add: Any) -> None:
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--keys", type=int, default=10, metavar="N",
                       help="send from N client keys named traffic-1..N in the key store ($FLYWHEEL_API_KEYS_FILE or "
-                           "_SECRET_ID), made on first use and reused after; their plain values are kept in a 0600 "
-                           "file beside the store (default 10)")  # fmt: skip
+                           "_SECRET_ID), made on first use and reused after (traffic-<you>-i where someone else's key "
+                           "holds traffic-i); their plain values are kept in a 0600 file beside a file store, or in "
+                           "$XDG_STATE_HOME/flywheel (~/.local/state/flywheel) for a secret (default 10)")  # fmt: skip
     keys.add_argument("--key-file", metavar="FILE", help="send from the keys in this file instead (one per line)")
     p.add_argument("--rows-from", metavar="FILE.csv",
                    help="replay this CSV's feature columns (default: rows made for the model's schema)")  # fmt: skip

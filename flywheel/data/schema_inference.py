@@ -1,106 +1,36 @@
 """A first schema for a user's CSV: types, categories, task and safe bounds guessed from the data (docs/schema.md).
 
 The file is read block by block with validation's own reader and number parser (flywheel/data/validation.py), so
-the guess agrees with what `flywheel validate` will accept. Memory grows with a block and, per column, with at
-most MAX_CATEGORIES + 1 distinct values (a column with more is counted, not kept), never with the file's rows.
+the guess agrees with what `flywheel validate` will accept. Memory grows with a group of blocks (GROUP_BYTES) and,
+per column, with at most MAX_CATEGORIES + 1 distinct values of at most MAX_CATEGORY_CHARS characters (a column with
+more or longer ones is counted, not kept), never with the file's rows; a file has at most MAX_COLUMNS columns.
 Every guess comes with a reason, one line per column, so the user can review it before registering the schema.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from flywheel.data.validation import MAX_LINES_REPORTED, file_header, normalise, parse_numbers, string_blocks
+from flywheel.data.column_stats import MAX_CATEGORIES, ColumnStats, _grouped
+from flywheel.data.header_checks import Source, file_header, listed, normalise, repeated, shorten
+from flywheel.data.validation import string_blocks
 from flywheel.errors import FlywheelError
 from flywheel.schema import Schema, Task
 
-Source = bytes | str | Path
-MAX_CATEGORIES = 100  # more distinct text values: an identifier or free text (HGB also takes at most 255)
+MAX_COLUMNS = 1000  # a wider file is refused: no tabular model here needs more, and the scan's time grows with them
 MAX_AUTO_CLASSES = 10  # a whole-number target with at most this many distinct values is read as classes
 IDENTIFIER_MIN_VALUES = 20  # all-distinct text values count as an identifier from this many rows on
 BOUND_MIN_VALUES = 30  # no bound is guessed from fewer values
 BOUND_ZERO_SHARE = 0.01  # min 0 needs at least this share of values (and two) at exactly 0: a floor the data sits on
-_WHOLE = r"^[+-]?[0-9]+$"
 
 
 class CannotInfer(FlywheelError):
     """The CSV cannot be described by a schema as it is; the message says which columns or rows and why."""
 
     status = 422
-
-
-@dataclass
-class ColumnStats:
-    """What one column's cells showed, gathered block by block in bounded memory."""
-
-    name: str
-    values: int = 0  # non-empty cells
-    missing: int = 0
-    missing_lines: list[int] = field(default_factory=list)
-    not_numbers: int = 0
-    not_number_lines: list[int] = field(default_factory=list)
-    not_number_seen: list[str] = field(default_factory=list)
-    whole: bool = True  # every number a whole number
-    written_whole: bool = True  # ... and written without a decimal point or exponent
-    lo: float = math.inf
-    hi: float = -math.inf
-    zeros: int = 0
-    counts: dict[str, int] | None = field(default_factory=dict)  # None once past MAX_CATEGORIES distinct values
-    counting: bool = True  # increasing by exactly one from row to row (a row number)
-    last: float | None = None
-
-    def update(self, arr: pa.Array, offset: int) -> None:
-        values, empty, not_number = parse_numbers(arr)
-        s = pc.utf8_trim_whitespace(arr)
-        finite = np.isfinite(values)
-        not_number |= ~empty & ~finite  # 'inf' is rejected by validation's range check: not a usable number
-        self.missing += int(empty.sum())
-        self.missing_lines += _lines(empty, offset, MAX_LINES_REPORTED - len(self.missing_lines))
-        self.values += int((~empty).sum())
-        if not_number.any():
-            self.not_numbers += int(not_number.sum())
-            self.not_number_lines += _lines(not_number, offset, MAX_LINES_REPORTED - len(self.not_number_lines))
-            if len(self.not_number_seen) < 5:
-                seen = pc.unique(pc.filter(s, pa.array(not_number))).to_pylist()
-                self.not_number_seen = list(dict.fromkeys([*self.not_number_seen, *(v[:40] for v in seen)]))[:5]
-        numbers = values[finite]
-        if numbers.size:
-            self.lo, self.hi = min(self.lo, float(numbers.min())), max(self.hi, float(numbers.max()))
-            self.zeros += int((numbers == 0).sum())
-            self.whole = self.whole and bool((numbers == np.round(numbers)).all())
-            if self.written_whole:
-                written = pc.match_substring_regex(pc.filter(s, pa.array(finite)), _WHOLE)
-                self.written_whole = bool(pc.all(written).as_py())
-        if self.counting:
-            steps = np.diff(np.concatenate([[np.nan if self.last is None else self.last], values]))
-            self.counting = bool(finite.all() and (steps[1 if self.last is None else 0 :] == 1).all())
-            self.last = float(values[-1]) if len(values) else self.last
-        if self.counts is not None:
-            kept = pc.value_counts(pc.filter(s, pa.array(~empty)))
-            for value, n in zip(kept.field(0).to_pylist(), kept.field(1).to_pylist(), strict=True):
-                self.counts[value] = self.counts.get(value, 0) + n
-            if len(self.counts) > MAX_CATEGORIES:
-                self.counts = None
-
-    @property
-    def numeric(self) -> bool:
-        return self.not_numbers == 0
-
-    def lines_text(self, lines: list[int], count: int) -> str:
-        more = f" (of {count})" if count > len(lines) else ""
-        return f"line(s) {lines}{more}"
-
-
-def _lines(mask: np.ndarray, offset: int, room: int) -> list[int]:
-    return [int(i) + offset + 2 for i in np.flatnonzero(mask)[: max(room, 0)]] if room > 0 else []
 
 
 def _sorted(values: list[str]) -> list[str]:
@@ -122,20 +52,23 @@ class Inferred:
 def scan(src: Source, key: str) -> tuple[int, list[ColumnStats]]:
     """Read the whole file once: (rows, statistics per column in header order)."""
     names = file_header(src, key)
+    if len(names) > MAX_COLUMNS:
+        raise CannotInfer(f"{key}: the header has {len(names)} columns; schema infer takes at most {MAX_COLUMNS} "
+                          "(keep the features and the target, remove the others)")  # fmt: skip
     cleaned = [normalise(n) for n in names]
     unnamed = [i + 1 for i, n in enumerate(cleaned) if not n]
     if unnamed:
         hint = " (a pandas index? write the CSV with index=False)" if unnamed == [1] else ""
         raise CannotInfer(f"{key}: column(s) {unnamed} of the header have no name{hint}; name or remove them")
-    dupes = sorted({n for n in cleaned if cleaned.count(n) > 1})
+    dupes = repeated(cleaned)
     if dupes:
-        raise CannotInfer(f"{key}: the header repeats column(s) {dupes} (names compared without spaces)")
+        raise CannotInfer(f"{key}: the header repeats column(s) {listed(dupes)} (names compared without spaces)")
     stats = [ColumnStats(n) for n in cleaned]
     rows = 0
-    for block in string_blocks(src, key, names):
-        for i, st in enumerate(stats):
-            st.update(block.column(i), rows)
-        rows += block.num_rows
+    for count, columns in _grouped(string_blocks(src, key, names), len(names)):
+        for st, column in zip(stats, columns, strict=True):
+            st.update(column, rows)
+        rows += count
     if rows == 0:
         raise CannotInfer(f"{key}: the file has a header but no rows")
     return rows, stats
@@ -179,6 +112,8 @@ def _feature(st: ColumnStats) -> tuple[dict[str, Any], str, str | None]:
     if st.not_numbers < st.values:
         mixed = (f"; {st.values - st.not_numbers} of {st.values} values are numbers but not {st.not_number_seen}: "
                  "if those mean missing, leave the cells empty")  # fmt: skip
+    if st.free_text:
+        return {}, "", f"{st.name!r}: {st.free_text}"
     if st.counts is None:
         if mixed:  # mostly numbers: a missing-value marker the validator does not know, most likely
             return {}, "", f"{st.name!r}: {mixed[2:]} (as text it has more than {MAX_CATEGORIES} distinct values)"
@@ -190,7 +125,7 @@ def _feature(st: ColumnStats) -> tuple[dict[str, Any], str, str | None]:
     entry = {"name": st.name, "type": "categorical", "categories": categories}
     if st.missing:
         entry["nullable"] = True
-    shown = f"{categories[:8]}"[:-1] + (", ...]" if len(categories) > 8 else "]")
+    shown = f"{[shorten(c) for c in categories[:8]]}"[:-1] + (", ...]" if len(categories) > 8 else "]")
     text = f"categorical, {len(categories)} categories {shown}{nullable}{mixed}"
     once = [c for c in categories if st.counts[c] == 1]
     if once:
@@ -229,13 +164,15 @@ def _target(st: ColumnStats, task: Task | None) -> tuple[dict[str, Any], Task, s
             entry["min"] = lo
             why += f"; {reason}"
         return entry, task, f"regression ({why}), {st.lo:g} to {st.hi:g}"
+    if st.free_text:
+        raise CannotInfer(f"target {st.name!r} has {st.free_text}: not class labels")
     if st.counts is None:
         raise CannotInfer(f"target {st.name!r} has more than {MAX_CATEGORIES} distinct values: too many classes "
                           "for classification (--task regression if it is a quantity)")  # fmt: skip
     if len(st.counts) < 2:
-        raise CannotInfer(f"target {st.name!r} has one value only ({list(st.counts)}): nothing to learn")
+        raise CannotInfer(f"target {st.name!r} has one value only ({list(map(shorten, st.counts))}): nothing to learn")
     classes = _sorted(list(st.counts))
-    seen = ", ".join(f"{c!r} {st.counts[c]}" for c in classes)
+    seen = ", ".join(f"{shorten(c)!r} {st.counts[c]}" for c in classes)
     return {"name": st.name, "classes": classes}, task, f"classification ({why}), classes {seen}"
 
 

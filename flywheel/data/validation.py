@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -20,27 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from flywheel.data.csv_scan import first_bad_utf8_line, first_ragged_line, header, sniff
+from flywheel.data.csv_scan import first_bad_utf8_line, first_ragged_line
+from flywheel.data.header_checks import Source, _problem, file_header, header_problems, normalise, shorten
 from flywheel.errors import BatchRejected
 from flywheel.schema import Schema
 
 MAX_LINES_REPORTED = 10
 BLOCK_BYTES = 1 << 20  # a row (a line) may be at most this long; 1 MiB keeps the read-ahead small
 NULL_TOKENS = pa.array(["nan", "null", "na", "none"])
-Source = bytes | str | Path
 
 
 class SinkFailed(Exception):
     """Writing a validated block failed (disk full, ...): the trainer's problem, never the batch's."""
-
-
-def _problem(check: str, message: str) -> dict[str, Any]:
-    return {"check": check, "message": message}
-
-
-def normalise(name: str) -> str:
-    """How a header cell is compared with the schema: surrounding spaces and a stray BOM do not count."""
-    return name.replace("\ufeff", "").strip()
 
 
 @dataclass
@@ -142,31 +132,11 @@ def _categorical(
     if outside.any():
         text = f"'{name}' has {{seen}} outside {list(allowed)}"  # {seen}: filled in once all blocks are read
         problems.add("category", name, text, outside, offset)
-        seen = pc.unique(pc.filter(s, pa.array(outside))).to_pylist()[:50]
-        problems.add_seen("category", name, text, [str(v)[:40] for v in seen])
+        seen = pc.unique(pc.filter(s, pa.array(outside)))[:50].to_pylist()
+        problems.add_seen("category", name, text, [shorten(str(v)) for v in seen])
     if not nullable:
         problems.add("null", name, f"'{name}' is empty but not nullable", empty, offset)
     return pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), s)
-
-
-def _header(names: list[str], schema: Schema, hint: str) -> list[dict[str, Any]]:
-    cols = [normalise(n) for n in names]
-    problems = []
-    dupes = sorted({c for c in cols if cols.count(c) > 1})
-    missing = [c for c in schema.columns if c not in cols]
-    unknown = [c for c in dict.fromkeys(cols) if c not in schema.columns]
-    if missing:
-        folded = {c.casefold(): c for c in cols if c not in schema.columns}
-        near = [f"{folded[m.casefold()]!r} for {m!r}" for m in missing if m.casefold() in folded]
-        if near:
-            hint += f"; names are case-sensitive (found {', '.join(near)})"
-        problems.append(_problem("header", f"missing column(s) {missing}{hint}"))
-    if unknown:
-        shown = [u[:60] for u in unknown[:20]]
-        problems.append(_problem("header", f"unknown column(s) {shown}; expected {schema.columns}"))
-    if dupes:
-        problems.append(_problem("header", f"duplicated column(s) {dupes} (names compared without spaces)"))
-    return problems
 
 
 @dataclass
@@ -175,18 +145,6 @@ class Validated:
 
     rows: int
     duplicates: int
-
-
-def file_header(src: Source, key: str) -> list[str]:
-    """The header's names, once the checks every CSV gets have passed (binary, encoding, line format); else
-    BatchRejected naming what is wrong. Batches and feedback files both start here."""
-    kind = sniff(src)
-    if kind:
-        raise BatchRejected(key, [_problem(*kind)])
-    names = header(src)
-    if isinstance(names, str):
-        raise BatchRejected(key, [_problem("format", names)])
-    return names
 
 
 def _reader(src: Source, types: dict[str, pa.DataType]) -> pacsv.CSVStreamingReader:
@@ -251,7 +209,7 @@ def validate_stream(
     hint = ""
     if len(names) == 1 and any(d in names[0] for d in ";\t|"):
         hint = "; the header looks separated by another character than ',' (a comma-separated file is expected)"
-    problems = _header(names, schema, hint)
+    problems = header_problems(names, schema, hint)
     if problems:
         raise BatchRejected(key, problems)
     found, rows = Problems(), 0

@@ -15,17 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.data.validation import (
-    Problems,
-    Source,
-    _categorical,
-    _format_error,
-    _numeric,
-    _problem,
-    _reader,
-    file_header,
-    normalise,
-)
+from flywheel.data.header_checks import _problem, file_header, normalise, repeated
+from flywheel.data.validation import Problems, Source, _categorical, _format_error, _numeric, _reader
 from flywheel.errors import BatchRejected
 from flywheel.schema import Schema
 
@@ -45,7 +36,7 @@ def _header(names: list[str], target: str) -> list[dict[str, Any]]:
     problems = []
     missing = [c for c in want if c not in cols]
     unknown = [c[:60] for c in dict.fromkeys(cols) if c not in want][:20]
-    dupes = sorted({c for c in cols if cols.count(c) > 1})
+    dupes = repeated(cols)
     if missing:
         problems.append(_problem("header", f"missing column(s) {missing}; a feedback file has exactly {want}"))
     if unknown:

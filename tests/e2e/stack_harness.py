@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,7 @@ class Up:
         }
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
+        self.ready_after = 0.0
 
     @property
     def auth(self) -> dict[str, str]:
@@ -57,6 +59,7 @@ class Up:
 
     def start(self, wait: bool = True) -> None:
         self.lines = []
+        launched = time.monotonic()
         self.proc = subprocess.Popen(
             self.argv(),
             cwd=ROOT,
@@ -75,6 +78,7 @@ class Up:
             what="flywheel up ready",
         )
         assert not self._dead(), "\n".join(self.lines)
+        self.ready_after = time.monotonic() - launched  # what the user waited, from the command to the banner
 
     def _dead(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import stat
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ import pytest
 
 from flywheel.access import api_keys
 from flywheel.cli.main import main
+from flywheel.cli.models import actor
 from flywheel.registry.store import Registry
 from flywheel.release import rollout_actions
 from flywheel.release.rollout_state import Thresholds
@@ -91,7 +96,7 @@ def test_traffic_from_several_keys_reaches_both_versions_and_reuses_its_keys(
     records = api_keys.FileStore(store).load()
     made = [r for r in records if r.name.startswith("traffic-")]
     assert sorted(r.name for r in made) == sorted(f"traffic-{i}" for i in range(1, KEYS + 1))
-    assert all(r.role == "client" and r.created_by.endswith("via flywheel traffic") for r in made)
+    assert all(r.role == "client" and r.created_by == f"{actor()} via flywheel traffic" for r in made)
     kept = store.parent / "traffic-keys.json"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     plain = json.loads(kept.read_text())["keys"]
@@ -152,3 +157,32 @@ def test_apikey_create_says_when_the_key_works(
     monkeypatch.setenv("FLYWHEEL_API_KEYS_REFRESH_SECONDS", "3")  # what `flywheel up` gives its replicas
     code, out, _ = run(capsys, "apikey", "create", "--name", "other", "--file", store)
     assert code == 0 and "FLYWHEEL_API_KEYS_REFRESH_SECONDS (3 s in this environment)" in out
+
+
+def test_apikey_create_and_revoke_wait_for_the_store_lock(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`apikey create` and `revoke` load and save under `<store>.lock`, as `flywheel traffic` does, so neither undoes
+    what another did in between."""
+    monkeypatch.setenv("FLYWHEEL_BUCKET", "unused")  # no local stack's settings either
+    store = tmp_path / "keys.json"
+    _, first = api_keys.new_key("first", "client", "test")
+    api_keys.FileStore(store).save([first])
+    fd = os.open(tmp_path / "keys.json.lock", os.O_RDWR | os.O_CREAT, 0o600)  # another command holding the lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    codes: list[int] = []
+    jobs = [threading.Thread(target=lambda: codes.append(main(["apikey", "revoke", first.id, "--file", str(store)]))),
+            threading.Thread(target=lambda: codes.append(main(["apikey", "create", "--name", "late", "--file",
+                                                               str(store)])))]  # fmt: skip
+    for job in jobs:
+        job.start()
+    time.sleep(0.5)
+    assert not codes and all(job.is_alive() for job in jobs)  # both waiting, nothing loaded yet
+    _, theirs = api_keys.new_key("theirs", "client", "test")
+    api_keys.FileStore(store).save([first, theirs])  # what the holder wrote
+    os.close(fd)
+    for job in jobs:
+        job.join(30)
+    capsys.readouterr()
+    assert codes == [0, 0]
+    assert sorted(r.name for r in api_keys.FileStore(store).load()) == ["late", "theirs"]  # nothing undone

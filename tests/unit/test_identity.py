@@ -197,3 +197,15 @@ def test_flywheel_up_sign_in_urls(tmp_path: Path) -> None:
         assert who.label == f"local-{role} ({role}, local-token)"
     assert set(urls) == {"operator", "viewer"}
     assert local_identity(tmp_path) == signer, "the same signer on the next start"
+
+
+def test_identity_token_lives_as_long_as_the_banners_urls(
+    signer: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`flywheel identity token` said 12 h while the banner's URLs and the README said 24 h: one figure now."""
+    private, _ = signer
+    assert main(["identity", "token", "--role", "viewer", "--key", str(private)]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 24 * 3600
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "valid for 24 hours" in readme

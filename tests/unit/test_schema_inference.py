@@ -262,3 +262,53 @@ def test_help_from_the_module_entry_point() -> None:
     out = subprocess.run([sys.executable, "-m", "flywheel.cli", "schema", "infer", "--help"], capture_output=True,
                          text=True, cwd=REPO)  # fmt: skip
     assert out.returncode == 0 and "--target COLUMN" in out.stdout and "--task" in out.stdout, out.stderr
+
+
+def test_a_header_over_the_column_limit_is_refused_naming_the_count(tmp_path: Path) -> None:
+    """A hostile width is refused before any per-column work (20k columns took 35 s and 540 MB before the limit)."""
+    wide = write(tmp_path, ",".join(f"c{i}" for i in range(4999)) + ",y\n" + ",".join(["1"] * 5000) + "\n")
+    with pytest.raises(CannotInfer, match=r"the header has 5000 columns; schema infer takes at most 1000"):
+        infer_schema(wide, "data.csv", "y")
+    limit = schema_inference.MAX_COLUMNS
+    rows = "\n".join(",".join([str(r)] * limit) for r in range(3))
+    fits = write(tmp_path, ",".join(f"c{i}" for i in range(limit - 1)) + ",y\n" + rows + "\n", "fits.csv")
+    assert len(infer_schema(fits, "fits.csv", "y").schema.features) == limit - 1
+
+
+def test_repeated_names_among_many_columns_are_all_named(tmp_path: Path) -> None:
+    names = [f"c{i}" for i in range(900)] + ["c5", " c7 ", "c5", "c899", "y"]
+    dup = write(tmp_path, ",".join(names) + "\n" + ",".join(["1"] * len(names)) + "\n")
+    with pytest.raises(CannotInfer) as e:
+        infer_schema(dup, "data.csv", "y")
+    assert (
+        e.value.message == "data.csv: the header repeats column(s) ['c5', 'c7', 'c899'] (names compared without spaces)"
+    )
+
+
+def test_a_long_text_value_makes_the_column_free_text(tmp_path: Path) -> None:
+    long = "x" * 260 + "END"
+    rows = "\n".join(f"{['short', 'other', long][i % 3]},{i % 2},{i}" for i in range(60))
+    src = write(tmp_path, "note,flag,y\n" + rows + "\n")
+    with pytest.raises(CannotInfer) as e:
+        infer_schema(src, "data.csv", "y")
+    message = e.value.message
+    assert f"'note': values up to 263 characters (e.g. '{'x' * 40}…'): free text?" in message, message
+    assert "END" not in message and "x" * 41 not in message
+    at_limit = write(tmp_path, "note,flag,y\n" + rows.replace(long, "x" * 200) + "\n", "at_limit.csv")
+    assert infer_schema(at_limit, "at_limit.csv", "y").schema.by_name["note"].categories == (
+        "other",
+        "short",
+        "x" * 200,
+    )
+    target = write(tmp_path, "a,label\n" + "\n".join(f"{i},{['a', long][i % 2]}" for i in range(40)) + "\n", "t.csv")
+    with pytest.raises(CannotInfer, match=r"target 'label' has values up to 263 characters .*: not class labels"):
+        infer_schema(target, "t.csv", "label")
+
+
+def test_values_in_the_notes_are_shortened(tmp_path: Path) -> None:
+    wordy = ["alpha " * 25, "beta " * 30]  # 150 characters each: categories, shown cut to 40
+    rows = "\n".join(f"{wordy[i % 2]},{wordy[(i // 2) % 2]}" for i in range(40))
+    found = infer_schema(write(tmp_path, "kind,label\n" + rows + "\n"), "data.csv", "label")
+    assert found.schema.target.classes == tuple(sorted(w.strip() for w in wordy))  # kept whole in the schema
+    assert all(len(line) < 250 for line in found.notes), found.notes
+    assert f"'{('alpha ' * 7)[:40]}…'" in found.notes[0] and f"'{('beta ' * 8)[:40]}…'" in found.notes[1]

@@ -71,3 +71,32 @@ def test_duplicate_rows_threshold() -> None:
 )
 def test_not_a_usable_file(body: bytes, check: str) -> None:
     assert problems(body)[0]["check"] == check
+
+
+def test_a_header_far_wider_than_the_schema_is_rejected_naming_the_count() -> None:
+    """Before the rows are read and in one pass over the names (a 32k-column header took 15 s before)."""
+    wide = HEADER.rstrip(b"\n") + b"".join(b",x%d" % i for i in range(10_000)) + b"\n"  # 78 KB: a header fits
+    (p,) = problems(wide + b"1" + b",1" * 10_008 + b"\n")
+    shown = ", ".join(f"'x{i}'" for i in range(20))
+    assert p["message"] == (
+        f"unknown column(s) [{shown}] and 9980 more (the header has 10009 columns, the schema 9); "
+        f"expected {SAVINGS.columns}"
+    )
+    extra = HEADER.rstrip(b"\n") + b"".join(b",x%d" % i for i in range(20)) + b"\n"  # all named: no count
+    (p,) = problems(extra + b"1" + b",1" * 28 + b"\n")
+    assert p["message"] == f"unknown column(s) [{shown}]; expected {SAVINGS.columns}"
+    copies = HEADER.rstrip(b"\n") + b",age" * 10_000 + b"\n"  # known names, repeated: the same in one pass
+    (p,) = problems(copies + b"1" + b",1" * 10_008 + b"\n")
+    assert p["message"] == "duplicated column(s) ['age'] (names compared without spaces)"
+
+
+def test_repeated_header_names_are_all_named() -> None:
+    body = HEADER.rstrip(b"\n") + b", age ,region,age\n" + b"1," * 11 + b"1\n"
+    (p,) = problems(body)
+    assert p["message"] == "duplicated column(s) ['age', 'region'] (names compared without spaces)"
+
+
+def test_a_long_value_outside_the_categories_is_shortened() -> None:
+    row = b"5000,2000,40,1,100,700,2.0," + b"q" * 300 + b",100\n"
+    (p,) = problems(HEADER + row)
+    assert p["check"] == "category" and "'" + "q" * 40 + "…'" in str(p["message"]) and "q" * 41 not in str(p["message"])
