@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from flywheel.cli import apikeys, data, feedback, identity, local_stack, models, rollout, schemas, traffic
+from flywheel.cli import apikeys, data, feedback, identity, local_stack, mlflow_cmd, models, rollout, schemas, traffic
 from flywheel.cli.stack_env import no_stack_hint, settings_error, use_local_stack
 from flywheel.errors import FlywheelError
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_parsers(add, _common)  # `flywheel feedback FILE`, `flywheel quality`
     schemas.add_parsers(add)  # `flywheel schema infer FILE --target COLUMN`
     traffic.add_parsers(add)  # `flywheel traffic`: sample rows through the API from several keys
+    mlflow_cmd.add_parsers(add, _common)  # `flywheel mlflow sync`: repair the MLflow mirror
     local_stack.add_parsers(add)  # `flywheel up`, `serve`, `ui`
     return parser
 

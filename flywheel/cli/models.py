@@ -113,18 +113,24 @@ def cmd_models_add(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from flywheel.cli.mirror_note import report_mirror
     from flywheel.registry.operator_actions import promote
 
-    alias = promote(registry(args), args.version, actor=actor(), force=args.force, reason=args.reason)
+    reg = registry(args)
+    alias = promote(reg, args.version, actor=actor(), force=args.force, reason=args.reason)
     print(f"production -> v{alias.version}")
+    report_mirror(reg)
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from flywheel.cli.mirror_note import report_mirror
     from flywheel.registry.operator_actions import rollback
 
-    alias = rollback(registry(args), actor=actor())
+    reg = registry(args)
+    alias = rollback(reg, actor=actor())
     print(f"production -> v{alias.version} (was v{alias.doc['previous']})")
+    report_mirror(reg)
     return 0
 
 

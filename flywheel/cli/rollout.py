@@ -86,6 +86,7 @@ def _thresholds(base: Any, args: argparse.Namespace) -> Any:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from flywheel.cli.mirror_note import report_mirror
     from flywheel.errors import ConflictError
     from flywheel.release.rollout_actions import begin
 
@@ -109,10 +110,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         f"{reg.name}: {r.mode} rollout of v{r.candidate} against v{r.baseline} started by {r.started_by}, "
         f"share {r.share:g}; the judge decides after {t.min_requests} requests and {t.min_seconds:g} s "
         f"(aborts without a sample after {t.max_seconds:g} s)"])  # fmt: skip
+    report_mirror(reg)
     return 0
 
 
 def _decide(args: argparse.Namespace, what: str) -> int:
+    from flywheel.cli.mirror_note import report_mirror
     from flywheel.release import rollout_actions
 
     reg, who = registry(args), actor()
@@ -124,6 +127,7 @@ def _decide(args: argparse.Namespace, what: str) -> int:
     data = {**r.to_dict(), "production": serving}
     _print(args, data, [f"{reg.name}: rollout of v{r.candidate} {r.status} by {r.decided_by}: {r.reason}",
                         f"  production: v{serving}"])  # fmt: skip
+    report_mirror(reg)
     return 0
 
 

@@ -21,6 +21,7 @@ from flywheel.release.judge import Verdict, judge
 from flywheel.release.rollout_state import Rollout, load, production_moved
 from flywheel.release.rollout_stats import collect
 from flywheel.settings import CoreSettings
+from flywheel.tracking.mirror import after_alias_move
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Pass:
     reason: str = ""
     pods: int = 0
     figures: dict[str, float] = field(default_factory=dict)
+    mlflow: str = ""  # after a decision, the MLflow mirror's aliases: "" off, "mirrored", or why it stopped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +73,9 @@ def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
         out.action, out.reason = "conflict", str(e)
     if out.action in ("promote", "abort"):
         log.warning("rollout of %s v%s: %s: %s", registry.name, rollout.candidate, out.action, out.reason)
+    if out.action in ("promote", "abort", "settled"):
+        done = after_alias_move(registry)  # never raises: a failure is recorded and counted
+        out.mlflow = "" if done is None else "mirrored" if done.ok else f"failed: {done.error}"
     return out
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import shutil
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from tempfile import TemporaryDirectory, gettempdir
+from tempfile import TemporaryDirectory
 from typing import Any, Literal, cast
 
 import pandas as pd
@@ -20,7 +18,7 @@ from flywheel.data.batch_store import Quarantined, model_batches
 from flywheel.data.catalog import Catalog, Entry, MissingCopy
 from flywheel.data.ingest import Ingested, ingest
 from flywheel.errors import FlywheelError, ModelVerificationError
-from flywheel.jobs.run_resources import resources, runs_on
+from flywheel.jobs.run_resources import WORKDIR_PREFIX, lock_ttl, remove_stale_workdirs, resources
 from flywheel.registry import registrations, signing
 from flywheel.registry.manifest import (
     MANIFEST_FORMAT,
@@ -39,6 +37,7 @@ from flywheel.release.promotion import decided_against, pending_release, release
 from flywheel.release.rollout_state import load as load_rollout
 from flywheel.schema import Schema
 from flywheel.settings import TrainerSettings
+from flywheel.tracking.mirror import after_retrain
 from flywheel.training import drift
 from flywheel.training.gate import PRIMARY_METRIC, decide
 from flywheel.training.pipelines import fingerprint, fit_candidate, holdout_mask, naive_baseline, score
@@ -49,10 +48,8 @@ log = logging.getLogger(__name__)
 # "approved": the gate passed but the alias was left where an operator put it meanwhile
 # "rollout": approved and handed to a shadow or canary rollout, judged on live traffic before it serves all
 Status = Literal["promoted", "approved", "rollout", "rejected", "unchanged", "no-data"]
-WORKDIR_PREFIX = "flywheel-retrain-"
 #: how a gate reason starts when production's signature did not verify (the Lambda counts these: an alarm)
 UNVERIFIED_PRODUCTION = "production signature not verified:"
-STALE_WORKDIR_SECONDS = 16 * 60  # longer than a Lambda can run
 
 
 @dataclass
@@ -71,6 +68,7 @@ class Outcome:
     reasons: list[str] = field(default_factory=list)
     # the production version's signature did not verify: the gate compared against the baseline only (alarmed)
     production_unverified: bool = False
+    mlflow: str = ""  # the MLflow mirror: "" off, "mirrored", or why it stopped (counted: MlflowMirrorFailed)
     duration_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: validate, train, publish
 
@@ -120,24 +118,6 @@ def _frames(
     return load()
 
 
-def remove_stale_workdirs() -> None:
-    """A Lambda killed at its timeout leaves its /tmp work behind in a warm environment: remove what is older
-    than any invocation can be (only on Lambda, where one invocation runs at a time)."""
-    if runs_on() != "lambda":
-        return
-    for path in Path(gettempdir()).glob(WORKDIR_PREFIX + "*"):
-        with contextlib.suppress(OSError):
-            if time.time() - path.stat().st_mtime > STALE_WORKDIR_SECONDS:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def lock_ttl(settings: TrainerSettings, deadline: float | None) -> int:
-    """The lock lives as long as this run can: until the invocation's deadline (plus a margin), not longer."""
-    if deadline is None:
-        return settings.lock_ttl_seconds
-    return max(60, int(deadline - time.time()) + 30)
-
-
 def retrain(
     settings: TrainerSettings,
     s3: Any,
@@ -162,6 +142,7 @@ def retrain(
     catalog = Catalog(s3, settings.bucket, f"{settings.validated_prefix}{name}/", schema_sha).load()
     remove_stale_workdirs()
     owner = f"{actor}@{socket.gethostname()}"
+    published: list[tuple[dict[str, Any], Any]] = []  # this run's new version: manifest and fitted model
     lock = registry.lock(owner=owner, ttl_seconds=lock_ttl(settings, deadline), adopt=adopt_lock)
     with lock, TemporaryDirectory(prefix=WORKDIR_PREFIX) as tmp:
 
@@ -180,7 +161,7 @@ def retrain(
         out.timings["validate"] = round(time.monotonic() - started, 3)
         if not got.accepted:
             out.reasons = [f"no accepted batch under {store.data_prefix}{store.folder}"]
-            return _done(out, started)
+            return _done(_mirrored(out, registry, published), started)
         chosen, out.left_out = training_window(got.accepted, settings.train_window_rows)
         fp = fingerprint([e.sha256 for e in chosen] + [schema_sha])
         versions = registry.versions()
@@ -195,12 +176,24 @@ def retrain(
                 out.status = cast(Status, status) if status in ("promoted", "rollout") else "unchanged"
                 out.production_version = versions[-1] if status == "promoted" else out.production_version
                 out.reasons.append(note)
-            return _done(out, started)
+            return _done(_mirrored(out, registry, published), started)
         frame = _frames(catalog, chosen, schema, Path(tmp), refresh)
         out.timings["load"] = round(time.monotonic() - started - out.timings["validate"], 3)
         lineage = {"batches": [e.lineage() for e in chosen], "left_out": out.left_out}
-        out = _train_and_publish(settings, schema, registry, alias, frame, lineage, fp, out, started)
-    return _done(out, started)
+        out = _train_and_publish(settings, schema, registry, alias, frame, lineage, fp, out, started, published)
+    return _done(_mirrored(out, registry, published), started)
+
+
+def _mirrored(out: Outcome, registry: Registry, published: list[tuple[dict[str, Any], Any]]) -> Outcome:
+    """After the lock is released and the alias has moved: the run and version in MLflow, when mirrored. Never
+    fails the retrain (docs/mlflow.md); a failure is recorded in the outcome and counted."""
+    mirror_started = time.monotonic()
+    manifest, fitted = published[0] if published else (None, None)
+    done = after_retrain(registry, out.version if published else None, manifest, fitted)
+    if done is not None:
+        out.mlflow = "mirrored" if done.ok else f"failed: {done.error}"
+        out.timings["mlflow"] = round(time.monotonic() - mirror_started, 3)
+    return out
 
 
 def _train_and_publish(
@@ -213,6 +206,7 @@ def _train_and_publish(
     fp: str,
     out: Outcome,
     started: float,
+    published: list[tuple[dict[str, Any], Any]],
 ) -> Outcome:
     out.rows = len(frame)
     x, y = frame[schema.feature_names], frame[schema.target.name]
@@ -286,6 +280,7 @@ def _train_and_publish(
     publish_started = time.monotonic()
     out.timings["train"] = round(publish_started - train_started, 3)
     version = registry.publish(model_bytes, manifest, signer=signer)
+    published.append((manifest, trained.model))
     out.version, out.status, out.reasons = version, decision.status, manifest["gate"]["reasons"]
     out.metrics = {**metrics, "primary_metric": PRIMARY_METRIC[schema.task]}
     if decision.promoted:

@@ -64,6 +64,8 @@ def _emit(passes: list[Pass]) -> None:
     actions = Counter(p.action for p in passes)
     for name, counted in COUNTED.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=sum(actions[a] for a in counted))
+    failed = sum(p.mlflow.startswith("failed") for p in passes)  # the mirror's aliases after a decision
+    metrics.add_metric(name="MlflowMirrorFailed", unit=MetricUnit.Count, value=failed)
 
 
 def _emit_quality(settings: CoreSettings, models: list[str]) -> None:

@@ -52,6 +52,8 @@ def _emit(outcome: Outcome) -> None:
     metrics.add_metric(name="Rejected", unit=MetricUnit.Count, value=int(outcome.status == "rejected"))
     # production's signature did not verify: nothing of it was loaded and the gate compared against the baseline
     metrics.add_metric(name="ProductionUnverified", unit=MetricUnit.Count, value=int(outcome.production_unverified))
+    # the MLflow mirror stopped (down, slow, refusing): the retrain went on; the next event or `mlflow sync` repairs
+    metrics.add_metric(name="MlflowMirrorFailed", unit=MetricUnit.Count, value=int(outcome.mlflow.startswith("failed")))
     primary = outcome.metrics.get("primary_metric")
     if primary:
         metrics.add_metric(name="HoldoutScore", unit=MetricUnit.NoUnit, value=outcome.metrics["candidate"][primary])

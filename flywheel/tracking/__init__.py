@@ -1,0 +1,1 @@
+"""The optional MLflow mirror: runs per retrain, the registry and its aliases mirrored (docs/mlflow.md)."""
