@@ -47,6 +47,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
           f"{outcome.rows} rows")  # fmt: skip
     for r in outcome.reasons:
         print(f"  {r}")
+    if outcome.mlflow:
+        print(f"  mlflow: {outcome.mlflow}")
     return 0
 
 
