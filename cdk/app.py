@@ -8,6 +8,7 @@ from aws_cdk import App, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from cdk.access_settings import AccessSettings
+from cdk.mlflow_settings import MlflowSettings
 from cdk.nag import acknowledge_findings
 from cdk.settings import DeploySettings
 from cdk.stack import FlywheelStack
@@ -27,6 +28,7 @@ def build_app(app: App | None = None) -> tuple[App, FlywheelStack]:
         settings=settings,
         repo_root=REPO_ROOT,
         access=AccessSettings.from_context(app.node),
+        mlflow=MlflowSettings.from_context(app.node),
         description="Flywheel: S3 drop -> trainer Lambda -> model registry -> EKS serving (docs/deploy.md)",
     )
     Tags.of(stack).add("project", "flywheel")

@@ -23,6 +23,12 @@ LIVE_QUALITY_PERIOD = Duration.hours(1)
 LIVE_QUALITY_PERIODS = 2
 #: Alarm when a run's duration passes this share of the timeout: the next bigger batch may not finish.
 NEAR_TIMEOUT_FRACTION = 0.8
+#: The MLflow mirror (docs/mlflow.md), when it is on: failed passes of the trainer and the judge in this many of the
+#: last MIRROR_WINDOW_PERIODS five-minute periods. One failure is repaired by the next event; failures that keep
+#: coming are MLflow down, refusing or the credentials wrong. Mirror passes are as sparse as retrains and
+#: decisions, so the periods need not be consecutive (three in a row would never come with a retrain every 10 min).
+MIRROR_FAILED_PERIODS = 3
+MIRROR_WINDOW_PERIODS = 12
 
 
 def trainer_metric(name: str, statistic: str) -> cw.Metric:
@@ -60,6 +66,7 @@ class Observability(Construct):
         queue: sqs.IQueue,
         dead_letter_queue: sqs.IQueue,
         alarm_email: str | None,
+        mlflow_mirror: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description="Flywheel alarm topic")
@@ -124,6 +131,8 @@ class Observability(Construct):
             )
         )
         self.alarms.append(live_quality_alarm(self))
+        if mlflow_mirror:
+            self.alarms.append(mlflow_mirror_alarm(self))
         for alarm in self.alarms:
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
@@ -213,4 +222,39 @@ def live_quality_alarm(scope: Construct) -> cw.Alarm:
         datapoints_to_alarm=LIVE_QUALITY_PERIODS,
         comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         treat_missing_data=cw.TreatMissingData.IGNORE,
+    )
+
+
+def mlflow_mirror_alarm(scope: Construct) -> cw.Alarm:
+    """MlflowMirrorFailed of the trainer and the judge together (lambdas/trainer/handler.py, lambdas/judge/handler.py)
+    in MIRROR_FAILED_PERIODS of the last MIRROR_WINDOW_PERIODS periods. The judge counts every minute (0 without a
+    failure) and the trainer every run; FILL makes a period where one of them did not run count as 0 for it. The Batch
+    job counts nothing (its log says `mlflow: failed ...`). Made only when the mirror is on."""
+    failed = {
+        name: cw.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="MlflowMirrorFailed",
+            dimensions_map={"service": service},
+            statistic="Sum",
+            period=PERIOD,
+        )
+        for name, service in (("trainer", SERVICE_NAME), ("judge", JUDGE_SERVICE))
+    }
+    return cw.Alarm(
+        scope,
+        "MlflowMirrorFailed",
+        alarm_description=f"The MLflow mirror failed in {MIRROR_FAILED_PERIODS} of the last {MIRROR_WINDOW_PERIODS} "
+        "5-minute periods (trainer or judge): MLflow is behind Flywheel (nothing else is affected). "
+        "Runbook: docs/runbook.md#mlflowmirrorfailed",
+        metric=cw.MathExpression(
+            expression="FILL(trainer, 0) + FILL(judge, 0)",
+            using_metrics=dict(failed),
+            period=PERIOD,
+            label="MLflow mirror passes failed",
+        ),
+        threshold=1,
+        evaluation_periods=MIRROR_WINDOW_PERIODS,
+        datapoints_to_alarm=MIRROR_FAILED_PERIODS,
+        comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
     )

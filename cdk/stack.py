@@ -22,6 +22,8 @@ from cdk.data_bucket import DATA_PREFIX, DataBucket
 from cdk.exposure import endpoint_outputs, expose
 from cdk.feedback_arrival import feedback_arrival_statements, notify_feedback
 from cdk.grants import grant, offload_statements, serving_statements, trainer_statements, ui_statements
+from cdk.mlflow_mirror import MlflowMirror
+from cdk.mlflow_settings import MlflowSettings
 from cdk.monitoring_assets import chart_values, dashboards
 from cdk.observability import Observability
 from cdk.registrations import ModelRegistrations, resolve
@@ -62,6 +64,7 @@ class FlywheelStack(Stack):
         settings: DeploySettings,
         repo_root: Path,
         access: AccessSettings | None = None,
+        mlflow: MlflowSettings | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -107,6 +110,10 @@ class FlywheelStack(Stack):
             "FLYWHEEL_ROLLOUT_MODE": settings.rollout_mode,
             "FLYWHEEL_ROLLOUT_SHARE": str(settings.rollout_share),
         }
+        # The MLflow mirror (docs/deploy.md, "MLflow mirror"): nothing of it exists unless a tracking server is set.
+        mlflow = mlflow or MlflowSettings()
+        mirror = MlflowMirror(self, "MlflowMirror", settings=mlflow, repo_root=repo_root) if mlflow.enabled else None
+        mirror_config = mirror.environment if mirror else {}
 
         serving = ServingCluster(
             self,
@@ -147,6 +154,7 @@ class FlywheelStack(Stack):
                 **shared_config,
                 **signer_config,
                 **rollout_config,
+                **mirror_config,
                 "FLYWHEEL_TRAIN_THREADS": "0",  # every vCPU of the job
                 "FLYWHEEL_LOCK_TTL_SECONDS": str(int(job_timeout.to_seconds())),
                 "FLYWHEEL_RUNS_ON": "batch",
@@ -169,6 +177,7 @@ class FlywheelStack(Stack):
                 **shared_config,
                 **signer_config,
                 **rollout_config,
+                **mirror_config,
                 "FLYWHEEL_LOCK_TTL_SECONDS": str(settings.trainer_lock_ttl_seconds),
                 "FLYWHEEL_OFFLOAD": "batch",
                 "FLYWHEEL_OFFLOAD_JOB_QUEUE": job.job_queue.job_queue_arn,
@@ -241,17 +250,27 @@ class FlywheelStack(Stack):
             queue=uploads.queue,
             dead_letter_queue=uploads.dead_letter_queue,
             alarm_email=settings.alarm_email,
+            mlflow_mirror=mirror is not None,
         )
         # Rollouts (docs/rollouts.md): every minute, judge the running ones; the same image as the trainer.
         judge = RolloutJudge(
             self,
             "RolloutJudge",
             image=image,
-            environment={**shared_config, "POWERTOOLS_LOG_LEVEL": "INFO" if settings.is_prod else "DEBUG"},
+            environment={
+                **shared_config,
+                **mirror_config,  # the judge moves MLflow's aliases after its decisions
+                "POWERTOOLS_LOG_LEVEL": "INFO" if settings.is_prod else "DEBUG",
+            },
             alarm_topic=observability.topic,
             log_retention=retention,
         )
         grant(judge.role, judge_statements(data.bucket))
+        if mirror is not None:  # the three that mirror: its secret, or its SageMaker server and artifact store
+            mirror.allow(
+                [trainer.role, job.job_role, judge.role],
+                before=[trainer.function, job.job_definition, judge.function],
+            )
         # An operator signed in to the UI promotes or aborts a rollout too: the rollout state and the candidate's
         # history events. A viewer-only UI gets neither (no write at all).
         ui_writes = ui_may_write(access.exposure)

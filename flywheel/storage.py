@@ -46,6 +46,7 @@ def is_not_modified(e: ClientError) -> bool:
     return error_code(e) in {"304", "NotModified"}
 
 
-def secrets_client(**kwargs: Any) -> Any:
-    """A Secrets Manager client (API key stores, the UI's key and sign-in settings)."""
-    return boto3.client("secretsmanager", config=_CONFIG, **kwargs)
+def secrets_client(config: Config | None = None, **kwargs: Any) -> Any:
+    """A Secrets Manager client (API key stores, the UI's key and sign-in settings, MLflow's credentials);
+    `config` tightens the shared one (timeouts, retries)."""
+    return boto3.client("secretsmanager", config=_CONFIG.merge(config) if config else _CONFIG, **kwargs)

@@ -9,6 +9,7 @@ gets ConflictError, which is reported, not raised.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +43,9 @@ class Pass:
         return asdict(self)
 
 
-def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
+def judge_model(registry: Registry, now: datetime | None = None, deadline: float | None = None) -> Pass:
+    """One pass over one model's rollout; after a decision, the MLflow mirror's aliases (never past `deadline`,
+    epoch seconds: what the caller has left)."""
     now = now or datetime.now(UTC)
     out = Pass(registry.name)
     found = load(registry)
@@ -74,7 +77,8 @@ def judge_model(registry: Registry, now: datetime | None = None) -> Pass:
     if out.action in ("promote", "abort"):
         log.warning("rollout of %s v%s: %s: %s", registry.name, rollout.candidate, out.action, out.reason)
     if out.action in ("promote", "abort", "settled"):
-        done = after_alias_move(registry)  # never raises: a failure is recorded and counted
+        left = None if deadline is None else deadline - time.time()
+        done = after_alias_move(registry, budget=left)  # never raises: a failure is recorded and counted
         out.mlflow = "" if done is None else "mirrored" if done.ok else f"failed: {done.error}"
     return out
 
@@ -94,13 +98,15 @@ def _verdict(registry: Registry, rollout: Rollout, now: datetime, out: Pass) -> 
         return Verdict("wait", f"statistics cannot be judged yet: {e}")
 
 
-def judge_all(s3: Any, settings: CoreSettings, now: datetime | None = None) -> list[Pass]:
+def judge_all(
+    s3: Any, settings: CoreSettings, now: datetime | None = None, deadline: float | None = None
+) -> list[Pass]:
     """A pass over every registered model; one model's failure does not stop the others."""
     passes = []
     for name in registrations.models(s3, settings):
         registry = Registry(s3, settings.bucket, name, settings.models_prefix)
         try:
-            passes.append(judge_model(registry, now))
+            passes.append(judge_model(registry, now, deadline))
         except Exception as e:  # reported per model; the next pass retries
             log.exception("judging %s failed", name)
             passes.append(Pass(name, action="error", reason=f"{type(e).__name__}: {e}"))

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 Status = Literal["promoted", "approved", "rollout", "rejected", "unchanged", "no-data"]
 #: how a gate reason starts when production's signature did not verify (the Lambda counts these: an alarm)
 UNVERIFIED_PRODUCTION = "production signature not verified:"
+MIRROR_MARGIN_SECONDS = 20  # the MLflow mirror stops this long before the caller's deadline
 
 
 @dataclass
@@ -161,7 +162,7 @@ def retrain(
         out.timings["validate"] = round(time.monotonic() - started, 3)
         if not got.accepted:
             out.reasons = [f"no accepted batch under {store.data_prefix}{store.folder}"]
-            return _done(_mirrored(out, registry, published), started)
+            return _done(_mirrored(out, registry, published, deadline), started)
         chosen, out.left_out = training_window(got.accepted, settings.train_window_rows)
         fp = fingerprint([e.sha256 for e in chosen] + [schema_sha])
         versions = registry.versions()
@@ -176,20 +177,23 @@ def retrain(
                 out.status = cast(Status, status) if status in ("promoted", "rollout") else "unchanged"
                 out.production_version = versions[-1] if status == "promoted" else out.production_version
                 out.reasons.append(note)
-            return _done(_mirrored(out, registry, published), started)
+            return _done(_mirrored(out, registry, published, deadline), started)
         frame = _frames(catalog, chosen, schema, Path(tmp), refresh)
         out.timings["load"] = round(time.monotonic() - started - out.timings["validate"], 3)
         lineage = {"batches": [e.lineage() for e in chosen], "left_out": out.left_out}
         out = _train_and_publish(settings, schema, registry, alias, frame, lineage, fp, out, started, published)
-    return _done(_mirrored(out, registry, published), started)
+    return _done(_mirrored(out, registry, published, deadline), started)
 
 
-def _mirrored(out: Outcome, registry: Registry, published: list[tuple[dict[str, Any], Any]]) -> Outcome:
+def _mirrored(
+    out: Outcome, registry: Registry, published: list[tuple[dict[str, Any], Any]], deadline: float | None
+) -> Outcome:
     """After the lock is released and the alias has moved: the run and version in MLflow, when mirrored. Never
     fails the retrain (docs/mlflow.md); a failure is recorded in the outcome and counted."""
     mirror_started = time.monotonic()
     manifest, fitted = published[0] if published else (None, None)
-    done = after_retrain(registry, out.version if published else None, manifest, fitted)
+    left = None if deadline is None else deadline - time.time() - MIRROR_MARGIN_SECONDS  # never past the timeout
+    done = after_retrain(registry, out.version if published else None, manifest, fitted, budget=left)
     if done is not None:
         out.mlflow = "mirrored" if done.ok else f"failed: {done.error}"
         out.timings["mlflow"] = round(time.monotonic() - mirror_started, 3)

@@ -17,7 +17,7 @@ from typing import Any
 
 from flywheel.registry.store import Registry
 from flywheel.release.rollout_state import load as load_rollout
-from flywheel.tracking.mlflow_client import Mirror, MirrorFailed, open_mirror
+from flywheel.tracking.mlflow_client import Mirror, MirrorFailed, load_credentials, open_mirror
 from flywheel.tracking.runs import VERSION_TAG, find_run, log_retrain
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,15 @@ def _aliases(mirror: Mirror, registry: Registry, known: dict[int, str], done: Mi
             done.notes.append(f"{alias_name} -> version {target} (Flywheel v{version})")
 
 
-def _pass(registry: Registry, work: Callable[[Mirror, dict[int, str], Mirrored], None]) -> Mirrored | None:
-    mirror = open_mirror()
+def _pass(
+    registry: Registry, work: Callable[[Mirror, dict[int, str], Mirrored], None], budget: float | None = None
+) -> Mirrored | None:
+    mirror = open_mirror(budget=budget)
     if mirror is None:
         return None
     done = Mirrored()
     try:
+        mirror.call("read the MLflow credentials", load_credentials, mirror.settings)
         known = _versions(mirror, mirror.registered_name(registry.name))
         work(mirror, known, done)
         _aliases(mirror, registry, known, done)
@@ -120,20 +123,21 @@ def _pass(registry: Registry, work: Callable[[Mirror, dict[int, str], Mirrored],
 
 
 def after_retrain(
-    registry: Registry, version: int | None, manifest: dict[str, Any] | None, fitted: Any
+    registry: Registry, version: int | None, manifest: dict[str, Any] | None, fitted: Any, budget: float | None = None
 ) -> Mirrored | None:
-    """After a retrain (None: the mirror is off): its new version's run and registration, then the aliases."""
+    """After a retrain (None: the mirror is off): its new version's run and registration, then the aliases.
+    `budget`: at most this many seconds (what is left of the caller's time)."""
 
     def work(mirror: Mirror, known: dict[int, str], done: Mirrored) -> None:
         if version is not None and manifest is not None:
             _mirror_version(mirror, registry, version, manifest, fitted, known, done)
 
-    return _pass(registry, work)
+    return _pass(registry, work, budget)
 
 
-def after_alias_move(registry: Registry) -> Mirrored | None:
+def after_alias_move(registry: Registry, budget: float | None = None) -> Mirrored | None:
     """After production or a rollout moved (promote, roll back, the judge, the UI): the aliases only."""
-    return _pass(registry, lambda mirror, known, done: None)
+    return _pass(registry, lambda mirror, known, done: None, budget)
 
 
 def sync(registry: Registry, load: Callable[[int], tuple[dict[str, Any], Any]]) -> Mirrored | None:
@@ -153,10 +157,12 @@ def sync(registry: Registry, load: Callable[[int], tuple[dict[str, Any], Any]]) 
 def run_links(model: str) -> dict[int, str]:
     """{Flywheel version: URL of its retrain run in the MLflow UI} ({} when the mirror is off or unreachable)."""
     mirror = open_mirror()
-    if mirror is None:
-        return {}
+    if mirror is None or not str(mirror.client.tracking_uri).startswith(("http://", "https://")):
+        return {}  # a SageMaker tracking server's ARN is no web address
     try:
         from flywheel.tracking.runs import MODEL_TAG, ROLE_TAG, experiment_id
+
+        mirror.call("read the MLflow credentials", load_credentials, mirror.settings)
 
         exp = experiment_id(mirror, model)
         query = f"tags.`{ROLE_TAG}` = 'retrain' and tags.`{MODEL_TAG}` = '{model}'"

@@ -32,6 +32,9 @@ class MirrorSettings(BaseSettings):
     registered_prefix: str = ""  # registered model name = prefix + Flywheel model name
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)  # one HTTP request
     budget_seconds: float = Field(default=30.0, gt=0, le=600)  # one mirror pass, all requests together
+    # a Secrets Manager secret {"username", "password"} or {"token"}: read at each pass, never put in the environment
+    # of the deployment (docs/deploy.md, "MLflow mirror")
+    credentials_secret_id: str | None = None
 
 
 def tracking_uri() -> str | None:
@@ -66,12 +69,50 @@ class Mirror:
             raise MirrorFailed(f"{what}: {type(e).__name__}: {str(e)[:300]}") from e
 
 
-def open_mirror(settings: MirrorSettings | None = None) -> Mirror | None:
-    """A client for MLFLOW_TRACKING_URI with the mirror's bounds, or None when the mirror is off."""
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def load_credentials(settings: MirrorSettings) -> None:
+    """MLflow's credentials from the secret, into the variables MLflow reads at each request (a token, or a user
+    name and password; a secret that changed shape leaves nothing stale). ValueError names the secret, never its
+    value."""
+    if not settings.credentials_secret_id:
+        return
+    import json
+
+    from botocore.config import Config
+
+    from flywheel.storage import secrets_client
+
+    bounded = Config(connect_timeout=settings.timeout_seconds, read_timeout=settings.timeout_seconds,
+                     retries={"max_attempts": 1})  # fmt: skip
+    raw = secrets_client(config=bounded).get_secret_value(SecretId=settings.credentials_secret_id)["SecretString"]
+    for name in CREDENTIAL_VARIABLES:
+        os.environ.pop(name, None)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("token"), str) and doc["token"]:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = doc["token"]
+    elif isinstance(doc, dict) and all(isinstance(doc.get(k), str) and doc[k] for k in ("username", "password")):
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            doc["username"],
+            doc["password"],
+        )
+    else:
+        raise ValueError(f"secret {settings.credentials_secret_id} holds neither a token nor a username and password")
+
+
+def open_mirror(settings: MirrorSettings | None = None, budget: float | None = None) -> Mirror | None:
+    """A client for MLFLOW_TRACKING_URI with the mirror's bounds, or None when the mirror is off. `budget` (seconds)
+    shortens the pass's budget: what is left of a Lambda's time, say."""
     uri = tracking_uri()
     if uri is None:
         return None
     settings = settings or MirrorSettings()
+    if budget is not None:
+        settings = settings.model_copy(update={"budget_seconds": max(0.0, min(settings.budget_seconds, budget))})
     # read by MLflow's REST client at each request: one short attempt, the next event retries
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = f"{settings.timeout_seconds:g}"
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"

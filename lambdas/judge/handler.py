@@ -9,6 +9,7 @@ registrations) raises, so Lambda counts it in its Errors metric. Runs from the t
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from functools import cache
 from typing import Any
@@ -86,7 +87,9 @@ def _emit_quality(settings: CoreSettings, models: list[str]) -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """One judge pass over every registered model; the passes, as dicts."""
     settings = _settings()
-    passes = judge_all(_s3(), settings)
+    # the MLflow mirror after decisions shares what is left of this invocation, less a margin for the metrics
+    deadline = time.time() + context.get_remaining_time_in_millis() / 1000 - 10
+    passes = judge_all(_s3(), settings, deadline=deadline)
     for p in passes:
         _log(p)
     _emit(passes)

@@ -152,6 +152,7 @@ def _retrain_one(settings: TrainerSettings, name: str, keys: list[str], context:
             "rows": outcome.rows,
             "duration_seconds": outcome.duration_seconds,
             "timings": outcome.timings,
+            "mlflow": outcome.mlflow,
             "validated_batches": outcome.validated_batches,
             "quarantined": [q.key for q in outcome.quarantined],
             "left_out": [b["key"] for b in outcome.left_out],

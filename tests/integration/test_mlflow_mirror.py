@@ -5,6 +5,7 @@ and a registered version, MLflow's aliases follow Flywheel's, an MLflow that is 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import uuid
 from pathlib import Path
@@ -154,3 +155,30 @@ def _metrics_of(trainer: Any, outcome: Outcome) -> dict[str, float]:
         found[name] = sum(value) if isinstance(value, list) else value
     trainer.metrics.clear_metrics()
     return found
+
+
+def test_credentials_come_from_the_secret_at_each_pass(
+    stack: Stack, mirrored: tuple[MlflowClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel.storage import secrets_client
+
+    sm = secrets_client()
+    name = f"mlflow-{uuid.uuid4().hex[:8]}"
+    arn = sm.create_secret(Name=name, SecretString=json.dumps({"username": "ada", "password": "s3cret"}))["ARN"]
+    monkeypatch.setenv("FLYWHEEL_MLFLOW_CREDENTIALS_SECRET_ID", arn)
+    for var in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(var, "")  # so that what the mirror sets is undone after the test
+        monkeypatch.delenv(var)
+    assert batch(stack, seed=1).mlflow == "mirrored"
+
+    assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("ada", "s3cret")
+    # rotated to a token: the user name and password are gone, the token is used
+    sm.put_secret_value(SecretId=arn, SecretString=json.dumps({"token": "tok"}))
+    out = batch(stack, seed=2, drift=0.5)
+    assert out.mlflow == "mirrored"
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == "tok" and "MLFLOW_TRACKING_USERNAME" not in os.environ
+    # a secret of another shape stops the mirror, named, never with its value; the retrain goes on
+    sm.put_secret_value(SecretId=arn, SecretString=json.dumps({"user": "x", "pw": "hunter2"}))
+    out = batch(stack, seed=3, drift=0.2)
+    assert out.production_version == 3 and out.mlflow.startswith("failed: ")
+    assert "neither a token nor a username and password" in out.mlflow and "hunter2" not in out.mlflow
