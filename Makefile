@@ -51,7 +51,7 @@ TEST_WORKERS ?= 4
 test: venv tools lint ## lint, types and the whole test suite, on $(TEST_WORKERS) workers
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load
 
-up: venv ## run the whole system locally (embedded S3 + SQS, trainer, API replicas, UI)
+up: venv ## run the whole system locally (embedded S3 + SQS, trainer, API replicas, UI, MLflow)
 	$(VENV)/bin/flywheel up
 
 bench: venv ## run the benchmarks (print figures; never pass/fail)

@@ -186,6 +186,8 @@ class MlflowServer:
              "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts",
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # no job runner (7 more processes for GenAI features): answers in ~6 s instead of ~18 s on 2 cores
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )  # fmt: skip
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

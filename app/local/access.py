@@ -7,6 +7,7 @@ from its hash, so the plain keys are kept beside the store; delete the directory
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,3 +47,14 @@ def ensure_local_keys(state_dir: Path) -> LocalKeys:
         client_key=_key_file(folder / "client.key", "local-client", "client", store),
         operator_key=_key_file(folder / "operator.key", "local-operator", "operator", store),
     )
+
+
+def ensure_signing_keys(private: Path, public: Path, say: Callable[[str], None]) -> None:
+    """A P-256 key pair for signed versions, made on the first start (the private key file is mode 0600)."""
+    from flywheel.registry.signing import generate_key_pair
+
+    if private.exists() and public.exists():
+        return
+    private.unlink(missing_ok=True)
+    generate_key_pair(private, public)
+    say(f"new signing key pair in {private.parent} (versions signed by an earlier key are refused)")

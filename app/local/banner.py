@@ -6,6 +6,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from app.local.services import Tracking
     from app.local.stack import LocalStack
 
 QUEUE, DLQ = "flywheel-data", "flywheel-data-dlq"
@@ -28,6 +29,7 @@ def banner(stack: LocalStack) -> str:
             if o.prometheus and shutil.which("prometheus")
             else []
         ),
+        *_mlflow(stack.tracking),
         f"  S3 + SQS      {stack.endpoint}   (bucket {o.bucket}, queue {QUEUE}, DLQ {DLQ})",
         f"  state         {o.state_dir}   (FLYWHEEL_STATE_DIR for the CLI; found without it from any folder)",
         *(f"  model         {name:12} {_model_state(name, version)}" for name, version in stack.models.items()),
@@ -49,3 +51,11 @@ def _model_state(name: str, version: int | None) -> str:
     if version:
         return f"v{version} in production"
     return f"registered, no version yet: `flywheel drop FILE --model {name}` trains one"
+
+
+def _mlflow(where: Tracking) -> list[str]:
+    """The MLflow line: none when the mirror is off (`--no-mlflow`)."""
+    if where.url is None:
+        return []
+    mirrored = "a run per retrain; registered models mirror the versions"
+    return [f"  MLflow        {where.url}   ({mirrored if where.embedded else 'MLFLOW_TRACKING_URI: ' + mirrored})"]

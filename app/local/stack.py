@@ -1,4 +1,4 @@
-"""`flywheel up`: start the embedded S3 + SQS, wire them like the cloud stack, run worker, replicas, UI."""
+"""`flywheel up`: start the embedded S3 + SQS, wire them like the cloud stack, run worker, replicas, UI, MLflow."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from app.local.access import ensure_local_keys
+from app.local.access import ensure_local_keys, ensure_signing_keys
 from app.local.banner import banner
 from app.local.children import Children, launched_at
 from app.local.identity import local_identity
 from app.local.probes import busy_ports, http_ok, served, wait, wait_for_models
 from app.local.seed import register_and_seed, wire_queue
+from app.local.services import TRACKING, start_mlflow, start_prometheus, tracking, wait_mlflow
 from app.local.state import Mirror, StackRunning, StateLock, keep_private
 from flywheel.cli.stack_env import remove_stack_file, write_stack_file
 
@@ -38,8 +39,10 @@ class Options:
     ui_port: int = 8501
     prometheus_port: int = 9090
     metrics_port: int = 9464  # the first replica's /metrics port (others follow)
+    mlflow_port: int = 5000  # the embedded MLflow's (when MLFLOW_TRACKING_URI is not set already)
     ui: bool = True
     prometheus: bool = True
+    mlflow: bool = True  # False: the MLflow mirror is off (MLFLOW_TRACKING_URI reaches no child)
     seed: bool = True
     demo_models: tuple[str, ...] = ("savings", "churn")  # registered and seeded beside the default model
     debounce: float = 2.0
@@ -66,7 +69,8 @@ class LocalStack:
         self.endpoint = f"http://127.0.0.1:{opts.s3_port}"
         # the embedded S3 takes any credentials: fixed local ones, so real ones in this terminal never reach the
         # children or stack.json
-        inherited = {k: v for k, v in os.environ.items() if k not in AWS_IDENTITY}
+        inherited = {k: v for k, v in os.environ.items() if k not in AWS_IDENTITY | {TRACKING}}
+        self.tracking = tracking(opts.mlflow, opts.mlflow_port, dict(os.environ))
         self.env = {
             **inherited,
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -87,6 +91,8 @@ class LocalStack:
             # replicas publish rollout statistics every 5 s here (15 s in the cloud): the judge sees fresh figures
             "FLYWHEEL_ROLLOUT_PUBLISH_SECONDS": os.environ.get("FLYWHEEL_ROLLOUT_PUBLISH_SECONDS", "5"),
             "PYTHONUNBUFFERED": "1",
+            # the worker (trainer, judge, offloaded retrains) mirrors each retrain; the UI links versions to runs
+            **({TRACKING: self.tracking.url} if self.tracking.url else {}),
             **opts.extra_env,
         }
         for k in AWS_IDENTITY:
@@ -117,7 +123,9 @@ class LocalStack:
         o = self.o
         o.state_dir.mkdir(parents=True, exist_ok=True)
         _say(f"state in {o.state_dir} (logs in {self.logs})")
-        self._signing_keys()
+        ensure_signing_keys(self.signing_key, self.verify_key, _say)
+        if self.tracking.embedded:  # first: it takes the longest to answer (~7 s), and needs nothing else
+            start_mlflow(self.children, o.state_dir, self.tracking.port, _say)
         _say(f"1/5 embedded S3 + SQS (moto) on {self.endpoint}")
         moto = self.children.spawn(
             "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(o.s3_port)]
@@ -128,9 +136,12 @@ class LocalStack:
         # as in the cloud: a busy lock re-queues a delayed retrain; a retrain too big for a Lambda's limits is
         # handed to a job, here a local `flywheel retrain` process
         self.env.update({"FLYWHEEL_QUEUE_URL": queue_url, "FLYWHEEL_OFFLOAD": "process"})
-        # the judge every 15 s here (60 s in the cloud), so a demo canary is decided within its min_seconds
+        # the judge every 15 s here (60 s in the cloud), so a demo canary is decided within its min_seconds; the
+        # first retrain waits for the embedded MLflow (the seed versions mirrored too; less than the queue's 60 s
+        # visibility timeout), the replicas and the UI do not
         self.children.spawn("worker", [sys.executable, "-m", "app.local.worker", "--queue-url", queue_url,
-                               "--debounce", str(o.debounce), "--judge-interval", "15"],
+                               "--debounce", str(o.debounce), "--judge-interval", "15",
+                               "--mlflow-wait", "45" if self.tracking.embedded else "0"],
                     env={"FLYWHEEL_SIGNING_KEY_FILE": str(self.signing_key)})  # fmt: skip
         _say(f"3/5 {o.replicas} API replica(s)")
         apis = [
@@ -152,23 +163,14 @@ class LocalStack:
             self.children.spawn("ui", [sys.executable, "-m", "flywheel.cli", "ui", "--host", "127.0.0.1",
                                "--port", str(o.ui_port)], env=ui_env)  # fmt: skip
         if o.prometheus:
-            self._start_prometheus()
+            start_prometheus(self.children, o.state_dir, o.prometheus_port, self.metrics_urls(), _say)
         for url, proc in zip(self.api_urls(), apis, strict=True):
             wait(f"API {url}", lambda url=url: http_ok(url + "/healthz"), 60, proc)
-        watched = [(n, p) for n, p in self.children.procs if n == "worker" or n.startswith("api-")]
+        watched = [(n, p) for n, p in self.children.procs if n in ("worker", "mlflow") or n.startswith("api-")]
         self.models = wait_for_models(self.o.bucket, seeded, self.api_urls(), self.keys.client_key, watched, _say)
+        wait_mlflow(self.children, self.tracking, _say)  # embedded: started first, answering long since
         _say(f"ready in {time.time() - self.launched:.0f} s (since `flywheel up` started)")
         print(banner(self), flush=True)
-
-    def _signing_keys(self) -> None:
-        """A P-256 key pair for signed versions, made on the first start (the private key file is mode 0600)."""
-        from flywheel.registry.signing import generate_key_pair
-
-        if self.signing_key.exists() and self.verify_key.exists():
-            return
-        self.signing_key.unlink(missing_ok=True)
-        generate_key_pair(self.signing_key, self.verify_key)
-        _say(f"new signing key pair in {self.signing_key.parent} (versions signed by an earlier key are refused)")
 
     def _wire(self) -> tuple[str, list[str]]:
         """Bucket (versioned), queue + DLQ, notifications data/ and feedback/ -> queue: as the CDK stack wires them."""
@@ -196,26 +198,10 @@ class LocalStack:
             "FLYWHEEL_API_KEYS_FILE": str(self.keys.store),  # `flywheel apikey` manages this stack's keys
             "FLYWHEEL_API_KEYS_REFRESH_SECONDS": self.env["FLYWHEEL_API_KEYS_REFRESH_SECONDS"],  # ... and says when
             "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE": str(self.verify_key),  # `flywheel models` checks signatures
+            # `flywheel promote` and the rest move MLflow's aliases too; `flywheel mlflow sync` finds it
+            **self.tracking.for_cli(),
         })  # fmt: skip
         return str(url), seeded
-
-    def _start_prometheus(self) -> None:
-        binary = shutil.which("prometheus")
-        if not binary:
-            _say("prometheus not installed: skipping local Prometheus (apt-get install prometheus)")
-            return
-        conf = self.o.state_dir / "prometheus.yml"
-        targets = ", ".join(f'"{u.removeprefix("http://")}"' for u in self.metrics_urls())
-        rules = ROOT / "monitoring" / "prometheus" / "rules.yaml"
-        conf.write_text(
-            "global: {scrape_interval: 5s, evaluation_interval: 5s}\n"
-            + (f"rule_files: ['{rules}']\n" if rules.exists() else "")
-            + f"scrape_configs:\n  - job_name: flywheel-api\n    static_configs: [{{targets: [{targets}]}}]\n"
-        )
-        self.children.spawn("prometheus", [binary, f"--config.file={conf}",
-                                   f"--storage.tsdb.path={self.o.state_dir / 'prometheus'}",
-                                   f"--web.listen-address=127.0.0.1:{self.o.prometheus_port}"])  # fmt: skip
-        _say(f"   Prometheus on http://127.0.0.1:{self.o.prometheus_port} (rules from monitoring/)")
 
     # -- run / stop --------------------------------------------------------------------------------
     def watch(self) -> None:
@@ -273,6 +259,7 @@ def _run(opts: Options, launched: float) -> int:
     ports |= {f"metrics of replica {i + 1}": opts.metrics_port + i for i in range(opts.replicas)}
     ports |= {"UI": opts.ui_port} if opts.ui else {}
     ports |= {"Prometheus": opts.prometheus_port} if opts.prometheus and shutil.which("prometheus") else {}
+    ports |= {"MLflow": opts.mlflow_port} if tracking(opts.mlflow, opts.mlflow_port, dict(os.environ)).embedded else {}
     busy = busy_ports(ports)
     if busy:
         _say(f"error: port {', '.join(busy)} in use by another program: stop it, or choose other ports "

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +44,9 @@ def _receive(sqs: Any, queue_url: str, wait: int) -> list[dict[str, Any]]:
     return list(got.get("Messages", []))
 
 
-def poll_once(sqs: Any, queue_url: str, *, debounce: float, max_records: int = 100, wait: int = 5) -> int | None:
-    """One Lambda-like invocation: gather messages for `debounce` seconds, call the handler once."""
+def poll_once(sqs: Any, queue_url: str, *, debounce: float, max_records: int = 100, wait: int = 5,
+              before: Callable[[], None] | None = None) -> int | None:  # fmt: skip
+    """One Lambda-like invocation: gather messages for `debounce` seconds, call `before`, then the handler once."""
     from lambdas.trainer.handler import handler
 
     messages = _receive(sqs, queue_url, wait)
@@ -58,6 +60,8 @@ def poll_once(sqs: Any, queue_url: str, *, debounce: float, max_records: int = 1
             break
     records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                 "eventSource": "aws:sqs", "attributes": m.get("Attributes", {})} for m in messages]  # fmt: skip
+    if before is not None:
+        before()
     try:
         result = handler({"Records": records}, LocalContext(aws_request_id=str(uuid.uuid4())))
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
@@ -72,14 +76,40 @@ def poll_once(sqs: Any, queue_url: str, *, debounce: float, max_records: int = 1
     return len(records)
 
 
-def run(queue_url: str, debounce: float, stop: threading.Event) -> None:
+@dataclass
+class MlflowGate:
+    """The MLflow that `flywheel up` starts beside the worker answers in ~7 s: the first retrain waits for it (the
+    messages are gathered meanwhile), so that the seed versions are mirrored too. Bounded: past `deadline` the
+    worker goes on, and that retrain's mirror records MLflow down (`flywheel mlflow sync` repairs)."""
+
+    url: str
+    deadline: float
+    stop: threading.Event
+    passed: bool = False
+
+    def wait(self) -> None:
+        from app.local.probes import http_ok
+
+        while not self.passed:
+            if http_ok(self.url.rstrip("/") + "/health"):
+                self.passed = True
+            elif time.monotonic() > self.deadline or self.stop.wait(0.3):
+                log.warning("MLflow at %s is not answering; training without waiting for it", self.url)
+                self.passed = True
+
+
+def run(queue_url: str, debounce: float, stop: threading.Event, mlflow_wait: float = 0.0) -> None:
     from flywheel.storage import sqs_client
 
+    url = os.environ.get("MLFLOW_TRACKING_URI", "")
+    gate = MlflowGate(url, time.monotonic() + mlflow_wait, stop) if url and mlflow_wait > 0 else None
+    if gate is not None:
+        import mlflow.tracking  # noqa: F401 - the mirror's client: imported while MLflow starts, not in a retrain
     sqs = sqs_client()
     log.info("worker polling %s (debounce %.1fs)", queue_url, debounce)
     while not stop.is_set():
         try:
-            poll_once(sqs, queue_url, debounce=debounce, wait=2)
+            poll_once(sqs, queue_url, debounce=debounce, wait=2, before=gate.wait if gate else None)
         except Exception:  # the queue being briefly unreachable must not end the worker
             log.exception("poll failed; retrying")
             stop.wait(2)
@@ -102,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debounce", type=float, default=2.0, help="seconds to gather more records (batching window)")
     parser.add_argument("--judge-interval", type=float, default=60.0,
                         help="seconds between rollout judge passes (as the cloud's judge schedule)")  # fmt: skip
+    parser.add_argument("--mlflow-wait", type=float, default=0.0,
+                        help="seconds to wait for MLFLOW_TRACKING_URI's /health before the first retrain")  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no CloudWatch here: keep the log readable
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -111,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     judge = threading.Thread(target=judge_forever, args=(args.judge_interval, stop), name="judge", daemon=True)
     judge.start()
-    run(args.queue_url, args.debounce, stop)
+    run(args.queue_url, args.debounce, stop, args.mlflow_wait)
     return 0
 
 

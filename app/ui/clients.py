@@ -99,3 +99,16 @@ def registry(core: CoreSettings, name: str) -> Registry:
 def batch_store(core: CoreSettings, name: str) -> BatchStore:
     """Model `name`'s batches and quarantine reports (the old layout included)."""
     return model_batches(s3(), core, name)
+
+
+def mirror_note(registry: Registry) -> str:
+    """After an operator moved an alias here: MLflow's aliases follow (when mirrored), said in one sentence; a
+    failure is named and never undoes the move (docs/mlflow.md)."""
+    from flywheel.tracking.mirror import after_alias_move
+
+    done = after_alias_move(registry)
+    if done is None:
+        return ""
+    if done.ok:
+        return " MLflow's aliases follow."
+    return f" MLflow's aliases did not follow ({done.error}): `flywheel mlflow sync --model {registry.name}` repairs."

@@ -1,5 +1,6 @@
 """Models page: the chosen model's versions, gate decisions and metrics from the registry; promote and roll back;
-its rollout (app/ui/rollout_panel.py) and live quality (app/ui/quality_panel.py)."""
+its rollout (app/ui/rollout_panel.py) and live quality (app/ui/quality_panel.py); each version's run in MLflow when
+the mirror is on (MLFLOW_TRACKING_URI)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from flywheel.errors import ConflictError, NotFound
 from flywheel.registry.operator_actions import promote, rollback
 from flywheel.release.version_status import STATUSES, listing, share_phrase
 from flywheel.settings import CoreSettings
+from flywheel.tracking.mirror import run_links
+from flywheel.tracking.mlflow_client import tracking_uri
 
 FLASH = "models_flash"  # (kind, message) of the last action, shown once
 # material icons, not emoji: they render without an emoji font
@@ -55,6 +58,24 @@ def _manifest(bucket: str, default_model: str, name: str, version: int) -> dict[
     return clients.registry(clients.bucket_settings(bucket, default_model), name).manifest(version)
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def _run_links(uri: str, name: str) -> dict[int, str]:
+    """{version: its retrain's run in the MLflow UI} of model `name` at `uri` ({} when MLflow does not answer; one
+    search, bounded by the mirror's timeout; cached briefly: a retrain's run appears within 30 s, or on Refresh)."""
+    return run_links(name)
+
+
+def _run_link(name: str, version: int) -> None:
+    """Where version `version`'s run is in MLflow; nothing when the mirror is off or MLflow does not answer."""
+    uri = tracking_uri()
+    links = _run_links(uri, name) if uri else {}
+    if version in links:
+        st.markdown(f":material/open_in_new: [v{version}'s run in MLflow]({links[version]}): its parameters, "
+                    "metrics and model; tick two runs of the experiment there and *Compare*.")  # fmt: skip
+    elif links:
+        st.caption(f"v{version} is not in MLflow yet: `flywheel mlflow sync --model {name}` mirrors it.")
+
+
 def _force_key(name: str, version: int) -> str:
     return f"force-{name}-{version}"
 
@@ -81,7 +102,8 @@ def _act(core: CoreSettings, name: str, what: str, version: int | None = None) -
     except (ClientError, BotoCoreError) as e:
         st.session_state[FLASH] = ("error", f"S3 refused to move the alias: {e}")
     else:
-        st.session_state[FLASH] = ("success", message + " The API replicas follow within one poll.")
+        st.session_state[FLASH] = ("success", message + " The API replicas follow within one poll."
+                                   + clients.mirror_note(registry))  # fmt: skip
     _load.clear()
     rollout_panel.clear()  # the judge aborts a rollout whose baseline is no longer in production
 
@@ -132,6 +154,7 @@ def _details(core: CoreSettings, name: str, rows: list[dict[str, Any]]) -> None:
         + ("signed (manifest.sig; replicas verify it before serving)" if row["signature"] in ("signed", "valid") else
            f"signature **{row['signature']}**: replicas that verify signatures never serve it")
     )  # fmt: skip
+    _run_link(name, version)
 
     flash = st.session_state.pop(FLASH, None)
     if flash:
@@ -190,6 +213,7 @@ def render() -> None:
         st.warning("No version is in production: the gate has approved none yet. Promote one below.")
     if st.button("Refresh", icon=":material/refresh:"):
         _load.clear()
+        _run_links.clear()
         rollout_panel.clear()
         quality_panel.clear()
         picker.clear()

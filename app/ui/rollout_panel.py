@@ -50,8 +50,8 @@ def _decide(core: CoreSettings, name: str, what: str, candidate: int, refresh: C
         st.session_state[FLASH] = ("error", f"S3 refused to record the decision: {e}")
     else:
         serving = f"v{alias.version}" if alias else "none"
-        st.session_state[FLASH] = ("success", f"{name}: rollout of v{decided.candidate} {decided.status} by "
-                                              f"{who.label}; production: {serving}.")  # fmt: skip
+        said = f"{name}: rollout of v{decided.candidate} {decided.status} by {who.label}; production: {serving}."
+        st.session_state[FLASH] = ("success", said + clients.mirror_note(registry))
     _load.clear()
     refresh()
 

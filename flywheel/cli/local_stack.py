@@ -37,8 +37,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         ui_port=args.ui_port,
         prometheus_port=args.prometheus_port,
         metrics_port=args.metrics_port,
+        mlflow_port=args.mlflow_port,
         ui=not args.no_ui,
         prometheus=not args.no_prometheus,
+        mlflow=not args.no_mlflow,
         seed=not args.no_seed,
     )
     return up(opts)
@@ -71,3 +73,7 @@ def add_parsers(add: Add) -> None:
     p.add_argument("--no-ui", action="store_true", help="do not start the UI")
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus even if installed")
     p.add_argument("--no-seed", action="store_true", help="do not put a first batch into an empty bucket")
+    p.add_argument(
+        "--mlflow-port", type=int, default=5000, help="embedded MLflow's port (none when MLFLOW_TRACKING_URI is set)"
+    )
+    p.add_argument("--no-mlflow", action="store_true", help="no MLflow mirror: no server, no MLFLOW_TRACKING_URI")

@@ -11,7 +11,8 @@ embedded S3's fixed local credentials, never real ones, and are removed by the `
 A stack counts as running only while its `up` holds `<state dir>/up.lock` (a pid left in a file by a killed
 `up` may since belong to anyone). The CLI takes a stack.json only from this user's own files (never through a
 symlink, never one another user could write: flywheel/cli/own_files.py), and only what `up` writes in it:
-loopback URLs, key files inside that state directory, and a few plain names.
+loopback URLs, key files inside that state directory, a few plain names, and the MLflow the stack mirrors to (an
+http(s) URL: loopback when `up` runs it, any when the user's MLFLOW_TRACKING_URI named another).
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ LOOPBACK_URL = re.compile(r"http://127\.0\.0\.1:\d{1,5}")
 #: what `flywheel up` writes and the CLI takes, checked: loopback URLs, key files inside the state directory
 URLS = ("AWS_ENDPOINT_URL", "FLYWHEEL_API_URL")
 FILES = ("FLYWHEEL_SIGNING_KEY_FILE", "FLYWHEEL_API_KEYS_FILE", "FLYWHEEL_VERIFY_PUBLIC_KEY_FILE")
+HTTP_URL = re.compile(r"https?://[^\s/?#@]+(/[^\s?#@]*)?")  # no credentials in it
+WEB = ("MLFLOW_TRACKING_URI",)  # http(s) URLs, not only loopback
 PLAIN = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "FLYWHEEL_BUCKET", "FLYWHEEL_MODEL_NAME",
-         "FLYWHEEL_API_KEYS_REFRESH_SECONDS")  # fmt: skip
+         "FLYWHEEL_API_KEYS_REFRESH_SECONDS", "FLYWHEEL_MLFLOW_EXPERIMENT",
+         "FLYWHEEL_MLFLOW_REGISTERED_PREFIX")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,12 @@ def _checked(state_dir: Path, doc: dict[str, Any]) -> dict[str, str]:
     for key, value in doc.items():
         if key in ("pid",):
             continue
-        if key not in URLS + FILES + PLAIN or not isinstance(value, str):
+        if key not in URLS + FILES + PLAIN + WEB or not isinstance(value, str):
             raise ValueError(f"unexpected entry {key!r}")
         if key in URLS and not LOOPBACK_URL.fullmatch(value):
             raise ValueError(f"{key} {value!r} is not a loopback URL")
+        if key in WEB and not HTTP_URL.fullmatch(value):
+            raise ValueError(f"{key} {value!r} is not an http(s) URL without credentials")
         if key in FILES and not Path(value).resolve().is_relative_to(state_dir):
             raise ValueError(f"{key} {value!r} is outside {state_dir}")
         values[key] = value

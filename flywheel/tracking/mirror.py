@@ -160,11 +160,13 @@ def run_links(model: str) -> dict[int, str]:
     if mirror is None or not str(mirror.client.tracking_uri).startswith(("http://", "https://")):
         return {}  # a SageMaker tracking server's ARN is no web address
     try:
-        from flywheel.tracking.runs import MODEL_TAG, ROLE_TAG, experiment_id
+        from flywheel.tracking.runs import MODEL_TAG, ROLE_TAG
 
         mirror.call("read the MLflow credentials", load_credentials, mirror.settings)
-
-        exp = experiment_id(mirror, model)
+        found = mirror.call("find the experiment", mirror.client.get_experiment_by_name, mirror.experiment_name(model))
+        if found is None:
+            return {}  # a reader never creates an experiment
+        exp = str(found.experiment_id)
         query = f"tags.`{ROLE_TAG}` = 'retrain' and tags.`{MODEL_TAG}` = '{model}'"
         runs = mirror.call("list the runs", mirror.client.search_runs, [exp], filter_string=query, max_results=1000)
     except MirrorFailed as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,16 +20,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Up:
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.s3_port, self.ui_port = free_port(), free_port()
+    """`mlflow`: start the embedded MLflow (or use MLFLOW_TRACKING_URI when a test sets it in `env`); off by default
+    (`--no-mlflow`: ~7 s less to start) except where a test is about it, or the README's walkthrough."""
+
+    def __init__(self, state: Path, mlflow: bool = False) -> None:
+        self.state, self.mlflow = state, mlflow
+        self.s3_port, self.ui_port, self.mlflow_port = free_port(), free_port(), free_port()
         # two replicas on consecutive ports (and their metrics ports): a range no other worker's free_port() takes
         self.api_port = free_port_range(2)
         self.metrics_port = free_port_range(2)
         while {self.metrics_port, self.metrics_port + 1} & {self.api_port, self.api_port + 1}:
             self.metrics_port = free_port_range(2)
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},  # none of this shell's MLflow
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
@@ -47,6 +51,11 @@ class Up:
         return {"Authorization": f"Bearer {(self.state / 'api' / 'client.key').read_text().strip()}"}
 
     @property
+    def mlflow_url(self) -> str:
+        """The embedded MLflow's (with `mlflow=True` and no MLFLOW_TRACKING_URI of the test's own)."""
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
     def apis(self) -> list[str]:
         return [f"http://127.0.0.1:{self.api_port + i}" for i in range(2)]
 
@@ -54,7 +63,8 @@ class Up:
         return [
             sys.executable, "-m", "flywheel.cli", "up", "--state-dir", str(self.state),
             "--s3-port", str(self.s3_port), "--api-port", str(self.api_port), "--ui-port", str(self.ui_port),
-            "--metrics-port", str(self.metrics_port), "--no-prometheus", "--no-ui",
+            "--metrics-port", str(self.metrics_port), "--mlflow-port", str(self.mlflow_port), "--no-prometheus",
+            "--no-ui", *([] if self.mlflow else ["--no-mlflow"]),
         ]  # fmt: skip
 
     def start(self, wait: bool = True) -> None:
@@ -104,7 +114,7 @@ class Up:
         return out.stdout
 
     def run_cli(self, *args: str, cwd: Path = ROOT, state_dir: bool = True) -> subprocess.CompletedProcess[str]:
-        bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYWHEEL_"))}
+        bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLYWHEEL_", "MLFLOW_"))}
         env = {**bare, "XDG_STATE_HOME": self.env["XDG_STATE_HOME"]}
         if state_dir:
             env["FLYWHEEL_STATE_DIR"] = str(self.state)
@@ -120,3 +130,14 @@ class Up:
             except httpx.HTTPError:
                 versions.append(None)
         return versions
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port` (bound as the servers bind: TIME_WAIT does not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -14,21 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack_harness import ROOT, Up
+from tests.e2e.stack_harness import ROOT, Up, port_free
 from tests.helpers import eventually
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _ports(up: Up) -> list[int]:
@@ -85,7 +75,7 @@ def test_a_restart_a_second_start_and_the_cli_from_anywhere(up: Up, tmp_path: Pa
     # SIGKILL: the children die with `up` (the kernel signals them), every port is free again
     up.proc.kill()  # type: ignore[union-attr]
     up.proc.wait()  # type: ignore[union-attr]
-    wait_for(lambda: all(_port_free(p) for p in _ports(up)), 60, interval=0.5, what="every port free after SIGKILL")
+    wait_for(lambda: all(port_free(p) for p in _ports(up)), 60, interval=0.5, what="every port free after SIGKILL")
     # and its record no longer counts: the CLI from elsewhere says there is no stack, in one line
     out = up.run_cli("models", cwd=elsewhere, state_dir=False)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no running local stack" in out.stderr
@@ -97,7 +87,7 @@ def test_sigterm_while_starting_stops_everything(up: Up) -> None:
                what="up waiting for the seed batches")  # fmt: skip
     up.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     assert up.proc.wait(timeout=90) == 0, "\n".join(up.lines)  # type: ignore[union-attr]
-    wait_for(lambda: all(_port_free(p) for p in _ports(up)), 30, interval=0.5, what="every port free")
+    wait_for(lambda: all(port_free(p) for p in _ports(up)), 30, interval=0.5, what="every port free")
     assert not (up.state / "stack.json").exists()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.e2e.stack_harness import ROOT, Up
 from tests.helpers import eventually
@@ -54,6 +55,7 @@ def test_the_readme_walkthrough_works_as_written(up: Up, tmp_path: Path) -> None
     for name in (".venv", "examples"):
         (home / name).symlink_to(ROOT / name)
     up.state = home / ".flywheel"
+    up.mlflow = True  # as `make up` runs: the README shows the MLflow UI
     up.start()
 
     scratch = tmp_path / "scratch"
@@ -62,6 +64,8 @@ def test_the_readme_walkthrough_works_as_written(up: Up, tmp_path: Path) -> None
     script = []
     for i, command in enumerate(commands):
         command = command.replace("localhost:8080", f"localhost:{up.api_port}").replace("/tmp/", f"{scratch}/")
+        for default in ("localhost:5000", "127.0.0.1:5000"):  # the MLflow UI's
+            command = command.replace(default, f"127.0.0.1:{up.mlflow_port}")
         script += [f"printf '\\n{MARK} {i} start\\n'", command, f"printf '\\n{MARK} {i} exit %d\\n' $?"]
     env = {k: v for k, v in up.env.items() if not k.startswith(("AWS_", "FLYWHEEL_"))}  # nothing exported
     shell = "exec 2>&1\n" + "\n".join(script)  # each command's errors beside its output
@@ -107,4 +111,18 @@ def test_the_readme_walkthrough_works_as_written(up: Up, tmp_path: Path) -> None
 
     eventually(trained_on, lambda keys: any("data/savings/feedback/" in k for k in keys), 240,
                what="a savings version trained on the walkthrough's labels")  # fmt: skip
+
+    # MLflow followed it all (the worker's retrains, the CLI's rollback and promote, the judge): a run per version,
+    # and its production alias where Flywheel's is
+    mlflow = MlflowClient(up.mlflow_url)
+
+    def mirrored() -> tuple[int, set[str], str | None]:
+        production = json.loads(s3.get_object(Bucket="flywheel-local", Key="models/savings/aliases/production.json")
+                                ["Body"].read())["version"]  # fmt: skip
+        versions = {mv.version: mv.tags["flywheel.version"] for mv in mlflow.search_model_versions("name = 'savings'")}
+        alias = mlflow.get_registered_model("savings").aliases.get("production")
+        return production, set(versions.values()), versions.get(alias) if alias else None
+
+    state = eventually(mirrored, lambda m: m[2] == str(m[0]), 60, what="MLflow's production alias = Flywheel's")
+    assert {"1", "2", "3"} <= state[1], state
     assert up.stop() == 0

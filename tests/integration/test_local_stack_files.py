@@ -107,6 +107,8 @@ def test_another_users_stack_file_or_record_is_ignored(home: Path, capsys: pytes
         ("AWS_CONFIG_FILE", "/tmp/evil.cfg", "unexpected entry 'AWS_CONFIG_FILE'"),
         ("AWS_ENDPOINT_URL", "http://evil.example:80", "is not a loopback URL"),
         ("FLYWHEEL_API_KEYS_FILE", "/etc/passwd", "is outside"),
+        ("MLFLOW_TRACKING_URI", "file:///tmp/mlruns", "MLFLOW_TRACKING_URI"),
+        ("MLFLOW_TRACKING_URI", "https://user:pw@mlflow.example", "MLFLOW_TRACKING_URI"),
     ],
 )
 def test_a_stack_file_with_more_than_up_writes_is_refused(
