@@ -90,6 +90,8 @@ class LocalStack:
             "FLYWHEEL_API_KEYS_REFRESH_SECONDS": os.environ.get("FLYWHEEL_API_KEYS_REFRESH_SECONDS", "3"),
             # replicas publish rollout statistics every 5 s here (15 s in the cloud): the judge sees fresh figures
             "FLYWHEEL_ROLLOUT_PUBLISH_SECONDS": os.environ.get("FLYWHEEL_ROLLOUT_PUBLISH_SECONDS", "5"),
+            # captures reach the bucket within 5 s here (30 s in the cloud): a label can follow its prediction soon
+            "FLYWHEEL_CAPTURE_FLUSH_SECONDS": os.environ.get("FLYWHEEL_CAPTURE_FLUSH_SECONDS", "5"),
             "PYTHONUNBUFFERED": "1",
             # the worker (trainer, judge, offloaded retrains) mirrors each retrain; the UI links versions to runs
             **({TRACKING: self.tracking.url} if self.tracking.url else {}),

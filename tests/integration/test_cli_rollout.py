@@ -83,7 +83,7 @@ def test_start_status_then_the_judge_promotes(reg: Registry, stack: Stack, capsy
         ["rollout-promoted", "by", "judge:"],
     ]
     assert json.loads(run(capsys, "rollout", "judge", "--json")[1]) == [
-        {"model": "savings", "candidate": 2, "action": "none", "reason": "", "pods": 0, "figures": {}}
+        {"model": "savings", "candidate": 2, "action": "none", "reason": "", "pods": 0, "figures": {}, "mlflow": ""}
     ]
 
 
