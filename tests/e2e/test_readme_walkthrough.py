@@ -8,6 +8,7 @@ joined, and a version is trained on them."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.helpers import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MARK = "@@walkthrough"
+DECIDED = {"rollout-promoted", "rollout-aborted"}
 
 
 def walkthrough_commands(readme: str) -> list[str]:
@@ -90,14 +92,20 @@ def test_the_readme_walkthrough_works_as_written(up: Up, tmp_path: Path) -> None
         else:
             assert codes[i] == 0, report
 
-    # the canary the walkthrough started is decided by the judge (the local judge runs every 15 s)
-    def rollout() -> dict[str, Any]:
-        out: dict[str, Any] = json.loads(up.cli("rollout", "status", "--model", "savings", "--json", cwd=home))
-        return out["rollout"] or {}
+    # the canary the walkthrough started (the version `drop --wait` said is a canary) is decided by the judge, on
+    # the traffic of several keys (the local judge runs every 15 s): its history says who decided
+    output = "\n".join(line for lines in outputs.values() for line in lines)
+    canary = int(re.findall(r"trained into savings v(\d+): canary", output)[0])
 
-    decided = eventually(rollout, lambda r: r.get("status") in {"promoted", "aborted"}, 240,
-                         what="the judge's verdict on the walkthrough's canary")  # fmt: skip
-    assert decided["mode"] == "canary" and "judge" in decided["decided_by"], decided
+    def history() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = json.loads(up.cli("models", "--model", "savings", "--history", str(canary),
+                                                        "--json", cwd=home))  # fmt: skip
+        return found
+
+    events = eventually(history, lambda h: any(e["what"] in DECIDED for e in h), 240,
+                        what=f"the judge's verdict on the walkthrough's canary v{canary}")  # fmt: skip
+    decision = next(e for e in events if e["what"] in DECIDED)
+    assert decision["who"] == "judge" and "production moved" not in decision.get("reason", ""), events  # a verdict
 
     # the feedback loop closed: the walkthrough's labels were joined and a version trained on them
     s3 = boto3.client("s3", endpoint_url=up.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
