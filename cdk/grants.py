@@ -3,6 +3,7 @@ pods and the UI pods; and the trainer Lambda's hand-off (submit its Batch job, r
 
 from __future__ import annotations
 
+from aws_cdk import Aws
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
@@ -150,3 +151,18 @@ def grant(principal: iam.IGrantable, statements: list[iam.PolicyStatement]) -> N
     """Attach `statements` to the principal's own policy."""
     for statement in statements:
         principal.grant_principal.add_to_principal_policy(statement)
+
+
+def secret_read_statements(secret_arns: list[str], key_arn: str | None) -> list[iam.PolicyStatement]:
+    """GetSecretValue on exactly `secret_arns`; kms:Decrypt on `key_arn` through Secrets Manager only, when a
+    customer-managed key encrypts them."""
+    out = [iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=secret_arns)]
+    if key_arn:
+        out.append(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt"],
+                resources=[key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"}},
+            )
+        )
+    return out

@@ -16,6 +16,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from cdk.access_settings import AccessSettings
+from cdk.grants import secret_read_statements
 
 OPERATOR_GROUP = "flywheel-operators"
 VIEWER_GROUP = "flywheel-viewers"
@@ -133,13 +134,4 @@ class UiIdentity(Construct):
 
     def statements(self) -> list[iam.PolicyStatement]:
         """GetSecretValue on exactly the two secrets; kms:Decrypt through Secrets Manager if a CMK encrypts one."""
-        out = [iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=self.secret_arns)]
-        if self._key_arn:
-            out.append(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt"],
-                    resources=[self._key_arn],
-                    conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"}},
-                )
-            )
-        return out
+        return secret_read_statements(self.secret_arns, self._key_arn)

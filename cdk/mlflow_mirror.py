@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Aws, Validations
+from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_iam as iam
 from constructs import Construct, IConstruct
 
 from cdk.context import SettingsError
+from cdk.grants import secret_read_statements
 from cdk.mlflow_settings import MlflowSettings
 from cdk.nag import Finding
 
@@ -71,17 +72,7 @@ class MlflowMirror(Construct):
             ]
         if s.mlflow_credentials_secret_arn is None:
             return []  # a server that asks for no credentials: nothing to grant
-        secret = s.mlflow_credentials_secret_arn
-        out = [iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret])]
-        if s.mlflow_credentials_secret_key_arn:
-            out.append(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt"],
-                    resources=[s.mlflow_credentials_secret_key_arn],
-                    conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"}},
-                )
-            )
-        return out
+        return secret_read_statements([s.mlflow_credentials_secret_arn], s.mlflow_credentials_secret_key_arn)
 
     def allow(self, roles: list[iam.IRole], *, before: list[IConstruct]) -> iam.Policy | None:
         """Attach `statements` to `roles` as one policy (the `Access` child), in place before `before` (the

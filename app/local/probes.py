@@ -98,13 +98,13 @@ def wait_for_models(
         aliases = {name: Registry(s3, bucket, name).alias() for name in registered(s3, bucket)}
         return {name: a.version if a else None for name, a in aliases.items()}
 
-    def trained() -> bool:
-        return all(production().get(n) for n in seeded)
+    def trained() -> bool:  # polled: only the seeded models' aliases, not every registration
+        return all(Registry(s3, bucket, n).alias() for n in seeded)
 
     if seeded:
         say(f"5/5 training the seed batch of {', '.join(seeded)} (first start: ~10-30 s each), then serving")
         if not wait_until(trained, 300, watched):
-            late = ", ".join(n for n in seeded if not production().get(n))
+            late = ", ".join(n for n in seeded if not Registry(s3, bucket, n).alias())
             say(f"warning: no version of {late} after 300 s: see the worker's log")
     else:
         say("5/5 waiting for the replicas to serve every model that has a production version")

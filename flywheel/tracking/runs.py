@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from flywheel.registry.manifest import sha256
 from flywheel.tracking.mlflow_client import Mirror
 
 ROLE_TAG, MODEL_TAG, VERSION_TAG = "flywheel.role", "flywheel.model", "flywheel.version"
@@ -39,9 +40,7 @@ def _params(manifest: dict[str, Any]) -> dict[str, str]:
 
 
 def _schema_hash(manifest: dict[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(manifest.get("schema", {}), sort_keys=True).encode()).hexdigest()
+    return sha256(json.dumps(manifest.get("schema", {}), sort_keys=True).encode())
 
 
 def _metrics(manifest: dict[str, Any]) -> dict[str, float]:

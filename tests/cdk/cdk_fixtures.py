@@ -168,3 +168,16 @@ def offline_env(tmp: Path) -> dict[str, str]:
         JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
     )
     return env
+
+
+def synth_with(tmp: Path, context: dict[str, str]) -> InProcessSynth:
+    """The app synthesized in this process with cdk.json's context plus `context` (cdk-nag included: an
+    unacknowledged finding raises)."""
+    from aws_cdk import App
+
+    from cdk.app import build_app
+
+    app, stack = build_app(App(outdir=str(tmp), context={**cdk_json_context(), **context}))
+    app.synth()
+    template = json.loads((tmp / f"{stack.stack_name}.template.json").read_text())
+    return InProcessSynth(outdir=tmp, template=template, stack=stack)

@@ -4,20 +4,18 @@ the exposed Services and the outputs; for the default (internal), a Cognito and 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk import App
 from cdk_fixtures import (
     InProcessSynth,
     actions,
     app_config,
-    cdk_json_context,
     joined,
     only,
     role_statements,
     s3_grants,
+    synth_with,
     with_markers,
 )
 from test_cdk_bucket_policy import (
@@ -48,23 +46,14 @@ EXTERNAL_CONTEXT = {
 }
 
 
-def _synth(tmp: Path, context: dict[str, str]) -> InProcessSynth:
-    from cdk.app import build_app
-
-    app, stack = build_app(App(outdir=str(tmp), context={**cdk_json_context(), **context}))
-    app.synth()  # cdk-nag included: raises on an unacknowledged finding
-    template = json.loads((tmp / f"{stack.stack_name}.template.json").read_text())
-    return InProcessSynth(outdir=tmp, template=template, stack=stack)
-
-
 @pytest.fixture(scope="module")
 def cognito(tmp_path_factory: pytest.TempPathFactory) -> InProcessSynth:
-    return _synth(tmp_path_factory.mktemp("cdk-cognito"), COGNITO_CONTEXT)
+    return synth_with(tmp_path_factory.mktemp("cdk-cognito"), COGNITO_CONTEXT)
 
 
 @pytest.fixture(scope="module")
 def external(tmp_path_factory: pytest.TempPathFactory) -> InProcessSynth:
-    return _synth(tmp_path_factory.mktemp("cdk-external-idp"), EXTERNAL_CONTEXT)
+    return synth_with(tmp_path_factory.mktemp("cdk-external-idp"), EXTERNAL_CONTEXT)
 
 
 def _secret_ids(synth: InProcessSynth) -> dict[str, str]:

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 from aws_cdk import App, Stack
-from cdk_fixtures import REPO_ROOT, InProcessSynth, actions, cdk_json_context, joined, only, trainer_environment
+from cdk_fixtures import (
+    REPO_ROOT,
+    InProcessSynth,
+    actions,
+    joined,
+    only,
+    synth_with,
+    trainer_environment,
+)
 from test_cdk_mlflow_settings import KEY, SECRET, SERVER, STORE
 from test_cdk_nag import _violations
 
@@ -36,18 +44,9 @@ SAGEMAKER_CONTEXT = {"mlflowTrackingServerArn": SERVER, "mlflowArtifactStoreUri"
 MIRRORING_ROLES = ("TrainerRole", "TrainerJobJobRole", "RolloutJudgeRole")
 
 
-def _synth(tmp: Path, context: dict[str, str]) -> InProcessSynth:
-    from cdk.app import build_app
-
-    app, stack = build_app(App(outdir=str(tmp), context={**cdk_json_context(), **context}))
-    app.synth()  # cdk-nag included: raises on an unacknowledged finding
-    template = json.loads((tmp / f"{stack.stack_name}.template.json").read_text())
-    return InProcessSynth(outdir=tmp, template=template, stack=stack)
-
-
 @pytest.fixture(scope="module")
 def with_uri(tmp_path_factory: pytest.TempPathFactory) -> InProcessSynth:
-    return _synth(tmp_path_factory.mktemp("cdk-mlflow-uri"), URI_CONTEXT)
+    return synth_with(tmp_path_factory.mktemp("cdk-mlflow-uri"), URI_CONTEXT)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def sagemaker(tmp_path_factory: pytest.TempPathFactory) -> InProcessSynth:
     """SageMaker's managed MLflow, as if the trainer image had the sagemaker-mlflow plugin (it has not yet)."""
     with pytest.MonkeyPatch.context() as patch:  # for this synth only
         patch.setattr(mlflow_mirror, "plugin_in_image", lambda repo_root: True)
-        return _synth(tmp_path_factory.mktemp("cdk-mlflow-sagemaker"), SAGEMAKER_CONTEXT)
+        return synth_with(tmp_path_factory.mktemp("cdk-mlflow-sagemaker"), SAGEMAKER_CONTEXT)
 
 
 def _environments(synth: InProcessSynth) -> dict[str, dict[str, Any]]:
@@ -231,7 +230,7 @@ def test_sagemaker_the_acknowledged_nag_findings_are_exactly_the_real_ones(tmp_p
         patch.setattr(mlflow_mirror, "plugin_in_image", lambda repo_root: True)
         patch.setattr(MlflowMirror, "findings", lambda self: [])
         with pytest.raises(RuntimeError, match="ValidationFailed"):
-            _synth(tmp_path, SAGEMAKER_CONTEXT)
+            synth_with(tmp_path, SAGEMAKER_CONTEXT)
     reported = {
         (rule, path.removesuffix("/Resource")) for rule, path in _violations(tmp_path / "validation-report.json")
     }
