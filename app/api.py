@@ -34,6 +34,7 @@ from flywheel.serving.capture import prediction_ids
 from flywheel.serving.fleet import V2_STATE, Hosted
 from flywheel.serving.host import ServedModel
 from flywheel.serving.inputs import Columns, records_to_columns, v2_to_columns
+from flywheel.serving.relayed import WorkerLink
 from flywheel.settings import ServeSettings
 from flywheel.storage import s3_client
 
@@ -231,20 +232,24 @@ ROUTES = [
 ]
 
 
-def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registry: Any = "default") -> Starlette:
-    """Build one replica. `registry=None` uses a private Prometheus registry (tests); default: the global one."""
+def create_app(
+    settings: ServeSettings | None = None, *, s3: Any = None, registry: Any = "default", link: WorkerLink | None = None
+) -> Starlette:
+    """Build one replica. `registry=None` uses a private Prometheus registry (tests); default: the global one.
+    `link`: a request worker of an agent (app/worker.py): no S3, no metrics port, no background work here."""
     settings = settings or ServeSettings()  # type: ignore[call-arg]  # bucket from the environment
     tune_gc()  # app/serve.py: each worker process sets its own
     disable_created_metrics()  # the *_created series only add noise to every scrape
     prom = None if registry == "default" else (registry or CollectorRegistry())
-    service = Service(settings, s3 if s3 is not None else s3_client(), prom)
+    service = Service(settings, None if link is not None else s3 if s3 is not None else s3_client(), prom, link)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        metrics_server = _metrics_server(settings, service)
+        metrics_server = _metrics_server(settings, service) if link is None else None  # the agent serves them
         service.fleet.start()
         service.capture.start()
-        refresher = asyncio.create_task(_refresh_keys(service.auth, settings.api_keys_refresh_seconds))
+        every = settings.api_keys_refresh_seconds
+        refresher = asyncio.create_task(_refresh_keys(service.auth if link is None else None, every))
         log.info("serving %s from s3://%s (default %s, pinned=%s, auth %s)",
                  settings.serve_models or "every registered model", settings.bucket, settings.model_name,
                  settings.pinned_version, settings.api_auth)  # fmt: skip
@@ -253,7 +258,10 @@ def create_app(settings: ServeSettings | None = None, *, s3: Any = None, registr
         finally:
             refresher.cancel()
             await service.fleet.stop()
-            await asyncio.to_thread(service.capture.stop)  # the last captures are written
+            if link is not None:
+                link.stop()  # the last rollout counts go to the agent
+            else:
+                await asyncio.to_thread(service.capture.stop)  # the last captures are written
             if metrics_server is not None:
                 metrics_server.stop()
 

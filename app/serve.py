@@ -5,6 +5,12 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flywheel.settings import ServeSettings
+
+log = logging.getLogger(__name__)
 
 
 def pin_threads(threads: int) -> None:
@@ -25,15 +31,23 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run(host: str, port: int, workers: int, log_level: str = "info") -> int:
+def run(host: str, port: int, workers: int, log_level: str = "info", *, in_process: bool = False) -> int:
+    """An agent in this process and `workers` request processes (docs/serving.md, "One process serves, one
+    works"); `in_process`: one process that serves and does the background work too (as before, and as tests do)."""
     from flywheel.settings import ServeSettings
 
     os.environ.setdefault("FLYWHEEL_METRICS_HOST", host)  # metrics on the same interface as the API, by default
-    settings = ServeSettings()  # type: ignore[call-arg]  # fail fast on bad settings, before forking
+    settings = ServeSettings()  # type: ignore[call-arg]  # fail fast on bad settings, before any process starts
     pin_threads(settings.predict_threads)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if in_process:
+        return _run_in_process(host, port, workers, log_level)
+    return _run_agent(settings, host, port, workers, log_level)
+
+
+def _run_in_process(host: str, port: int, workers: int, log_level: str) -> int:
     import uvicorn
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         "app.api:create_app",
         factory=True,
@@ -46,4 +60,50 @@ def run(host: str, port: int, workers: int, log_level: str = "info") -> int:
         loop="uvloop",
         http="app.http_limits:BoundedHttpToolsProtocol",  # httptools, with the request head bounded in size and time
     )
+    return 0
+
+
+def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_level: str) -> int:
+    import shutil
+    import signal
+    import socket
+    import tempfile
+    import threading
+
+    from prometheus_client import CollectorRegistry, disable_created_metrics
+
+    from app.metrics_server import MetricsServer
+    from app.workers import WorkerPool
+    from flywheel.serving.agent import Agent
+    from flywheel.serving.metrics import ServingMetrics
+    from flywheel.serving.worker_metrics import merged_registry
+    from flywheel.storage import s3_client
+
+    disable_created_metrics()
+    own = CollectorRegistry()
+    agent = Agent(settings, s3_client(), ServingMetrics(own), copies=1 + workers)
+    metrics_dir = tempfile.mkdtemp(prefix="flywheel-worker-metrics-")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=2048)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    metrics = MetricsServer(settings.metrics_host, settings.metrics_port, merged_registry(own, metrics_dir),
+                            agent.refresh_drift)  # fmt: skip
+    pool = WorkerPool(agent, listener, workers, metrics_dir, log_level)
+    agent.start()
+    pool.start()
+    metrics.start()
+    log.info("serving %s from s3://%s on %s:%d with %d request worker(s) (default %s, pinned=%s, auth %s)",
+             settings.serve_models or "every registered model", settings.bucket, host, port, workers,
+             settings.model_name, settings.pinned_version, settings.api_auth)  # fmt: skip
+    try:
+        while not stop.wait(0.5):
+            pool.tend()
+    finally:
+        pool.stop(timeout=25)  # each worker finishes its requests in flight (uvicorn: up to 20 s)
+        listener.close()
+        agent.stop()  # the last captures are written
+        metrics.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -19,6 +19,7 @@ from flywheel.errors import ClientClosed, InvalidInput, Overloaded, PayloadTooLa
 from flywheel.serving.capture import Capturer
 from flywheel.serving.fleet import Fleet
 from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.relayed import WorkerLink
 from flywheel.settings import ServeSettings
 
 
@@ -72,28 +73,36 @@ class Slots:
 class Service:
     """Everything one replica holds; built in the factory, started in the lifespan."""
 
-    def __init__(self, settings: ServeSettings, s3: Any, registry: CollectorRegistry | None) -> None:
+    def __init__(
+        self, settings: ServeSettings, s3: Any, registry: CollectorRegistry | None, link: WorkerLink | None = None
+    ) -> None:
+        """`link`: a request worker's link to its agent (app/worker.py), which lists, polls, verifies, captures and
+        reloads keys for it; None: this process does all of that itself (tests, `flywheel serve --in-process`)."""
         self.settings = settings
         self.prom = registry if registry is not None else REGISTRY
         self.metrics = ServingMetrics(registry)
-        self.fleet = Fleet(settings, s3, self.metrics)
-        self.capture = Capturer.from_settings(s3, settings, self.fleet.pod, self.metrics)
-        self.slots = Slots(settings.max_inflight, settings.max_inflight_per_key, self.metrics)
-        self.auth = (
-            api_keys.authenticator(
-                settings.api_keys_file,
-                settings.api_keys_secret_id,
-                settings.api_service_key_secret_ids,
-                settings.api_keys_refresh_seconds,
-            )
-            if settings.api_auth == "api-keys"
-            else None
+        self.link = link
+        self.fleet = Fleet(settings, s3, self.metrics, relayed=link is not None)
+        self.capture: Capturer | WorkerLink = (
+            link if link is not None else Capturer.from_settings(s3, settings, self.fleet.pod, self.metrics)
         )
+        self.slots = Slots(settings.max_inflight, settings.max_inflight_per_key, self.metrics)
+        self.auth: api_keys.Authenticator | None = None
+        if settings.api_auth == "api-keys":
+            self.auth = (
+                api_keys.Authenticator(None, refresh_seconds=settings.api_keys_refresh_seconds)  # filled by the agent
+                if link is not None
+                else api_keys.authenticator(settings.api_keys_file, settings.api_keys_secret_id,
+                                            settings.api_service_key_secret_ids, settings.api_keys_refresh_seconds)
+            )  # fmt: skip
+        if link is not None:
+            link.fleet, link.auth, link.metrics = self.fleet, self.auth, self.metrics
 
     def refresh_drift(self) -> None:
         """Bring the drift gauges up to date (before each scrape)."""
         for m in list(self.fleet.models.values()):
-            m.monitor.refresh(m.host.current)
+            if m.monitor is not None:
+                m.monitor.refresh(m.host.current)
 
     async def body(self, request: Request) -> Any:
         limit = self.settings.max_body_bytes

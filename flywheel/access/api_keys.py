@@ -225,6 +225,15 @@ class Authenticator:
             else:
                 log.warning("could not reload API keys (keeping %d loaded): %s", len(self._by_hash), e)
 
+    def records(self) -> dict[str, KeyRecord]:
+        """Digest -> record, as loaded now (an agent sends them to its request workers)."""
+        return dict(self._by_hash)
+
+    def install(self, by_hash: dict[str, KeyRecord], age_seconds: float) -> None:
+        """Take records loaded elsewhere `age_seconds` ago (a request worker, from its agent): no store read here."""
+        self._by_hash = dict(by_hash)
+        self.loaded_at = time.monotonic() - age_seconds
+
     def check(self, key: str | None) -> KeyRecord | None:
         """The record of a presented key, or None (unknown, revoked or malformed)."""
         if not key or not 32 <= len(key) <= 256 or time.monotonic() - self.loaded_at > self.max_stale_seconds:

@@ -14,7 +14,7 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.serve import run
 
-    return run(args.host, args.port, args.workers, args.log_level)
+    return run(args.host, args.port, args.workers, args.log_level, in_process=args.in_process)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -50,7 +50,17 @@ def add_parsers(add: Add) -> None:
     p = add("serve", cmd_serve, "Run one prediction API replica (hot-reloads the production model).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=int(os.environ.get("FLYWHEEL_API_PORT", "8080")), help="port")
-    p.add_argument("--workers", type=int, default=1, help="processes (metrics are per process; prefer replicas)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="request processes beside the agent that polls, verifies, captures (docs/serving.md)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="one process answers requests and does the background work too (no agent)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     p = add("ui", cmd_ui, "Run the Streamlit UI (talks to the API at $FLYWHEEL_API_URL).")

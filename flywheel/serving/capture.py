@@ -93,9 +93,11 @@ class Capturer:
         predictions: list[Any],
         probabilities: list[dict[str, float]] | None,
         key_id: str | None = None,
+        at: float | None = None,
     ) -> None:
         """Keep one answered request for the next flush (or drop it, counted, when the buffer is full). `key_id`:
-        the id of the API key that made it (`KeyRecord.id`, never the key), None when the API runs without keys."""
+        the id of the API key that made it (`KeyRecord.id`, never the key), None when the API runs without keys;
+        `at`: when it was answered (unix seconds; default now)."""
         if not self.wanted(model) or (self.sample < 1 and random.random() >= self.sample):
             return
         rows = len(ids)
@@ -109,7 +111,8 @@ class Capturer:
                 if entry is None:
                     entry = self._buffer[key] = ModelBuffer(model, schema, classes)
                 try:
-                    entry.add(ids, version, role, self.clock(), columns, predictions, probabilities, key_id)
+                    when = self.clock() if at is None else at
+                    entry.add(ids, version, role, when, columns, predictions, probabilities, key_id)
                     self._rows += rows
                 except Exception:  # never the request's failure; nothing was added (ModelBuffer.add checks first)
                     dropped = "error"

@@ -21,15 +21,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from flywheel.errors import FlywheelError, NotFound, NotReady
 from flywheel.registry import registrations, signing
+from flywheel.registry.signing import Verifier
 from flywheel.registry.store import Registry
 from flywheel.schema import Schema
 from flywheel.serving.batcher import Activity, Batcher, Result
-from flywheel.serving.host import ModelHost, ServedModel, State
+from flywheel.serving.host import HostView, Listener, ModelHost, ServedModel, State
 from flywheel.serving.inputs import Columns
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.serving.monitor import DriftMonitor
 from flywheel.serving.quality_watch import QualityWatch
+from flywheel.serving.relayed import RelayedHost
 from flywheel.serving.routing import Router
 from flywheel.settings import ServeSettings
 
@@ -41,10 +43,40 @@ V2_STATE = {"ready": "READY", "loading": "LOADING", "unknown": "UNKNOWN", "unava
             "failed": "UNAVAILABLE"}  # fmt: skip
 
 
+def registered(s3: Any, settings: ServeSettings) -> dict[str, Schema]:
+    """The registrations this replica serves (FLYWHEEL_SERVE_MODELS, or every one)."""
+    found = registrations.models(s3, settings)
+    wanted = settings.served_names
+    return {n: s for n, s in found.items() if not wanted or n in wanted}
+
+
+def make_host(settings: ServeSettings, s3: Any, name: str, metrics: ServingMetrics, budget: MemoryBudget,
+              verifier: Verifier | None, pod: str, listener: Listener | None = None) -> ModelHost:  # fmt: skip
+    """A model's host as the settings say (its alias, poll interval, pinned version, rollout statistics)."""
+    s = settings
+    return ModelHost(
+        Registry(s3, s.bucket, name, s.models_prefix),
+        metrics,
+        budget=budget,
+        poll_interval=s.poll_interval_seconds,
+        pinned_version=s.pinned_version if name == s.model_name else None,
+        verifier=verifier,
+        pod=pod,
+        publish_seconds=s.rollout_publish_seconds,
+        quality=QualityWatch(s3, s.bucket, name, metrics, s.models_prefix),
+        listener=listener,
+    )
+
+
+def pod_name() -> str:
+    """This process's name in a rollout's statistics: unique per process start, so a restart adds, never resets."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
 class Hosted:
     """One served model: its host (hot reload), its batcher (micro-batching) and its drift monitor."""
 
-    def __init__(self, name: str, host: ModelHost, monitor: DriftMonitor, *, gating: bool) -> None:
+    def __init__(self, name: str, host: HostView, monitor: DriftMonitor | None, *, gating: bool) -> None:
         self.name, self.host, self.monitor = name, host, monitor
         self.gating = gating  # known at start-up: the replica is not ready until it is loaded (if it has a version)
         self.batcher: Batcher  # set by the fleet
@@ -56,7 +88,8 @@ class Hosted:
         m = self.host.metrics
         m.batch_size.labels(model=self.name).observe(len(predictions))
         m.predictions.labels(model=self.name, version=str(served.version)).inc(len(predictions))
-        self.monitor.record(served, columns, predictions)
+        if self.monitor is not None:  # a request worker's agent keeps the drift windows, from the relayed answers
+            self.monitor.record(served, columns, predictions)
         self.router.after_production(columns, predictions, seconds, requests)
 
     async def predict(self, columns: Columns, rows: int, client: str | None, *, canary: bool = True) -> Result:
@@ -107,8 +140,9 @@ class Hosted:
 class Fleet:
     """Every model this replica serves. Mutated only on the event loop (the discovery task)."""
 
-    def __init__(self, settings: ServeSettings, s3: Any, metrics: ServingMetrics) -> None:
+    def __init__(self, settings: ServeSettings, s3: Any, metrics: ServingMetrics, *, relayed: bool = False) -> None:
         self.settings, self.s3, self.metrics = settings, s3, metrics
+        self.relayed = relayed  # a request worker: its agent lists, polls and verifies (flywheel/serving/agent.py)
         self.default = settings.model_name
         self.models: dict[str, Hosted] = {}
         self.discovered = False  # the registrations were listed at least once
@@ -116,8 +150,7 @@ class Fleet:
         # one verifier for every model (a KMS public key is fetched once, at the first load)
         self.verifier = signing.verifier(settings.verify_kms_key_id, settings.verify_public_key_file)
         self.activity = Activity()
-        # this process's name in a rollout's statistics: unique per process start, so a restart adds, never resets
-        self.pod = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.pod = pod_name()
         # one predict thread for every model (docs/serving.md, "Micro-batching and threads")
         self._predict = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="discover")
@@ -125,7 +158,8 @@ class Fleet:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._discover_forever(), name="discover")
+        if not self.relayed:
+            self._task = asyncio.get_running_loop().create_task(self._discover_forever(), name="discover")
 
     async def stop(self) -> None:
         if self._task:
@@ -154,9 +188,7 @@ class Fleet:
             await asyncio.sleep(interval if self.discovered else min(1.0, interval))
 
     def _registered(self) -> dict[str, Schema]:
-        found = registrations.models(self.s3, self.settings)
-        wanted = self.settings.served_names
-        return {n: s for n, s in found.items() if not wanted or n in wanted}
+        return registered(self.s3, self.settings)
 
     def adopt(self, found: dict[str, Schema]) -> None:
         """Start serving every model in `found` not served yet (on the event loop)."""
@@ -169,19 +201,13 @@ class Fleet:
 
     def _start(self, name: str, *, gating: bool) -> Hosted:
         s = self.settings
-        registry = Registry(self.s3, s.bucket, name, s.models_prefix)
-        host = ModelHost(
-            registry,
-            self.metrics,
-            budget=self.budget,
-            poll_interval=s.poll_interval_seconds,
-            pinned_version=s.pinned_version if name == self.default else None,
-            verifier=self.verifier,
-            pod=self.pod,
-            publish_seconds=s.rollout_publish_seconds,
-            quality=QualityWatch(self.s3, s.bucket, name, self.metrics, s.models_prefix),
-        )
-        hosted = Hosted(name, host, DriftMonitor(self.metrics, name, s.drift_window), gating=gating)
+        if self.relayed:
+            return self._wire(Hosted(name, RelayedHost(name, self.metrics), None, gating=gating))
+        host = make_host(s, self.s3, name, self.metrics, self.budget, self.verifier, self.pod)
+        return self._wire(Hosted(name, host, DriftMonitor(self.metrics, name, s.drift_window), gating=gating))
+
+    def _wire(self, hosted: Hosted) -> Hosted:
+        s, host, name = self.settings, hosted.host, hosted.name
         hosted.batcher = Batcher(
             lambda: host.current,
             hosted.on_batch,

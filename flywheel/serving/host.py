@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,12 +29,54 @@ from flywheel.serving.metrics import ServingMetrics
 from flywheel.serving.quality_watch import QualityWatch
 from flywheel.serving.trial import Trial
 
+if TYPE_CHECKING:
+    from flywheel.serving.live import LiveStats
+    from flywheel.serving.trial import Active
+
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60.0
 
 # unknown: the alias was never read; unavailable: no production version yet; loading: production names a
 # version not served yet; failed: that version was refused (retried with backoff); ready: a version serves
 State = Literal["unknown", "unavailable", "loading", "failed", "ready"]
+
+
+class Listener(Protocol):
+    """Told, on the host's thread, what the host now serves (flywheel/serving/agent.py relays it to workers)."""
+
+    def swapped(self, name: str, served: ServedModel) -> None: ...
+
+    def rollout(self, name: str, active: Active | None) -> None: ...
+
+
+class TrialView(Protocol):
+    """What a request path reads of a model's rollout: the running one (or None) and its live counts."""
+
+    current: Active | None
+
+    @property
+    def live(self) -> LiveStats: ...
+
+
+class HostView(Protocol):
+    """What a request path reads of a model's host: its own (ModelHost) or an agent's, relayed (RelayedHost)."""
+
+    name: str
+    metrics: ServingMetrics
+    current: ServedModel | None
+
+    @property
+    def trial(self) -> TrialView | None: ...
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def wanted(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, *, wait: bool = True) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -67,8 +109,10 @@ class ModelHost:
         pod: str | None = None,
         publish_seconds: float = 15.0,
         quality: QualityWatch | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self.registry, self.metrics, self.verifier = registry, metrics, verifier
+        self.listener = listener  # an agent: told of every swap and rollout change, for its request workers
         self.name = registry.name
         self.budget = budget if budget is not None else MemoryBudget()
         self.poll_interval, self.pinned = poll_interval, pinned_version
@@ -262,4 +306,6 @@ class ModelHost:
         m.ready.labels(model=served.name).set(1)
         m.fast_path.labels(model=served.name).set(1 if served.fast is not None else 0)
         self._update_staleness()
+        if self.listener is not None:
+            self.listener.swapped(self.name, served)
         log.info("now serving %s v%s (was v%s)", served.name, served.version, old and old.version)

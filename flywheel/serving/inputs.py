@@ -59,7 +59,12 @@ def records_to_columns(schema: Schema, instances: Any, max_instances: int) -> Co
             _check_keys(schema, inst, i, cols)  # raises, unless only nullable features are missing
         for name, col in cols.items():
             col.append(inst.get(name))
-    # column by column; the error reported is the lowest instance index (then schema order), as a row scan would
+    return checked_columns(schema, cols)
+
+
+def checked_columns(schema: Schema, cols: Columns) -> Columns:
+    """Every column checked, the reported error at the lowest instance index (then schema order), as a row scan
+    would report it; missing numeric values as NaN."""
     found = [(idx, order) for order, f in enumerate(schema.features) if (idx := _first_bad(f, cols[f.name])) >= 0]
     if found:
         idx, order = min(found)
@@ -139,7 +144,8 @@ def v2_to_columns(schema: Schema, body: Any, max_instances: int) -> Columns:
         data = t.get("data")
         if not isinstance(data, list):
             raise InvalidInput(f"input '{name}': 'data' must be a list", field=name)
-        data = [x[0] if isinstance(x, list) and len(x) == 1 else x for x in data]
+        if data and isinstance(data[0], list):  # shape [N, 1]
+            data = [x[0] if isinstance(x, list) and len(x) == 1 else x for x in data]
         shape = t.get("shape")
         if not isinstance(shape, list) or not shape or shape[0] != len(data):
             raise InvalidInput(f"input '{name}': shape {shape} does not match {len(data)} values", field=name)
@@ -148,5 +154,13 @@ def v2_to_columns(schema: Schema, body: Any, max_instances: int) -> Columns:
     if len(lengths) > 1:
         raise InvalidInput(f"inputs have different lengths {sorted(lengths)}", field="inputs")
     n = lengths.pop() if lengths else 0
-    rows = [{name: col[i] for name, col in tensors.items()} for i in range(n)]
-    return records_to_columns(schema, rows, max_instances)
+    if not n:
+        raise InvalidInput("'inputs' hold no instances", field="inputs")
+    if n > max_instances:
+        raise PayloadTooLarge(f"{n} instances; at most {max_instances} per request", limit=max_instances)
+    missing = [f.name for f in schema.features if f.name not in tensors and not f.nullable]
+    if missing:
+        raise _bad(0, missing[0], "missing feature")
+    # the tensors are the columns already: no row is built (a missing nullable feature is all nulls)
+    cols: Columns = {f.name: tensors[f.name] if f.name in tensors else [None] * n for f in schema.features}
+    return checked_columns(schema, cols)

@@ -47,8 +47,11 @@ def expanded(size_bytes: int) -> int:
 class MemoryBudget:
     """One per process, shared by every model host."""
 
-    def __init__(self, read: Callable[[], tuple[int | None, int | None]] = cgroup_limit_and_usage) -> None:
+    def __init__(
+        self, read: Callable[[], tuple[int | None, int | None]] = cgroup_limit_and_usage, copies: int = 1
+    ) -> None:
         self._read = read  # (limit, usage) in bytes; the cgroup in production
+        self.copies = copies  # processes that hold each version: an agent and its request workers
         self._lock = threading.Lock()
         self._held: dict[str, tuple[int, int]] = {}  # model -> (version, estimated bytes) being served
         self._loading: dict[str, int] = {}  # model -> estimated bytes of the load under way
@@ -57,7 +60,7 @@ class MemoryBudget:
     def reserve(self, model: str, version: int, size_bytes: int) -> Iterator[None]:
         """Hold room for loading `model` v`version` or raise before anything is loaded (no swap beats an
         OOM kill). The old version of `model` stays served meanwhile, so it counts as well."""
-        need = expanded(size_bytes) + HEADROOM_BYTES
+        need = expanded(size_bytes) * self.copies + HEADROOM_BYTES
         with self._lock:
             limit, usage = self._read()
             if limit is not None:
@@ -81,7 +84,7 @@ class MemoryBudget:
     def hold(self, model: str, version: int, size_bytes: int) -> None:
         """Record the version `model` now serves (for the refusal message and `held()`)."""
         with self._lock:
-            self._held[model] = (version, expanded(size_bytes))
+            self._held[model] = (version, expanded(size_bytes) * self.copies)
 
     def release(self, model: str) -> None:
         """Forget what `model` (a slot: a model, or its rollout candidate) held."""

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.serving.batcher import FAST_INLINE_MAX_ROWS, Batcher, Result, predict
-from flywheel.serving.host import ModelHost, ServedModel
+from flywheel.serving.host import HostView, ServedModel, TrialView
 from flywheel.serving.inputs import Columns
-from flywheel.serving.trial import Active, Trial
+from flywheel.serving.trial import Active
 
 log = logging.getLogger(__name__)
 SHADOW_BURST_SECONDS = 0.002
@@ -58,7 +58,7 @@ class Router:
     """One per served model: the candidate's batcher (canary) and the shadow queue and its worker."""
 
     def __init__(
-        self, host: ModelHost, production: Batcher, executor: ThreadPoolExecutor, *, queue_rows: int = 65_536
+        self, host: HostView, production: Batcher, executor: ThreadPoolExecutor, *, queue_rows: int = 65_536
     ) -> None:
         self.host, self.production, self.executor = host, production, executor
         self.name = host.name
@@ -80,7 +80,7 @@ class Router:
         self._task: asyncio.Task[None] | None = None
 
     @property
-    def trial(self) -> Trial | None:
+    def trial(self) -> TrialView | None:
         return self.host.trial
 
     def active(self) -> Active | None:

@@ -111,6 +111,8 @@ class Trial:
         self.live.reset(profile, classification=bool(candidate.classes))
         self.current = Active(rollout, candidate, rollout_id(rollout), now_iso())
         self._published = time.monotonic()
+        if self.host.listener is not None:
+            self.host.listener.rollout(self.host.name, self.current)
         m = self.metrics
         m.rollout_info.labels(model=rollout.model, mode=rollout.mode, candidate=str(rollout.candidate),
                               baseline=str(rollout.baseline)).set(1)  # fmt: skip
@@ -124,6 +126,8 @@ class Trial:
             self.publish(force=True)  # the last counts reach the judge's record
         finally:
             self.current = None
+            if self.host.listener is not None:
+                self.host.listener.rollout(self.host.name, None)
         r = active.rollout
         self.metrics.rollout_info.remove(r.model, r.mode, str(r.candidate), str(r.baseline))
         self.metrics.rollout_share.labels(model=r.model).set(0)
@@ -149,6 +153,8 @@ class Trial:
     def publish(self, *, force: bool = False) -> None:
         active = self.current
         if active is None or (not force and time.monotonic() - self._published < self.publish_seconds):
+            return
+        if self.host.listener is not None:  # an agent answers no request: its workers publish their own counts
             return
         self._published = time.monotonic()
         production, candidate = self.live.snapshot()

@@ -92,8 +92,9 @@ def start_replica(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     """Start `flywheel serve` subprocesses; each is stopped (SIGTERM) at teardown."""
     started: list[Replica] = []
 
-    def start(bucket: str, endpoint: str | None = None, **env: str) -> Replica:
-        """A replica; API keys off unless `env` configures them (tests/integration/test_api_access.py)."""
+    def start(bucket: str, endpoint: str | None = None, *, args: tuple[str, ...] = (), **env: str) -> Replica:
+        """A replica; API keys off unless `env` configures them (tests/integration/test_api_access.py). `args`: more
+        `flywheel serve` options (`--workers 2`)."""
         port, metrics_port = free_port(), free_port()
         log = tmp_path / f"serve-{port}.log"
         full_env = {
@@ -106,7 +107,7 @@ def start_replica(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
             **env,
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "flywheel.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             cwd=ROOT,
             env=full_env,
             stdout=log.open("wb"),

@@ -1,0 +1,174 @@
+"""A request worker's side of the agent link (flywheel/serving/agent.py, relay.py): the models as the agent
+verified them, applied on the worker's event loop; answered requests and rollout counts sent back.
+
+Nothing here waits on the agent: reports are written to the socket's transport, and when its buffer is over
+`max_buffer_bytes` (the agent is slow or gone) a report is dropped and counted, never queued without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+import time
+from typing import Any
+
+from flywheel.access.api_keys import Authenticator
+from flywheel.clock import now_iso
+from flywheel.schema import Schema
+from flywheel.serving import relay
+from flywheel.serving.host import ServedModel, State
+from flywheel.serving.live import LiveStats
+from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.trial import Active
+
+log = logging.getLogger(__name__)
+
+
+class RelayedTrial:
+    """The rollout this worker serves (as the agent verified it) and this worker's own counts of it."""
+
+    def __init__(self, metrics: ServingMetrics, model: str) -> None:
+        self.live = LiveStats(metrics, model)
+        self.current: Active | None = None
+
+
+class RelayedHost:
+    """A model as its agent's host serves it: what the agent sent, nothing polled or loaded here."""
+
+    def __init__(self, name: str, metrics: ServingMetrics) -> None:
+        self.name, self.metrics = name, metrics
+        self.current: ServedModel | None = None
+        self.trial: RelayedTrial | None = RelayedTrial(metrics, name)
+        self.remote: tuple[State, int | None] = ("unknown", None)  # the agent's host state and wanted version
+
+    @property
+    def state(self) -> State:
+        return "ready" if self.current is not None else self.remote[0]
+
+    @property
+    def wanted(self) -> int | None:
+        return self.remote[1]
+
+    def start(self) -> None:
+        return None
+
+    def stop(self, *, wait: bool = True) -> None:
+        return None
+
+
+class WorkerLink:
+    """Applies what the agent sends to the fleet and the authenticator; `record` is the worker's capturer."""
+
+    def __init__(self, sock: socket.socket, pod: str, publish_seconds: float, max_buffer_bytes: int = 64 << 20) -> None:
+        self.sock, self.pod = sock, pod
+        self.metrics: ServingMetrics  # set by the service, with the fleet and the authenticator
+        self.publish_seconds, self.max_buffer_bytes = publish_seconds, max_buffer_bytes
+        self.fleet: Any = None  # flywheel.serving.fleet.Fleet, set by the service
+        self.auth: Authenticator | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.closed = asyncio.Event()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read_forever(), name="agent-link"),
+                       loop.create_task(self._publish_forever(), name="rollout-counts")]  # fmt: skip
+
+    def stop(self) -> None:
+        """The last rollout counts go out first (the agent publishes them); then the link closes."""
+        self._publish_all()
+        for task in self._tasks:
+            task.cancel()
+
+    # -- from the agent ----------------------------------------------------------------------------
+    async def _read_forever(self) -> None:
+        try:
+            reader, self._writer = await asyncio.open_unix_connection(sock=self.sock, limit=1 << 20)
+            self._post(relay.HELLO, self.pod)
+            while True:
+                kind, size = relay.HEADER.unpack(await reader.readexactly(relay.HEADER.size))
+                body = await reader.readexactly(size)
+                await self.apply(kind, relay.agent_loads(body))
+        except (asyncio.IncompleteReadError, ConnectionError) as e:
+            log.error("the agent closed its link (%s): this worker stops", type(e).__name__)
+        finally:
+            self.closed.set()
+
+    async def apply(self, kind: int, payload: Any) -> None:
+        fleet = self.fleet
+        if kind == relay.KEYS:
+            if payload is not None and self.auth is not None:
+                self.auth.install(*payload)
+        elif kind == relay.MODELS:
+            schemas, _first = payload
+            fleet.adopt(schemas)
+        elif kind == relay.STATE:
+            for name, remote in payload.items():
+                if name in fleet.models:
+                    fleet.models[name].host.remote = remote
+        elif kind == relay.VERSION:
+            name, served = payload
+            await _warm(served)  # numba kernels loaded before the first request reaches this version
+            fleet.models[name].host.current = served
+        elif kind == relay.ROLLOUT:
+            name, active = payload
+            if active is not None:
+                await _warm(active.candidate)
+            self._rollout(fleet.models[name].host, active)
+
+    def _rollout(self, host: RelayedHost, active: Active | None) -> None:
+        trial = host.trial
+        assert trial is not None
+        old = trial.current
+        if active is not None and old is not None and active.key == old.key:
+            trial.current = dataclasses.replace(active, joined_at=old.joined_at)
+            return
+        if old is not None:
+            self._publish(old, trial)  # the old rollout's last counts
+        if active is not None:
+            profile = active.candidate.manifest.get("prediction_stats") or {"kind": "categorical", "categories": []}
+            trial.live.reset(profile, classification=bool(active.candidate.classes))
+            active = dataclasses.replace(active, joined_at=now_iso())
+        trial.current = active
+
+    # -- to the agent ------------------------------------------------------------------------------
+    def _post(self, kind: int, payload: Any) -> bool:
+        writer = self._writer
+        if writer is None or writer.is_closing() or writer.transport.get_write_buffer_size() > self.max_buffer_bytes:
+            return False
+        writer.write(relay.frame(kind, payload))
+        return True
+
+    def record(self, model: str, schema: Schema, classes: list[str], ids: list[str], version: int, role: str,
+               columns: dict[str, list[Any]], predictions: list[Any], probabilities: Any,
+               key_id: str | None = None) -> None:  # fmt: skip
+        """An answered request, for the agent's capture files and drift windows (same call as Capturer.record)."""
+        payload = (model, version, role, time.time(), key_id, ids, columns, predictions, probabilities)
+        if not self._post(relay.ANSWERED, payload):
+            self.metrics.capture_dropped.labels(model=model, reason="full").inc(len(ids))
+
+    async def _publish_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.publish_seconds)
+            self._publish_all()
+
+    def _publish_all(self) -> None:
+        for hosted in list(self.fleet.models.values()) if self.fleet is not None else []:
+            trial = hosted.host.trial
+            if trial is not None and trial.current is not None:
+                self._publish(trial.current, trial)
+
+    def _publish(self, active: Active, trial: RelayedTrial) -> None:
+        production, candidate = trial.live.snapshot()
+        self._post(relay.LIVE, (active.key, active.joined_at, dataclasses.astuple(production),
+                                dataclasses.astuple(candidate)))  # fmt: skip
+
+
+async def _warm(served: ServedModel) -> None:
+    if served.fast is not None:
+        try:
+            await asyncio.to_thread(served.fast.warm)
+        except Exception:  # the same image compiled it in the agent; a failure here shows on the first request
+            log.exception("%s v%s: the fast path did not warm up in this worker", served.name, served.version)
