@@ -248,6 +248,9 @@ def create_app(
         metrics_server = _metrics_server(settings, service) if link is None else None  # the agent serves them
         service.fleet.start()
         service.capture.start()
+        if link is not None:  # answer nothing before what the agent serves now is applied (else: 503s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.synced.wait(), timeout=120)
         every = settings.api_keys_refresh_seconds
         refresher = asyncio.create_task(_refresh_keys(service.auth if link is None else None, every))
         log.info("serving %s from s3://%s (default %s, pinned=%s, auth %s)",

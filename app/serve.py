@@ -56,6 +56,7 @@ def _run_in_process(host: str, port: int, workers: int, log_level: str) -> int:
         workers=workers,
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,  # no client address is used: X-Forwarded-* are not parsed on every request
         timeout_graceful_shutdown=20,  # matches terminationGracePeriodSeconds minus the preStop pause
         loop="uvloop",
         http="app.http_limits:BoundedHttpToolsProtocol",  # httptools, with the request head bounded in size and time

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -53,6 +54,9 @@ def exported(active: Active) -> Active:
 class Worker:
     link: relay.BlockingLink
     pod: str = ""  # its name in rollout statistics, from its hello
+    loaded: dict[str, int] = dataclasses.field(default_factory=dict)  # model -> the production version it serves
+    # frames for it, in order, written by its own thread: a slow worker never holds up the agent or the others
+    outbox: queue.SimpleQueue[bytes | None] = dataclasses.field(default_factory=queue.SimpleQueue)
 
 
 class Agent:
@@ -138,12 +142,18 @@ class Agent:
                     self._rollouts.popitem(last=False)
         self._broadcast(relay.ROLLOUT, (name, exported(active) if active is not None else None))
 
-    def states(self) -> dict[str, tuple[str, int | None]]:
-        return {n: (h.state, h.wanted) for n, h in list(self.hosts.items())}
+    def states(self) -> tuple[dict[str, tuple[str, int | None]], bool]:
+        """Each model's state and wanted version, and whether every worker serves every loaded production version:
+        a replica is ready only when all of its workers are (a worker behind would answer 503)."""
+        hosts = list(self.hosts.items())
+        with self._lock:
+            workers = list(self.workers.values())
+        synced = all(w.loaded.get(n) == h.current.version for w in workers for n, h in hosts if h.current is not None)
+        return {n: (h.state, h.wanted) for n, h in hosts}, synced
 
     def _states_forever(self) -> None:
         """Each model's state (loading, failed, ...) for the workers' readiness, when it changes."""
-        last: dict[str, tuple[str, int | None]] = {}
+        last: tuple[dict[str, tuple[str, int | None]], bool] = ({}, False)
         while not self._stop.wait(STATE_EVERY_SECONDS):
             now = self.states()
             if now != last:
@@ -162,39 +172,45 @@ class Agent:
 
     # -- workers -----------------------------------------------------------------------------------
     def attach(self, wid: int, link: relay.BlockingLink) -> None:
-        """A new worker gets everything served now, then every change; its reports are read on a thread."""
-        with self._lock:
-            worker = self.workers[wid] = Worker(link)
-            try:
-                link.send(relay.KEYS, self._keys())
-                if self.discovered:  # else the first listing's models come later, and gate its readiness
-                    link.send(relay.MODELS, (dict(self.schemas), False))
-                for name, host in self.hosts.items():
-                    if host.current is not None:
-                        link.send(relay.VERSION, (name, export(host.current)))
-                    active = host.trial.current if host.trial is not None else None
-                    if active is not None:
-                        link.send(relay.ROLLOUT, (name, exported(active)))
-                link.send(relay.STATE, self.states())
-            except OSError as e:
-                self._lost(wid, worker, e)
-                return
-        threading.Thread(target=self._read, args=(wid, worker), name=f"agent-worker-{wid}", daemon=True).start()
+        """A new worker gets everything served now, then SYNCED (it starts answering after it), then every
+        change in order; its reports are read on a thread of their own."""
+        worker = Worker(link)
+        with self._lock:  # no broadcast between the snapshot and the worker joining them
+            put = worker.outbox.put
+            put(relay.frame(relay.KEYS, self._keys()))
+            if self.discovered:  # else the first listing's models come later, and gate its readiness
+                put(relay.frame(relay.MODELS, (dict(self.schemas), False)))
+            for name, host in self.hosts.items():
+                if host.current is not None:
+                    put(relay.frame(relay.VERSION, (name, export(host.current))))
+                active = host.trial.current if host.trial is not None else None
+                if active is not None:
+                    put(relay.frame(relay.ROLLOUT, (name, exported(active))))
+            put(relay.frame(relay.STATE, self.states()))
+            put(relay.frame(relay.SYNCED, None))
+            self.workers[wid] = worker
+        for target, role in ((self._send, "send"), (self._read, "read")):
+            threading.Thread(target=target, args=(wid, worker), name=f"agent-{role}-{wid}", daemon=True).start()
 
     def _broadcast(self, kind: int, payload: Any) -> None:
         data = relay.frame(kind, payload)  # pickled once for every worker
         with self._lock:
-            for wid, worker in list(self.workers.items()):
-                try:
-                    worker.link.sendall(data)
-                except OSError as e:
-                    self._lost(wid, worker, e)
+            for worker in self.workers.values():
+                worker.outbox.put(data)
+
+    def _send(self, wid: int, worker: Worker) -> None:
+        try:
+            while (data := worker.outbox.get()) is not None:
+                worker.link.sendall(data)
+        except OSError as e:
+            self._lost(wid, worker, e)
 
     def _lost(self, wid: int, worker: Worker, error: Exception | None) -> None:
         with self._lock:
             ours = self.workers.get(wid) is worker
             if ours:
                 del self.workers[wid]
+        worker.outbox.put(None)  # its sender thread ends
         worker.link.close()
         if ours:
             if error is not None:
@@ -221,6 +237,9 @@ class Agent:
             self.answered(*payload)
         elif kind == relay.LIVE:
             self.live(worker.pod, *payload)
+        elif kind == relay.LOADED:
+            name, version = payload
+            worker.loaded[str(name)] = int(version)
 
     def answered(self, model: str, version: int, role: str, at: float, key_id: str | None, ids: list[str],
                  columns: dict[str, list[Any]], predictions: list[Any], probabilities: Any) -> None:  # fmt: skip

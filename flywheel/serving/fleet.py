@@ -143,6 +143,7 @@ class Fleet:
     def __init__(self, settings: ServeSettings, s3: Any, metrics: ServingMetrics, *, relayed: bool = False) -> None:
         self.settings, self.s3, self.metrics = settings, s3, metrics
         self.relayed = relayed  # a request worker: its agent lists, polls and verifies (flywheel/serving/agent.py)
+        self.synced = not relayed  # every worker of the replica serves what its agent loaded (the agent says)
         self.default = settings.model_name
         self.models: dict[str, Hosted] = {}
         self.discovered = False  # the registrations were listed at least once
@@ -250,4 +251,6 @@ class Fleet:
             return False, {**body, "reason": f"waiting for {waiting}"}
         if not any(m["ready"] for m in models.values()):
             return False, {**body, "reason": "no model loaded yet"}
+        if not self.synced:
+            return False, {**body, "reason": "request workers still loading"}
         return True, body

@@ -22,9 +22,9 @@ HEADER = struct.Struct("!BI")
 MAX_FRAME = 1 << 30
 
 # agent -> worker
-MODELS, STATE, VERSION, ROLLOUT, KEYS = 1, 2, 3, 4, 5
+MODELS, STATE, VERSION, ROLLOUT, KEYS, SYNCED = 1, 2, 3, 4, 5, 6
 # worker -> agent
-HELLO, ANSWERED, LIVE = 11, 12, 13
+HELLO, ANSWERED, LIVE, LOADED = 11, 12, 13, 14
 
 
 def frame(kind: int, payload: Any) -> bytes:
