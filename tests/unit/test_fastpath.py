@@ -128,6 +128,7 @@ def test_verify_catches_a_threshold_one_ulp_off(dataset: str) -> None:
     numeric_splits = np.flatnonzero((fast.flags & 5) == 0)
     node = int(numeric_splits[0])  # the first tree's root or near it: every boundary row passes there
     fast.threshold[node] = np.nextafter(fast.threshold[node], np.inf)
+    fast.warm()  # as the host does after building: the bit-vector layout is derived from the arrays here
     verdict = verify(fast, model, schema, _golden(schema))
     assert not verdict.exact
     assert verdict.first_difference and "!=" in verdict.first_difference
@@ -137,6 +138,7 @@ def test_verify_catches_a_changed_leaf_value() -> None:
     schema, model, fast = _hgb("savings")
     last_tree = np.arange(int(fast.roots[-1]), len(fast.value))
     fast.value[last_tree] += 1e-3
+    fast.warm()
     verdict = verify(fast, model, schema, _golden(schema))
     assert not verdict.exact
     assert verdict.first_difference and verdict.first_difference.startswith("golden row 0")

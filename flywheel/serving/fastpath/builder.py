@@ -131,27 +131,50 @@ def records_to_columns(schema: Schema, rows: Sequence[Mapping[str, Any]]) -> dic
 
 def verify(fast: FastPredictor, pipeline: Any, schema: Schema, golden_rows: Sequence[Mapping[str, Any]]) -> Verdict:
     """Run the fast path and the Pipeline on the golden rows and the model's boundary rows; any output that
-    is not identical (bitwise for floats) is a difference. Also checks a few rows one per call."""
+    is not identical (bitwise for floats) is a difference. Also checks a few rows one per call, and the
+    boundary rows in batches of each size at which the predictor switches loops (`batch_sizes`, if it has
+    them) besides as one batch repeated past the largest, so every loop that can serve a request is checked."""
     golden = records_to_columns(schema, golden_rows)
-    boundary = boundary_columns(fast, schema)
-    batches: list[tuple[str, dict[str, list[Any]]]] = [("golden", golden), ("boundary", boundary)]
+    sizes: tuple[int, ...] = tuple(getattr(fast, "batch_sizes", ()))
+    boundary = _repeated(boundary_columns(fast, schema), 4 * max(sizes, default=0) + 1)
+    checks: list[tuple[str, dict[str, list[Any]], tuple[int | None, ...]]] = [
+        ("golden", golden, (None,)),
+        ("boundary", boundary, (None, *sizes)),
+    ]
     for i in range(min(SINGLE_ROW_CHECKS, len(golden_rows))):
-        batches.append((f"golden row {i} alone", {k: v[i : i + 1] for k, v in golden.items()}))
+        checks.append((f"golden row {i} alone", {k: v[i : i + 1] for k, v in golden.items()}, (None,)))
     checked = 0
-    for label, cols in batches:
+    for label, cols, batch_sizes in checks:
         n = len(next(iter(cols.values())))
         if n == 0:
             continue
         with threadpool_limits(limits=1, user_api="openmp"):  # OpenMP's thread start-up dominates small batches
             want = reference(pipeline, schema, cols)
-        got = fast.predict(cols)
-        diff = _first_difference(want, got)
-        if diff is not None:
-            row, what = diff
-            inputs = {k: v[row] for k, v in cols.items()}
-            return Verdict(False, checked + n, f"{label} row {row} {inputs}: {what}")
+        for size in batch_sizes:
+            got = fast.predict(cols) if size is None else _in_batches(fast, cols, n, size)
+            diff = _first_difference(want, got)
+            if diff is not None:
+                row, what = diff
+                inputs = {k: v[row] for k, v in cols.items()}
+                where = label if size is None else f"{label} in batches of {size}"
+                return Verdict(False, checked + n, f"{where} row {row} {inputs}: {what}")
         checked += n
     return Verdict(True, checked)
+
+
+def _repeated(cols: dict[str, list[Any]], rows: int) -> dict[str, list[Any]]:
+    """The columns repeated to at least `rows` rows (a large batch must reach the predictor's largest loop)."""
+    n = len(next(iter(cols.values()), []))
+    return cols if n == 0 or n >= rows else {k: v * -(-rows // n) for k, v in cols.items()}
+
+
+def _in_batches(fast: FastPredictor, cols: ColumnsIn, n: int, size: int) -> Output:
+    parts = [fast.predict({k: v[i : i + size] for k, v in cols.items()}) for i in range(0, n, size)]
+    probabilities = [p.probabilities for p in parts if p.probabilities is not None]
+    return Output(
+        np.concatenate([p.predictions for p in parts]),
+        np.concatenate(probabilities) if len(probabilities) == len(parts) else None,
+    )
 
 
 def _first_difference(want: Output, got: Output) -> tuple[int, str] | None:

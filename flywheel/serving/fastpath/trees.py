@@ -10,7 +10,11 @@ output starts at `0.0 + baseline[k]` and adds the trees in `_predictors` order (
 Both encoders of the Pipeline are folded into one table at compile time: the Pipeline's OrdinalEncoder
 (schema categories, unknown and missing -> NaN) followed by the estimator's internal OrdinalEncoder (the
 codes seen in training, in sorted order; an unseen code -> NaN). These read private attributes, so the
-result is trusted only after `fastpath_verify.verify` has compared it with the Pipeline.
+result is trusted only after `builder.verify` has compared it with the Pipeline.
+
+`_route` walks one row down one tree at a time. It serves only models whose trees do not fit the bit-vector
+layout of bitforest.py (more than 64 leaves, more than 255 thresholds on a feature), which is derived from
+these same arrays by `warm()` and evaluates every request size several times faster.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
 from flywheel.schema import Schema
 from flywheel.serving.fastpath.base import ColumnsIn, Output, Unsupported, kernel
+from flywheel.serving.fastpath.bitforest import BitForest
 
 
 def _route(
@@ -106,6 +111,9 @@ class TreePredictor:
         self.columns = inner
         self._flatten(est)
         self.classes: Any = est.classes_ if self.classifier else None
+        self.bits: BitForest | None = None  # derived from the arrays above by warm() (or the first predict)
+        self.bits_note = ""  # why the bit-vector layout does not serve, if it does not
+        self._derived = False
 
     # -- the two encoders --------------------------------------------------------------------------
     @staticmethod
@@ -216,23 +224,29 @@ class TreePredictor:
 
     # -- predicting --------------------------------------------------------------------------------
     def matrix(self, columns: ColumnsIn) -> np.ndarray:
-        """Checked columns -> the estimator's input matrix (categories first, as encoded codes)."""
+        """Checked columns -> the estimator's input matrix (categories first, as encoded codes). Filled a
+        feature at a time (contiguous) and returned transposed: (n, F), Fortran order."""
         n = len(columns[self.columns[0][0]])
-        x = np.empty((n, len(self.columns)), dtype=np.float64)
+        xt = np.empty((len(self.columns), n), dtype=np.float64)
         for j, (name, table) in enumerate(self.columns):
             col = columns[name]
             if table is None:
-                x[:, j] = col  # the float64 conversion np.asarray(col, dtype="float64") does for the frame
+                xt[j] = col  # the float64 conversion np.asarray(col, dtype="float64") does for the frame
             else:  # checked categories are str or None; None and anything unknown encode as NaN
                 get = table.get
-                x[:, j] = [get(v, math.nan) for v in col]
-        return x
+                xt[j] = [get(v, math.nan) for v in col]
+        return xt.T
 
     def raw(self, x: np.ndarray) -> np.ndarray:
+        if not self._derived:
+            self._derive()
+        if self.bits is not None:
+            return self.bits.raw(x)
         out = np.empty((x.shape[0], self.baseline.shape[0]), dtype=np.float64, order="F")
         _route_compiled()(
-            x, self.roots, self.baseline, self.feature, self.threshold, self.left, self.right, self.value,
-            self.flags, self.bitset, self.known_row, self.left_bits, self.known_bits, out,
+            np.ascontiguousarray(x, dtype=np.float64), self.roots, self.baseline, self.feature, self.threshold,
+            self.left, self.right, self.value, self.flags, self.bitset, self.known_row, self.left_bits,
+            self.known_bits, out,
         )  # fmt: skip
         return out
 
@@ -257,9 +271,26 @@ class TreePredictor:
             out[name] = np.unique(near[np.isfinite(near)]).tolist()
         return out
 
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The largest row count each loop serves but the last: verify() checks the boundary rows in each."""
+        if not self._derived:
+            self._derive()
+        return self.bits.batch_sizes if self.bits is not None else ()
+
+    def _derive(self) -> None:
+        try:
+            self.bits, self.bits_note = BitForest(self, len(self.columns)), ""
+        except Unsupported as e:
+            self.bits, self.bits_note = None, str(e)
+        self._derived = True
+
     def warm(self) -> None:
-        """Compile (or load from the cache) the loop for this model's array types."""
-        self.raw(np.full((1, len(self.columns)), math.nan))
+        """Derive the bit-vector layout from the arrays as they are now, and compile (or load from the cache)
+        the loop for this model's array types. What verify() checks after this is what serves."""
+        self._derive()
+        for n in (1, 2):  # the descent's (n, K) output is C-contiguous for one row, F for more (K > 1)
+            self.raw(np.full((n, len(self.columns)), math.nan))
 
 
 def _is_nan(v: Any) -> bool:
