@@ -51,14 +51,14 @@ def records_to_columns(schema: Schema, instances: Any, max_instances: int) -> Co
     if len(instances) > max_instances:
         raise PayloadTooLarge(f"{len(instances)} instances; at most {max_instances} per request", limit=max_instances)
     names = set(schema.feature_names)
-    cols: Columns = {f.name: [] for f in schema.features}
+    width = len(names)
     for i, inst in enumerate(instances):
         if not isinstance(inst, dict):
             raise InvalidInput(f"instance {i} is not an object", instance=i)
-        if len(inst) != len(names) or inst.keys() != names:
-            _check_keys(schema, inst, i, cols)  # raises, unless only nullable features are missing
-        for name, col in cols.items():
-            col.append(inst.get(name))
+        if len(inst) != width or inst.keys() != names:
+            _check_keys(schema, inst, i, names)  # raises, unless only nullable features are missing
+    # a column at a time (one comprehension per feature: half the time of appending row by row)
+    cols: Columns = {name: [inst.get(name) for inst in instances] for name in schema.feature_names}
     return checked_columns(schema, cols)
 
 
@@ -71,13 +71,13 @@ def checked_columns(schema: Schema, cols: Columns) -> Columns:
         f = schema.features[order]
         _check_value(f, cols[f.name][idx], idx)  # raises with the precise message
     for f in schema.features:
-        if f.type == "numeric" and f.nullable:
+        if f.type == "numeric" and f.nullable and None in cols[f.name]:
             cols[f.name] = [math.nan if v is None else v for v in cols[f.name]]
     return cols
 
 
-def _check_keys(schema: Schema, inst: dict[str, Any], i: int, cols: Columns) -> None:
-    unknown = sorted(set(inst) - set(cols))
+def _check_keys(schema: Schema, inst: dict[str, Any], i: int, names: set[str]) -> None:
+    unknown = sorted(set(inst) - names)
     if unknown:
         raise _bad(i, unknown[0], f"unknown feature; expected {schema.feature_names}")
     missing = [n for n in schema.feature_names if n not in inst and not schema.by_name[n].nullable]
