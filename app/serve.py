@@ -89,12 +89,18 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    metrics = MetricsServer(settings.metrics_host, settings.metrics_port, merged_registry(own, metrics_dir),
-                            agent.refresh_drift)  # fmt: skip
+    try:
+        metrics: MetricsServer | None = MetricsServer(
+            settings.metrics_host, settings.metrics_port, merged_registry(own, metrics_dir), agent.refresh_drift
+        )
+    except OSError as e:  # as before the agent: a replica whose metrics port is taken still serves
+        log.warning("metrics port %d not available (%s): this replica exports no metrics", settings.metrics_port, e)
+        metrics = None
     pool = WorkerPool(agent, listener, workers, metrics_dir, log_level)
     agent.start()
     pool.start()
-    metrics.start()
+    if metrics is not None:
+        metrics.start()
     log.info("serving %s from s3://%s on %s:%d with %d request worker(s) (default %s, pinned=%s, auth %s)",
              settings.serve_models or "every registered model", settings.bucket, host, port, workers,
              settings.model_name, settings.pinned_version, settings.api_auth)  # fmt: skip
@@ -105,6 +111,7 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
         pool.stop(timeout=25)  # each worker finishes its requests in flight (uvicorn: up to 20 s)
         listener.close()
         agent.stop()  # the last captures are written
-        metrics.stop()
+        if metrics is not None:
+            metrics.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
