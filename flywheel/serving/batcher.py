@@ -28,8 +28,8 @@ from flywheel.serving.inputs import Columns
 
 log = logging.getLogger(__name__)
 INLINE_MAX_ROWS = 32
-#: With a verified fast path, requests up to this many rows predict on the event loop, unbatched (about 10-40 us
-#: for one row; ~1 ms for 64 rows of the sample models: bench/fastpath.py); larger ones go to the predict thread,
+#: With a verified fast path, requests up to this many rows predict on the event loop, unbatched (about 10 us
+#: for one row, ~70 us for 64 rows of the sample models: bench/fastpath.py); larger ones go to the predict thread,
 #: where the compiled loop runs without the GIL beside the event loop.
 FAST_INLINE_MAX_ROWS = 64
 
