@@ -86,6 +86,18 @@ def train_model(s3: Any, bucket: str, name: str, frame: Any, estimators: str = "
     return outcome.version
 
 
+def api_key_env(tmp: Path) -> dict[str, str]:
+    """API keys on, as in production: one client key in a keys file (0600). wrk sends it (open_loop.auth_lua)."""
+    from flywheel.access.api_keys import dump, new_key
+
+    key, record = new_key("bench", "client", "bench")
+    path = tmp / "api-keys.json"
+    path.write_text(dump([record]))
+    path.chmod(0o600)
+    os.environ["BENCH_API_KEY"] = key
+    return {"FLYWHEEL_API_AUTH": "api-keys", "FLYWHEEL_API_KEYS_FILE": str(path)}
+
+
 def start_api(bucket: str, port: int, workers: int = 1, **env: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._local import ROOT, free_port, start_api, wait_http
+from bench._local import ROOT, api_key_env, free_port, start_api, wait_http
 
 MLSERVER = "1.7.1"
 VENV = ROOT / ".bench" / "mlserver-venv"
@@ -100,24 +100,34 @@ def compare(
     targets: dict[str, str],
     bodies: dict[str, dict[str, Path]],
     seconds: int,
+    open_conns: int = 0,
 ) -> dict[tuple[str, str], dict[str, float]]:
-    """wrk each target at each load; `bodies[target][kind]` with kind 'one' or 'batch'. Prints the table."""
+    """wrk each target at each load; `bodies[target][kind]` with kind 'one' or 'batch'. Prints the table; with
+    `open_conns`, each target's open-loop latency at 50% / 80% of its own c=64 req/s (bench/open_loop.py)."""
+    from bench import open_loop
+
     loads = (("1 row, c=1", "one", 1, 1), ("1 row, c=16", "one", 16, 1), ("1 row, c=64", "one", 64, 1),
              ("1000 rows, c=1", "batch", 1, 1000), ("1000 rows, c=4", "batch", 4, 1000))  # fmt: skip
     print(f"\n{'server':16} {'load':>15} {'req/s':>9} {'rows/s':>10} {'p50 ms':>8} {'p99 ms':>9} {'errors':>6}")
     results: dict[tuple[str, str], dict[str, float]] = {}
+    open_results: dict[str, tuple[float, open_loop.Points]] = {}
     for label, kind, conns, per in loads:
         for name, url in targets.items():
             body = str(bodies[name][kind])
             wrk(url, body, conns, 2)  # warm-up
             r = results[(name, label)] = wrk(url, body, conns, seconds)
             print(f"{name:16} {label:>15} {r['rps']:9.0f} {r['rps'] * per:10.0f} {r['p50']:8.2f} {r['p99']:9.2f} "
-                  f"{r['errors']:6.0f}")  # fmt: skip
+                  f"{r['errors']:6.0f}", flush=True)  # fmt: skip
+            if open_conns and kind == "one" and conns == 64:  # its capacity, measured just now
+                points = open_loop.at_fractions(url, str(bodies[name]["one"]), r["rps"], seconds, open_conns)
+                open_results[name] = (r["rps"], points)
     print(f"\nratio to mlserver (req/s; adaptive batching {MAX_BATCH_SIZE} / {MAX_BATCH_TIME * 1000:g} ms):")
     for label, *_ in loads:
         peer = results[("mlserver", label)]["rps"]
         parts = [f"{n} {results[(n, label)]['rps'] / peer:5.1f}x" for n in targets if n != "mlserver" and peer > 0]
         print(f"  {label:>15}: " + ", ".join(parts))
+    if open_results:
+        open_loop.print_table(open_results, seconds, open_conns)
     return results
 
 
@@ -129,8 +139,10 @@ def run(
     tmp: Path,
     procs: list[subprocess.Popen[bytes]],
     processes: int = 1,
+    open_conns: int = 32,
 ) -> int:
-    """Flywheel (/v1/predict and V2 infer) vs MLServer on the same model.joblib and the same rows."""
+    """Flywheel (/v1/predict and V2 infer) vs MLServer on the same model.joblib and the same rows; then, unless
+    `open_conns` is 0, each one's open-loop latency at 50% / 80% of its own c=64 req/s (bench/open_loop.py)."""
     from flywheel.data.sample_data import savings
     from flywheel.schema import load_schema
 
@@ -144,12 +156,14 @@ def run(
             bodies[name][kind].write_text(json.dumps(doc))
     bodies["mlserver"] = bodies["flywheel v2"]  # the very same V2 body
     api_port = free_port()
-    procs.append(start_api(bucket, api_port, workers=processes, FLYWHEEL_POLL_INTERVAL_SECONDS="1"))
+    procs.append(
+        start_api(bucket, api_port, workers=processes, FLYWHEEL_POLL_INTERVAL_SECONDS="1", **api_key_env(tmp))
+    )  # API keys on, and captures (the default), as in production
     mlserver, infer_url = start(model_path, tmp, "savings", workers=processes)
     print(f"processes: flywheel serve --workers {processes}; mlserver parallel_workers {processes}")
     procs.append(mlserver)
     base = f"http://127.0.0.1:{api_port}"
     targets = {"flywheel v1": f"{base}/v1/predict", "flywheel v2": f"{base}/v2/models/savings/infer",
                "mlserver": infer_url}  # fmt: skip
-    compare(wrk, targets, bodies, seconds)
+    compare(wrk, targets, bodies, seconds, open_conns)
     return 0

@@ -4,8 +4,12 @@
     python bench/serve.py --swaps    # also: move the alias every few seconds under load
     python bench/serve.py --two-models   # only: two models in one replica, both swapping under load
     python bench/serve.py --peer mlserver   # only: Flywheel vs MLServer on the same model.joblib (V2, pd codec)
+    python bench/serve.py --servers  # only: the same app under uvicorn, granian, ... (bench/http_servers.py)
 
-Prints req/s, rows/s, p50, p99 and errors. Needs wrk (Debian package `wrk`). Never pass/fail.
+Prints req/s, rows/s, p50, p99 and errors (closed loop: wrk, c connections each waiting for its answer), then
+(unless --no-open-loop) each server's open-loop p50/p99/p99.9 at 50% and 80% of its own c=64 req/s
+(bench/open_loop.py: a fixed arrival rate, latency from each request's due time). Needs wrk (Debian package
+`wrk`, installed with apt-get when missing and run as root). Never pass/fail.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import http_servers, open_loop
 from bench._local import ROOT, free_port, make_bucket, start_api, start_moto, stop_processes, train_model, wait_http
+from bench.open_loop import auth_lua, ensure_wrk
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same thread budget for every contender
 
@@ -39,9 +44,9 @@ wrk.body = io.open("{body}"):read("*a")
 
 def wrk(url: str, body_file: str, conns: int, seconds: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(LUA.format(body=body_file))
+        f.write(LUA.format(body=body_file) + auth_lua())
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+        [ensure_wrk(), "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", f.name, url],
         capture_output=True,
         text=True,
         check=True,
@@ -161,10 +166,16 @@ def main() -> int:
     parser.add_argument(
         "--processes", type=int, default=1, help="--peer: flywheel --workers N, mlserver parallel_workers N"
     )
+    parser.add_argument("--open-loop", action=argparse.BooleanOptionalAction, default=True,
+                        help="each server's open-loop latency at 50%% / 80%% of the c=64 req/s it just measured "
+                        "(bench/open_loop.py)")  # fmt: skip
+    parser.add_argument("--open-conns", type=int, default=32, help="open loop: connections (one wrk thread each)")
+    parser.add_argument("--servers", nargs="?", const="all", metavar="NAMES",
+                        help="only: the HTTP-layer comparison; NAMES: comma-separated among "
+                        f"{', '.join(http_servers.SERVERS)} (default: all)")  # fmt: skip
+    parser.add_argument("--heads", action="store_true", help="--servers: also hostile heads (bench/head_probe.py)")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("wrk not found: apt-get install wrk", file=sys.stderr)
-        return 2
+    ensure_wrk()
     if args.two_models:
         return two_models(max(args.seconds * 3, 30), args.swap_every)
 
@@ -195,13 +206,18 @@ def main() -> int:
         if args.peer:  # bench/peer_mlserver.py
             from bench import peer_mlserver
 
-            return peer_mlserver.run(wrk, args.seconds, bucket, model_path, tmp, procs, args.processes)
+            return peer_mlserver.run(wrk, args.seconds, bucket, model_path, tmp, procs, args.processes,
+                                     open_conns=args.open_conns if args.open_loop else 0)  # fmt: skip
 
         frame = savings(1000, seed=5).drop(columns=["monthly_savings"])
         rows = json.loads(frame.to_json(orient="records"))
         one_body, batch_body = tmp / "one.json", tmp / "batch.json"
         one_body.write_text(json.dumps({"instances": rows[:1]}))
         batch_body.write_text(json.dumps({"instances": rows}))
+        if args.servers:  # bench/http_servers.py
+            http_servers.run(wrk, args.seconds, bucket, {"one": one_body, "batch": batch_body}, procs, args.servers,
+                             args.open_loop, args.open_conns, args.heads)  # fmt: skip
+            return 0
 
         api_port, naive_port = free_port(), free_port()
         procs.append(start_api(bucket, api_port, FLYWHEEL_POLL_INTERVAL_SECONDS="1"))
@@ -231,6 +247,7 @@ def main() -> int:
         raw_predict(version.load_model(), rows[0], rows)
         print(f"\n{'server':9} {'load':>16} {'req/s':>9} {'rows/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
         results: dict[tuple[str, str], dict[str, float]] = {}
+        open_results: dict[str, tuple[float, open_loop.Points]] = {}
         for label, body, conns, per in (
             ("1 row, c=1", one_body, 1, 1),
             ("1 row, c=16", one_body, 16, 1),
@@ -242,12 +259,17 @@ def main() -> int:
                 r = wrk(url, str(body), conns, args.seconds)
                 results[(name, label)] = r
                 print(f"{name:9} {label:>16} {r['rps']:9.0f} {r['rps'] * per:10.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
-                      f"{r['errors']:6.0f}")  # fmt: skip
+                      f"{r['errors']:6.0f}", flush=True)  # fmt: skip
+                if args.open_loop and conns == 64:  # its capacity, measured just now
+                    points = open_loop.at_fractions(url, str(one_body), r["rps"], args.seconds, args.open_conns)
+                    open_results[name] = (r["rps"], points)
         f64, n64 = results[("flywheel", "1 row, c=64")], results[("naive", "1 row, c=64")]
         f1, n1 = results[("flywheel", "1 row, c=1")], results[("naive", "1 row, c=1")]
         print(f"\nc=64: flywheel/naive = {f64['rps'] / n64['rps']:.1f}x (target >= 3x), p99 {f64['p99']:.1f} ms "
               f"(target <= 30)")  # fmt: skip
         print(f"c=1: p50 flywheel - naive = {f1['p50'] - n1['p50']:+.2f} ms (target <= +0.5)")
+        if open_results:
+            open_loop.print_table(open_results, args.seconds, args.open_conns)
 
         if args.swaps:
             stop = threading.Event()

@@ -28,8 +28,9 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("flywheel_http_requests_in_flight", "Requests being served now.", registry=r,
-                               multiprocess_mode="livesum")  # summed over a replica's request workers
+        self.in_flight = Gauge(
+            "flywheel_http_requests_in_flight", "Requests being served now.", registry=r, multiprocess_mode="livesum"
+        )  # summed over a replica's request workers
         self.rejected = Counter(
             "flywheel_http_requests_rejected",
             "Requests refused before any work: 429 over the concurrency limit (the replica's or one key's share), "
