@@ -212,12 +212,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return ORJSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
 
-ROUTES = [
+ROUTES = [  # the prediction routes first: Starlette tries each route's pattern in turn
     Route("/v1/predict", v1_predict, methods=["POST"]),
+    Route("/v1/models/{name}/predict", v1_predict, methods=["POST"]),
+    Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
+    Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
     Route("/v1/model", v1_model, methods=["GET"]),
     Route("/v1/models", v1_models, methods=["GET"]),
     Route("/v1/models/{name}", v1_model, methods=["GET"]),
-    Route("/v1/models/{name}/predict", v1_predict, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/v2/health/live", v2_live, methods=["GET"]),
@@ -225,10 +227,8 @@ ROUTES = [
     Route("/v2/models", v2_models, methods=["GET"]),
     Route("/v2/models/{name}", v2_metadata, methods=["GET"]),
     Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),
-    Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
     Route("/v2/models/{name}/versions/{version}", v2_metadata, methods=["GET"]),
     Route("/v2/models/{name}/versions/{version}/ready", v2_model_ready, methods=["GET"]),
-    Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
 ]
 
 

@@ -29,9 +29,10 @@ from flywheel.serving.inputs import Columns
 log = logging.getLogger(__name__)
 INLINE_MAX_ROWS = 32
 #: With a verified fast path, requests up to this many rows predict on the event loop, unbatched (about 10 us
-#: for one row, ~70 us for 64 rows of the sample models: bench/fastpath.py); larger ones go to the predict thread,
-#: where the compiled loop runs without the GIL beside the event loop.
-FAST_INLINE_MAX_ROWS = 64
+#: for one row, ~70 us for 64 rows, ~0.8 ms for 1,000 rows of the sample models: bench/fastpath.py); larger ones go
+#: to the predict thread, where the compiled loop runs without the GIL beside the event loop. Handing a 1,000-row
+#: request to that thread cost more than its prediction (c=4: 275 req/s through it, 311 inline).
+FAST_INLINE_MAX_ROWS = 1024
 
 
 @dataclass
