@@ -165,5 +165,33 @@ def run(
     base = f"http://127.0.0.1:{api_port}"
     targets = {"flywheel v1": f"{base}/v1/predict", "flywheel v2": f"{base}/v2/models/savings/infer",
                "mlserver": infer_url}  # fmt: skip
+    print(exactness(base, bucket, rows, schema), flush=True)
     compare(wrk, targets, bodies, seconds, open_conns)
     return 0
+
+
+def exactness(base: str, bucket: str, rows: list[dict[str, Any]], schema: Any) -> str:
+    """Flywheel's answers over HTTP (/v1 and V2) against the Pipeline's own, bitwise, and the path that served."""
+    import urllib.request
+
+    import pandas as pd
+
+    from flywheel.registry.model_loading import open_version
+    from flywheel.registry.store import Registry
+    from flywheel.storage import s3_client
+
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {os.environ['BENCH_API_KEY']}"}
+
+    def call(path: str, doc: Any = None) -> Any:
+        data = None if doc is None else json.dumps(doc).encode()
+        with urllib.request.urlopen(urllib.request.Request(base + path, data=data, headers=headers)) as r:
+            return json.loads(r.read())
+
+    served = call("/v1/model")
+    v1 = call("/v1/predict", {"instances": rows})["predictions"]
+    v2 = call("/v2/models/savings/infer", v2_body(schema, rows))["outputs"][0]["data"]
+    model = open_version(Registry(s3_client(), bucket, "savings"), served["version"], None).load_model()
+    expected = model.predict(pd.DataFrame.from_records(rows, columns=schema.feature_names)).tolist()
+    differ = [sum(a != b for a, b in zip(got, expected, strict=True)) for got in (v1, v2)]
+    return (f"exactness: {len(rows)} rows, /v1 {differ[0]} and V2 {differ[1]} differ from the Pipeline (bitwise); "
+            f"serving path {served['serving_path']}: {served['fast_path']}")  # fmt: skip
