@@ -262,7 +262,7 @@ def create_app(
             refresher.cancel()
             await service.fleet.stop()
             if link is not None:
-                link.stop()  # the last rollout counts go to the agent
+                await link.stop()  # the last rollout counts and reports reach the agent
             else:
                 await asyncio.to_thread(service.capture.stop)  # the last captures are written
             if metrics_server is not None:

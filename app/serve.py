@@ -42,6 +42,8 @@ def run(host: str, port: int, workers: int, log_level: str = "info", *, in_proce
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if in_process:
         return _run_in_process(host, port, workers, log_level)
+    if workers < 1:
+        raise SystemExit("flywheel serve: --workers must be at least 1")
     return _run_agent(settings, host, port, workers, log_level)
 
 
@@ -108,8 +110,8 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
         while not stop.wait(0.5):
             pool.tend()
     finally:
+        listener.close()  # new connections are refused now, not left in a backlog no worker will accept from
         pool.stop(timeout=25)  # each worker finishes its requests in flight (uvicorn: up to 20 s)
-        listener.close()
         agent.stop()  # the last captures are written
         if metrics is not None:
             metrics.stop()

@@ -46,8 +46,11 @@ class WorkerPool:
 
     def _spawn(self, wid: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = {**os.environ, DIRECTORY_VARIABLE: self.metrics_dir,
-               LISTEN_FD: str(self.listener.fileno()), LINK_FD: str(theirs.fileno())}  # fmt: skip
+        # no AWS credentials: a worker never calls AWS (its agent does), so a worker running a client's request
+        # holds no key to the bucket in its environment
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update({DIRECTORY_VARIABLE: self.metrics_dir, LISTEN_FD: str(self.listener.fileno()),
+                    LINK_FD: str(theirs.fileno())})  # fmt: skip
         process = subprocess.Popen(  # this interpreter, this package's own module
             [sys.executable, "-m", "app.worker", "--log-level", self.log_level],
             env=env,

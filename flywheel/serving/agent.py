@@ -55,6 +55,8 @@ class Worker:
     link: relay.BlockingLink
     pod: str = ""  # its name in rollout statistics, from its hello
     loaded: dict[str, int] = dataclasses.field(default_factory=dict)  # model -> the production version it serves
+    answering: bool = False  # it applied its start-up snapshot (and answers requests from then on)
+    reader: threading.Thread | None = None
     # frames for it, in order, written by its own thread: a slow worker never holds up the agent or the others
     outbox: queue.SimpleQueue[bytes | None] = dataclasses.field(default_factory=queue.SimpleQueue)
 
@@ -82,6 +84,7 @@ class Agent:
         self._lock = threading.RLock()  # workers, and the order of what they are sent
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._readers: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,13 +95,18 @@ class Agent:
             t.start()
             self._threads.append(t)
 
-    def stop(self) -> None:
-        """Stop every poll and write the last captures (after the workers have finished their requests)."""
+    def stop(self, reports_timeout: float = 10.0) -> None:
+        """Stop every poll, read what the (stopped) workers last reported, and write the last captures."""
         self._stop.set()
-        for host in self.hosts.values():
+        with self._lock:
+            hosts = list(self.hosts.values())
+        for host in hosts:
             host.stop(wait=False)
-        for host in self.hosts.values():
+        for host in hosts:
             host.stop()
+        deadline = time.monotonic() + reports_timeout
+        for reader in self._readers:  # each ends at its worker's end of file, its reports taken
+            reader.join(max(0.0, deadline - time.monotonic()))
         self.capture.stop()
 
     # -- models ------------------------------------------------------------------------------------
@@ -147,8 +155,9 @@ class Agent:
         a replica is ready only when all of its workers are (a worker behind would answer 503)."""
         hosts = list(self.hosts.items())
         with self._lock:
-            workers = list(self.workers.values())
-        synced = all(w.loaded.get(n) == h.current.version for w in workers for n, h in hosts if h.current is not None)
+            workers = [w for w in self.workers.values() if w.answering]  # one still starting answers nothing yet
+        # a first load only: at a swap each worker keeps answering with the version it has until it swaps
+        synced = all(n in w.loaded for w in workers for n, h in hosts if h.current is not None)
         return {n: (h.state, h.wanted) for n, h in hosts}, synced
 
     def _states_forever(self) -> None:
@@ -189,8 +198,10 @@ class Agent:
             put(relay.frame(relay.STATE, self.states()))
             put(relay.frame(relay.SYNCED, None))
             self.workers[wid] = worker
-        for target, role in ((self._send, "send"), (self._read, "read")):
-            threading.Thread(target=target, args=(wid, worker), name=f"agent-{role}-{wid}", daemon=True).start()
+        threading.Thread(target=self._send, args=(wid, worker), name=f"agent-send-{wid}", daemon=True).start()
+        worker.reader = threading.Thread(target=self._read, args=(wid, worker), name=f"agent-read-{wid}", daemon=True)
+        worker.reader.start()
+        self._readers.append(worker.reader)
 
     def _broadcast(self, kind: int, payload: Any) -> None:
         data = relay.frame(kind, payload)  # pickled once for every worker
@@ -226,7 +237,7 @@ class Agent:
                     self._report(worker, kind, relay.safe_loads(body))
                 except Exception:  # one bad report is logged; the worker keeps being served
                     log.exception("worker %d: report %d not taken", wid, kind)
-        except OSError as e:
+        except Exception as e:  # a broken link or frame: the worker is replaced, never left unread
             error = e
         self._lost(wid, worker, error)
 
@@ -237,6 +248,8 @@ class Agent:
             self.answered(*payload)
         elif kind == relay.LIVE:
             self.live(worker.pod, *payload)
+        elif kind == relay.SYNCED:
+            worker.answering = True
         elif kind == relay.LOADED:
             name, version = payload
             worker.loaded[str(name)] = int(version)

@@ -19,7 +19,7 @@ from typing import Any
 #: the variables a request worker finds its inherited file descriptors in (app/workers.py starts it)
 LISTEN_FD, LINK_FD = "FLYWHEEL_LISTEN_FD", "FLYWHEEL_AGENT_LINK_FD"
 HEADER = struct.Struct("!BI")
-MAX_FRAME = 1 << 30
+MAX_FRAME = 64 << 20  # a worker's report: a request body is at most 8 MiB by default
 
 # agent -> worker
 MODELS, STATE, VERSION, ROLLOUT, KEYS, SYNCED = 1, 2, 3, 4, 5, 6

@@ -8,6 +8,7 @@ Nothing here waits on the agent: reports are written to the socket's transport, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -80,10 +81,14 @@ class WorkerLink:
         self._tasks = [loop.create_task(self._read_forever(), name="agent-link"),
                        loop.create_task(self._publish_forever(), name="rollout-counts")]  # fmt: skip
 
-    def stop(self) -> None:
-        """The last rollout counts go out first (the agent publishes them); then the link closes."""
+    async def stop(self, timeout: float = 5.0) -> None:
+        """The last rollout counts and reports go out first, written before this returns (within `timeout`)."""
         self._publish_all()
         self._flush()
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(writer.drain(), timeout)
         for task in self._tasks:
             task.cancel()
 
@@ -91,11 +96,17 @@ class WorkerLink:
     async def _read_forever(self) -> None:
         try:
             reader, self._writer = await asyncio.open_unix_connection(sock=self.sock, limit=1 << 20)
-            self._post(relay.HELLO, self.pod)
+            self._post(relay.HELLO, self.pod, essential=True)
             while True:
                 kind, size = relay.HEADER.unpack(await reader.readexactly(relay.HEADER.size))
                 body = await reader.readexactly(size)
-                await self.apply(kind, relay.agent_loads(body))
+                # a version's pickle is read beside the loop (a Pipeline's takes a while): the loop keeps answering
+                big = size > 1 << 16
+                payload = await asyncio.to_thread(relay.agent_loads, body) if big else relay.agent_loads(body)
+                try:
+                    await self.apply(kind, payload)
+                except Exception:  # a bug here must be seen; the worker keeps what it serves
+                    log.exception("could not apply the agent's message %d", kind)
         except (asyncio.IncompleteReadError, ConnectionError) as e:
             log.error("the agent closed its link (%s): this worker stops", type(e).__name__)
         finally:
@@ -118,8 +129,9 @@ class WorkerLink:
             name, served = payload
             await _warm(served)  # numba kernels loaded before the first request reaches this version
             fleet.models[name].host.current = served
-            self._post(relay.LOADED, (name, served.version))
+            self._post(relay.LOADED, (name, served.version), essential=True)
         elif kind == relay.SYNCED:
+            self._post(relay.SYNCED, None, essential=True)  # the agent counts this worker in its readiness from now
             self.synced.set()
         elif kind == relay.ROLLOUT:
             name, active = payload
@@ -143,13 +155,14 @@ class WorkerLink:
         trial.current = active
 
     # -- to the agent ------------------------------------------------------------------------------
-    def _post(self, kind: int, payload: Any) -> bool:
+    def _post(self, kind: int, payload: Any, *, essential: bool = False) -> bool:
         """Queue a report; the queue goes out in one write a few milliseconds later (a system call per request
-        was a sixth of a worker's time at c=64). False, nothing queued, when the agent is this far behind."""
+        was a sixth of a worker's time at c=64). False, nothing queued, when the agent is this far behind, unless
+        `essential` (acknowledgements, rollout counts: a few bytes that readiness and the judge depend on)."""
         writer = self._writer
         if writer is None or writer.is_closing():
             return False
-        if self._pending_bytes + writer.transport.get_write_buffer_size() > self.max_buffer_bytes:
+        if not essential and self._pending_bytes + writer.transport.get_write_buffer_size() > self.max_buffer_bytes:
             return False
         data = relay.frame(kind, payload)
         self._pending.append(data)
@@ -186,7 +199,7 @@ class WorkerLink:
     def _publish(self, active: Active, trial: RelayedTrial) -> None:
         production, candidate = trial.live.snapshot()
         self._post(relay.LIVE, (active.key, active.joined_at, dataclasses.astuple(production),
-                                dataclasses.astuple(candidate)))  # fmt: skip
+                                dataclasses.astuple(candidate)), essential=True)  # fmt: skip
 
 
 async def _warm(served: ServedModel) -> None:
