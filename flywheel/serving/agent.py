@@ -150,19 +150,19 @@ class Agent:
                     self._rollouts.popitem(last=False)
         self._broadcast(relay.ROLLOUT, (name, exported(active) if active is not None else None))
 
-    def states(self) -> tuple[dict[str, tuple[str, int | None]], bool]:
-        """Each model's state and wanted version, and whether every worker serves every loaded production version:
-        a replica is ready only when all of its workers are (a worker behind would answer 503)."""
+    def states(self) -> tuple[dict[str, tuple[str, int | None]], list[str]]:
+        """Each model's state and wanted version, and the loaded models some answering worker does not serve yet: a
+        replica is not ready while a worker is behind on a model known at start-up (it would answer 503)."""
         hosts = list(self.hosts.items())
         with self._lock:
             workers = [w for w in self.workers.values() if w.answering]  # one still starting answers nothing yet
         # a first load only: at a swap each worker keeps answering with the version it has until it swaps
-        synced = all(n in w.loaded for w in workers for n, h in hosts if h.current is not None)
-        return {n: (h.state, h.wanted) for n, h in hosts}, synced
+        unsynced = sorted({n for w in workers for n, h in hosts if h.current is not None and n not in w.loaded})
+        return {n: (h.state, h.wanted) for n, h in hosts}, unsynced
 
     def _states_forever(self) -> None:
         """Each model's state (loading, failed, ...) for the workers' readiness, when it changes."""
-        last: tuple[dict[str, tuple[str, int | None]], bool] = ({}, False)
+        last: tuple[dict[str, tuple[str, int | None]], list[str]] = ({}, [])
         while not self._stop.wait(STATE_EVERY_SECONDS):
             now = self.states()
             if now != last:

@@ -143,13 +143,17 @@ class Fleet:
     def __init__(self, settings: ServeSettings, s3: Any, metrics: ServingMetrics, *, relayed: bool = False) -> None:
         self.settings, self.s3, self.metrics = settings, s3, metrics
         self.relayed = relayed  # a request worker: its agent lists, polls and verifies (flywheel/serving/agent.py)
-        self.synced = not relayed  # every worker of the replica serves what its agent loaded (the agent says)
+        # models the agent loaded that a worker of the replica does not serve yet (the agent says); only those known
+        # at start-up (gating) hold readiness, as a model's own loading does
+        self.unsynced: set[str] = set()
         self.default = settings.model_name
         self.models: dict[str, Hosted] = {}
         self.discovered = False  # the registrations were listed at least once
         self.budget = MemoryBudget()  # room for a new version given every model held
         # one verifier for every model (a KMS public key is fetched once, at the first load)
-        self.verifier = signing.verifier(settings.verify_kms_key_id, settings.verify_public_key_file)
+        self.verifier = (  # a request worker verifies nothing: its agent did (and it has no AWS credentials)
+            None if relayed else signing.verifier(settings.verify_kms_key_id, settings.verify_public_key_file)
+        )
         self.activity = Activity()
         self.pod = pod_name()
         # one predict thread for every model (docs/serving.md, "Micro-batching and threads")
@@ -251,6 +255,7 @@ class Fleet:
             return False, {**body, "reason": f"waiting for {waiting}"}
         if not any(m["ready"] for m in models.values()):
             return False, {**body, "reason": "no model loaded yet"}
-        if not self.synced:
-            return False, {**body, "reason": "request workers still loading"}
+        behind = sorted(n for n in self.unsynced if n in self.models and self.models[n].gating)
+        if behind:
+            return False, {**body, "reason": f"request workers still loading {behind}"}
         return True, body

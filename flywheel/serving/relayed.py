@@ -121,7 +121,8 @@ class WorkerLink:
             schemas, _first = payload
             fleet.adopt(schemas)
         elif kind == relay.STATE:
-            states, fleet.synced = payload
+            states, unsynced = payload
+            fleet.unsynced = set(unsynced)
             for name, remote in states.items():
                 if name in fleet.models:
                     fleet.models[name].host.remote = remote
