@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flywheel.settings import ServeSettings
@@ -25,6 +25,15 @@ def pin_threads(threads: int) -> None:
 #: samples alive long enough to be promoted, so the default thresholds ran full collections that stalled the event
 #: loop (bench/rollout.py, 2 processes, c=64: shadow p99 60-145 ms with the defaults, 28-46 ms with these).
 GC_THRESHOLDS = (50_000, 50, 100)
+
+#: how every API process runs uvicorn (`--in-process`, or each request worker: app/worker.py)
+UVICORN_OPTIONS: dict[str, Any] = {
+    "access_log": False,
+    "proxy_headers": False,  # no client address is used: X-Forwarded-* are not parsed on every request
+    "timeout_graceful_shutdown": 20,  # matches terminationGracePeriodSeconds minus the preStop pause
+    "loop": "uvloop",
+    "http": "app.http_limits:BoundedHttpToolsProtocol",  # httptools, the request head bounded in size and time
+}
 
 
 def tune_gc() -> None:
@@ -57,11 +66,7 @@ def _run_in_process(host: str, port: int, workers: int, log_level: str) -> int:
         port=port,
         workers=workers,
         log_level=log_level,
-        access_log=False,
-        proxy_headers=False,  # no client address is used: X-Forwarded-* are not parsed on every request
-        timeout_graceful_shutdown=20,  # matches terminationGracePeriodSeconds minus the preStop pause
-        loop="uvloop",
-        http="app.http_limits:BoundedHttpToolsProtocol",  # httptools, with the request head bounded in size and time
+        **UVICORN_OPTIONS,
     )
     return 0
 

@@ -26,6 +26,7 @@ def main() -> int:
     import uvicorn
 
     from app.api import create_app
+    from app.serve import UVICORN_OPTIONS
     from flywheel.serving.fleet import pod_name
     from flywheel.serving.relayed import WorkerLink
     from flywheel.settings import ServeSettings
@@ -33,15 +34,7 @@ def main() -> int:
     settings = ServeSettings()  # type: ignore[call-arg]
     link = WorkerLink(socket.socket(fileno=link_fd), pod_name(), settings.rollout_publish_seconds)
     app = create_app(settings, link=link)
-    config = uvicorn.Config(
-        app,
-        log_level=args.log_level,
-        access_log=False,
-        proxy_headers=False,  # no client address is used: X-Forwarded-* are not parsed on every request
-        timeout_graceful_shutdown=20,  # matches terminationGracePeriodSeconds minus the preStop pause
-        loop="uvloop",
-        http="app.http_limits:BoundedHttpToolsProtocol",  # httptools, with the request head bounded in size and time
-    )
+    config = uvicorn.Config(app, log_level=args.log_level, **UVICORN_OPTIONS)
     server = uvicorn.Server(config)
 
     async def serve() -> None:

@@ -13,11 +13,10 @@ The project's limits (docs/serving.md, "Request heads"): 32 KB, 100 headers, 10 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from pathlib import Path
 
-from bench.header_flood import flood
+from bench.header_flood import under_flood
 
 HEAD = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n"
 LINE = b"X-Filler: " + b"a" * 65536 + b"\r\n"
@@ -81,33 +80,7 @@ def probe(name: str, pid: int, port: int, body: bytes, flood_seconds: int = 20) 
     for label, (writes, pause) in PROBES.items():
         outcome, seconds = attempt(port, writes, pause)
         print(f"  {label:28} {outcome:45} after {seconds:5.1f} s", flush=True)
-    import httpx
-
-    before, peak, failed = tree_rss_mb(pid), 0.0, 0
-    outcomes: list[str] = []
-    latencies: list[float] = []
-    stop = threading.Event()
-    senders = [threading.Thread(target=flood, args=(port, 96, outcomes, stop)) for _ in range(3)]
-    for t in senders:
-        t.start()
-    deadline = time.monotonic() + flood_seconds
-    with httpx.Client(timeout=60) as client:
-        while time.monotonic() < deadline:
-            t0 = time.perf_counter()
-            try:
-                ok = client.post(f"http://127.0.0.1:{port}/v1/predict", content=body,
-                                 headers={"Content-Type": "application/json"}).status_code == 200  # fmt: skip
-            except httpx.HTTPError:
-                ok = False
-            failed += not ok
-            latencies.append((time.perf_counter() - t0) * 1000)
-            peak = max(peak, tree_rss_mb(pid))
-    stop.set()
-    for t in senders:
-        t.join()
-    latencies.sort()
-    p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    ends = ", ".join(f"{outcomes.count(o)}x {o}" for o in sorted(set(outcomes)))
-    print(f"  flood ({flood_seconds} s, 3 sockets x 96 MB heads): client p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-          f"failed {failed}/{len(latencies)}; RSS {before:.0f} MB before, {peak:.0f} MB peak; sockets: {ends}",
-          flush=True)  # fmt: skip
+    r = under_flood(pid, port, body, 3, 96, flood_seconds, rss=tree_rss_mb)
+    print(f"  flood ({flood_seconds} s, 3 sockets x 96 MB heads): client p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
+          f"failed {r['failed']}/{r['requests']}; RSS {r['rss_before']:.0f} MB before, {r['rss_peak']:.0f} MB peak; "
+          f"sockets: {', '.join(r['sockets'])}", flush=True)  # type: ignore[arg-type]  # fmt: skip

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -80,10 +81,12 @@ def flood(port: int, megabytes: int, outcome: list[str], stop: threading.Event) 
             sock.close()
 
 
-def under_flood(pid: int, port: int, body: bytes, sockets: int, megabytes: int, seconds: int) -> dict[str, object]:
+def under_flood(pid: int, port: int, body: bytes, sockets: int, megabytes: int, seconds: int,
+                rss: Callable[[int], float] = rss_mb) -> dict[str, object]:  # fmt: skip
+    """A client predicting while `sockets` send `megabytes` heads; `rss`: the server's memory (default: `pid`'s)."""
     import httpx
 
-    before = rss_mb(pid)
+    before = rss(pid)
     outcome: list[str] = []
     stop = threading.Event()
     senders = [threading.Thread(target=flood, args=(port, megabytes, outcome, stop)) for _ in range(sockets)]
@@ -103,12 +106,12 @@ def under_flood(pid: int, port: int, body: bytes, sockets: int, megabytes: int, 
             if not ok:
                 failed += 1
             latencies.append((time.perf_counter() - t0) * 1000)
-            peak = max(peak, rss_mb(pid))
+            peak = max(peak, rss(pid))
     stop.set()
     for t in senders:
         t.join()
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
-    return {"rss_before": before, "rss_peak": peak, "rss_after": rss_mb(pid), "requests": len(latencies),
+    return {"rss_before": before, "rss_peak": peak, "rss_after": rss(pid), "requests": len(latencies),
             "p50": quantiles[49], "p99": quantiles[98], "failed": failed,
             "sockets": [f"{outcome.count(o)}x {o}" for o in sorted(set(outcome))]}  # fmt: skip
 

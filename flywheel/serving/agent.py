@@ -64,7 +64,6 @@ class Worker:
 class Agent:
     def __init__(self, settings: ServeSettings, s3: Any, metrics: ServingMetrics, *, copies: int = 2) -> None:
         self.settings, self.s3, self.metrics = settings, s3, metrics
-        self.default = settings.model_name
         self.budget = MemoryBudget(copies=copies)  # the agent and each worker hold every version
         self.verifier = signing.verifier(settings.verify_kms_key_id, settings.verify_public_key_file)
         self.pod = pod_name()
@@ -83,7 +82,6 @@ class Agent:
         self._rollouts: OrderedDict[str, Rollout] = OrderedDict()  # recent rollouts by id: late reports count
         self._lock = threading.RLock()  # workers, and the order of what they are sent
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._readers: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -93,7 +91,6 @@ class Agent:
                              (self._keys_forever, "keys")):  # fmt: skip
             t = threading.Thread(target=target, name=f"agent-{name}", daemon=True)
             t.start()
-            self._threads.append(t)
 
     def stop(self, reports_timeout: float = 10.0) -> None:
         """Stop every poll, read what the (stopped) workers last reported, and write the last captures."""

@@ -78,25 +78,25 @@ def test_every_loop_is_identical_to_the_pipeline_on_10k_rows(fitted: tuple[Schem
         fast.bits = bits
 
 
-def test_a_multiclass_model_is_identical_in_every_loop() -> None:
-    schema, model, fast = _fit("churn", classes=3)
-    assert fast.bits is not None and fast.baseline.shape == (3,)
+def _identical_in_every_loop(schema: Any, model: Any, fast: Any) -> None:
     cols = _rows(schema, 3_000)
     want = reference(model, schema, cols)
     for size in LOOPS.values():
         _same(want, _in_batches(fast, cols, 3_000, size))
     assert verify(fast, model, schema, _golden(schema)).exact
+
+
+def test_a_multiclass_model_is_identical_in_every_loop() -> None:
+    schema, model, fast = _fit("churn", classes=3)
+    assert fast.bits is not None and fast.baseline.shape == (3,)
+    _identical_in_every_loop(schema, model, fast)
 
 
 def test_trees_of_33_to_64_leaves_use_64_bit_masks() -> None:
     schema, model, fast = _fit("savings", rows=3_000, max_leaf_nodes=60, min_samples_leaf=5)
     assert fast.bits is not None and fast.bits.mask.dtype == np.uint64
     assert int(np.diff(fast.bits.tree_lo[1]).max()) > 32
-    cols = _rows(schema, 3_000)
-    want = reference(model, schema, cols)
-    for size in LOOPS.values():
-        _same(want, _in_batches(fast, cols, 3_000, size))
-    assert verify(fast, model, schema, _golden(schema)).exact
+    _identical_in_every_loop(schema, model, fast)
 
 
 def test_trees_of_more_than_64_leaves_keep_the_descent() -> None:
