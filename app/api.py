@@ -1,4 +1,5 @@
-"""The prediction API: every served model under /v1/models/<name> and the Open Inference Protocol (V2);
+"""The prediction API: every served model under /v1/models/<name> and the Open Inference Protocol (V2) (the
+prediction routes themselves: app/predict_lane.py);
 /v1/predict and /v1/model keep serving the default model (FLYWHEEL_MODEL_NAME). Health and readiness; the
 metrics on a port of their own (app/metrics_server.py). Every route but the health probes needs an API key
 (app/middleware.py GuardMiddleware) unless FLYWHEEL_API_AUTH=off.
@@ -24,16 +25,14 @@ from starlette.routing import Route
 
 from app.metrics_server import MetricsServer
 from app.middleware import MODEL_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, GuardMiddleware, MetricsMiddleware, presented_key
+from app.predict_lane import PredictLane
 from app.serve import tune_gc
 from app.service import Service
 from flywheel.access import api_keys
-from flywheel.errors import FlywheelError, InvalidInput
+from flywheel.errors import FlywheelError
 from flywheel.registry.manifest import public_view
 from flywheel.serving import v2
-from flywheel.serving.capture import prediction_ids
 from flywheel.serving.fleet import V2_STATE, Hosted
-from flywheel.serving.host import ServedModel
-from flywheel.serving.inputs import Columns, records_to_columns, v2_to_columns
 from flywheel.serving.relayed import WorkerLink
 from flywheel.settings import ServeSettings
 from flywheel.storage import s3_client
@@ -59,45 +58,7 @@ def _hosted(request: Request) -> Hosted:
     return hosted
 
 
-# -- /v1 --------------------------------------------------------------------------------------------
-async def v1_predict(request: Request) -> Response:
-    svc, hosted = _svc(request), _hosted(request)
-    with svc.slots.receiving(request.scope.get(PRINCIPAL_SCOPE_KEY)):  # bodies in flight are bounded too
-        body = await svc.body(request)  # the whole body first: a request holds no slot while it trickles in
-    with svc.slots.hold(request.scope.get(PRINCIPAL_SCOPE_KEY)), hosted.batcher.request():
-        served = hosted.served()
-        if not isinstance(body, dict) or "instances" not in body:
-            raise InvalidInput("body must be an object with 'instances'", field="instances")
-        columns = records_to_columns(served.schema, body["instances"], svc.settings.max_instances)
-        ids = prediction_ids(body.get("ids"), _rows(columns))
-        result = await hosted.predict(columns, _rows(columns), _client(request))
-    _capture(svc, hosted, served, ids, columns, result, _client(request))
-    out: dict[str, Any] = {"model": result.name, "model_version": result.version, "predictions": result.predictions,
-                           "ids": ids}  # fmt: skip
-    if result.probabilities is not None:
-        out["probabilities"] = result.probabilities
-    return ORJSONResponse(out)
-
-
-def _capture(
-    svc: Service, hosted: Hosted, served: ServedModel, ids: list[str], columns: Columns, result: Any, key_id: str | None
-) -> None:
-    """Keep the answered request for the capture files, with the id of the API key that made it: ids are scoped to
-    it (docs/captures.md, "Ids and keys")."""
-    svc.capture.record(hosted.name, served.schema, served.classes, ids, result.version, hosted.role_of(result.version),
-                       columns, result.predictions, result.probabilities, key_id)  # fmt: skip
-
-
-def _client(request: Request) -> str | None:
-    """The API key's id: a canary keeps each key on one version (None without keys: chosen per request)."""
-    record = request.scope.get(PRINCIPAL_SCOPE_KEY)
-    return None if record is None else str(record.id)
-
-
-def _rows(columns: Columns) -> int:
-    return len(next(iter(columns.values())))
-
-
+# -- /v1 (the prediction routes: app/predict_lane.py) ----------------------------------------------------
 def is_operator(request: Request) -> bool:
     record = request.scope.get(PRINCIPAL_SCOPE_KEY)
     return record is not None and record.role == "operator"
@@ -182,25 +143,6 @@ async def v2_metadata(request: Request) -> Response:
     return ORJSONResponse(v2.metadata(served))
 
 
-async def v2_infer(request: Request) -> Response:
-    svc, hosted = _svc(request), _hosted(request)
-    with svc.slots.receiving(request.scope.get(PRINCIPAL_SCOPE_KEY)):  # bodies in flight are bounded too
-        body = await svc.body(request)  # the whole body first: a request holds no slot while it trickles in
-    with svc.slots.hold(request.scope.get(PRINCIPAL_SCOPE_KEY)), hosted.batcher.request():
-        served = hosted.served()
-        v2.check_version(served, request.path_params.get("version"))
-        columns = v2_to_columns(served.schema, body, svc.settings.max_instances)
-        # a request that names a version gets that version (checked above): no canary answers it
-        named = request.path_params.get("version") is not None
-        params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
-        ids = prediction_ids(params.get("ids"), _rows(columns))
-        result = await hosted.predict(columns, _rows(columns), _client(request), canary=not named)
-    _capture(svc, hosted, served, ids, columns, result, _client(request))
-    out = v2.response(result, body)
-    out["parameters"] = {"ids": ids}
-    return ORJSONResponse(out)
-
-
 async def _flywheel_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlywheelError)
     headers = {"retry-after": "1"} if exc.status == 429 else None
@@ -212,11 +154,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return ORJSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
 
-ROUTES = [  # the prediction routes first: Starlette tries each route's pattern in turn
-    Route("/v1/predict", v1_predict, methods=["POST"]),
-    Route("/v1/models/{name}/predict", v1_predict, methods=["POST"]),
-    Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
-    Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
+ROUTES = [  # and the prediction routes, answered before these: app/predict_lane.py
     Route("/v1/model", v1_model, methods=["GET"]),
     Route("/v1/models", v1_models, methods=["GET"]),
     Route("/v1/models/{name}", v1_model, methods=["GET"]),
@@ -277,6 +215,7 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     # outermost: an over-limit or unauthenticated request is refused before any other work
     app.add_middleware(GuardMiddleware, metrics=service.metrics, auth=service.auth)
+    app.add_middleware(PredictLane, service=service)  # the prediction paths, with their own key check and metrics
     return app
 
 

@@ -73,16 +73,23 @@ class GuardMiddleware:
             return
         record = self.auth.check(presented_key(scope))
         if record is None:
-            self.metrics.rejected.labels(reason="unauthenticated").inc()
-            message = "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"
-            await _refuse(send, 401, message, [(b"www-authenticate", b'Bearer realm="flywheel"')])
+            await refuse_unauthenticated(self.metrics, send)
             return
         scope[PRINCIPAL_SCOPE_KEY] = record
         await self.app(scope, receive, send)
 
 
-async def _refuse(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
-    body = orjson.dumps({"error": message})
+_UNAUTHENTICATED = orjson.dumps({"error": "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"})
+
+
+async def refuse_unauthenticated(metrics: ServingMetrics, send: Send) -> None:
+    """401, counted: no valid API key (here and in app/predict_lane.py)."""
+    metrics.rejected.labels(reason="unauthenticated").inc()
+    await respond_json(send, 401, _UNAUTHENTICATED, ((b"www-authenticate", b'Bearer realm="flywheel"'),))
+
+
+async def respond_json(send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """A whole JSON response: its head, then its body."""
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})  # fmt: skip
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *headers]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
-from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive, Scope
 
 from flywheel.access import api_keys
 from flywheel.access.api_keys import KeyRecord
@@ -104,26 +104,38 @@ class Service:
             if m.monitor is not None:
                 m.monitor.refresh(m.host.current)
 
-    async def body(self, request: Request) -> Any:
+    async def body(self, scope: Scope, receive: Receive) -> Any:
+        """The request's JSON body, read whole: bounded in size (FLYWHEEL_MAX_BODY_BYTES) and in time."""
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = _header(scope, b"content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit}", limit=limit)
+            raise PayloadTooLarge(f"body is {declared.decode()} bytes; the limit is {limit}", limit=limit)
         chunks, size = [], 0
         try:  # a client trickling its body must not hold a slot of the concurrency limit for long
             async with asyncio.timeout(self.settings.body_timeout_seconds):
-                async for chunk in request.stream():
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        self.metrics.rejected.labels(reason="client_closed").inc()
+                        raise ClientClosed("the client closed the connection before its body arrived", field="body")
+                    chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
                         raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
                     chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
         except TimeoutError as e:
             wait = self.settings.body_timeout_seconds
             raise RequestTimeout(f"the request body did not arrive within {wait:g} s", field="body") from e
-        except ClientDisconnect as e:
-            self.metrics.rejected.labels(reason="client_closed").inc()
-            raise ClientClosed("the client closed the connection before its body arrived", field="body") from e
         try:
             return orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError as e:
             raise InvalidInput(f"malformed JSON: {e}", field="body") from e
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None

@@ -148,11 +148,19 @@ def test_bad_requests_name_instance_and_field(
     bad = httpx.post(api.url + "/v1/predict", content=b'{"instances": [')
     assert bad.status_code == 422 and "malformed JSON" in bad.json()["error"]
     assert httpx.post(api.url + "/v1/predict", json={"rows": []}).status_code == 422
+    # the prediction paths (app/predict_lane.py): another method, an unknown model, a path that is not one of them
+    wrong = httpx.get(api.url + "/v1/predict")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST", wrong.text
+    unknown = httpx.post(api.url + "/v2/models/nope/infer", json={"inputs": []})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"], unknown.text
+    assert httpx.post(api.url + "/v1/models/savings/predict/extra", json={}).status_code == 404
     # none of that hurt the server
     assert predict(api.url, [ROW]).status_code == 200
     text = metrics_text(api.url)
     assert 'flywheel_http_request_duration_seconds_count{model="savings",route="/v1/predict",status="422"}' in text
     assert 'flywheel_http_request_duration_seconds_count{model="savings",route="/v1/predict",status="413"}' in text
+    assert 'flywheel_http_request_duration_seconds_count{model="",route="/v1/predict",status="405"}' in text
+    assert 'flywheel_http_request_duration_seconds_count{model="",route="/v2/models/{name}/infer",status="404"}' in text
 
 
 def test_metrics_names_and_labels(api_replicas: list[str]) -> None:

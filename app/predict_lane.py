@@ -1,0 +1,145 @@
+"""The prediction routes, answered ahead of Starlette's layers: /v1/predict, /v1/models/<name>/predict and the V2
+infer paths (docs/serving.md, "The prediction routes").
+
+A request worker spends its time on these. Starlette's layers around each of them (its error and exception
+middlewares, a router trying each route's pattern, the Request object, a response class, a send wrapper per layer)
+were a fifth of a worker's CPU per 1-row request (py-spy). `PredictLane` is the outermost middleware: it answers
+these paths itself, with the same checks in the same order as before (API key 401, a method other than POST 405,
+the body bounded in size and time 413/408/499, the concurrency slots 429, the model 404/503, the instances 422)
+and the same metrics (requests in flight; duration by route template, status and model). Every other path goes
+on to Starlette.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.middleware import presented_key, refuse_unauthenticated, respond_json
+from app.service import Service
+from flywheel.access.api_keys import KeyRecord
+from flywheel.errors import FlywheelError, InvalidInput
+from flywheel.serving import v2
+from flywheel.serving.capture import prediction_ids
+from flywheel.serving.fleet import Hosted
+from flywheel.serving.host import ServedModel
+from flywheel.serving.inputs import Columns, records_to_columns, v2_to_columns
+
+log = logging.getLogger(__name__)
+
+V1_DEFAULT, V1_NAMED = "/v1/predict", "/v1/models/{name}/predict"
+V2_INFER, V2_VERSIONED = "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"
+#: the route templates this lane answers (the `route` label of their metrics)
+TEMPLATES = (V1_DEFAULT, V1_NAMED, V2_INFER, V2_VERSIONED)
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def match(path: str) -> tuple[str, str | None, str | None] | None:
+    """(route template, model name, version) of a prediction path, as Starlette's `{name}` (one non-empty path
+    segment) would match it; None for any other path."""
+    if path == V1_DEFAULT:
+        return V1_DEFAULT, None, None
+    parts = path.split("/")
+    if len(parts) == 5 and parts[0] == "" and parts[2] == "models" and parts[3]:
+        if parts[1] == "v1" and parts[4] == "predict":
+            return V1_NAMED, parts[3], None
+        if parts[1] == "v2" and parts[4] == "infer":
+            return V2_INFER, parts[3], None
+    if (len(parts) == 7 and parts[0] == "" and parts[1] == "v2" and parts[2] == "models" and parts[3]
+            and parts[4] == "versions" and parts[5] and parts[6] == "infer"):  # fmt: skip
+        return V2_VERSIONED, parts[3], parts[5]
+    return None
+
+
+class PredictLane:
+    """ASGI middleware: the prediction paths answered here, everything else passed on to `app`."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app, self.svc = app, service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = match(scope["path"]) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        svc = self.svc
+        principal: KeyRecord | None = None
+        if svc.auth is not None:  # before any other work, as GuardMiddleware does for the other routes
+            principal = svc.auth.check(presented_key(scope))
+            if principal is None:
+                await refuse_unauthenticated(svc.metrics, send)
+                return
+        template, name, version = found
+        metrics = svc.metrics
+        started = time.perf_counter()
+        metrics.in_flight.inc()
+        status, model = 500, ""
+        try:
+            headers: tuple[tuple[bytes, bytes], ...] = ()
+            try:
+                if scope["method"] != "POST":
+                    status, body = 405, orjson.dumps({"error": "Method Not Allowed"})
+                    headers = ((b"allow", b"POST"),)
+                else:
+                    hosted = svc.fleet.get(name or svc.fleet.default)
+                    model = hosted.name  # a served model's name only: the label stays bounded
+                    out = await self._answer(scope, receive, hosted, principal, template, version)
+                    status, body = 200, orjson.dumps(out, option=_OPTIONS)
+            except FlywheelError as e:
+                status, body = e.status, orjson.dumps(e.to_dict())
+                if status == 429:
+                    headers = ((b"retry-after", b"1"),)
+            except Exception:
+                log.exception("%s %s failed", scope["method"], scope["path"])
+                status, body = 500, orjson.dumps({"error": "internal server error"})
+            await respond_json(send, status, body, headers)
+        finally:
+            metrics.in_flight.dec()
+            metrics.request_duration.labels(template, str(status), model).observe(time.perf_counter() - started)
+
+    async def _answer(self, scope: Scope, receive: Receive, hosted: Hosted, principal: KeyRecord | None,
+                      template: str, version: str | None) -> dict[str, Any]:  # fmt: skip
+        svc = self.svc
+        with svc.slots.receiving(principal):  # bodies in flight are bounded too
+            body = await svc.body(scope, receive)  # the whole body first: no slot is held while it trickles in
+        client = None if principal is None else str(principal.id)  # a canary keeps each key on one version
+        with svc.slots.hold(principal), hosted.batcher.request():
+            served = hosted.served()
+            if template in (V1_DEFAULT, V1_NAMED):
+                if not isinstance(body, dict) or "instances" not in body:
+                    raise InvalidInput("body must be an object with 'instances'", field="instances")
+                columns = records_to_columns(served.schema, body["instances"], svc.settings.max_instances)
+                rows = len(next(iter(columns.values())))
+                ids = prediction_ids(body.get("ids"), rows)
+                result = await hosted.predict(columns, rows, client)
+            else:
+                v2.check_version(served, version)
+                columns = v2_to_columns(served.schema, body, svc.settings.max_instances)
+                rows = len(next(iter(columns.values())))
+                params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+                ids = prediction_ids(params.get("ids"), rows)
+                # a request that names a version gets that version (checked above): no canary answers it
+                result = await hosted.predict(columns, rows, client, canary=version is None)
+        _capture(svc, hosted, served, ids, columns, result, client)
+        if template in (V1_DEFAULT, V1_NAMED):
+            out: dict[str, Any] = {"model": result.name, "model_version": result.version,
+                                   "predictions": result.predictions, "ids": ids}  # fmt: skip
+            if result.probabilities is not None:
+                out["probabilities"] = result.probabilities
+            return out
+        answer = v2.response(result, body)
+        answer["parameters"] = {"ids": ids}
+        return answer
+
+
+def _capture(
+    svc: Service, hosted: Hosted, served: ServedModel, ids: list[str], columns: Columns, result: Any, key_id: str | None
+) -> None:
+    """Keep the answered request for the capture files, with the id of the API key that made it: ids are scoped to
+    it (docs/captures.md, "Ids and keys")."""
+    svc.capture.record(hosted.name, served.schema, served.classes, ids, result.version, hosted.role_of(result.version),
+                       columns, result.predictions, result.probabilities, key_id)  # fmt: skip
