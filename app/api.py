@@ -172,7 +172,7 @@ ROUTES = [  # and the prediction routes, answered before these: app/predict_lane
 
 def create_app(
     settings: ServeSettings | None = None, *, s3: Any = None, registry: Any = "default", link: WorkerLink | None = None
-) -> Starlette:
+) -> PredictLane:
     """Build one replica. `registry=None` uses a private Prometheus registry (tests); default: the global one.
     `link`: a request worker of an agent (app/worker.py): no S3, no metrics port, no background work here."""
     settings = settings or ServeSettings()  # type: ignore[call-arg]  # bucket from the environment
@@ -215,8 +215,8 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     # outermost: an over-limit or unauthenticated request is refused before any other work
     app.add_middleware(GuardMiddleware, metrics=service.metrics, auth=service.auth)
-    app.add_middleware(PredictLane, service=service)  # the prediction paths, with their own key check and metrics
-    return app
+    # the prediction paths before any of Starlette's layers, with their own key check, errors and metrics
+    return PredictLane(app, service)
 
 
 def _metrics_server(settings: ServeSettings, service: Service) -> MetricsServer | None:

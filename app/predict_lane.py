@@ -3,11 +3,11 @@ infer paths (docs/serving.md, "The prediction routes").
 
 A request worker spends its time on these. Starlette's layers around each of them (its error and exception
 middlewares, a router trying each route's pattern, the Request object, a response class, a send wrapper per layer)
-were a fifth of a worker's CPU per 1-row request (py-spy). `PredictLane` is the outermost middleware: it answers
-these paths itself, with the same checks in the same order as before (API key 401, a method other than POST 405,
-the body bounded in size and time 413/408/499, the concurrency slots 429, the model 404/503, the instances 422)
-and the same metrics (requests in flight; duration by route template, status and model). Every other path goes
-on to Starlette.
+were a fifth of a worker's CPU per 1-row request (py-spy). `PredictLane` is the ASGI application uvicorn runs
+(app/api.py `create_app`), in front of Starlette's: it answers these paths itself, with the same checks in the
+same order as before (API key 401, a method other than POST 405, the body bounded in size and time 413/408/499,
+the concurrency slots 429, the model 404/503, the instances 422) and the same metrics (requests in flight;
+duration by route template, status and model). Every other path goes on to Starlette.
 """
 
 from __future__ import annotations
@@ -56,10 +56,13 @@ def match(path: str) -> tuple[str, str | None, str | None] | None:
 
 
 class PredictLane:
-    """ASGI middleware: the prediction paths answered here, everything else passed on to `app`."""
+    """ASGI application: the prediction paths answered here, everything else (the lifespan too) passed on to `app`."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app, self.svc = app, service
+        #: each (route, status, model)'s duration series, looked up once: `labels()` costs a lock and a conversion
+        #: per call (bounded: four routes, a few statuses, the served models)
+        self.durations: dict[tuple[str, int, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = match(scope["path"]) if scope["type"] == "http" else None
@@ -99,7 +102,12 @@ class PredictLane:
             await respond_json(send, status, body, headers)
         finally:
             metrics.in_flight.dec()
-            metrics.request_duration.labels(template, str(status), model).observe(time.perf_counter() - started)
+            series = self.durations.get((template, status, model))
+            if series is None:
+                series = self.durations[(template, status, model)] = metrics.request_duration.labels(
+                    template, str(status), model
+                )
+            series.observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, hosted: Hosted, principal: KeyRecord | None,
                       template: str, version: str | None) -> dict[str, Any]:  # fmt: skip

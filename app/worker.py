@@ -29,8 +29,10 @@ def main() -> int:
     from app.serve import UVICORN_OPTIONS
     from flywheel.serving.fleet import pod_name
     from flywheel.serving.relayed import WorkerLink
+    from flywheel.serving.worker_metrics import defer_worker_values
     from flywheel.settings import ServeSettings
 
+    write_metrics = defer_worker_values()  # before the first metric is created
     settings = ServeSettings()  # type: ignore[call-arg]
     link = WorkerLink(socket.socket(fileno=link_fd), pod_name(), settings.rollout_publish_seconds)
     app = create_app(settings, link=link)
@@ -51,6 +53,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when workers stop (SIGTERM)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop, as uvicorn.run would
         runner.run(serve())
+    write_metrics()  # the last changes reach the files the agent reads
     return 0
 
 

@@ -81,13 +81,20 @@ class Hosted:
         self.gating = gating  # known at start-up: the replica is not ready until it is loaded (if it has a version)
         self.batcher: Batcher  # set by the fleet
         self.router: Router  # set by the fleet
+        self._counted: ServedModel | None = None
+        self._batch_sizes: Any = None
+        self._predictions: Any = None
 
     def on_batch(
         self, served: ServedModel, columns: Columns, predictions: list[Any], seconds: float, requests: int
     ) -> None:
-        m = self.host.metrics
-        m.batch_size.labels(model=self.name).observe(len(predictions))
-        m.predictions.labels(model=self.name, version=str(served.version)).inc(len(predictions))
+        if self._counted is not served:  # the series of this version, looked up once per version
+            m = self.host.metrics
+            self._counted = served
+            self._batch_sizes = m.batch_size.labels(model=self.name)
+            self._predictions = m.predictions.labels(model=self.name, version=str(served.version))
+        self._batch_sizes.observe(len(predictions))
+        self._predictions.inc(len(predictions))
         if self.monitor is not None:  # a request worker's agent keeps the drift windows, from the relayed answers
             self.monitor.record(served, columns, predictions)
         self.router.after_production(columns, predictions, seconds, requests)
