@@ -100,7 +100,7 @@ async def readyz(request: Request) -> Response:
     svc = _svc(request)
     ready, body = svc.fleet.readiness()
     status = 200 if ready else 503
-    if svc.auth is not None and svc.auth.check(presented_key(request.scope)) is None:
+    if svc.auth is not None and svc.auth.check(presented_key(request.scope["headers"])) is None:
         return ORJSONResponse({"ready": ready}, status_code=status)
     default = svc.fleet.models.get(svc.fleet.default)
     if default is not None and default.host.current is not None:  # what single-model clients read

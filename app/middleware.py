@@ -50,9 +50,9 @@ PRINCIPAL_SCOPE_KEY = "flywheel.principal"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 
 
-def presented_key(scope: Scope) -> str | None:
-    """`Authorization: Bearer <key>` or `X-API-Key: <key>`."""
-    for name, value in scope["headers"]:
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """`Authorization: Bearer <key>` or `X-API-Key: <key>`, from a request's headers."""
+    for name, value in headers:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             return value[7:].strip().decode("latin-1")
         if name == b"x-api-key":
@@ -71,7 +71,7 @@ class GuardMiddleware:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self.auth is None:
             await self.app(scope, receive, send)
             return
-        record = self.auth.check(presented_key(scope))
+        record = self.auth.check(presented_key(scope["headers"]))
         if record is None:
             await refuse_unauthenticated(self.metrics, send)
             return
@@ -79,13 +79,13 @@ class GuardMiddleware:
         await self.app(scope, receive, send)
 
 
-_UNAUTHENTICATED = orjson.dumps({"error": "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"})
+UNAUTHENTICATED = orjson.dumps({"error": "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"})
 
 
 async def refuse_unauthenticated(metrics: ServingMetrics, send: Send) -> None:
     """401, counted: no valid API key (here and in app/predict_lane.py)."""
     metrics.rejected.labels(reason="unauthenticated").inc()
-    await respond_json(send, 401, _UNAUTHENTICATED, ((b"www-authenticate", b'Bearer realm="flywheel"'),))
+    await respond_json(send, 401, UNAUTHENTICATED, ((b"www-authenticate", b'Bearer realm="flywheel"'),))
 
 
 async def respond_json(send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.middleware import presented_key, refuse_unauthenticated, respond_json
+from app.middleware import UNAUTHENTICATED, presented_key, respond_json
 from app.service import Service
 from flywheel.access.api_keys import KeyRecord
 from flywheel.errors import FlywheelError, InvalidInput
@@ -55,8 +56,15 @@ def match(path: str) -> tuple[str, str | None, str | None] | None:
     return None
 
 
+Headers = list[tuple[bytes, bytes]]
+Answer = tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]  # status, JSON body, headers beyond the content's
+_UNAUTHENTICATED: Answer = (401, UNAUTHENTICATED, ((b"www-authenticate", b'Bearer realm="flywheel"'),))
+
+
 class PredictLane:
-    """ASGI application: the prediction paths answered here, everything else (the lifespan too) passed on to `app`."""
+    """ASGI application: the prediction paths answered here, everything else (the lifespan too) passed on to `app`.
+    `handle` is the answer itself, whoever read the request: this ASGI callable, or app/predict_protocol.py
+    straight from the HTTP parser when the whole request arrived in one read."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app, self.svc = app, service
@@ -69,37 +77,51 @@ class PredictLane:
         if found is None:
             await self.app(scope, receive, send)
             return
+
+        async def body() -> bytes:
+            return await self.svc.receive_body(scope, receive)
+
+        status, content, headers = await self.handle(found, scope["method"], scope["headers"], body)
+        await respond_json(send, status, content, headers)
+
+    async def handle(
+        self, found: tuple[str, str | None, str | None], method: str, headers: Headers,
+        body: bytes | Callable[[], Awaitable[bytes]],
+    ) -> Answer:  # fmt: skip
+        """The answer to a request on a prediction path (`found`: `match`'s): `body` is the whole body, or reads it
+        (bounded in size and time, holding a slot of the bodies being received). Never raises an Exception."""
         svc = self.svc
         principal: KeyRecord | None = None
         if svc.auth is not None:  # before any other work, as GuardMiddleware does for the other routes
-            principal = svc.auth.check(presented_key(scope))
+            principal = svc.auth.check(presented_key(headers))
             if principal is None:
-                await refuse_unauthenticated(svc.metrics, send)
-                return
+                svc.metrics.rejected.labels(reason="unauthenticated").inc()
+                return _UNAUTHENTICATED
         template, name, version = found
         metrics = svc.metrics
         started = time.perf_counter()
         metrics.in_flight.inc()
         status, model = 500, ""
         try:
-            headers: tuple[tuple[bytes, bytes], ...] = ()
             try:
-                if scope["method"] != "POST":
-                    status, body = 405, orjson.dumps({"error": "Method Not Allowed"})
-                    headers = ((b"allow", b"POST"),)
-                else:
-                    hosted = svc.fleet.get(name or svc.fleet.default)
-                    model = hosted.name  # a served model's name only: the label stays bounded
-                    out = await self._answer(scope, receive, hosted, principal, template, version)
-                    status, body = 200, orjson.dumps(out, option=_OPTIONS)
+                if method != "POST":
+                    status = 405
+                    return status, orjson.dumps({"error": "Method Not Allowed"}), ((b"allow", b"POST"),)
+                hosted = svc.fleet.get(name or svc.fleet.default)
+                model = hosted.name  # a served model's name only: the label stays bounded
+                with svc.slots.receiving(principal):  # bodies in flight are bounded too (one that arrived whole too)
+                    if not isinstance(body, bytes):
+                        body = await body()  # the whole body first: no slot is held while it trickles in
+                out = await self._answer(svc.parse_body(body), hosted, principal, template, version)
+                status = 200
+                return status, orjson.dumps(out, option=_OPTIONS), ()
             except FlywheelError as e:
-                status, body = e.status, orjson.dumps(e.to_dict())
-                if status == 429:
-                    headers = ((b"retry-after", b"1"),)
+                status = e.status
+                return status, orjson.dumps(e.to_dict()), ((b"retry-after", b"1"),) if status == 429 else ()
             except Exception:
-                log.exception("%s %s failed", scope["method"], scope["path"])
-                status, body = 500, orjson.dumps({"error": "internal server error"})
-            await respond_json(send, status, body, headers)
+                log.exception("%s %s failed", method, template)
+                status = 500
+                return status, orjson.dumps({"error": "internal server error"}), ()
         finally:
             metrics.in_flight.dec()
             series = self.durations.get((template, status, model))
@@ -109,11 +131,9 @@ class PredictLane:
                 )
             series.observe(time.perf_counter() - started)
 
-    async def _answer(self, scope: Scope, receive: Receive, hosted: Hosted, principal: KeyRecord | None,
-                      template: str, version: str | None) -> dict[str, Any]:  # fmt: skip
+    async def _answer(self, body: Any, hosted: Hosted, principal: KeyRecord | None, template: str,
+                      version: str | None) -> dict[str, Any]:  # fmt: skip
         svc = self.svc
-        with svc.slots.receiving(principal):  # bodies in flight are bounded too
-            body = await svc.body(scope, receive)  # the whole body first: no slot is held while it trickles in
         client = None if principal is None else str(principal.id)  # a canary keeps each key on one version
         with svc.slots.hold(principal), hosted.batcher.request():
             served = hosted.served()

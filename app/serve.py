@@ -32,7 +32,8 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "proxy_headers": False,  # no client address is used: X-Forwarded-* are not parsed on every request
     "timeout_graceful_shutdown": 20,  # matches terminationGracePeriodSeconds minus the preStop pause
     "loop": "uvloop",
-    "http": "app.http_limits:BoundedHttpToolsProtocol",  # httptools, the request head bounded in size and time
+    # httptools, the request head bounded in size and time, a prediction that arrived whole answered from the parser
+    "http": "app.predict_protocol:PredictHttpProtocol",
 }
 
 

@@ -104,8 +104,8 @@ class Service:
             if m.monitor is not None:
                 m.monitor.refresh(m.host.current)
 
-    async def body(self, scope: Scope, receive: Receive) -> Any:
-        """The request's JSON body, read whole: bounded in size (FLYWHEEL_MAX_BODY_BYTES) and in time."""
+    async def receive_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The request's body, read whole: bounded in size (FLYWHEEL_MAX_BODY_BYTES) and in time."""
         limit = self.settings.max_body_bytes
         declared = _header(scope, b"content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -128,8 +128,15 @@ class Service:
         except TimeoutError as e:
             wait = self.settings.body_timeout_seconds
             raise RequestTimeout(f"the request body did not arrive within {wait:g} s", field="body") from e
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def parse_body(self, data: bytes) -> Any:
+        """A whole request body as JSON, within FLYWHEEL_MAX_BODY_BYTES."""
+        limit = self.settings.max_body_bytes
+        if len(data) > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
         try:
-            return orjson.loads(b"".join(chunks))
+            return orjson.loads(data)
         except orjson.JSONDecodeError as e:
             raise InvalidInput(f"malformed JSON: {e}", field="body") from e
 
