@@ -1,7 +1,8 @@
 """The HTTP layer by measurement: the same app (app.api:create_app) under each server (bench/serve.py --servers).
 
 Contenders (each one API replica on loopback, one numeric thread per process, head limits as noted):
-  uvicorn        uvicorn, uvloop, app/http_limits.py's bounded httptools protocol, 1 process (today's HTTP layer)
+  uvicorn        uvicorn, uvloop, app/http_limits.py's bounded httptools protocol, 1 process (the layer chosen;
+                 `flywheel serve` adds app/predict_protocol.py, the prediction routes answered from the parser)
   uvicorn x2     the same with --workers 2
   granian        granian --interface asgi --loop uvloop, 1 worker, its default runtime (mt, 1 runtime thread)
   granian st     the same with --runtime-mode st
