@@ -76,6 +76,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_timeout = bounds.header_timeout_seconds
         self.head_bytes = self.header_count = 0
         self.reading_head = True
+        self.head_began = self.answered = False  # in the read being parsed: a request began; one was answered
+        self.body_bytes = 0  # body bytes in the read being parsed
         self.refused = False
         self.head_timer: asyncio.TimerHandle | None = None
 
@@ -106,11 +108,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
+        self.head_began = self.answered = False
+        self.body_bytes = 0
         super().data_received(data)  # one read at a time (at most 256 KiB): what is parsed is bounded by it
-        # a read that leaves a head unfinished counts towards that head's size (the whole read: at worst the end of
-        # the previous request is counted too)
-        if self.reading_head and not self.refused:
-            self.head_bytes += len(data)
+        # a read that leaves a head unfinished counts towards that head's size: the read, less the bodies it held
+        # (at worst heads of requests it completed are counted too); nothing when the read ended with every request
+        # in it answered (app/predict_protocol.py answers during the parse)
+        if self.reading_head and not self.refused and (self.head_began or not self.answered):
+            self.head_bytes += len(data) - self.body_bytes
             if self.head_bytes > self.max_head_bytes:
                 self._refuse(431, f"request head over {self.max_head_bytes} bytes")
 
@@ -120,10 +125,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise HeadTooLarge
         super().on_message_begin()
         self.reading_head, self.head_bytes, self.header_count = True, 0, 0
+        self.head_began = True
         self._arm()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        super().on_body(body)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self.head_began, self.answered = False, True  # (when answered within a read: the request that read began)
         if not self.transport.is_closing() and not self.pipeline:
             # idle until the next request: uvicorn's keep-alive timer closes the connection, unless a stray byte
             # (a bare CRLF starts no request) cancelled it; the head's clock is the backstop

@@ -88,9 +88,13 @@ class PredictHttpProtocol(BoundedHttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.lane = _lane(self.app)
         self.waiting: _Waiting | None = None
+        self.answered_here = False  # a request of the read being parsed is answered here
 
     def on_headers_complete(self) -> None:
-        if self.lane is None or self.parser.get_method() != b"POST" or self.pipeline or self.parser.should_upgrade():
+        if (self.lane is None or self.answered_here or self.flow.write_paused or self.pipeline
+                or self.parser.get_method() != b"POST" or self.parser.should_upgrade()):  # fmt: skip
+            # at most one answer from the parser per read, none while the client is not reading its answers:
+            # requests behind it take uvicorn's path, where the pipeline's bound and write backpressure hold
             super().on_headers_complete()
             return
         if self.cycle is not None and not self.cycle.response_complete:  # one ahead of it: uvicorn queues it
@@ -104,6 +108,7 @@ class PredictHttpProtocol(BoundedHttpToolsProtocol):
         self._disarm()
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         self.waiting = _Waiting(found, "POST", keep_alive)
+        self.answered_here = True
 
     def _path(self) -> str:
         """The request's path as uvicorn puts it in the ASGI scope."""
@@ -117,6 +122,7 @@ class PredictHttpProtocol(BoundedHttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         if self.waiting is not None:
+            self.body_bytes += len(body)
             self.waiting.body += body
         else:
             super().on_body(body)
@@ -140,6 +146,7 @@ class PredictHttpProtocol(BoundedHttpToolsProtocol):
         task.add_done_callback(self.tasks.discard)
 
     def data_received(self, data: bytes) -> None:
+        self.answered_here = False
         super().data_received(data)
         if self.waiting is not None:  # the body goes on in a later read: the ASGI cycle reads the rest
             if self.refused:

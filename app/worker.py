@@ -51,6 +51,9 @@ def main() -> int:
             watch.cancel()
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when workers stop (SIGTERM)
+    # uvicorn handles SIGTERM while it serves, then restores this handler and raises the signal again: with the
+    # default handler the process would die there, before its last metric changes are written below
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop, as uvicorn.run would
         runner.run(serve())
     write_metrics()  # the last changes reach the files the agent reads

@@ -81,16 +81,16 @@ class Hosted:
         self.gating = gating  # known at start-up: the replica is not ready until it is loaded (if it has a version)
         self.batcher: Batcher  # set by the fleet
         self.router: Router  # set by the fleet
-        self._counted: ServedModel | None = None
+        self._counted: int | None = None  # the version (not the model: a retired one must not stay in memory)
         self._batch_sizes: Any = None
         self._predictions: Any = None
 
     def on_batch(
         self, served: ServedModel, columns: Columns, predictions: list[Any], seconds: float, requests: int
     ) -> None:
-        if self._counted is not served:  # the series of this version, looked up once per version
+        if self._counted != served.version:  # the series of this version, looked up once per version
             m = self.host.metrics
-            self._counted = served
+            self._counted = served.version
             self._batch_sizes = m.batch_size.labels(model=self.name)
             self._predictions = m.predictions.labels(model=self.name, version=str(served.version))
         self._batch_sizes.observe(len(predictions))

@@ -8,6 +8,7 @@ they have one (the requests in flight), else the agent's: workers set no other g
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -17,6 +18,8 @@ from prometheus_client import CollectorRegistry, values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 #: set in a worker's environment before prometheus_client loads: its values go to files the agent reads
 DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -101,7 +104,10 @@ def defer_worker_values() -> Callable[[], None]:
 
     def write_forever() -> None:
         while not stop.wait(WRITE_EVERY_SECONDS):
-            write_changes()
+            try:
+                write_changes()
+            except Exception:  # the next round tries again: a worker's metrics must not freeze silently
+                log.exception("writing this worker's metrics failed")
 
     threading.Thread(target=write_forever, name="metrics-writer", daemon=True).start()
 

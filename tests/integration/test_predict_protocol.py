@@ -109,6 +109,16 @@ def test_a_body_in_later_reads_and_closing_connections(
         sock.sendall(_post("/v1/predict", {"instances": [ROW], "ids": ["same-connection"]}))  # still usable
         [(status, _, answer)], _ = _read(sock, 1)
         assert status == 200 and orjson.loads(answer)["ids"] == ["same-connection"]
+    # a request of ~40 KB in one write (over the head's 32 KiB bound, within one read): one answer (the read is no
+    # request head), the connection still usable
+    big = [{**ROW, "income": 1000.0 + i} for i in range(250)]
+    with _connect(api.url) as sock:
+        sock.sendall(_post("/v1/predict", {"instances": big, "ids": [f"r{i}" for i in range(250)]}))
+        [(status, _, answer)], _ = _read(sock, 1)
+        assert status == 200 and len(orjson.loads(answer)["predictions"]) == 250
+        sock.sendall(_post("/v1/predict", {"instances": [ROW], "ids": ["next"]}))
+        [(status, _, answer)], _ = _read(sock, 1)
+        assert status == 200 and orjson.loads(answer)["ids"] == ["next"], answer
     for request in (_post("/v1/predict", {"instances": [ROW]}, close=True),
                     _post("/v1/predict", {"instances": [ROW]}, version="1.0")):  # fmt: skip
         with _connect(api.url) as sock:
@@ -116,3 +126,30 @@ def test_a_body_in_later_reads_and_closing_connections(
             [(status, headers, answer)], _ = _read(sock, 1)
             assert status == 200 and orjson.loads(answer)["predictions"] == expected
             assert headers.get("connection") == "close" and _closed(sock)
+
+
+def test_a_client_that_never_reads_its_answers_is_cut_off(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    """Small predictions are answered at once, from the parser: a client that sends them and never reads its answers
+    must not make the replica buffer answers without end; other clients are still served."""
+    train(stack)
+    api = start_replica(stack.bucket, moto_endpoint)
+    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
+    host, port = api.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the answers pile up on the server, not here
+    sock.connect((host, int(port)))
+    sock.settimeout(30)
+    request = _post("/v1/predict", {"instances": [ROW]})
+    deadline, sent, cut = time.monotonic() + 60, 0, False
+    with sock:
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                cut = True
+                break
+            sent += 1
+    assert cut, f"{sent} requests sent without reading, and the connection is still open"
+    assert predict(api.url, [ROW]).status_code == 200

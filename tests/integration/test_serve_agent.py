@@ -72,6 +72,15 @@ def test_a_worker_that_dies_is_replaced_and_its_counts_are_kept(
     wait_for(lambda: metric(api.url, "flywheel_predictions_total", model="savings", version=str(version)) == 11, 10,
              what="the dead worker's 10 and the new one's 1")  # fmt: skip
     assert "request worker 0" in api.output() and "exited with -9" in api.output()
+    # a worker stopped with SIGTERM right after answering writes its last metric changes before it exits (they are
+    # otherwise written every 0.1 s)
+    for _ in range(10):
+        assert predict(api.url, [ROW]).status_code == 200
+    (second,) = workers(api)
+    os.kill(second, signal.SIGTERM)
+    wait_for(lambda: len(workers(api)) == 1 and workers(api)[0] != second, 30, what="a third worker")
+    wait_for(lambda: metric(api.url, "flywheel_predictions_total", model="savings", version=str(version)) == 21, 10,
+             what="every answer counted, those just before the SIGTERM too")  # fmt: skip
 
 
 def test_workers_stop_when_the_agent_dies(
