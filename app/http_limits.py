@@ -80,6 +80,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.body_bytes = 0  # body bytes in the read being parsed
         self.refused = False
         self.head_timer: asyncio.TimerHandle | None = None
+        self.head_deadline: float | None = None  # when the head being read must be complete (loop time)
 
     # -- the head's clock: from the connection, or from the request, to its last header ----------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -87,20 +88,31 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self.head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
-
-    def _disarm(self) -> None:
-        if self.head_timer is not None:
+        self.head_deadline = None
+        if self.head_timer is not None:  # a closed connection's protocol is not kept for its timer
             self.head_timer.cancel()
             self.head_timer = None
+        super().connection_lost(exc)
 
-    def _head_timed_out(self) -> None:
+    # The clock is re-armed at every request on a keep-alive connection; one timer per connection stays armed and
+    # moves on to the current deadline when it fires early, instead of a timer made and cancelled per request.
+    def _arm(self) -> None:
+        self.head_deadline = self.loop.time() + self.head_timeout
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_at(self.head_deadline, self._head_clock)
+
+    def _disarm(self) -> None:
+        self.head_deadline = None
+
+    def _head_clock(self) -> None:
         self.head_timer = None
+        deadline = self.head_deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:
+            self.head_timer = self.loop.call_at(deadline, self._head_clock)
+            return
+        self.head_deadline = None
         if self.reading_head and not self.refused:
             self._refuse(408, f"the request head did not arrive within {self.head_timeout:g} s")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import orjson
@@ -32,8 +31,8 @@ class Limit:
         self.now = 0
         self.by_key: Counter[str] = Counter()
 
-    @contextmanager
-    def take(self, principal: KeyRecord | None) -> Iterator[None]:
+    def take(self, principal: KeyRecord | None) -> _Held:
+        """One of them for the `with` block (429 beyond the limits)."""
         key = principal.id if principal is not None else None
         if self.now >= self.limit:
             self.metrics.rejected.labels(reason="overloaded").inc()
@@ -42,17 +41,31 @@ class Limit:
             self.metrics.rejected.labels(reason="key_overloaded").inc()
             raise Overloaded(f"this API key has {self.per_key} {self.what} on this replica, its limit "
                              "(FLYWHEEL_MAX_INFLIGHT_PER_KEY); retry shortly", limit=self.per_key)  # fmt: skip
-        self.now += 1  # one event loop: no lock needed
+        return _Held(self, key)
+
+
+class _Held:
+    """A taken place of a `Limit`, given back when the `with` block ends (a class, not a generator: every request
+    takes two)."""
+
+    __slots__ = ("key", "limit")
+
+    def __init__(self, limit: Limit, key: str | None) -> None:
+        self.limit, self.key = limit, key
+
+    def __enter__(self) -> None:
+        limit = self.limit
+        limit.now += 1  # one event loop: no lock needed
+        if self.key is not None:
+            limit.by_key[self.key] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        limit, key = self.limit, self.key
+        limit.now -= 1
         if key is not None:
-            self.by_key[key] += 1
-        try:
-            yield
-        finally:
-            self.now -= 1
-            if key is not None:
-                self.by_key[key] -= 1
-                if not self.by_key[key]:
-                    del self.by_key[key]
+            limit.by_key[key] -= 1
+            if not limit.by_key[key]:
+                del limit.by_key[key]
 
 
 class Slots:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -116,16 +116,18 @@ class Batcher:
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    @contextlib.contextmanager
-    def request(self) -> Iterator[None]:
-        """Wrap a whole prediction request, so the worker knows companions are on their way."""
+    def request(self) -> Batcher:
+        """Wrap a whole prediction request (`with batcher.request():`), so the worker knows companions are on their
+        way (the batcher is its own context manager: no object per request)."""
+        return self
+
+    def __enter__(self) -> None:
         self._active += 1
         self._activity.requests += 1
-        try:
-            yield
-        finally:
-            self._active -= 1
-            self._activity.requests -= 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._active -= 1
+        self._activity.requests -= 1
 
     async def submit(self, columns: Columns, rows: int) -> Result:
         served = self._current()
