@@ -27,8 +27,8 @@ from flywheel.errors import FlywheelError, InvalidInput
 from flywheel.serving import v2
 from flywheel.serving.capture import prediction_ids
 from flywheel.serving.fleet import Hosted
-from flywheel.serving.host import ServedModel
 from flywheel.serving.inputs import Columns, records_to_columns, v2_to_columns
+from flywheel.serving.served import ServedModel
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,11 @@ from flywheel.schema import Schema
 from flywheel.serving import relay
 from flywheel.serving.capture import Capturer
 from flywheel.serving.fleet import LISTING_ERRORS, make_host, pod_name, registered
-from flywheel.serving.host import ModelHost, ServedModel
+from flywheel.serving.host import ModelHost
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.serving.monitor import DriftMonitor
+from flywheel.serving.served import ServedModel
 from flywheel.serving.trial import Active
 from flywheel.settings import ServeSettings
 

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from flywheel.errors import NotReady
-from flywheel.serving.host import ServedModel
 from flywheel.serving.inputs import Columns
+from flywheel.serving.served import ServedModel
 
 log = logging.getLogger(__name__)
 INLINE_MAX_ROWS = 32

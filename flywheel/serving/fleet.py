@@ -25,7 +25,7 @@ from flywheel.registry.signing import Verifier
 from flywheel.registry.store import Registry
 from flywheel.schema import Schema
 from flywheel.serving.batcher import Activity, Batcher, Result
-from flywheel.serving.host import HostView, Listener, ModelHost, ServedModel, State
+from flywheel.serving.host import ModelHost
 from flywheel.serving.inputs import Columns
 from flywheel.serving.memory import MemoryBudget
 from flywheel.serving.metrics import ServingMetrics
@@ -33,6 +33,7 @@ from flywheel.serving.monitor import DriftMonitor
 from flywheel.serving.quality_watch import QualityWatch
 from flywheel.serving.relayed import RelayedHost
 from flywheel.serving.routing import Router
+from flywheel.serving.served import HostView, Listener, ServedModel, State
 from flywheel.settings import ServeSettings
 
 log = logging.getLogger(__name__)

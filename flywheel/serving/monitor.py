@@ -6,9 +6,9 @@ import threading
 from collections import deque
 from typing import Any
 
-from flywheel.serving.host import ServedModel
 from flywheel.serving.inputs import Columns
 from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.served import ServedModel
 from flywheel.training import drift
 
 

@@ -19,9 +19,9 @@ from flywheel.access.api_keys import Authenticator
 from flywheel.clock import now_iso
 from flywheel.schema import Schema
 from flywheel.serving import relay
-from flywheel.serving.host import ServedModel, State
 from flywheel.serving.live import LiveStats
 from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.served import ServedModel, State
 from flywheel.serving.trial import Active
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.serving.batcher import FAST_INLINE_MAX_ROWS, Batcher, Result, predict
-from flywheel.serving.host import HostView, ServedModel, TrialView
 from flywheel.serving.inputs import Columns
+from flywheel.serving.served import HostView, ServedModel, TrialView
 from flywheel.serving.trial import Active
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from flywheel.release.rollout_stats import publish, rollout_id
 from flywheel.serving.live import LiveStats
 
 if TYPE_CHECKING:
-    from flywheel.serving.host import ModelHost, ServedModel
+    from flywheel.serving.host import ModelHost
+    from flywheel.serving.served import ServedModel
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 60.0

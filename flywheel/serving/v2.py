@@ -6,7 +6,7 @@ from typing import Any
 
 from flywheel.errors import NotFound
 from flywheel.serving.batcher import Result
-from flywheel.serving.host import ServedModel
+from flywheel.serving.served import ServedModel
 
 _DTYPE = {"numeric": "FP64", "categorical": "BYTES"}
 
