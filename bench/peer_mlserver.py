@@ -140,6 +140,7 @@ def run(
     procs: list[subprocess.Popen[bytes]],
     processes: int = 1,
     open_conns: int = 32,
+    peer_processes: int | None = None,
 ) -> int:
     """Flywheel (/v1/predict and V2 infer) vs MLServer on the same model.joblib and the same rows; then, unless
     `open_conns` is 0, each one's open-loop latency at 50% / 80% of its own c=64 req/s (bench/open_loop.py)."""
@@ -159,8 +160,9 @@ def run(
     procs.append(
         start_api(bucket, api_port, workers=processes, FLYWHEEL_POLL_INTERVAL_SECONDS="1", **api_key_env(tmp))
     )  # API keys on, and captures (the default), as in production
-    mlserver, infer_url = start(model_path, tmp, "savings", workers=processes)
-    print(f"processes: flywheel serve --workers {processes}; mlserver parallel_workers {processes}")
+    peer_processes = processes if peer_processes is None else peer_processes
+    mlserver, infer_url = start(model_path, tmp, "savings", workers=peer_processes)
+    print(f"processes: flywheel serve --workers {processes}; mlserver parallel_workers {peer_processes}")
     procs.append(mlserver)
     base = f"http://127.0.0.1:{api_port}"
     targets = {"flywheel v1": f"{base}/v1/predict", "flywheel v2": f"{base}/v2/models/savings/infer",

@@ -166,6 +166,8 @@ def main() -> int:
     parser.add_argument(
         "--processes", type=int, default=1, help="--peer: flywheel --workers N, mlserver parallel_workers N"
     )
+    parser.add_argument("--peer-processes", type=int, default=None,
+                        help="--peer: mlserver parallel_workers M instead (its best here: 1)")  # fmt: skip
     parser.add_argument("--open-loop", action=argparse.BooleanOptionalAction, default=True,
                         help="each server's open-loop latency at 50%% / 80%% of the c=64 req/s it just measured "
                         "(bench/open_loop.py)")  # fmt: skip
@@ -207,7 +209,8 @@ def main() -> int:
             from bench import peer_mlserver
 
             return peer_mlserver.run(wrk, args.seconds, bucket, model_path, tmp, procs, args.processes,
-                                     open_conns=args.open_conns if args.open_loop else 0)  # fmt: skip
+                                     open_conns=args.open_conns if args.open_loop else 0,
+                                     peer_processes=args.peer_processes)  # fmt: skip
 
         frame = savings(1000, seed=5).drop(columns=["monthly_savings"])
         rows = json.loads(frame.to_json(orient="records"))
