@@ -89,7 +89,9 @@ class PredictLane:
         body: bytes | Callable[[], Awaitable[bytes]],
     ) -> Answer:  # fmt: skip
         """The answer to a request on a prediction path (`found`: `match`'s): `body` is the whole body, or reads it
-        (bounded in size and time, holding a slot of the bodies being received). Never raises an Exception."""
+        (bounded in size and time, holding a slot of the bodies being received). Never raises an Exception.
+        From app/predict_protocol.py it runs outside any task until it first waits: nothing before that point may
+        need `asyncio.current_task()` (`asyncio.timeout` does; the body's, the only one, is on the ASGI path)."""
         svc = self.svc
         principal: KeyRecord | None = None
         if svc.auth is not None:  # before any other work, as GuardMiddleware does for the other routes
