@@ -51,3 +51,18 @@ def eventually(
                 seen = "..." + seen[-3000:]
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last seen:\n{seen}")
         time.sleep(interval)
+
+
+def settled(read: Callable[[], T], quiet: float = 0.5, timeout: float = 30, what: str = "") -> T:
+    """Read a value another process writes late (a worker's metrics are written every 0.1 s) once it has stopped
+    changing: two reads `quiet` seconds apart agree. For a baseline taken after traffic whose counts may still be
+    on their way."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = read()
+        if now == value:
+            return now
+        value = now
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or read} to settle; last seen: {value!r}")
