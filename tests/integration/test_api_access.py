@@ -18,6 +18,7 @@ import pytest
 from flywheel.access import api_keys
 from flywheel.errors import FlywheelError
 from tests.conftest import REGION, Stack
+from tests.helpers import eventually
 from tests.integration.conftest import ROOT, ROW, Replica, metric, serving_version, train, wait_for
 
 CLI = [sys.executable, "-m", "flywheel.cli", "apikey"]
@@ -81,7 +82,8 @@ def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
     assert full["golden"]["inputs"] and full["data"]["batches"]
     # /metrics is not on the API port, with or without a key; it is on the metrics port
     assert httpx.get(api.url + "/metrics", headers=_bearer(client)).status_code == 404
-    assert metric(api.url, "flywheel_http_requests_rejected_total", reason="unauthenticated") >= 3
+    eventually(lambda: metric(api.url, "flywheel_http_requests_rejected_total", reason="unauthenticated"),
+               lambda n: n >= 3, 10, what="3 unauthenticated requests counted")  # fmt: skip
 
     listed = _cli("list", "--file", str(store))
     assert "checkout-service" in listed.stdout and client not in listed.stdout
