@@ -28,6 +28,7 @@ from flywheel.serving import v2
 from flywheel.serving.capture import prediction_ids
 from flywheel.serving.fleet import Hosted
 from flywheel.serving.inputs import Columns, records_to_columns, v2_to_columns
+from flywheel.serving.metrics import QuickHistogram, series_value
 from flywheel.serving.served import ServedModel
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class PredictLane:
         self.app, self.svc = app, service
         #: each (route, status, model)'s duration series, looked up once: `labels()` costs a lock and a conversion
         #: per call (bounded: four routes, a few statuses, the served models)
-        self.durations: dict[tuple[str, int, str], Any] = {}
+        self.durations: dict[tuple[str, int, str], QuickHistogram] = {}
+        self.in_flight = series_value(service.metrics.in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = match(scope["path"]) if scope["type"] == "http" else None
@@ -102,7 +104,7 @@ class PredictLane:
         template, name, version = found
         metrics = svc.metrics
         started = time.perf_counter()
-        metrics.in_flight.inc()
+        self.in_flight.inc(1)
         status, model = 500, ""
         try:
             try:
@@ -125,11 +127,11 @@ class PredictLane:
                 status = 500
                 return status, orjson.dumps({"error": "internal server error"}), ()
         finally:
-            metrics.in_flight.dec()
+            self.in_flight.inc(-1)
             series = self.durations.get((template, status, model))
             if series is None:
-                series = self.durations[(template, status, model)] = metrics.request_duration.labels(
-                    template, str(status), model
+                series = self.durations[(template, status, model)] = QuickHistogram(
+                    metrics.request_duration.labels(template, str(status), model)
                 )
             series.observe(time.perf_counter() - started)
 

@@ -4,7 +4,6 @@ API-key authenticator; and how it reads a request body (bounded in size and time
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -29,7 +28,7 @@ class Limit:
     def __init__(self, what: str, limit: int, per_key: int, metrics: ServingMetrics) -> None:
         self.what, self.limit, self.per_key, self.metrics = what, limit, per_key, metrics
         self.now = 0
-        self.by_key: Counter[str] = Counter()
+        self.by_key: dict[str, int] = {}  # a key with none held has no entry
 
     def take(self, principal: KeyRecord | None) -> _Held:
         """One of them for the `with` block (429 beyond the limits)."""
@@ -37,7 +36,7 @@ class Limit:
         if self.now >= self.limit:
             self.metrics.rejected.labels(reason="overloaded").inc()
             raise Overloaded(f"over {self.limit} {self.what} on this replica; retry shortly", limit=self.limit)
-        if key is not None and self.by_key[key] >= self.per_key:
+        if key is not None and self.by_key.get(key, 0) >= self.per_key:
             self.metrics.rejected.labels(reason="key_overloaded").inc()
             raise Overloaded(f"this API key has {self.per_key} {self.what} on this replica, its limit "
                              "(FLYWHEEL_MAX_INFLIGHT_PER_KEY); retry shortly", limit=self.per_key)  # fmt: skip
@@ -57,14 +56,16 @@ class _Held:
         limit = self.limit
         limit.now += 1  # one event loop: no lock needed
         if self.key is not None:
-            limit.by_key[self.key] += 1
+            limit.by_key[self.key] = limit.by_key.get(self.key, 0) + 1
 
     def __exit__(self, *exc: object) -> None:
         limit, key = self.limit, self.key
         limit.now -= 1
         if key is not None:
-            limit.by_key[key] -= 1
-            if not limit.by_key[key]:
+            held = limit.by_key[key] - 1
+            if held:
+                limit.by_key[key] = held
+            else:
                 del limit.by_key[key]
 
 

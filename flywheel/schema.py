@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -94,6 +95,15 @@ class Schema(BaseModel):
     @cached_property
     def by_name(self) -> dict[str, Feature]:
         return {f.name: f for f in self.features}
+
+    @cached_property
+    def plain_bounds(self) -> tuple[tuple[str, bool, float, float, bool, frozenset[str] | None], ...]:
+        """Per feature, in order: its name, numeric or not, the lowest and highest finite value it takes, whole
+        numbers only, its categories. For the request path's quick check (flywheel/serving/inputs.py)."""
+        top = sys.float_info.max
+        return tuple((f.name, f.type == "numeric", -top if f.min is None else max(f.min, -top),
+                      top if f.max is None else min(f.max, top), f.integer,
+                      None if f.categories is None else frozenset(f.categories)) for f in self.features)  # fmt: skip
 
     @property
     def numeric(self) -> list[str]:

@@ -28,7 +28,7 @@ from flywheel.serving.batcher import Activity, Batcher, Result
 from flywheel.serving.host import ModelHost
 from flywheel.serving.inputs import Columns
 from flywheel.serving.memory import MemoryBudget
-from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.metrics import QuickHistogram, ServingMetrics, series_value
 from flywheel.serving.monitor import DriftMonitor
 from flywheel.serving.quality_watch import QualityWatch
 from flywheel.serving.relayed import RelayedHost
@@ -92,8 +92,8 @@ class Hosted:
         if self._counted != served.version:  # the series of this version, looked up once per version
             m = self.host.metrics
             self._counted = served.version
-            self._batch_sizes = m.batch_size.labels(model=self.name)
-            self._predictions = m.predictions.labels(model=self.name, version=str(served.version))
+            self._batch_sizes = QuickHistogram(m.batch_size.labels(model=self.name))
+            self._predictions = series_value(m.predictions.labels(model=self.name, version=str(served.version)))
         self._batch_sizes.observe(len(predictions))
         self._predictions.inc(len(predictions))
         if self.monitor is not None:  # a request worker's agent keeps the drift windows, from the relayed answers

@@ -74,8 +74,8 @@ def test_v2_columns() -> None:
 
 @pytest.mark.parametrize("seed", range(25))
 def test_few_rows_take_the_quick_pass_only_when_a_scan_would_pass(seed: int) -> None:
-    """1-16 rows go through `_fine` first: it may pass a request only when the exact checks pass it unchanged, and
-    whatever it turns down is reported as the scan reports it."""
+    """1-16 rows go through the quick check (`_small_and_fine`) first: it may pass a request only when the exact
+    checks pass it unchanged, and whatever it turns down is reported as the scan reports it."""
     rng = random.Random(seed)
     rows = [dict(r) for r in rng.sample(ROWS, rng.randint(1, 16))]
     odd = [*CORRUPTIONS, ("income", float("nan")), ("income", float("inf")), ("age", 40.0), ("age", 40.5),
