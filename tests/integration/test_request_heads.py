@@ -132,6 +132,34 @@ def test_the_api_bounds_request_heads_in_size_and_time(
     assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=keyed).status_code == 200
 
 
+def test_an_idle_keep_alive_connection_is_closed_after_uvicorns_timeout_and_a_busy_one_is_kept(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    train(stack)
+    # the head's clock (408) far beyond the keep-alive timeout (uvicorn's default, 5 s): an idle connection is closed
+    # silently at the keep-alive timeout, whichever path answered its last request
+    api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_HEADER_TIMEOUT_SECONDS="60")
+    wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
+    body = b'{"instances": [%s]}' % httpx.Request("POST", "/", json=ROW).content
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    predict = head % len(body) + body
+    for request in (predict, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"):
+        sock = _connect(api.url)
+        # requests 1.5 s apart for 9 s: each one ends the idling before it, so the connection stays open
+        for _ in range(6):
+            sock.sendall(request)
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            time.sleep(1.5)
+        sock.sendall(request)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        rest = _answer(sock)  # then idle: closed, with nothing said
+        idled = time.monotonic() - started
+        assert rest == b"" and 4 < idled < 40, (rest, idled)
+        sock.close()
+
+
 def test_the_metrics_port_closes_a_connection_that_sends_nothing(
     stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
 ) -> None:
