@@ -102,7 +102,7 @@ def test_trees_of_33_to_64_leaves_use_64_bit_masks() -> None:
 def test_trees_of_more_than_64_leaves_keep_the_descent() -> None:
     schema, model, fast = _fit("savings", rows=3_000, max_leaf_nodes=90, min_samples_leaf=5)
     assert fast.bits is None and "leaves" in fast.bits_note
-    assert fast.batch_sizes == ()
+    assert fast.batch_sizes == (1,)  # one row alone: a path of its own (TreePredictor.matrix)
     verdict = verify(fast, model, schema, _golden(schema))
     assert verdict.exact, verdict.first_difference
 
@@ -125,6 +125,29 @@ def test_verify_checks_every_loop(fitted: tuple[Schema, Pipeline, TreePredictor]
     assert not verdict.exact and verdict.first_difference
     if block == 64:  # neither the golden nor the boundary batch nor a single row runs it
         assert "in batches of 64" in verdict.first_difference
+
+
+def test_verify_checks_the_one_row_path_on_the_boundary_rows(
+    fitted: tuple[Schema, Pipeline, TreePredictor], monkeypatch: Any
+) -> None:
+    """A one-row matrix that is wrong only on a boundary value never serves: verify() ran the boundary rows alone."""
+    schema, model, fast = fitted
+    right = fast.matrix
+    name = next(n for n, table in fast.columns if table is None)
+    cuts = set(fast.boundary_values()[name])
+    golden = {row[name] for row in _golden(schema)}
+
+    def wrong_for_one_row_on_a_cut(columns: Any) -> np.ndarray:
+        x = right(columns)
+        value = columns[name][0]
+        if x.shape[0] == 1 and value in cuts and value not in golden:  # a boundary value no golden row has
+            x = x.copy()
+            x[0, [n for n, _ in fast.columns].index(name)] = np.nextafter(float(value), np.inf)
+        return x
+
+    monkeypatch.setattr(fast, "matrix", wrong_for_one_row_on_a_cut)
+    verdict = verify(fast, model, schema, _golden(schema))
+    assert not verdict.exact and "in batches of 1 " in verdict.first_difference, verdict.first_difference
 
 
 def _root_cut(fast: TreePredictor) -> int:
