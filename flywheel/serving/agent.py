@@ -242,8 +242,12 @@ class Agent:
     def _report(self, worker: Worker, kind: int, payload: Any) -> None:
         if kind == relay.HELLO:
             worker.pod = str(payload)
-        elif kind == relay.ANSWERED:
-            self.answered(*payload)
+        elif kind == relay.ANSWERED:  # the requests a worker answered since its last flush
+            for answer in payload:
+                try:
+                    self.answered(*answer)
+                except Exception:  # one bad answer is logged; the others are kept
+                    log.exception("worker: an answered request not taken")
         elif kind == relay.LIVE:
             self.live(worker.pod, *payload)
         elif kind == relay.SYNCED:

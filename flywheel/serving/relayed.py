@@ -72,6 +72,7 @@ class WorkerLink:
         self._writer: asyncio.StreamWriter | None = None
         self._pending: list[bytes] = []  # reports not written yet
         self._pending_bytes = 0
+        self._answered: list[tuple[Any, ...]] = []  # answered requests not written yet: one frame at the flush
         self._tasks: list[asyncio.Task[None]] = []
         self.closed = asyncio.Event()
         self.synced = asyncio.Event()  # what the agent served when this worker started has been applied
@@ -166,25 +167,41 @@ class WorkerLink:
         if not essential and self._pending_bytes + writer.transport.get_write_buffer_size() > self.max_buffer_bytes:
             return False
         data = relay.frame(kind, payload)
+        if not self._pending and not self._answered:
+            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
         self._pending.append(data)
         self._pending_bytes += len(data)
-        if len(self._pending) == 1:
-            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
         return True
 
     def _flush(self) -> None:
-        writer, pending = self._writer, self._pending
-        self._pending, self._pending_bytes = [], 0
-        if writer is not None and not writer.is_closing() and pending:
+        writer, pending, answered = self._writer, self._pending, self._answered
+        self._pending, self._pending_bytes, self._answered = [], 0, []
+        if writer is None or writer.is_closing():
+            return
+        if answered:  # the requests answered since the last flush, in one pickle (a third of one per request)
+            data = relay.frame(relay.ANSWERED, answered)
+            if len(data) + writer.transport.get_write_buffer_size() > self.max_buffer_bytes:
+                for model, *_, ids, _columns, _predictions, _probabilities in answered:
+                    self.metrics.capture_dropped.labels(model=model, reason="full").inc(len(ids))
+            else:
+                pending.insert(0, data)
+        if pending:
             writer.write(b"".join(pending))
 
     def record(self, model: str, schema: Schema, classes: list[str], ids: list[str], version: int, role: str,
                columns: dict[str, list[Any]], predictions: list[Any], probabilities: Any,
                key_id: str | None = None) -> None:  # fmt: skip
-        """An answered request, for the agent's capture files and drift windows (same call as Capturer.record)."""
-        payload = (model, version, role, time.time(), key_id, ids, columns, predictions, probabilities)
-        if not self._post(relay.ANSWERED, payload):
+        """An answered request, for the agent's capture files and drift windows (same call as Capturer.record):
+        kept until the next flush, a few milliseconds away, and dropped (counted) when the agent is this far
+        behind."""
+        writer = self._writer
+        if (writer is None or writer.is_closing()
+                or self._pending_bytes + writer.transport.get_write_buffer_size() > self.max_buffer_bytes):  # fmt: skip
             self.metrics.capture_dropped.labels(model=model, reason="full").inc(len(ids))
+            return
+        if not self._pending and not self._answered:
+            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
+        self._answered.append((model, version, role, time.time(), key_id, ids, columns, predictions, probabilities))
 
     async def _publish_forever(self) -> None:
         while True:
