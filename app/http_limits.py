@@ -154,10 +154,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.pipeline) >= MAX_PIPELINED:
             self._refuse(0, "")
             raise HeadTooLarge
-        super().on_message_begin()
+        self._message_begin()
         self.reading_head, self.head_bytes, self.header_count = True, 0, 0
         self.head_began = True
         self._arm()
+
+    def _message_begin(self) -> None:
+        super().on_message_begin()  # uvicorn's: the request's url, headers and ASGI scope start afresh
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -187,7 +190,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.header_count > self.max_headers:
             self._refuse(431, f"over {self.max_headers} request headers")
             raise HeadTooLarge  # stops the parser; uvicorn's own 400 is suppressed below
-        super().on_header(name, value)
+        # uvicorn's own on_header (0.54), here rather than a call more per header
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.reading_head = False

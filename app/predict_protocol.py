@@ -24,7 +24,7 @@ from typing import Any
 
 import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.http_limits import BoundedHttpToolsProtocol
 from app.predict_lane import Answer, PredictLane, match
@@ -95,20 +95,33 @@ class PredictHttpProtocol(BoundedHttpToolsProtocol):
                 or self.parser.get_method() != b"POST" or self.parser.should_upgrade()):  # fmt: skip
             # at most one answer from the parser per read, none while the client is not reading its answers:
             # requests behind it take uvicorn's path, where the pipeline's bound and write backpressure hold
-            super().on_headers_complete()
+            self._to_uvicorn()
             return
         if self.cycle is not None and not self.cycle.response_complete:  # one ahead of it: uvicorn queues it
-            super().on_headers_complete()
+            self._to_uvicorn()
             return
         found = match(self._path())
         if found is None:
-            super().on_headers_complete()
+            self._to_uvicorn()
             return
         self.reading_head = False
         self._disarm()
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         self.waiting = _Waiting(found, "POST", keep_alive)
         self.answered_here = True
+
+    def _message_begin(self) -> None:
+        # uvicorn's on_message_begin but for the ASGI scope, which only a request taking uvicorn's path needs
+        self.url, self.expect_100_continue, self.headers = b"", False, []
+        self.scope = None  # type: ignore[assignment]
+
+    def _to_uvicorn(self) -> None:
+        """The head goes on as uvicorn takes it, with the scope its on_message_begin makes (the headers as read)."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)
+        self.url, self.expect_100_continue = url, expect
+        self.headers = self.scope["headers"] = headers
+        super().on_headers_complete()
 
     def _path(self) -> str:
         """The request's path as uvicorn puts it in the ASGI scope."""
@@ -157,7 +170,7 @@ class PredictHttpProtocol(BoundedHttpToolsProtocol):
     def _hand_to_asgi(self) -> None:
         waiting, self.waiting = self.waiting, None
         assert waiting is not None
-        super().on_headers_complete()  # the head as uvicorn would have taken it: its cycle, its task
+        self._to_uvicorn()  # the head as uvicorn would have taken it: its cycle, its task
         if waiting.body:
             self.cycle.body += waiting.body
             if len(self.cycle.body) > HIGH_WATER_LIMIT:
