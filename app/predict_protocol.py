@@ -162,7 +162,7 @@ class PredictHttpProtocol(BoundedHttpToolsProtocol):
         self.answered_here = False
         super().data_received(data)
         if self.waiting is not None:  # the body goes on in a later read: the ASGI cycle reads the rest
-            if self.refused:
+            if self.refused or self.transport.is_closing():  # refused, or a parse error answered 400 and closed
                 self.waiting = None
             else:
                 self._hand_to_asgi()

@@ -26,6 +26,12 @@ from flywheel.serving.trial import Active
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.005  # reports wait at most this long to share a write
+#: answered requests of up to this many rows wait for the flush to be pickled together; a larger one is pickled on
+#: its own at once (its frame counted against `max_buffer_bytes` like any report)
+BATCHED_ROWS = 16
+#: values (rows x features) of answered requests kept for one frame: beyond it they are pickled at once, so a frame
+#: stays far below relay.MAX_FRAME and the bytes waiting for the flush are bounded
+MAX_BATCHED_VALUES = 1 << 18
 
 
 class RelayedTrial:
@@ -73,6 +79,7 @@ class WorkerLink:
         self._pending: list[bytes] = []  # reports not written yet
         self._pending_bytes = 0
         self._answered: list[tuple[Any, ...]] = []  # answered requests not written yet: one frame at the flush
+        self._answered_values = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.closed = asyncio.Event()
         self.synced = asyncio.Event()  # what the agent served when this worker started has been applied
@@ -169,39 +176,70 @@ class WorkerLink:
         data = relay.frame(kind, payload)
         if not self._pending and not self._answered:
             asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
+        self._spill()  # reports reach the agent in the order they were made
         self._pending.append(data)
         self._pending_bytes += len(data)
         return True
 
+    def _spill(self) -> None:
+        """The small answered requests kept so far, pickled now into the queue (the flush writes them)."""
+        data = self._take_answered()
+        if data is not None:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+
     def _flush(self) -> None:
-        writer, pending, answered = self._writer, self._pending, self._answered
-        self._pending, self._pending_bytes, self._answered = [], 0, []
+        writer, pending = self._writer, self._pending
+        self._pending, self._pending_bytes = [], 0
+        answered = self._take_answered()
         if writer is None or writer.is_closing():
             return
-        if answered:  # the requests answered since the last flush, in one pickle (a third of one per request)
-            data = relay.frame(relay.ANSWERED, answered)
-            if len(data) + writer.transport.get_write_buffer_size() > self.max_buffer_bytes:
-                for model, *_, ids, _columns, _predictions, _probabilities in answered:
-                    self.metrics.capture_dropped.labels(model=model, reason="full").inc(len(ids))
-            else:
-                pending.insert(0, data)
+        if answered is not None:  # the requests answered since the last report queued
+            pending.append(answered)
         if pending:
             writer.write(b"".join(pending))
+
+    def _take_answered(self) -> bytes | None:
+        """The small answered requests kept so far, as one frame (one pickle: a third of the CPU of one each), or
+        None; dropped and counted when the agent is this far behind."""
+        answered, self._answered, self._answered_values = self._answered, [], 0
+        if not answered:
+            return None
+        writer, data, reason = self._writer, b"", "full"  # no agent to write to, or this far behind
+        if writer is not None and not writer.is_closing():
+            try:
+                data = relay.frame(relay.ANSWERED, answered)
+            except Exception:  # never seen (plain checked values); the other reports still go
+                log.exception("answered requests could not be sent to the agent")
+                reason = "error"
+        if writer is None or not data or len(data) + writer.transport.get_write_buffer_size() > self.max_buffer_bytes:
+            for model, *_, ids, _columns, _predictions, _probabilities in answered:
+                self.metrics.capture_dropped.labels(model=model, reason=reason).inc(len(ids))
+            return None
+        return data
 
     def record(self, model: str, schema: Schema, classes: list[str], ids: list[str], version: int, role: str,
                columns: dict[str, list[Any]], predictions: list[Any], probabilities: Any,
                key_id: str | None = None) -> None:  # fmt: skip
         """An answered request, for the agent's capture files and drift windows (same call as Capturer.record):
-        kept until the next flush, a few milliseconds away, and dropped (counted) when the agent is this far
-        behind."""
+        a small one kept until the next flush, a few milliseconds away, a larger one pickled at once; dropped
+        (counted) when the agent is this far behind."""
+        answer = (model, version, role, time.time(), key_id, ids, columns, predictions, probabilities)
         writer = self._writer
+        if len(ids) > BATCHED_ROWS:
+            if not self._post(relay.ANSWERED, [answer]):
+                self.metrics.capture_dropped.labels(model=model, reason="full").inc(len(ids))
+            return
         if (writer is None or writer.is_closing()
                 or self._pending_bytes + writer.transport.get_write_buffer_size() > self.max_buffer_bytes):  # fmt: skip
             self.metrics.capture_dropped.labels(model=model, reason="full").inc(len(ids))
             return
         if not self._pending and not self._answered:
             asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
-        self._answered.append((model, version, role, time.time(), key_id, ids, columns, predictions, probabilities))
+        self._answered.append(answer)
+        self._answered_values += len(ids) * max(1, len(columns))
+        if self._answered_values >= MAX_BATCHED_VALUES:  # a frame's worth
+            self._spill()
 
     async def _publish_forever(self) -> None:
         while True:

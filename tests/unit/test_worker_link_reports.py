@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from flywheel.serving import relay
 from flywheel.serving.metrics import ServingMetrics
-from flywheel.serving.relayed import FLUSH_SECONDS, WorkerLink
+from flywheel.serving.relayed import BATCHED_ROWS, FLUSH_SECONDS, MAX_BATCHED_VALUES, WorkerLink
 
 
 def _answer(i: int, rows: int = 1) -> tuple[str, list[str], dict[str, list[float]]]:
@@ -75,4 +75,38 @@ def test_answers_an_agent_does_not_read_are_dropped_and_counted() -> None:
 
     dropped, buffered = asyncio.run(run())
     assert dropped > 0 and dropped % 100 == 0, (dropped, buffered)  # whole requests, every row of each counted
-    assert buffered <= 256 << 10, buffered
+    assert buffered <= (256 << 10) + (16 << 10), buffered  # at most one request's frame past the bound
+
+
+def test_a_large_answer_goes_on_its_own_and_many_small_ones_are_cut_into_bounded_frames() -> None:
+    width = 1000  # features: a wide schema, so the small answers reach a frame's worth of values quickly
+    small = MAX_BATCHED_VALUES // width + 40
+
+    async def run() -> list[list[tuple[object, ...]]]:
+        link, agent, _ = await _linked(64 << 20)
+        columns = {f"f{j}": [1.0] for j in range(width)}
+        big_rows = BATCHED_ROWS + 1
+        link.record("savings", None, [], [f"big-{r}" for r in range(big_rows)], 3, "production",
+                    {"income": [1.0] * big_rows}, [0.0] * big_rows, None)  # fmt: skip
+        for i in range(small):  # within one flush window
+            link.record("savings", None, [], [f"small-{i}"], 3, "production", columns, [0.0], None)
+        await asyncio.sleep(FLUSH_SECONDS * 10)
+        await link.stop()
+        agent.settimeout(5)
+        reader, frames, seen = relay.BlockingLink(agent), [], 0
+        while seen < small + 1:
+            got = reader.receive()
+            assert got is not None
+            if got[0] == relay.ANSWERED:
+                frames.append(relay.safe_loads(got[1]))
+                seen += len(frames[-1])
+        return frames
+
+    frames = asyncio.run(run())
+    ids = [answer[5][0] for frame in frames for answer in frame]
+    assert sorted(len(f) for f in frames) == [
+        1,
+        small - (MAX_BATCHED_VALUES // width + 1),
+        MAX_BATCHED_VALUES // width + 1,
+    ]
+    assert ids[0] == "big-0" and [i for i in ids if i.startswith("small")] == [f"small-{i}" for i in range(small)]
