@@ -1,36 +1,44 @@
-"""Open-loop latency: requests at a fixed arrival rate, each timed from when it was due (wrk2's method, on stock wrk).
+"""Open-loop latency: requests at a fixed arrival rate, each timed from when it was due (wrk2's method).
 
 Closed-loop wrk (c connections, each sending its next request when the previous one is answered) slows down with
 the server, so the requests a stalled server would have received are never sent and never timed: coordinated
-omission, which hides the latency users see below saturation. Here every connection sends on a fixed schedule
-(together: `rate` requests a second, spread evenly), and a request whose connection was still busy when it fell
-due is timed from the moment it was due, so a stall counts for every request it delayed, as in wrk2.
+omission, which hides the latency users see below saturation. Here request i is due at START + i / rate and goes
+out then on an idle keep-alive connection; when none is idle it is late: it waits (first come, first served) for
+the next connection to free up and is timed from its due time, so a stall counts for every request it delayed, as
+in wrk2. A request sent on time is timed from its send (the client's own wake-up delay is not the server's).
+`late %`: the share of requests that found every connection busy (they waited on the client side, not in the
+server's queue): high, the server was not keeping up with the rate, or too few connections for its latency
+(`--open-conns`). `errors`: answers with a status > 299, and requests never answered (a broken connection, or
+still outstanding 30 s after the last was due).
 
-The load generator is Debian's `wrk` (the closed-loop runs' tool, installed with apt-get when missing) driven by
-the Lua script below: one connection per wrk thread, so each thread's script knows which request it is timing;
-its LuaJIT reads CLOCK_MONOTONIC, and wrk's own delay() hook paces the sends. A send goes out within about 1 ms
-of its due time (wrk's timers count milliseconds); while the connection is idle that jitter is not counted.
-`late %` is the share of requests whose connection was still busy when they fell due (they wait on the client
-side, not in the server's queue): high, the server was not keeping up with the rate, or too few connections for
-its latency (`--open-conns`).
+The client is bench/open_loop.c (gcc -O2 on first use, into ~/.cache/flywheel-bench; gcc installed with apt-get
+when missing and run as root): one thread, epoll, a periodic timerfd on CLOCK_MONOTONIC that wakes it at each due
+time (p50 / p99 35 / 70 us late at 1,000-2,000 req/s: the CLI prints this send lag), and each answer timed by the
+kernel (SO_TIMESTAMPNS: when it reached the socket, not when the client got to it). It replaced Debian's `wrk`
+driven by the Lua script below (`--client wrk`, kept for comparison: a wrk thread per connection, LuaJIT reading
+the clock, wrk's millisecond timers pacing the sends), which times an answer when its thread runs.
 
-Checked against wrk2 (github giltene/wrk2, built by hand outside the repo; not used by the bench: the bench must
-install its own tools, and only Debian, PyPI and npm are reachable here, as is no crates.io for oha; Debian's
-h2load --rps sends in 10 ms bursts and times from the actual send). A server stalling 200 ms every 2 s at
-1,000 req/s: p99 / p99.9 182 / 200 ms here, 183 / 200 ms with wrk2 -t1 -c32. The API at 1,700 req/s: the same
-p99 and p99.9 within noise as wrk2 -t32 -c32; p50 0.4-0.5 ms here against wrk2's 1.5-2 ms (wrk2 rounds every
-wait up a millisecond and counts it). Cost: about 70 us of client CPU a request (wrk2 -t1: about 40, closed-loop
-wrk: about 18), so at 8,000-10,000 req/s the client takes most of a core of its own; on a 2-core machine the 80%
-point of a 2-process server is partly client-bound.
+Measured (2 cores, shared with the server): a server stalling its event loop 200 ms every 1.5 s, 1,000 req/s,
+5 s: p99 / p99.9 185 / 200 ms (wrk + Lua 183 / 200; wrk2 183 / 200 with a stall every 2 s). Flywheel's /v1, one
+worker, API keys on, 1 row, 32 connections, 8 s a point, p50 / p99 / p99.9 ms, C then Lua: 1,000 req/s 0.14 /
+0.49 / 0.76 and 0.19 / 0.67 / 1.35; 2,000 req/s 0.14 / 0.62 / 0.74 and 0.19 / 0.79 / 1.51 (the C client's p50 is
+~50 us lower: the Lua one counts its thread's wake-up); 8,000 req/s 0.13 / 6.8 / 14.8 and 0.33 / 5.5 / 14.0,
+one run each, and runs vary (p99 / p99.9 1.5 / 3.0 in another Lua run, 2.8-4.2 / 5.8-7.9 with earlier builds of
+the C client): the C client, its answers timed by the kernel, saw the same tail as the Lua one, so that tail is
+not only the Lua client's scheduling. Client CPU a request: C 38-40 us at 1,000-2,000 req/s, 31 at 8,000 (5
+system calls and one wake-up a request; the loopback send, which runs the server's TCP receive, and the sleep are
+most of it, user code ~5%); Lua 62-77 and 36.
 
-    python bench/open_loop.py URL BODY.json --rate 2000 [--seconds 10] [--conns 32]
+    python bench/open_loop.py URL BODY.json --rate 2000 [--seconds 10] [--conns 32] [--client c|wrk]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -38,14 +46,22 @@ import tempfile
 from pathlib import Path
 from string import Template
 
+SOURCE = Path(__file__).with_name("open_loop.c")
+
+
+def auth_header() -> list[str]:
+    """The header line that sends the bench's API key, when it made one (bench/_local.py api_key_env)."""
+    key = os.environ.get("BENCH_API_KEY")
+    return [f"Authorization: Bearer {key}"] if key else []
+
 
 def auth_lua() -> str:
-    """The wrk line that sends the bench's API key, when it made one (bench/_local.py api_key_env)."""
+    """The same as a wrk Lua line."""
     key = os.environ.get("BENCH_API_KEY")
     return f'wrk.headers["Authorization"] = "Bearer {key}"\n' if key else ""
 
 
-LEAD_US = 500_000  # every connection's schedule starts this long after wrk starts (its threads connect first)
+LEAD_US = 500_000  # wrk: each connection's schedule starts this long after wrk starts (its threads connect)
 
 LUA = Template(r"""
 local ffi = require("ffi")
@@ -114,21 +130,42 @@ end
 """)
 
 
+def _apt_install(command: str, *packages: str) -> str:
+    """`command`'s path, after apt-get install `packages` when it is missing (as root on Debian)."""
+    found = shutil.which(command)
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"{command} not found: installing {' '.join(packages)} (apt-get install)", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env, check=True)
+        found = shutil.which(command)
+    if not found:
+        raise SystemExit(f"{command} not found: apt-get install {' '.join(packages)}")
+    return found
+
+
 def ensure_wrk() -> str:
     """Debian's wrk (it has LuaJIT, which the open-loop script needs); installed with apt-get when missing."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk not found: installing Debian's wrk (apt-get install wrk)", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, check=True)
-        found = shutil.which("wrk")
-    if not found:
-        raise SystemExit("wrk not found: apt-get install wrk")
-    return found
+    return _apt_install("wrk", "wrk")
+
+
+def ensure_client() -> str:
+    """bench/open_loop.c compiled (gcc -O2), once per version of the source, into ~/.cache/flywheel-bench."""
+    source = SOURCE.read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel-bench"
+    binary = cache / f"open_loop-{hashlib.sha256(source).hexdigest()[:16]}"
+    if binary.exists():
+        return str(binary)
+    gcc = _apt_install("gcc", "gcc", "libc6-dev")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")  # then renamed: concurrent first uses are safe
+    run = subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-x", "c", "-", "-o", str(tmp), "-lm"],
+                         input=source, capture_output=True)  # fmt: skip
+    if run.returncode != 0:
+        raise RuntimeError(f"gcc could not compile {SOURCE}:\n{run.stderr.decode()}")
+    os.replace(tmp, binary)
+    return str(binary)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -138,10 +175,29 @@ def percentile(values: list[float], q: float) -> float:
     return values[i]
 
 
-def open_loop(url: str, body_file: str, rate: float, seconds: float, conns: int = 32) -> dict[str, float]:
-    """`rate` requests a second for `seconds` over `conns` connections: latency percentiles in ms (from each
-    request's due time), the rate achieved, the share of late requests (%) and the failed ones."""
-    conns = max(1, min(conns, int(rate)))  # each connection sends at least once a second
+def _figures(rate: float, latencies: list[float], late: int, errors: int, window_us: float) -> dict[str, float]:
+    latencies.sort()
+    window = max(1.0, window_us) / 1e6  # from the first due time to the last answer
+    return {"rate": rate, "achieved": len(latencies) / window, "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99), "p999": percentile(latencies, 99.9),
+            "max": latencies[-1] if latencies else float("nan"), "late": 100 * late / max(1, len(latencies)),
+            "errors": errors, "requests": len(latencies)}  # fmt: skip
+
+
+def run_c(url: str, body_file: str, rate: float, seconds: float, conns: int) -> tuple[dict[str, float], list[int]]:
+    """open_loop() with bench/open_loop.c; also its send lag (us after the due time: p50, p99, max)."""
+    run = subprocess.run([ensure_client(), url, body_file, f"{rate:.3f}", f"{seconds:g}", str(conns), *auth_header()],
+                         capture_output=True, text=True, timeout=seconds + 60)  # fmt: skip
+    if run.returncode != 0:
+        raise RuntimeError(f"open-loop client failed: {run.stderr.strip() or run.stdout.strip()}")
+    lines = run.stdout.splitlines()
+    answered, late, bad, _socket_errors, unanswered, window_us, *lag = map(int, lines[0].split())
+    latencies = [int(v) / 1000 for v in lines[1 : 1 + answered]]
+    return _figures(rate, latencies, late, bad + unanswered, window_us), lag
+
+
+def run_wrk(url: str, body_file: str, rate: float, seconds: float, conns: int) -> dict[str, float]:
+    """open_loop() with Debian's wrk and the Lua script above (one wrk thread per connection)."""
     with tempfile.TemporaryDirectory(prefix="flywheel-open-") as tmp:
         script, out = Path(tmp) / "open.lua", Path(tmp) / "out.txt"
         script.write_text(LUA.substitute(body=body_file, rate=f"{rate:.3f}", conns=conns, lead=LEAD_US, out=out)
@@ -158,12 +214,20 @@ def open_loop(url: str, body_file: str, rate: float, seconds: float, conns: int 
         t_late, t_bad, t_last = map(int, head.split())
         late, bad, window_us = late + t_late, bad + t_bad, max(window_us, t_last)
         latencies.extend(float(v) / 1000 for v in values.split())
-    latencies.sort()
-    window = window_us / 1e6  # from the first due time to the last answer
-    return {"rate": rate, "achieved": len(latencies) / window, "p50": percentile(latencies, 50),
-            "p99": percentile(latencies, 99), "p999": percentile(latencies, 99.9),
-            "max": latencies[-1] if latencies else float("nan"), "late": 100 * late / max(1, len(latencies)),
-            "errors": bad + socket_errors, "requests": len(latencies)}  # fmt: skip
+    return _figures(rate, latencies, late, bad + socket_errors, window_us)
+
+
+def open_loop(url: str, body_file: str, rate: float, seconds: float, conns: int = 32,
+              client: str = "c") -> dict[str, float]:  # fmt: skip
+    """`rate` requests a second for `seconds` over `conns` connections: latency percentiles in ms (from each
+    request's due time), the rate achieved, the share of late requests (%) and the failed ones. `client`: "c"
+    (bench/open_loop.c) or "wrk" (Debian's wrk and the Lua script)."""
+    conns = max(1, min(conns, int(rate)))  # each connection sends at least once a second
+    if client not in ("c", "wrk"):
+        raise ValueError(f"client: c or wrk, not {client!r}")
+    if client == "wrk":
+        return run_wrk(url, body_file, rate, seconds, conns)
+    return run_c(url, body_file, rate, seconds, conns)[0]
 
 
 HEADER = (f"{'server':16} {'capacity':>8} {'load':>4} {'rate/s':>7} {'got/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
@@ -195,7 +259,7 @@ def print_table(results: dict[str, tuple[float, Points]], seconds: float, conns:
         f"\nopen loop, 1 row per request, {conns} connections, {seconds:g} s per point: latency from each "
         "request's due time (coordinated omission corrected); capacity: its closed-loop c=64 req/s just before"
     )
-    print("late %: requests whose connection was still busy when they fell due (they waited in the client)")
+    print("late %: requests that found every connection busy when they fell due (they waited in the client)")
     print(HEADER)
     for fraction in FRACTIONS:
         for name, (capacity, points) in results.items():
@@ -209,10 +273,22 @@ def main() -> int:
     parser.add_argument("--rate", type=float, required=True, help="requests per second, all connections together")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--conns", type=int, default=32)
+    parser.add_argument("--client", choices=["c", "wrk"], default="c", help="bench/open_loop.c, or wrk and Lua")
     args = parser.parse_args()
+    ensure_client() if args.client == "c" else ensure_wrk()  # compiled before the client's CPU is counted
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    conns = max(1, min(args.conns, int(args.rate)))  # as open_loop()
+    if args.client == "c":
+        r, lag = run_c(args.url, args.body, args.rate, args.seconds, conns)
+    else:
+        r, lag = run_wrk(args.url, args.body, args.rate, args.seconds, conns), []
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     print(HEADER)
-    print(row("target", float("nan"), float("nan"), open_loop(args.url, args.body, args.rate, args.seconds,
-                                                              args.conns)))  # fmt: skip
+    print(row(args.client, float("nan"), float("nan"), r))
+    print(f"client CPU: {cpu:.2f} s, {1e6 * cpu / max(1, r['requests']):.1f} us a request")
+    if lag:
+        print(f"send lag (an on-time request sent after its due time): p50 {lag[0]} us, p99 {lag[1]}, max {lag[2]}")
     return 0
 
 

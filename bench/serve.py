@@ -9,7 +9,7 @@
 Prints req/s, rows/s, p50, p99 and errors (closed loop: wrk, c connections each waiting for its answer), then
 (unless --no-open-loop) each server's open-loop p50/p99/p99.9 at 50% and 80% of its own c=64 req/s
 (bench/open_loop.py: a fixed arrival rate, latency from each request's due time). Needs wrk (Debian package
-`wrk`, installed with apt-get when missing and run as root). Never pass/fail.
+`wrk`) and, for the open loop's client, gcc: installed with apt-get when missing and run as root. Never pass/fail.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def main() -> int:
     parser.add_argument("--open-loop", action=argparse.BooleanOptionalAction, default=True,
                         help="each server's open-loop latency at 50%% / 80%% of the c=64 req/s it just measured "
                         "(bench/open_loop.py)")  # fmt: skip
-    parser.add_argument("--open-conns", type=int, default=32, help="open loop: connections (one wrk thread each)")
+    parser.add_argument("--open-conns", type=int, default=32, help="open loop: connections")
     parser.add_argument("--servers", nargs="?", const="all", metavar="NAMES",
                         help="only: the HTTP-layer comparison; NAMES: comma-separated among "
                         f"{', '.join(http_servers.SERVERS)} (default: all)")  # fmt: skip
