@@ -13,6 +13,10 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 # the UI's one real-browser test (tests/e2e/test_ui_browser.py) drives Debian's Chromium with Playwright
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# the open-loop load client's tests (tests/unit/test_open_loop.py): gcc compiles bench/open_loop.c; wrk + Lua is
+# the client it is checked against
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 
 if ((need_apt_skip)); then need_apt=(); fi
 if ((${#need_apt[@]})); then

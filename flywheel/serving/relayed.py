@@ -168,18 +168,26 @@ class WorkerLink:
         """Queue a report; the queue goes out in one write a few milliseconds later (a system call per request
         was a sixth of a worker's time at c=64). False, nothing queued, when the agent is this far behind, unless
         `essential` (acknowledgements, rollout counts: a few bytes that readiness and the judge depend on)."""
-        writer = self._writer
-        if writer is None or writer.is_closing():
-            return False
-        if not essential and self._pending_bytes + writer.transport.get_write_buffer_size() > self.max_buffer_bytes:
+        if not self._has_room(essential=essential):
             return False
         data = relay.frame(kind, payload)
-        if not self._pending and not self._answered:
-            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
+        self._flush_soon()
         self._spill()  # reports reach the agent in the order they were made
         self._pending.append(data)
         self._pending_bytes += len(data)
         return True
+
+    def _has_room(self, *, essential: bool = False) -> bool:
+        """The link is open and (unless `essential`) less than `max_buffer_bytes` wait to be written."""
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            return False
+        return essential or self._pending_bytes + writer.transport.get_write_buffer_size() <= self.max_buffer_bytes
+
+    def _flush_soon(self) -> None:
+        """The flush in FLUSH_SECONDS, unless one is already due (something is waiting for it)."""
+        if not self._pending and not self._answered:
+            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
 
     def _spill(self) -> None:
         """The small answered requests kept so far, pickled now into the queue (the flush writes them)."""
@@ -225,21 +233,18 @@ class WorkerLink:
         a small one kept until the next flush, a few milliseconds away, a larger one pickled at once; dropped
         (counted) when the agent is this far behind."""
         answer = (model, version, role, time.time(), key_id, ids, columns, predictions, probabilities)
-        writer = self._writer
         if len(ids) > BATCHED_ROWS:
-            if not self._post(relay.ANSWERED, [answer]):
-                self.metrics.capture_dropped.labels(model=model, reason="full").inc(len(ids))
-            return
-        if (writer is None or writer.is_closing()
-                or self._pending_bytes + writer.transport.get_write_buffer_size() > self.max_buffer_bytes):  # fmt: skip
+            kept = self._post(relay.ANSWERED, [answer])
+        else:
+            kept = self._has_room()
+            if kept:
+                self._flush_soon()
+                self._answered.append(answer)
+                self._answered_values += len(ids) * max(1, len(columns))
+                if self._answered_values >= MAX_BATCHED_VALUES:  # a frame's worth
+                    self._spill()
+        if not kept:
             self.metrics.capture_dropped.labels(model=model, reason="full").inc(len(ids))
-            return
-        if not self._pending and not self._answered:
-            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
-        self._answered.append(answer)
-        self._answered_values += len(ids) * max(1, len(columns))
-        if self._answered_values >= MAX_BATCHED_VALUES:  # a frame's worth
-            self._spill()
 
     async def _publish_forever(self) -> None:
         while True:
