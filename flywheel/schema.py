@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import operator
 import sys
+from collections.abc import Callable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -91,6 +93,16 @@ class Schema(BaseModel):
     @cached_property
     def columns(self) -> list[str]:
         return [*self.feature_names, self.target.name]
+
+    @cached_property
+    def feature_set(self) -> frozenset[str]:
+        return frozenset(self.feature_names)
+
+    @cached_property
+    def row_values(self) -> Callable[[dict[str, Any]], Any]:
+        """An instance's values in feature order (a tuple; the value itself for one feature); KeyError when one is
+        missing. For the request path (flywheel/serving/inputs.py)."""
+        return operator.itemgetter(*self.feature_names)
 
     @cached_property
     def by_name(self) -> dict[str, Feature]:

@@ -50,8 +50,21 @@ def records_to_columns(schema: Schema, instances: Any, max_instances: int) -> Co
         raise InvalidInput("'instances' is empty", field="instances")
     if len(instances) > max_instances:
         raise PayloadTooLarge(f"{len(instances)} instances; at most {max_instances} per request", limit=max_instances)
-    names = set(schema.feature_names)
+    names = schema.feature_set
     width = len(names)
+    if len(instances) > 1 and all(type(inst) is dict and len(inst) == width for inst in instances):
+        # the common batch: plain objects of as many keys as features. If each has every feature (itemgetter
+        # finds them), it has no other key: the rows, then transposed to columns, in C (less than half the time
+        # of a comprehension per feature, measured on 1,000 rows). A miss takes the exact path below
+        try:
+            rows = list(map(schema.row_values, instances))
+        except KeyError:
+            pass
+        else:
+            if width == 1:
+                return checked_columns(schema, {schema.feature_names[0]: rows})
+            columns = map(list, zip(*rows, strict=True))
+            return checked_columns(schema, dict(zip(schema.feature_names, columns, strict=True)))
     for i, inst in enumerate(instances):
         if not isinstance(inst, dict):
             raise InvalidInput(f"instance {i} is not an object", instance=i)
@@ -81,7 +94,7 @@ def checked_columns(schema: Schema, cols: Columns) -> Columns:
     return cols
 
 
-def _check_keys(schema: Schema, inst: dict[str, Any], i: int, names: set[str]) -> None:
+def _check_keys(schema: Schema, inst: dict[str, Any], i: int, names: frozenset[str]) -> None:
     unknown = sorted(set(inst) - names)
     if unknown:
         raise _bad(i, unknown[0], f"unknown feature; expected {schema.feature_names}")

@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -228,6 +231,27 @@ class QuickHistogram:
         self.total.inc(amount)
         if amount == amount:  # a NaN falls in no bucket, as with prometheus_client (+Inf is the last bound)
             self.buckets[bisect_left(self.bounds, amount)].inc(1)
+
+
+def observe_many(series: Histogram, values: Sequence[float]) -> None:
+    """`series.observe(v)` for each of `values` (a histogram series, as QuickHistogram takes it): the same bucket
+    counts, each bucket and the sum changed once per call instead of once per value (the sum within rounding: added
+    up first). The agent observes every prediction of a batch: 1,000 `observe` calls were a sixth of its time on
+    1,000-row requests (py-spy)."""
+    if not values:
+        return
+    bounds = series._upper_bounds
+    if len(values) <= 16:
+        found: dict[int, int] = Tally(bisect_left(bounds, v) for v in values if v == v)  # NaN: in no bucket
+    else:
+        known = np.asarray(values, dtype=np.float64)
+        known = known[~np.isnan(known)]
+        per_bucket = np.bincount(np.searchsorted(bounds, known, side="left"), minlength=len(bounds)).tolist()
+        found = {i: n for i, n in enumerate(per_bucket) if n}
+    series._sum.inc(float(sum(values)))
+    buckets = series._buckets
+    for i, n in found.items():
+        buckets[i].inc(n)
 
 
 def series_value(series: Gauge | Counter) -> Any:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 from flywheel.serving.inputs import Columns
-from flywheel.serving.metrics import ServingMetrics
+from flywheel.serving.metrics import ServingMetrics, observe_many
 from flywheel.serving.served import ServedModel
 from flywheel.training import drift
 
@@ -33,13 +33,11 @@ class DriftMonitor:
                 self._inputs[name].extend(col)
             self._preds.extend(predictions)
         m = self.metrics
-        if served.classes:
-            for p in predictions:
-                m.predicted_class.labels(self.model, str(p)).inc()
+        if served.classes:  # one change per class predicted, not per prediction
+            for label, n in Counter(map(str, predictions)).items():
+                m.predicted_class.labels(self.model, label).inc(n)
         else:
-            observe = m.prediction_value.labels(model=self.model).observe
-            for p in predictions:
-                observe(p)
+            observe_many(m.prediction_value.labels(model=self.model), predictions)
 
     def refresh(self, served: ServedModel | None) -> None:
         """Recompute PSI gauges (on each scrape; O(window) per feature)."""

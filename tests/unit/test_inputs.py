@@ -92,3 +92,59 @@ def test_few_rows_take_the_quick_pass_only_when_a_scan_would_pass(seed: int) -> 
         with pytest.raises(InvalidInput) as info:
             records_to_columns(SCHEMA, rows, 100)
         assert (info.value.detail["instance"], info.value.detail["field"]) == expected
+
+
+def structure_scan(rows: list[object]) -> tuple[int, str | None] | None:
+    """The reference for an instance's shape: the first instance that is not an object, has a key the schema lacks
+    (the first in sorted order), or lacks a feature that is not nullable."""
+    names = set(SCHEMA.feature_names)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            return i, None
+        unknown = sorted(set(row) - names)
+        if unknown:
+            return i, unknown[0]
+        missing = [n for n in SCHEMA.feature_names if n not in row and not SCHEMA.by_name[n].nullable]
+        if missing:
+            return i, missing[0]
+    return None
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_batch_shapes_are_judged_as_one_instance_at_a_time(seed: int) -> None:
+    """A batch of plain objects with as many keys as features is read row-wise in one go; an object whose keys are
+    the same count but not the same names (a feature renamed), one with a nullable feature left out, an extra key
+    or something that is not an object is reported (or read) exactly as the instance-by-instance check would."""
+    rng = random.Random(seed)
+    rows: list[object] = [dict(r) for r in rng.sample(ROWS, rng.randint(2, 40))]
+    for _ in range(rng.randint(0, 2)):
+        i = rng.randrange(len(rows))
+        row = rows[i]
+        if not isinstance(row, dict):
+            continue
+        kind = rng.choice(["rename", "drop-nullable", "drop", "extra", "list"])
+        if kind == "rename":
+            row["colour"] = row.pop(rng.choice(SCHEMA.feature_names))
+        elif kind == "drop-nullable":
+            row.pop("credit_score", None)
+        elif kind == "drop":
+            row.pop(rng.choice(SCHEMA.feature_names), None)
+        elif kind == "extra":
+            row["zz_extra"] = 1
+        else:
+            rows[i] = list(row.values())
+    expected = structure_scan(rows)
+    if expected is None:
+        valid = scan(rows)  # type: ignore[arg-type]
+        if valid is None:
+            sent = {f.name: [math.nan if r.get(f.name) is None and f.type == "numeric" else r.get(f.name)
+                             for r in rows] for f in SCHEMA.features}  # type: ignore[union-attr]  # fmt: skip
+            assert repr(records_to_columns(SCHEMA, rows, 100)) == repr(sent)
+        return
+    with pytest.raises(InvalidInput) as info:
+        records_to_columns(SCHEMA, rows, 100)
+    assert info.value.detail["instance"] == expected[0]
+    if expected[1] is None:
+        assert "not an object" in str(info.value)
+    else:
+        assert info.value.detail["field"] == expected[1]
