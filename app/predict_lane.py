@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -77,6 +78,10 @@ class PredictLane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = match(scope["path"]) if scope["type"] == "http" else None
         if found is None:
+            path = scope["path"] if scope["type"] == "http" else ""
+            if path.endswith("/") and match(path[:-1]) is not None:  # as Starlette's router redirects a route's
+                await _redirect(send, scope, path[:-1])  # path with a slash too many
+                return
             await self.app(scope, receive, send)
             return
 
@@ -166,6 +171,14 @@ class PredictLane:
         answer = v2.response(result, body)
         answer["parameters"] = {"ids": ids}
         return answer
+
+
+async def _redirect(send: Send, scope: Scope, path: str) -> None:
+    """307 (the method and body kept) to `path`, the query string kept: the Location is relative, this host's."""
+    query = scope.get("query_string", b"")
+    location = urllib.parse.quote(path).encode() + (b"?" + query if query else b"")  # (a decoded %0D%0A re-encoded)
+    body = orjson.dumps({"error": "Temporary Redirect", "location": location.decode("latin-1")})
+    await respond_json(send, 307, body, ((b"location", location),))
 
 
 def _capture(

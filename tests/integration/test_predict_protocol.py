@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
 
 from tests.conftest import Stack
@@ -72,6 +73,7 @@ def test_pipelined_requests_are_answered_in_order(
         b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
         _post("/v2/models/savings/infer", {"inputs": V2_INPUTS, "parameters": {"ids": ["v2"]}}),
         _post("/v1/predict", {"instances": [{**ROW, "age": "old"}]}),
+        _post("/v1/predict/", {"instances": [ROW]}),  # one slash too many: redirected (307), as Starlette did
         _post("/v1/predict", {"instances": [ROW], "ids": ["last"]}),
     ]
     with _connect(api.url) as sock:
@@ -79,9 +81,10 @@ def test_pipelined_requests_are_answered_in_order(
         responses, rest = _read(sock, len(requests))
     assert rest == b""
     statuses = [status for status, _, _ in responses]
-    assert statuses == [200, 200, 200, 200, 200, 422, 200], responses
+    assert statuses == [200, 200, 200, 200, 200, 422, 307, 200], responses
+    assert responses[6][1]["location"] == "/v1/predict"
     bodies = [orjson.loads(body) for _, _, body in responses]
-    assert bodies[0]["ids"] == ["first"] and bodies[2]["ids"] == ["after-big"] and bodies[6]["ids"] == ["last"]
+    assert bodies[0]["ids"] == ["first"] and bodies[2]["ids"] == ["after-big"] and bodies[7]["ids"] == ["last"]
     assert bodies[1]["ids"] == [f"big-{i}" for i in range(1500)] and len(bodies[1]["predictions"]) == 1500
     assert bodies[3] == {"status": "alive"} and bodies[4]["parameters"] == {"ids": ["v2"]}
     assert bodies[5]["instance"] == 0 and bodies[5]["field"] == "age"
@@ -119,6 +122,16 @@ def test_a_body_in_later_reads_and_closing_connections(
         sock.sendall(_post("/v1/predict", {"instances": [ROW], "ids": ["next"]}))
         [(status, _, answer)], _ = _read(sock, 1)
         assert status == 200 and orjson.loads(answer)["ids"] == ["next"], answer
+    # a prediction path with one slash too many is redirected, its query kept, whichever route; a follower gets the
+    # answer; any other path with a slash stays 404
+    for path, target in (("/v1/models/savings/predict/?trace=1", "/v1/models/savings/predict?trace=1"),
+                         ("/v2/models/savings/infer/", "/v2/models/savings/infer")):  # fmt: skip
+        body = {"inputs": V2_INPUTS} if path.startswith("/v2") else {"instances": [ROW]}
+        moved = httpx.post(api.url + path, json=body, timeout=10)
+        assert moved.status_code == 307 and moved.headers["location"] == target, moved.text
+        followed = httpx.post(api.url + path, json=body, timeout=10, follow_redirects=True)
+        assert followed.status_code == 200, followed.text
+    assert httpx.post(api.url + "/v1/nothing/", json={}, timeout=10).status_code == 404
     for request in (_post("/v1/predict", {"instances": [ROW]}, close=True),
                     _post("/v1/predict", {"instances": [ROW]}, version="1.0")):  # fmt: skip
         with _connect(api.url) as sock:
