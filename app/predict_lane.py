@@ -79,8 +79,12 @@ class PredictLane:
         found = match(scope["path"]) if scope["type"] == "http" else None
         if found is None:
             path = scope["path"] if scope["type"] == "http" else ""
-            if path.endswith("/") and match(path[:-1]) is not None:  # as Starlette's router redirects a route's
-                await _redirect(send, scope, path[:-1])  # path with a slash too many
+            # a prediction path with a slash too many: redirected as Starlette's router did, after the key check
+            # that ran before the router (GuardMiddleware answers a request without a valid key: 401, counted)
+            auth = self.svc.auth
+            if (path.endswith("/") and match(path[:-1]) is not None
+                    and (auth is None or auth.check(presented_key(scope["headers"])) is not None)):  # fmt: skip
+                await _redirect(send, scope, path[:-1])
                 return
             await self.app(scope, receive, send)
             return

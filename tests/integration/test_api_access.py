@@ -70,6 +70,11 @@ def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
         wait_for(lambda key=key: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(key)).status_code
                  == 200, 60, what="the new key accepted after a reload")  # fmt: skip
     assert httpx.post(api.url + "/v1/predict", json=body, headers={"X-API-Key": client}).status_code == 200
+    # a slash too many is redirected only for a valid key, as when the key check ran before the router
+    assert httpx.post(api.url + "/v1/predict/", json=body).status_code == 401
+    assert httpx.post(api.url + "/v1/predict/", json=body, headers=_bearer("fwk_nope_" + "x" * 40)).status_code == 401
+    moved = httpx.post(api.url + "/v1/models/savings/predict/", json=body, headers=_bearer(client))
+    assert moved.status_code == 307 and moved.headers["location"] == "/v1/models/savings/predict"
     # /readyz: ready or not for anyone (the probe), what is served only for a key
     assert httpx.get(api.url + "/readyz").json() == {"ready": True}
     detail = httpx.get(api.url + "/readyz", headers=_bearer(client)).json()

@@ -8,7 +8,7 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from flywheel.serving.metrics import LATENCY_BUCKETS, QuickHistogram, observe_many, series_value
+from flywheel.serving.metrics import LATENCY_BUCKETS, VALUE_BUCKETS, QuickHistogram, observe_many, series_value
 
 VALUES = [0.0, 0.0005, 0.00050001, 0.001, 0.3, 5.0, 5.0001, 1e9, math.inf, -1.0, math.nan, 1e-12, 2.5]
 
@@ -42,18 +42,19 @@ def test_a_gauges_value_goes_up_and_down_as_the_gauge_does() -> None:
     assert registry.get_sample_value("in_flight") == 1
 
 
+@pytest.mark.parametrize("buckets", [LATENCY_BUCKETS, VALUE_BUCKETS])
 @pytest.mark.parametrize("size", [1, 5, 16, 17, 1000])
-def test_observing_a_batch_counts_as_observing_each_value(size: int) -> None:
+def test_observing_a_batch_counts_as_observing_each_value(size: int, buckets: tuple[float, ...]) -> None:
     """The agent's one call per batch of predictions: every bucket's count as `observe` per value gives (bounds
     themselves, NaN in no bucket, inf, negatives), the sum equal within rounding, the count exact."""
     rng = random.Random(size)
-    pool = [*VALUES, *LATENCY_BUCKETS, 1e-9, 7.5, -3.0]
+    pool = [*VALUES, *buckets, *(math.nextafter(b, -math.inf) for b in buckets), 1e-9, 7.5, -3.0, -0.0, 0.0]
     values = [rng.choice(pool) if rng.random() < 0.5 else rng.uniform(-1, 6) for _ in range(size)]
     for finite_only in (False, True):
         batch = [v for v in values if math.isfinite(v)] if finite_only else values
         ours, theirs = CollectorRegistry(), CollectorRegistry()
-        a = Histogram("p", "p", ["model"], buckets=LATENCY_BUCKETS, registry=ours).labels("m")
-        b = Histogram("p", "p", ["model"], buckets=LATENCY_BUCKETS, registry=theirs).labels("m")
+        a = Histogram("p", "p", ["model"], buckets=buckets, registry=ours).labels("m")
+        b = Histogram("p", "p", ["model"], buckets=buckets, registry=theirs).labels("m")
         observe_many(a, batch)
         for v in batch:
             b.observe(v)
