@@ -76,9 +76,9 @@ class PredictLane:
         self.in_flight = series_value(service.metrics.in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = match(scope["path"]) if scope["type"] == "http" else None
+        path = scope["path"] if scope["type"] == "http" else ""
+        found = match(path) if path else None
         if found is None:
-            path = scope["path"] if scope["type"] == "http" else ""
             # a prediction path with a slash too many: redirected as Starlette's router did, after the key check
             # that ran before the router (GuardMiddleware answers a request without a valid key: 401, counted)
             auth = self.svc.auth

@@ -99,9 +99,12 @@ class Schema(BaseModel):
         return frozenset(self.feature_names)
 
     @cached_property
-    def row_values(self) -> Callable[[dict[str, Any]], Any]:
-        """An instance's values in feature order (a tuple; the value itself for one feature); KeyError when one is
-        missing. For the request path (flywheel/serving/inputs.py)."""
+    def row_values(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+        """An instance's values in feature order, a tuple; KeyError when one is missing. For the request path
+        (flywheel/serving/inputs.py)."""
+        if len(self.feature_names) == 1:  # itemgetter of one name gives the value itself
+            name = self.feature_names[0]
+            return lambda instance: (instance[name],)
         return operator.itemgetter(*self.feature_names)
 
     @cached_property

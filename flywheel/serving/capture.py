@@ -185,22 +185,22 @@ _spare_ids: list[str] = []
 os.register_at_fork(after_in_child=_spare_ids.clear)
 
 
-def _new_id() -> str:
-    try:
-        return _spare_ids.pop()
-    except IndexError:
-        hexed = os.urandom(16 * 64).hex()
-        _spare_ids.extend([hexed[i : i + 32] for i in range(32, 32 * 64, 32)])
-        return hexed[:32]
+def _random_ids(n: int) -> list[str]:
+    hexed = os.urandom(16 * n).hex()  # one system call, then 32 hex characters per id
+    return [hexed[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 def prediction_ids(given: Any, n: int) -> list[str]:
     """The request's ids for its `n` instances (checked), or new ones: random, 32 hex characters."""
     if given is None:
-        if n == 1:
-            return [_new_id()]
-        hexed = os.urandom(16 * n).hex()  # one system call for the request, then 32 hex characters per id
-        return [hexed[i : i + 32] for i in range(0, 32 * n, 32)]
+        if n > 1:
+            return _random_ids(n)
+        try:
+            return [_spare_ids.pop()]
+        except IndexError:
+            fresh = _random_ids(64)
+            _spare_ids.extend(fresh[1:])
+            return fresh[:1]
     if not isinstance(given, list) or len(given) != n:
         got = f"{len(given)} ids" if isinstance(given, list) else type(given).__name__
         raise InvalidInput(f"'ids' must be a list of one id per instance ({n}), got {got}", field="ids")

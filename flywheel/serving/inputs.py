@@ -61,8 +61,6 @@ def records_to_columns(schema: Schema, instances: Any, max_instances: int) -> Co
         except KeyError:
             pass
         else:
-            if width == 1:
-                return checked_columns(schema, {schema.feature_names[0]: rows})
             columns = map(list, zip(*rows, strict=True))
             return checked_columns(schema, dict(zip(schema.feature_names, columns, strict=True)))
     for i, inst in enumerate(instances):

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any
 
@@ -232,31 +231,21 @@ class QuickHistogram:
         if amount == amount:  # a NaN falls in no bucket, as with prometheus_client (+Inf is the last bound)
             self.buckets[bisect_left(self.bounds, amount)].inc(1)
 
-
-def observe_many(series: Histogram, values: Sequence[float]) -> None:
-    """`series.observe(v)` for each of `values` (a histogram series, as QuickHistogram takes it): the same bucket
-    counts, each bucket and the sum changed once per call instead of once per value (the sum within rounding: added
-    up first). The agent observes every prediction of a batch: 1,000 `observe` calls were a sixth of its time on
-    1,000-row requests (py-spy). `values`: Python numbers (a numpy float32 would be compared in float64 here)."""
-    if len(values) == 0:
-        return
-    bounds = series._upper_bounds
-    if len(values) == 1:  # most batches (a 1-row request): as QuickHistogram.observe
-        series._sum.inc(values[0])
-        if values[0] == values[0]:
-            series._buckets[bisect_left(bounds, values[0])].inc(1)
-        return
-    if len(values) <= 16:
-        found: dict[int, int] = Tally(bisect_left(bounds, v) for v in values if v == v)  # NaN: in no bucket
-    else:
+    def observe_many(self, values: Sequence[float]) -> None:
+        """`observe` for each of `values` (Python numbers: a numpy float32 would be compared in float64): over 16,
+        each bucket and the sum changed once (the sum within rounding: added up first), not once per value. The
+        agent observes every prediction of a batch: 1,000 `observe` calls were a sixth of its time on 1,000-row
+        requests (py-spy)."""
+        if len(values) <= 16:
+            for v in values:
+                self.observe(v)
+            return
         known = np.asarray(values, dtype=np.float64)
-        known = known[~np.isnan(known)]
-        per_bucket = np.bincount(np.searchsorted(bounds, known, side="left"), minlength=len(bounds)).tolist()
-        found = {i: n for i, n in enumerate(per_bucket) if n}
-    series._sum.inc(float(sum(values)))
-    buckets = series._buckets
-    for i, n in found.items():
-        buckets[i].inc(n)
+        known = known[~np.isnan(known)]  # NaN: in no bucket
+        per_bucket = np.bincount(np.searchsorted(self.bounds, known, side="left"), minlength=len(self.bounds))
+        self.total.inc(float(sum(values)))
+        for i in np.flatnonzero(per_bucket).tolist():
+            self.buckets[i].inc(int(per_bucket[i]))
 
 
 def series_value(series: Gauge | Counter) -> Any:

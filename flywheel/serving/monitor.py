@@ -7,7 +7,7 @@ from collections import Counter, deque
 from typing import Any
 
 from flywheel.serving.inputs import Columns
-from flywheel.serving.metrics import ServingMetrics, observe_many
+from flywheel.serving.metrics import QuickHistogram, ServingMetrics
 from flywheel.serving.served import ServedModel
 from flywheel.training import drift
 
@@ -21,6 +21,7 @@ class DriftMonitor:
         self._preds: deque[Any] = deque(maxlen=window)
         self._version: int | None = None
         self._lock = threading.Lock()
+        self._values: QuickHistogram | None = None  # the prediction_value series, once observed
 
     def record(self, served: ServedModel, columns: Columns, predictions: list[Any]) -> None:
         """Called once per batch (cheap: deque extends); a new version starts new windows."""
@@ -37,7 +38,9 @@ class DriftMonitor:
             for label, n in Counter(map(str, predictions)).items():
                 m.predicted_class.labels(self.model, label).inc(n)
         else:
-            observe_many(m.prediction_value.labels(model=self.model), predictions)
+            if self._values is None:  # made at the first regression batch: a classifier has no such series
+                self._values = QuickHistogram(m.prediction_value.labels(model=self.model))
+            self._values.observe_many(predictions)
 
     def refresh(self, served: ServedModel | None) -> None:
         """Recompute PSI gauges (on each scrape; O(window) per feature)."""

@@ -8,7 +8,7 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from flywheel.serving.metrics import LATENCY_BUCKETS, VALUE_BUCKETS, QuickHistogram, observe_many, series_value
+from flywheel.serving.metrics import LATENCY_BUCKETS, VALUE_BUCKETS, QuickHistogram, series_value
 
 VALUES = [0.0, 0.0005, 0.00050001, 0.001, 0.3, 5.0, 5.0001, 1e9, math.inf, -1.0, math.nan, 1e-12, 2.5]
 
@@ -55,7 +55,7 @@ def test_observing_a_batch_counts_as_observing_each_value(size: int, buckets: tu
         ours, theirs = CollectorRegistry(), CollectorRegistry()
         a = Histogram("p", "p", ["model"], buckets=buckets, registry=ours).labels("m")
         b = Histogram("p", "p", ["model"], buckets=buckets, registry=theirs).labels("m")
-        observe_many(a, batch)
+        QuickHistogram(a).observe_many(batch)
         for v in batch:
             b.observe(v)
         got = {(s.name, s.labels.get("le")): s.value for m in ours.collect() for s in m.samples}
