@@ -104,8 +104,9 @@ def compare(
 ) -> dict[tuple[str, str], dict[str, float]]:
     """wrk each target at each load; `bodies[target][kind]` with kind 'one' or 'batch'. Prints the table; with
     `open_conns`, each target's open-loop latency at 50% / 80% of its own c=64 req/s (bench/open_loop.py)."""
-    from bench import open_loop
+    from bench import machine, open_loop
 
+    print(machine.describe(), flush=True)  # how steady the CPU is that the figures below come from
     loads = (("1 row, c=1", "one", 1, 1), ("1 row, c=16", "one", 16, 1), ("1 row, c=64", "one", 64, 1),
              ("1000 rows, c=1", "batch", 1, 1000), ("1000 rows, c=4", "batch", 4, 1000))  # fmt: skip
     print(f"\n{'server':16} {'load':>15} {'req/s':>9} {'rows/s':>10} {'p50 ms':>8} {'p99 ms':>9} {'errors':>6}")
@@ -128,6 +129,7 @@ def compare(
         print(f"  {label:>15}: " + ", ".join(parts))
     if open_results:
         open_loop.print_table(open_results, seconds, open_conns)
+    print(machine.describe(), flush=True)
     return results
 
 
