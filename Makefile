@@ -56,7 +56,7 @@ TEST_WORKERS ?= 4
 
 test: venv tools lint ## lint, types and the whole test suite, on $(TEST_WORKERS) workers
 	$(PY) -m compileall -q flywheel app lambdas  # the suite's many processes then load bytecode, not source
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load
 
 up: venv ## run the whole system locally (embedded S3 + SQS, trainer, API replicas, UI, MLflow)
 	$(VENV)/bin/flywheel up

@@ -26,18 +26,13 @@ REGION = "us-east-1"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """How `make test` spreads the suite over pytest-xdist's workers (`--dist loadgroup`): test by test, in this
-    order. The tests marked `slow` or `e2e` (about a minute or more) come first, so that no worker is left alone with
-    a long one at the end. The CDK tests go to one worker together (`xdist_group`): their session fixtures (the
-    synthesized stacks, a jsii runtime) are then built once, not once per worker that draws one of them."""
+    """How `make test` spreads the suite over pytest-xdist's workers (`--dist load`): test by test, in this order.
+    The tests marked `slow` or `e2e` (about a minute or more) come first, so that no worker is left alone with a
+    long one at the end."""
 
     def long(item: pytest.Item) -> bool:
         return any(item.get_closest_marker(m) for m in ("slow", "e2e"))
 
-    cdk = Path(__file__).parent / "cdk"
-    for item in items:
-        if cdk in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("cdk"))
     items.sort(key=lambda item: 0 if long(item) else 1)  # stable: the rest keeps its order
 
 
