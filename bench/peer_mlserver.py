@@ -103,7 +103,8 @@ def compare(
     open_conns: int = 0,
 ) -> dict[tuple[str, str], dict[str, float]]:
     """wrk each target at each load; `bodies[target][kind]` with kind 'one' or 'batch'. Prints the table; with
-    `open_conns`, each target's open-loop latency at 50% / 80% of its own c=64 req/s (bench/open_loop.py)."""
+    `open_conns`, each target's open-loop latency at 50% / 80% of its own c=64 req/s (bench/open_loop.py); before
+    and after, how steady the machine's CPU is (bench/machine.py)."""
     from bench import machine, open_loop
 
     print(machine.describe(), flush=True)  # how steady the CPU is that the figures below come from
