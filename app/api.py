@@ -26,7 +26,7 @@ from starlette.routing import Route
 from app.metrics_server import MetricsServer
 from app.middleware import MODEL_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, GuardMiddleware, MetricsMiddleware, presented_key
 from app.predict_lane import PredictLane
-from app.serve import tune_gc
+from app.server_tuning import tune_gc
 from app.service import Service
 from flywheel.access import api_keys
 from flywheel.errors import FlywheelError
@@ -176,7 +176,7 @@ def create_app(
     """Build one replica. `registry=None` uses a private Prometheus registry (tests); default: the global one.
     `link`: a request worker of an agent (app/worker.py): no S3, no metrics port, no background work here."""
     settings = settings or ServeSettings()  # type: ignore[call-arg]  # bucket from the environment
-    tune_gc()  # app/serve.py: each worker process sets its own
+    tune_gc()  # app/server_tuning.py: each worker process sets its own
     disable_created_metrics()  # the *_created series only add noise to every scrape
     prom = None if registry == "default" else (registry or CollectorRegistry())
     service = Service(settings, None if link is not None else s3 if s3 is not None else s3_client(), prom, link)

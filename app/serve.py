@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from app.server_tuning import UVICORN_OPTIONS, pin_threads
 
 if TYPE_CHECKING:
+    from app.worker_zygote import Zygote
     from flywheel.settings import ServeSettings
 
 log = logging.getLogger(__name__)
-
-
-def pin_threads(threads: int) -> None:
-    """One numeric thread per process by default: with OpenMP threads per request, two cores
-    oversubscribe and throughput collapses (measured 1,600 -> 2 req/s). Must run before numpy loads."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-
-
-#: Collect young objects after 50,000 net allocations instead of 700, the older generations rarely: every request
-#: allocates thousands of short-lived objects that reference counting frees anyway, and a shadow rollout keeps
-#: samples alive long enough to be promoted, so the default thresholds ran full collections that stalled the event
-#: loop (bench/rollout.py, 2 processes, c=64: shadow p99 60-145 ms with the defaults, 28-46 ms with these).
-GC_THRESHOLDS = (50_000, 50, 100)
-
-#: how every API process runs uvicorn (`--in-process`, or each request worker: app/worker.py)
-UVICORN_OPTIONS: dict[str, Any] = {
-    "access_log": False,
-    "proxy_headers": False,  # no client address is used: X-Forwarded-* are not parsed on every request
-    "timeout_graceful_shutdown": 20,  # matches terminationGracePeriodSeconds minus the preStop pause
-    "loop": "uvloop",
-    # httptools, the request head bounded in size and time, a prediction that arrived whole answered from the parser
-    "http": "app.predict_protocol:PredictHttpProtocol",
-}
-
-
-def tune_gc() -> None:
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(host: str, port: int, workers: int, log_level: str = "info", *, in_process: bool = False) -> int:
@@ -82,12 +56,14 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
     from prometheus_client import CollectorRegistry, disable_created_metrics
 
     from app.metrics_server import MetricsServer
+    from app.worker_zygote import ZygoteLost
     from app.workers import WorkerPool
     from flywheel.serving.agent import Agent
     from flywheel.serving.metrics import ServingMetrics
     from flywheel.serving.worker_metrics import merged_registry
     from flywheel.storage import s3_client
 
+    zygote = _fork_zygote()  # first: while this process has one thread and no S3 client
     disable_created_metrics()
     own = CollectorRegistry()
     agent = Agent(settings, s3_client(), ServingMetrics(own), copies=1 + workers)
@@ -104,7 +80,7 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
     except OSError as e:  # as before the agent: a replica whose metrics port is taken still serves
         log.warning("metrics port %d not available (%s): this replica exports no metrics", settings.metrics_port, e)
         metrics = None
-    pool = WorkerPool(agent, listener, workers, metrics_dir, log_level)
+    pool = WorkerPool(zygote, agent, listener, workers, metrics_dir, log_level)
     agent.start()
     pool.start()
     if metrics is not None:
@@ -112,14 +88,37 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
     log.info("serving %s from s3://%s on %s:%d with %d request worker(s) (default %s, pinned=%s, auth %s)",
              settings.serve_models or "every registered model", settings.bucket, host, port, workers,
              settings.model_name, settings.pinned_version, settings.api_auth)  # fmt: skip
+    code = 0
     try:
         while not stop.wait(0.5):
             pool.tend()
+    except ZygoteLost as e:
+        log.error("%s; this replica stops (and is restarted)", e)
+        code = 1
     finally:
         listener.close()  # new connections are refused now, not left in a backlog no worker will accept from
         pool.stop(timeout=25)  # each worker finishes its requests in flight (uvicorn: up to 20 s)
+        zygote.close()
         agent.stop()  # the last captures are written
         if metrics is not None:
             metrics.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    return code
+
+
+def _fork_zygote() -> Zygote:
+    """The process that forks the request workers (app/worker_zygote.py), forked with what a worker imports
+    already imported: each worker starts in milliseconds instead of seconds of CPU."""
+    import gc
+    import importlib
+
+    from app import worker
+    from app.worker_zygote import Zygote
+    from flywheel.serving.fastpath.base import load_compiler
+
+    for name in worker.PRELOAD:
+        importlib.import_module(name)
+    load_compiler()
+    gc.collect()
+    gc.freeze()  # what is imported stays out of the collector's scans: its pages stay shared with the workers
+    return Zygote.start(worker.serve)

@@ -1,4 +1,4 @@
-"""A request worker: started by `flywheel serve` (app/serve.py, app/workers.py), never by hand.
+"""A request worker: forked by `flywheel serve`'s zygote (app/serve.py, app/worker_zygote.py), never run by hand.
 
 It serves the API on the listening socket its agent opened, from what the agent sends over the link it
 inherited (flywheel/serving/relayed.py), and does nothing else: no S3, no polls, no metrics port.
@@ -6,40 +6,34 @@ inherited (flywheel/serving/relayed.py), and does nothing else: no S3, no polls,
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import os
 import signal
 import socket
 
-from flywheel.serving.relay import LINK_FD, LISTEN_FD
+import uvicorn
+
+from app.api import create_app
+from app.server_tuning import UVICORN_OPTIONS
+from flywheel.serving.fleet import pod_name
+from flywheel.serving.relayed import WorkerLink
+from flywheel.serving.worker_metrics import defer_worker_values
+from flywheel.settings import ServeSettings
+
+#: what a worker imports beyond this module, imported by the agent before it forks the zygote so that every worker
+#: starts with them loaded: scikit-learn's estimators (for the models it unpickles) and uvicorn's parts
+PRELOAD = ("flywheel.training.pipelines", "uvicorn.loops.uvloop", "uvicorn.lifespan.on", "app.predict_protocol")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args()
-    listen_fd, link_fd = int(os.environ.pop(LISTEN_FD)), int(os.environ.pop(LINK_FD))
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    import uvicorn
-
-    from app.api import create_app
-    from app.serve import UVICORN_OPTIONS
-    from flywheel.serving.fleet import pod_name
-    from flywheel.serving.relayed import WorkerLink
-    from flywheel.serving.worker_metrics import defer_worker_values
-    from flywheel.settings import ServeSettings
-
+def serve(listen_fd: int, link_fd: int, log_level: str) -> int:
+    """Serve the API on `listen_fd` from what the agent sends over `link_fd`, until SIGTERM or the agent is gone."""
     write_metrics = defer_worker_values()  # before the first metric is created
     settings = ServeSettings()  # type: ignore[call-arg]
     link = WorkerLink(socket.socket(fileno=link_fd), pod_name(), settings.rollout_publish_seconds)
     app = create_app(settings, link=link)
-    config = uvicorn.Config(app, log_level=args.log_level, **UVICORN_OPTIONS)
+    config = uvicorn.Config(app, log_level=log_level, **UVICORN_OPTIONS)
     server = uvicorn.Server(config)
 
-    async def serve() -> None:
+    async def run() -> None:
         async def agent_gone() -> None:
             await link.closed.wait()
             server.should_exit = True  # no agent: nothing would reload, capture or publish; drain and exit
@@ -55,10 +49,6 @@ def main() -> int:
     # default handler the process would die there, before its last metric changes are written below
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop, as uvicorn.run would
-        runner.run(serve())
+        runner.run(run())
     write_metrics()  # the last changes reach the files the agent reads
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,29 +1,26 @@
 """`flywheel serve`'s request workers: N processes on the listening socket this process opened, each linked to
 the agent (flywheel/serving/agent.py) by a socket pair; one that dies is started again, with backoff.
 
-Workers are spawned, not forked: the agent runs threads, and a fork copies them mid-lock. Each dies with this
-process (PR_SET_PDEATHSIG) and writes its metrics to the multiprocess directory the agent's /metrics reads.
+Workers are forked by the zygote (app/worker_zygote.py), never by the agent itself: the agent runs threads, and a
+fork copies them mid-lock. Each dies with the zygote, which dies with this process (PR_SET_PDEATHSIG), and writes
+its metrics to the multiprocess directory the agent's /metrics reads.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from flywheel.child_processes import die_with_parent
+from app.worker_zygote import Worker, Zygote, ZygoteLost
 from flywheel.serving import relay
 from flywheel.serving.agent import Agent
-from flywheel.serving.relay import LINK_FD, LISTEN_FD
-from flywheel.serving.worker_metrics import DIRECTORY_VARIABLE
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 30.0
@@ -31,33 +28,31 @@ MAX_BACKOFF_SECONDS = 30.0
 
 @dataclass
 class _Slot:
-    process: subprocess.Popen[bytes] | None = None
+    process: Worker | None = None
     started: float = 0.0
     failures: int = 0
     next_start: float = 0.0
 
 
 class WorkerPool:
-    def __init__(self, agent: Agent, listener: socket.socket, count: int, metrics_dir: str, log_level: str) -> None:
-        self.agent, self.listener, self.metrics_dir, self.log_level = agent, listener, metrics_dir, log_level
+    def __init__(
+        self, zygote: Zygote, agent: Agent, listener: socket.socket, count: int, metrics_dir: str, log_level: str
+    ) -> None:
+        self.zygote, self.agent, self.listener = zygote, agent, listener
+        self.metrics_dir, self.log_level = metrics_dir, log_level
         self.slots = [_Slot() for _ in range(count)]
         self._lock = threading.Lock()
         agent.on_lost = self._lost
 
     def _spawn(self, wid: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # no AWS credentials: a worker never calls AWS (its agent does), so a worker running a client's request
-        # holds no key to the bucket in its environment
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update({DIRECTORY_VARIABLE: self.metrics_dir, LISTEN_FD: str(self.listener.fileno()),
-                    LINK_FD: str(theirs.fileno())})  # fmt: skip
-        process = subprocess.Popen(  # this interpreter, this package's own module
-            [sys.executable, "-m", "app.worker", "--log-level", self.log_level],
-            env=env,
-            pass_fds=(self.listener.fileno(), theirs.fileno()),
-            preexec_fn=die_with_parent(),  # prctl only: no lock is taken in the child
-        )
-        theirs.close()
+        try:
+            process = self.zygote.spawn(self.listener.fileno(), theirs.fileno(), self.metrics_dir, self.log_level)
+        except ZygoteLost:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         slot = self.slots[wid]
         slot.process, slot.started = process, time.monotonic()
         self.agent.attach(process.pid, relay.BlockingLink(ours))  # by pid: a restarted worker is another
@@ -75,7 +70,9 @@ class WorkerPool:
                 process.terminate()
 
     def tend(self) -> None:
-        """Start again each worker that exited (backoff while they keep dying young)."""
+        """Start again each worker that exited (backoff while they keep dying young). Raises `ZygoteLost` when no
+        worker can be started any more."""
+        self.zygote.check()
         now = time.monotonic()
         for wid, slot in enumerate(self.slots):
             process = slot.process

@@ -40,7 +40,7 @@ PROTOCOLS = {
 
 
 def start(bucket: str, port: int, http: str) -> subprocess.Popen[bytes]:
-    code = ("from app.serve import pin_threads; pin_threads(1); import uvicorn; "
+    code = ("from app.server_tuning import pin_threads; pin_threads(1); import uvicorn; "
             f"uvicorn.run('app.api:create_app', factory=True, host='127.0.0.1', port={port}, log_level='warning', "
             f"access_log=False, loop='uvloop', http={http!r})")  # fmt: skip
     env = {**os.environ, "FLYWHEEL_BUCKET": bucket, "FLYWHEEL_API_AUTH": "off",

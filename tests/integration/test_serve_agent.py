@@ -28,17 +28,21 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def zygotes(replica: Replica) -> list[int]:
+    """The replica's worker zygote (app/worker_zygote.py), the agent's child that forks the workers: [] or one."""
+    return [pid for pid in children(replica.proc.pid) if _comm(pid) == "flywheel-zygote" and _state(pid) != b"Z"]
+
+
 def workers(replica: Replica) -> list[int]:
     """The replica's live request workers (a worker that has just exited, or is a zombie, is not listed)."""
-    found = []
-    for pid in children(replica.proc.pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"app.worker" in cmdline:
-            found.append(pid)
-    return found
+    return [p for z in zygotes(replica) for p in children(z) if _comm(p) == "flywheel-worker" and _state(p) != b"Z"]
 
 
 def _one_other_than(gone: int, live: list[int]) -> bool:
@@ -112,3 +116,33 @@ def _state(pid: int) -> bytes:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
     except OSError:
         return b"Z"
+
+
+def test_workers_hold_no_aws_credentials(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    """A worker is forked from the agent's zygote, yet no AWS_* value is in its environment: neither in what
+    /proc shows (the agent's exec-time block, copied by the fork) nor in os.environ."""
+    secret = "the-agents-own-" + os.urandom(8).hex()  # moto takes any key
+    api = start_replica(stack.bucket, moto_endpoint, AWS_SECRET_ACCESS_KEY=secret)
+    wait_for(lambda: len(workers(api)) == 1, 30, what="a worker")
+    (worker,) = workers(api)
+    assert f"AWS_SECRET_ACCESS_KEY={secret}".encode() in Path(f"/proc/{api.proc.pid}/environ").read_bytes()
+    wait_for(lambda: b"AWS_SECRET_ACCESS_KEY=x" in Path(f"/proc/{worker}/environ").read_bytes(), 10,
+             what="the worker's copy blanked")  # fmt: skip
+    assert secret.encode() not in Path(f"/proc/{worker}/environ").read_bytes()
+
+
+def test_a_replica_whose_zygote_dies_stops_with_the_reason(
+    stack: Stack, moto_endpoint: str, start_replica: Callable[..., Replica]
+) -> None:
+    """Without its zygote no worker could be started again: the replica stops (exit 1, the reason in its log) so
+    that Kubernetes restarts it, and its workers go with it."""
+    api = start_replica(stack.bucket, moto_endpoint)
+    wait_for(lambda: len(workers(api)) == 1, 30, what="a worker")
+    (worker,) = workers(api)
+    (forker,) = zygotes(api)
+    os.kill(forker, signal.SIGKILL)
+    assert api.proc.wait(30) == 1
+    assert "worker zygote" in api.output() and "this replica stops" in api.output()
+    wait_for(lambda: not Path(f"/proc/{worker}").exists() or b"Z" in _state(worker), 30, what="the worker gone")

@@ -52,6 +52,14 @@ def cache_dir() -> str:
     return os.environ.get("NUMBA_CACHE_DIR") or str(Path(__file__).parent / "__pycache__")
 
 
+def load_compiler() -> None:
+    """Import numba now: a process that forks request workers (app/worker_zygote.py) starts each with it loaded."""
+    cache_dir()  # before numba reads its configuration
+    import numba
+
+    del numba
+
+
 def kernel(fn: Callable[..., None]) -> Callable[[], Callable[..., None]]:
     """A getter for `fn` compiled with numba (nogil, cached), compiled on first use, not at import."""
     compiled: list[Callable[..., None]] = []

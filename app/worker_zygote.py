@@ -1,0 +1,290 @@
+"""The fork server that starts `flywheel serve`'s request workers (docs/serving.md, "Starting a worker").
+
+The agent forks it once, at start-up, after importing what a worker needs and before it starts a thread or makes
+an S3 client. A new worker is then a fork of this single-threaded process, ready in milliseconds with the imports
+shared, instead of a new interpreter that spends seconds of CPU importing scikit-learn beside the workers that
+serve. The zygote waits for the agent's requests (over a socket pair: the listening socket and the worker's link
+come with each), forks, hands back the worker's pid and a pidfd, and reports each exit status. It dies with the
+agent, and each worker with it (PR_SET_PDEATHSIG: SIGTERM, as the agent would stop it).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # <linux/prctl.h>
+_MESSAGE = 4096
+#: the exit status of a worker whose zygote died before reporting it
+UNKNOWN_EXIT = 255
+_FD = array.array("i")
+
+
+class ZygoteLost(RuntimeError):
+    """The zygote exited: no worker can be started again (the replica stops, and Kubernetes restarts it)."""
+
+
+def _prctl(option: int, value: int | bytes) -> None:
+    if ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl")
+
+
+def _die_with_parent(parent: int, sig: signal.Signals) -> None:
+    _prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:  # the parent died between the fork and prctl: no signal would come
+        os._exit(1)
+
+
+class Worker:
+    """One forked request worker, as the agent sees it: `subprocess.Popen`'s calls the pool uses. It is the
+    zygote's child, so its exit status comes from the zygote; signals go through a pidfd, never to a reused pid."""
+
+    def __init__(self, zygote: Zygote, pid: int, pidfd: int) -> None:
+        self.zygote, self.pid, self._pidfd = zygote, pid, pidfd
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.zygote.exit_code(self.pid)
+            if self.returncode is None and self.zygote.lost and select.select([self._pidfd], [], [], 0)[0]:
+                self.returncode = UNKNOWN_EXIT  # it exited (its pidfd says), and no zygote will say how
+            if self.returncode is not None:
+                os.close(self._pidfd)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # exited; its status is on its way
+                signal.pidfd_send_signal(self._pidfd, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"request worker {self.pid}", timeout)
+            time.sleep(0.02)
+        return code
+
+
+class Zygote:
+    """The agent's end: `start()` forks the zygote (call it while this process has one thread), `spawn()` a
+    worker, `close()` at the end (the zygote exits when its last worker has)."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid, self._sock = pid, sock
+        self._lock = threading.Lock()
+        self._exits: dict[int, int] = {}
+        self.lost = False
+
+    @classmethod
+    def start(cls, worker: Callable[[int, int, str], int]) -> Zygote:
+        """Fork the zygote; `worker(listen_fd, link_fd, log_level)` is what each forked worker runs."""
+        threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        if threads:  # a fork copies no thread but the caller, and any lock they held stays held in the child
+            raise RuntimeError(f"the worker zygote must be forked before any thread starts; running: {threads}")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        agent = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the zygote
+            code = 1
+            try:
+                ours.close()
+                _die_with_parent(agent, signal.SIGKILL)  # it holds nothing: its workers get SIGTERM from its death
+                code = _serve_forks(theirs, worker)
+            except BaseException:  # a child of a fork never returns into the agent's code
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    def spawn(self, listen_fd: int, link_fd: int, metrics_dir: str, log_level: str) -> Worker:
+        request = json.dumps({"metrics_dir": metrics_dir, "log_level": log_level}).encode()
+        with self._lock:
+            try:
+                socket.send_fds(self._sock, [request], [listen_fd, link_fd])
+                while True:
+                    message, fds = self._receive(block=True)
+                    if "pid" in message:
+                        return Worker(self, message["pid"], fds[0])
+            except (OSError, ZygoteLost) as e:
+                self.lost = True
+                raise ZygoteLost(f"the worker zygote (pid {self.pid}) is gone: {e}") from e
+
+    def exit_code(self, pid: int) -> int | None:
+        """`pid`'s exit status (as `Popen.returncode`: -N for signal N) once the zygote has reaped it."""
+        with self._lock:
+            self._drain()
+            return self._exits.get(pid)
+
+    def check(self) -> None:
+        """Raise `ZygoteLost` if the zygote has exited."""
+        with self._lock:
+            self._drain()
+        if self.lost:
+            raise ZygoteLost(f"the worker zygote (pid {self.pid}) exited: no request worker can be started")
+
+    def _drain(self) -> None:
+        if not self.lost:
+            try:
+                while self._receive(block=False)[0]:
+                    pass
+            except (OSError, ZygoteLost):
+                self.lost = True
+
+    def _receive(self, block: bool) -> tuple[dict[str, int], list[int]]:
+        """One message ({} when none is waiting), exits recorded on the way."""
+        try:
+            data, fds = _receive_fds(self._sock, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return {}, []
+        if not data:
+            raise ZygoteLost("closed its end")
+        message = json.loads(data)
+        if "exit" in message:
+            self._exits[message["exit"]] = message["code"]
+        return message, fds
+
+    def close(self, timeout: float = 10) -> None:
+        """The zygote exits once its workers have (stop them first); it is killed after `timeout`."""
+        self._sock.close()
+        deadline = time.monotonic() + timeout
+        while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() >= deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                return
+            time.sleep(0.02)
+
+
+def _serve_forks(sock: socket.socket, worker: Callable[[int, int, str], int]) -> int:
+    """The zygote's loop: fork a worker per request, report each exit; return when the agent has closed its end
+    and the last worker has exited."""
+    me = os.getpid()
+    _prctl(PR_SET_NAME, b"flywheel-zygote")
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the agent decides (it closes its end, or dies)
+        signal.signal(sig, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wake-up byte is written
+    children: set[int] = set()
+    open_ = True
+    while open_ or children:
+        ready, _, _ = select.select([sock.fileno(), wake_r] if open_ else [wake_r], [], [], 1.0)
+        if wake_r in ready:
+            while os.read(wake_r, 512) == 512:
+                pass
+        for pid, code in _reaped():
+            children.discard(pid)
+            if open_:
+                _send(sock, {"exit": pid, "code": code})
+        if sock.fileno() in ready:
+            data, fds = _receive_fds(sock, 0)
+            if not data:
+                open_ = False
+                continue
+            request = json.loads(data)
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                os.close(wake_r)
+                os.close(wake_w)
+                _run_worker(me, fds, request, worker)  # never returns
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            pidfd = os.pidfd_open(pid)  # before it can be reaped: signals through it never reach a reused pid
+            try:
+                _send(sock, {"pid": pid}, [pidfd])
+            finally:
+                os.close(pidfd)
+    return 0
+
+
+def _forget_aws_environment() -> None:
+    """No AWS credentials in a worker: it never calls AWS (its agent does, with a client made after the zygote was
+    forked). The AWS_* variables leave its environment, and their values are blanked where the agent's exec left
+    them (what /proc/<pid>/environ shows, and what this fork copied)."""
+    environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
+    i = 0
+    while (address := environ[i]) is not None:
+        entry = ctypes.string_at(address)
+        if entry.startswith(b"AWS_") and b"=" in entry:
+            start = entry.index(b"=") + 1
+            ctypes.memset(address + start, ord("x"), len(entry) - start)
+        i += 1
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]
+
+
+def _receive_fds(sock: socket.socket, flags: int) -> tuple[bytes, list[int]]:
+    """One message and the descriptors it carries (`socket.recv_fds` ignores its flags before Python 3.12)."""
+    data, ancillary, _, _ = sock.recvmsg(_MESSAGE, socket.CMSG_SPACE(2 * _FD.itemsize), flags)
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
+
+
+def _reaped() -> list[tuple[int, int]]:
+    done = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        done.append((pid, os.waitstatus_to_exitcode(status)))
+    return done
+
+
+def _send(sock: socket.socket, message: dict[str, int], fds: Sequence[int] = ()) -> None:
+    with contextlib.suppress(OSError):  # the agent is gone: its death signal is on its way
+        socket.send_fds(sock, [json.dumps(message).encode()], list(fds))
+
+
+def _run_worker(zygote: int, fds: list[int], request: dict[str, str], worker: Callable[[int, int, str], int]) -> None:
+    """The forked worker: its own signals, name and environment, then `worker`; exits with its code."""
+    from flywheel.serving.worker_metrics import DIRECTORY_VARIABLE
+
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        _die_with_parent(zygote, signal.SIGTERM)
+        _prctl(PR_SET_NAME, b"flywheel-worker")
+        _forget_aws_environment()
+        os.environ[DIRECTORY_VARIABLE] = request["metrics_dir"]
+        code = worker(fds[0], fds[1], request["log_level"])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # a fork's child never returns into the zygote's loop
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
