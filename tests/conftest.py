@@ -21,6 +21,8 @@ import boto3
 import httpx
 import pytest
 
+from tests import loopback
+
 REGION = "us-east-1"
 
 
@@ -194,7 +196,7 @@ class MlflowServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                if loopback.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from tests import loopback
 from tests.conftest import free_port, free_port_range
 from tests.integration.conftest import wait_for
 
@@ -125,7 +126,7 @@ class Up:
         versions = []
         for url in self.apis:
             try:
-                r = httpx.get(url + "/readyz", timeout=2, headers=self.auth)  # which version: for a key only
+                r = loopback.get(url + "/readyz", timeout=2, headers=self.auth)  # which version: for a key only
                 versions.append(r.json().get("model_version") if r.status_code == 200 else None)
             except httpx.HTTPError:
                 versions.append(None)

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from tests.e2e.stack_harness import Up
 from tests.helpers import eventually
 from tests.integration.conftest import wait_for
@@ -38,10 +39,10 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
     up.start()
     assert up.served() == [1, 1]
     # a probe without a key learns ready or not, nothing of what is served
-    assert [httpx.get(url + "/readyz", timeout=5).json() for url in up.apis] == [{"ready": True}] * 2
+    assert [loopback.get(url + "/readyz", timeout=5).json() for url in up.apis] == [{"ready": True}] * 2
     for url in up.apis:  # both models, served by every replica
-        assert httpx.get(url + "/v1/models", timeout=5).status_code == 401  # keys checked, as in the cloud
-        listing = httpx.get(url + "/v1/models", timeout=5, headers=up.auth).json()
+        assert loopback.get(url + "/v1/models", timeout=5).status_code == 401  # keys checked, as in the cloud
+        listing = loopback.get(url + "/v1/models", timeout=5, headers=up.auth).json()
         assert listing["default"] == "savings"
         assert {(m["name"], m["version"], m["ready"]) for m in listing["models"]} == {
             ("savings", 1, True), ("churn", 1, True)

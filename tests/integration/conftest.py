@@ -17,6 +17,7 @@ import pytest
 from flywheel.jobs.retrain import retrain
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack, free_port
 from tests.helpers import csv_bytes, wait_for
 
@@ -51,7 +52,7 @@ METRICS_URLS: dict[str, str] = {}
 
 def metrics_text(url: str) -> str:
     """The exposition of replica `url` (its API URL or its metrics URL)."""
-    return httpx.get(METRICS_URLS.get(url, url) + "/metrics", timeout=5).text
+    return loopback.get(METRICS_URLS.get(url, url) + "/metrics", timeout=5).text
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -65,7 +66,7 @@ def metric(url: str, name: str, **labels: str) -> float:
 
 
 def predict(url: str, instances: list[dict[str, Any]]) -> httpx.Response:
-    return httpx.post(url + "/v1/predict", json={"instances": instances}, timeout=10)
+    return loopback.post(url + "/v1/predict", json={"instances": instances}, timeout=10)
 
 
 def serving_version(url: str, key: str | None = None) -> int | None:
@@ -74,7 +75,7 @@ def serving_version(url: str, key: str | None = None) -> int | None:
     names the version only to a valid `key`."""
     headers = {"Authorization": f"Bearer {key}"} if key else None
     try:
-        r = httpx.get(url + "/readyz", timeout=10, headers=headers)
+        r = loopback.get(url + "/readyz", timeout=10, headers=headers)
     except httpx.TimeoutException:
         return None
     return r.json().get("model_version") if r.status_code == 200 else None
@@ -82,7 +83,7 @@ def serving_version(url: str, key: str | None = None) -> int | None:
 
 def get_status(url: str) -> int:
     try:
-        return httpx.get(url, timeout=10).status_code
+        return loopback.get(url, timeout=10).status_code
     except httpx.HTTPError:
         return 0
 
@@ -147,8 +148,8 @@ def api_replicas(stack: Stack, moto_endpoint: str, start_replica: Callable[..., 
         wait_for(lambda r=r: get_status(r.url + "/readyz") == 200, 30, what="readyz")
         for i in range(20):
             body = {"instances": [{**row, "income": 3000 + 100 * i}]}
-            assert httpx.post(r.url + "/v1/predict", json=body, timeout=5).status_code == 200
-        httpx.post(r.url + "/v1/predict", json={"instances": [{**row, "age": 5}]}, timeout=5)  # a 4xx too
+            assert loopback.post(r.url + "/v1/predict", json=body, timeout=5).status_code == 200
+        loopback.post(r.url + "/v1/predict", json={"instances": [{**row, "age": 5}]}, timeout=5)  # a 4xx too
     return [r.url for r in replicas]
 
 

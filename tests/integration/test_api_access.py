@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 
 from flywheel.access import api_keys
 from flywheel.errors import FlywheelError
+from tests import loopback
 from tests.conftest import REGION, Stack
 from tests.helpers import eventually
 from tests.integration.conftest import ROOT, ROW, Replica, metric, serving_version, train, wait_for
@@ -48,7 +48,7 @@ def keyed(
     api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_API_AUTH="api-keys", FLYWHEEL_API_KEYS_FILE=str(store),
                         FLYWHEEL_API_KEYS_REFRESH_SECONDS="0.3")  # fmt: skip
     # no key exists yet: ready is all /readyz says (v1 is the only version there is)
-    wait_for(lambda: httpx.get(api.url + "/readyz", timeout=10).status_code == 200, 60, what="ready")
+    wait_for(lambda: loopback.get(api.url + "/readyz", timeout=10).status_code == 200, 60, what="ready")
     return api, store
 
 
@@ -56,37 +56,41 @@ def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
     api, store = keyed
     body = {"instances": [ROW]}
     # the health probes stay open; everything else needs a key
-    assert httpx.get(api.url + "/healthz").status_code == 200 and httpx.get(api.url + "/readyz").status_code == 200
-    anonymous = httpx.post(api.url + "/v1/predict", json=body)
+    assert (
+        loopback.get(api.url + "/healthz").status_code == 200 and loopback.get(api.url + "/readyz").status_code == 200
+    )
+    anonymous = loopback.post(api.url + "/v1/predict", json=body)
     assert anonymous.status_code == 401 and "API key" in anonymous.json()["error"]
     assert anonymous.headers["www-authenticate"].startswith("Bearer")
-    assert httpx.post(api.url + "/v1/predict", json=body, headers=_bearer("fwk_nope_" + "x" * 40)).status_code == 401
-    assert httpx.get(api.url + "/v2/models/savings").status_code == 401
+    assert loopback.post(api.url + "/v1/predict", json=body, headers=_bearer("fwk_nope_" + "x" * 40)).status_code == 401
+    assert loopback.get(api.url + "/v2/models/savings").status_code == 401
 
     client = _create(["--file", str(store)], "checkout-service")
     operator = _create(["--file", str(store)], "alice", role="operator")
     assert client not in store.read_text() and api_keys.digest(client) in store.read_text()  # only hashes kept
     for key in (client, operator):  # both accepted after a reload (a reload may fall between the two writes)
-        wait_for(lambda key=key: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(key)).status_code
+        wait_for(lambda key=key: loopback.post(api.url + "/v1/predict", json=body, headers=_bearer(key)).status_code
                  == 200, 60, what="the new key accepted after a reload")  # fmt: skip
-    assert httpx.post(api.url + "/v1/predict", json=body, headers={"X-API-Key": client}).status_code == 200
+    assert loopback.post(api.url + "/v1/predict", json=body, headers={"X-API-Key": client}).status_code == 200
     # a slash too many is redirected only for a valid key, as when the key check ran before the router
-    assert httpx.post(api.url + "/v1/predict/", json=body).status_code == 401
-    assert httpx.post(api.url + "/v1/predict/", json=body, headers=_bearer("fwk_nope_" + "x" * 40)).status_code == 401
-    moved = httpx.post(api.url + "/v1/models/savings/predict/", json=body, headers=_bearer(client))
+    assert loopback.post(api.url + "/v1/predict/", json=body).status_code == 401
+    assert (
+        loopback.post(api.url + "/v1/predict/", json=body, headers=_bearer("fwk_nope_" + "x" * 40)).status_code == 401
+    )
+    moved = loopback.post(api.url + "/v1/models/savings/predict/", json=body, headers=_bearer(client))
     assert moved.status_code == 307 and moved.headers["location"] == "/v1/models/savings/predict"
     # /readyz: ready or not for anyone (the probe), what is served only for a key
-    assert httpx.get(api.url + "/readyz").json() == {"ready": True}
-    detail = httpx.get(api.url + "/readyz", headers=_bearer(client)).json()
+    assert loopback.get(api.url + "/readyz").json() == {"ready": True}
+    detail = loopback.get(api.url + "/readyz", headers=_bearer(client)).json()
     assert detail["ready"] and detail["model_version"] == 1 and "savings" in str(detail)
     # a client sees what it needs of the model; an operator sees the whole manifest
-    public = httpx.get(api.url + "/v1/model", headers=_bearer(client)).json()["manifest"]
+    public = loopback.get(api.url + "/v1/model", headers=_bearer(client)).json()["manifest"]
     assert public["schema"]["target"] and public["metrics"] and public["version"] == 1
     assert not {"golden", "data", "gate", "resources"} & set(public), sorted(public)
-    full = httpx.get(api.url + "/v1/models/savings", headers=_bearer(operator)).json()["manifest"]
+    full = loopback.get(api.url + "/v1/models/savings", headers=_bearer(operator)).json()["manifest"]
     assert full["golden"]["inputs"] and full["data"]["batches"]
     # /metrics is not on the API port, with or without a key; it is on the metrics port
-    assert httpx.get(api.url + "/metrics", headers=_bearer(client)).status_code == 404
+    assert loopback.get(api.url + "/metrics", headers=_bearer(client)).status_code == 404
     eventually(lambda: metric(api.url, "flywheel_http_requests_rejected_total", reason="unauthenticated"),
                lambda n: n >= 3, 10, what="3 unauthenticated requests counted")  # fmt: skip
 
@@ -94,9 +98,9 @@ def test_keys_roles_and_revocation(keyed: tuple[Replica, Path]) -> None:
     assert "checkout-service" in listed.stdout and client not in listed.stdout
     key_id = client.split("_")[1]
     assert _cli("revoke", key_id, "--file", str(store)).returncode == 0
-    wait_for(lambda: httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(client)).status_code == 401, 60,
+    wait_for(lambda: loopback.post(api.url + "/v1/predict", json=body, headers=_bearer(client)).status_code == 401, 60,
              what="the revoked key refused")  # fmt: skip
-    assert httpx.post(api.url + "/v1/predict", json=body, headers=_bearer(operator)).status_code == 200
+    assert loopback.post(api.url + "/v1/predict", json=body, headers=_bearer(operator)).status_code == 200
     unknown = _cli("revoke", key_id, "--file", str(store))
     assert unknown.returncode == 2 and key_id in unknown.stderr
 
@@ -111,7 +115,7 @@ def test_over_the_concurrency_limit_gets_429_not_a_crash(
     statuses: list[int] = []
 
     def send() -> None:
-        statuses.append(httpx.post(api.url + "/v1/predict", json=big, timeout=60).status_code)
+        statuses.append(loopback.post(api.url + "/v1/predict", json=big, timeout=60).status_code)
 
     senders = [threading.Thread(target=send) for _ in range(8)]
     for t in senders:
@@ -122,9 +126,9 @@ def test_over_the_concurrency_limit_gets_429_not_a_crash(
     assert statuses.count(200) >= 2
     refused = metric(api.url, "flywheel_http_requests_rejected_total", reason="overloaded")
     assert refused == statuses.count(429)
-    shed = httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, timeout=10)
+    shed = loopback.post(api.url + "/v1/predict", json={"instances": [ROW]}, timeout=10)
     assert shed.status_code == 200  # the replica is fine once the burst is over
-    assert httpx.get(api.url + "/healthz").status_code == 200
+    assert loopback.get(api.url + "/healthz").status_code == 200
 
 
 def test_secrets_manager_store_service_key_and_smoke_test(
@@ -139,11 +143,11 @@ def test_secrets_manager_store_service_key_and_smoke_test(
            "FLYWHEEL_API_SERVICE_KEY_SECRET_IDS": service, "FLYWHEEL_API_KEYS_REFRESH_SECONDS": "0.3"}  # fmt: skip
     api = start_replica(stack.bucket, moto_endpoint, **env)
     wait_for(lambda: serving_version(api.url, ui_key) == 1, 60, what="v1")
-    assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=_bearer(ui_key)).status_code == 200
+    assert loopback.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=_bearer(ui_key)).status_code == 200
 
     key = _create(["--secret-id", store], "smoke-test")
     assert api_keys.digest(key) in sm.get_secret_value(SecretId=store)["SecretString"]
-    wait_for(lambda: httpx.get(api.url + "/v1/model", headers=_bearer(key)).status_code == 200, 60, what="new key")
+    wait_for(lambda: loopback.get(api.url + "/v1/model", headers=_bearer(key)).status_code == 200, 60, what="new key")
 
     smoke = [sys.executable, str(ROOT / "scripts" / "smoke_test.py"), "--api", api.url, "--timeout", "10"]
     without = subprocess.run(smoke, capture_output=True, text=True, timeout=60, check=False)

@@ -9,12 +9,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from flywheel.feedback.captures import read
 from flywheel.jobs.retrain import retrain
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack, free_port
 from tests.helpers import csv_bytes, eventually
 from tests.integration.conftest import ROW, Replica, get_status, metric, predict, serving_version, train, wait_for
@@ -34,12 +33,12 @@ def test_ids_are_returned_and_captures_hold_what_clients_got(
     api = start_replica(stack.bucket, moto_endpoint, **FAST)
     wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     rows = [{**ROW, "income": 3000.0 + 100 * i, "credit_score": None if i == 1 else 700} for i in range(3)]
-    mine = httpx.post(api.url + "/v1/predict", json={"instances": rows, "ids": ["order-1", "order-2", "order:3"]},
+    mine = loopback.post(api.url + "/v1/predict", json={"instances": rows, "ids": ["order-1", "order-2", "order:3"]},
                       timeout=10).json()  # fmt: skip
     assert mine["ids"] == ["order-1", "order-2", "order:3"]
     made = predict(api.url, [ROW]).json()
     assert len(made["ids"]) == 1 and len(made["ids"][0]) == 32
-    v2 = httpx.post(api.url + "/v2/models/savings/infer", timeout=10, json={
+    v2 = loopback.post(api.url + "/v2/models/savings/infer", timeout=10, json={
         "inputs": [{"name": k, "shape": [1], "datatype": "BYTES" if k == "region" else "FP64", "data": [v]}
                    for k, v in ROW.items()],
         "parameters": {"ids": ["v2-a"]}}).json()  # fmt: skip
@@ -72,7 +71,7 @@ def test_bad_ids_are_refused_naming_the_field(
     api = start_replica(stack.bucket, moto_endpoint, **FAST)
     wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     for ids, message in BAD_IDS:
-        r = httpx.post(api.url + "/v1/predict", json={"instances": [ROW, ROW], "ids": ids}, timeout=10)
+        r = loopback.post(api.url + "/v1/predict", json={"instances": [ROW, ROW], "ids": ids}, timeout=10)
         assert r.status_code == 422 and r.json()["field"] == "ids", (ids, r.text)
         assert re.search(message, r.json()["error"]), r.json()
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from flywheel.access import api_keys
@@ -23,6 +22,7 @@ from flywheel.registry.store import Registry
 from flywheel.release import rollout_actions
 from flywheel.release.rollout_state import Thresholds
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack, free_port
 from tests.helpers import eventually, wait_for
 from tests.integration.conftest import Replica, metric, train
@@ -56,7 +56,7 @@ def canary(
                           thresholds=Thresholds(min_requests=10, min_seconds=0))  # fmt: skip
 
     def rollout() -> dict[str, Any]:
-        r = httpx.get(api.url + "/v1/models/savings", headers={"Authorization": f"Bearer {operator}"}, timeout=10)
+        r = loopback.get(api.url + "/v1/models/savings", headers={"Authorization": f"Bearer {operator}"}, timeout=10)
         return (r.json().get("rollout") if r.status_code == 200 else None) or {}
 
     wait_for(lambda: rollout().get("candidate") == candidate, 90, what="the candidate loaded")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,6 +19,7 @@ from flywheel.serving.host import ModelHost
 from flywheel.serving.metrics import ServingMetrics
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack
 from tests.helpers import csv_bytes, eventually
 from tests.integration.conftest import ROW, Replica, metric, serving_version, wait_for
@@ -53,7 +53,7 @@ def test_a_replica_serves_through_the_fast_path_exactly_what_the_pipeline_comput
     _train_hgb(stack)
     api = start_replica(stack.bucket, moto_endpoint)
     wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
-    described = httpx.get(api.url + "/v1/models/savings", timeout=5).json()
+    described = loopback.get(api.url + "/v1/models/savings", timeout=5).json()
     assert described["serving_path"] == "fast", described
     assert "identical on" in described["fast_path"]
     # the gauge is set just after the swap that /readyz already sees
@@ -67,13 +67,13 @@ def test_a_replica_serves_through_the_fast_path_exactly_what_the_pipeline_comput
     expected = model.predict(pd.DataFrame(rows)).tolist()
     got: list[float] = []
     for i in range(0, len(rows), 50):  # small requests take the inline fast path; 50-row ones too
-        r = httpx.post(api.url + "/v1/predict", json={"instances": rows[i : i + 50]}, timeout=10)
+        r = loopback.post(api.url + "/v1/predict", json={"instances": rows[i : i + 50]}, timeout=10)
         assert r.status_code == 200, r.text
         got.extend(r.json()["predictions"])
-    big = httpx.post(api.url + "/v1/predict", json={"instances": rows * 4}, timeout=10)  # the predict thread
+    big = loopback.post(api.url + "/v1/predict", json={"instances": rows * 4}, timeout=10)  # the predict thread
     assert got == expected  # bitwise: JSON floats round-trip exactly
     assert big.json()["predictions"] == expected * 4
-    one = httpx.post(api.url + "/v1/predict", json={"instances": [rows[3]]}, timeout=10).json()
+    one = loopback.post(api.url + "/v1/predict", json={"instances": [rows[3]]}, timeout=10).json()
     assert one["predictions"] == [expected[3]] and one["model_version"] == 1
 
 

@@ -8,13 +8,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from flywheel.jobs.retrain import retrain
 from flywheel.registry.store import Registry
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack, free_port
 from tests.helpers import csv_bytes, eventually
 from tests.integration.conftest import ROW, Replica, get_status, metric, predict, serving_version, train, wait_for
@@ -101,4 +101,4 @@ def test_pinned_version(stack: Stack, moto_endpoint: str, start_replica: Callabl
     train(stack, seed=2, drift=1.0)
     api = start_replica(stack.bucket, moto_endpoint, FLYWHEEL_PINNED_VERSION="1")
     wait_for(lambda: serving_version(api.url) == 1, 60, what="pinned v1")
-    assert httpx.get(api.url + "/v1/model", timeout=5).json()["source"] == "pinned"
+    assert loopback.get(api.url + "/v1/model", timeout=5).json()["source"] == "pinned"

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import orjson
 
+from tests import loopback
 from tests.conftest import Stack
 from tests.integration.conftest import ROW, Replica, predict, serving_version, train, wait_for
 
@@ -127,11 +127,11 @@ def test_a_body_in_later_reads_and_closing_connections(
     for path, target in (("/v1/models/savings/predict/?trace=1", "/v1/models/savings/predict?trace=1"),
                          ("/v2/models/savings/infer/", "/v2/models/savings/infer")):  # fmt: skip
         body = {"inputs": V2_INPUTS} if path.startswith("/v2") else {"instances": [ROW]}
-        moved = httpx.post(api.url + path, json=body, timeout=10)
+        moved = loopback.post(api.url + path, json=body, timeout=10)
         assert moved.status_code == 307 and moved.headers["location"] == target, moved.text
-        followed = httpx.post(api.url + path, json=body, timeout=10, follow_redirects=True)
+        followed = loopback.post(api.url + path, json=body, timeout=10, follow_redirects=True)
         assert followed.status_code == 200, followed.text
-    assert httpx.post(api.url + "/v1/nothing/", json={}, timeout=10).status_code == 404
+    assert loopback.post(api.url + "/v1/nothing/", json={}, timeout=10).status_code == 404
     for request in (_post("/v1/predict", {"instances": [ROW]}, close=True),
                     _post("/v1/predict", {"instances": [ROW]}, version="1.0")):  # fmt: skip
         with _connect(api.url) as sock:

@@ -11,12 +11,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flywheel.access import api_keys
 from flywheel.cli.main import main
 from flywheel.feedback.captures import read
+from tests import loopback
 from tests.conftest import Stack
 from tests.integration.conftest import ROW, Replica, serving_version, train, wait_for
 
@@ -42,7 +42,7 @@ def test_an_id_reused_by_another_key_joins_nothing(
         wait_for(lambda r=r: serving_version(r.url, key_a) == 1, 60, what="v1")
 
     def send(replica: Replica, key: str, ids: list[str], rows: list[dict[str, object]]) -> None:
-        got = httpx.post(replica.url + "/v1/predict", json={"instances": rows, "ids": ids},
+        got = loopback.post(replica.url + "/v1/predict", json={"instances": rows, "ids": ids},
                          headers={"Authorization": f"Bearer {key}"}, timeout=10)  # fmt: skip
         assert got.status_code == 200 and got.json()["ids"] == ids, got.text
 

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flywheel.data.sample_data import GENERATORS
 from flywheel.feedback import quality_summary
 from flywheel.schema import load_schema
+from tests import loopback
 from tests.conftest import Stack, free_port
 from tests.helpers import wait_for
 from tests.integration.conftest import METRICS_URLS, metric, metrics_text
@@ -91,7 +92,7 @@ class Prometheus:
 
     def query(self, expr: str) -> tuple[str | None, list[dict[str, Any]]]:
         """(error, result) of an instant query; error is None when it parsed and evaluated."""
-        resp = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        resp = loopback.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
         body = resp.json()
         if body.get("status") != "success":
             return f"{body.get('errorType')}: {body.get('error')}", []
@@ -106,11 +107,11 @@ class Prometheus:
     def label_values(self, label: str, match: str) -> list[str]:
         """What Grafana's `label_values(match, label)` offers."""
         params = {"match[]": match}
-        body = httpx.get(f"{self.url}/api/v1/label/{label}/values", params=params, timeout=10).json()
+        body = loopback.get(f"{self.url}/api/v1/label/{label}/values", params=params, timeout=10).json()
         return list(body.get("data") or [])
 
     def rules(self) -> list[dict[str, Any]]:
-        body = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()
+        body = loopback.get(f"{self.url}/api/v1/rules", timeout=10).json()
         return [rule for group in body["data"]["groups"] for rule in group["rules"]]
 
 
@@ -131,7 +132,7 @@ def light_load(api_replicas: list[str]) -> Iterator[None]:
     for i, url in enumerate(api_replicas):
         for chunk in range(DRIFT_ROWS // 25):
             body = {"instances": sample_instances(25, seed=100 * i + chunk)}
-            resp = httpx.post(f"{url}/v1/predict", json=body, timeout=10)
+            resp = loopback.post(f"{url}/v1/predict", json=body, timeout=10)
             assert resp.status_code == 200, resp.text
     trickle = sample_instances(200, seed=7)
     stop = threading.Event()
@@ -213,7 +214,7 @@ def prometheus(
         def ready() -> bool:
             assert proc.poll() is None, f"prometheus exited:\n{log.read_text(errors='replace')}"
             try:
-                return httpx.get(f"{prom.url}/-/ready", timeout=1).status_code == 200
+                return loopback.get(f"{prom.url}/-/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from flywheel.feedback import quality_summary
 from flywheel.feedback.captures import read
 from flywheel.schema import load_schema
+from tests import loopback
 from tests.conftest import Stack
 from tests.helpers import eventually
 from tests.integration.conftest import ROW, Replica, metrics_text, predict, serving_version, train, wait_for
@@ -66,7 +66,7 @@ def test_a_replica_exports_the_published_live_quality_and_follows_it(
     # 120 predictions with our ids, captured; labels for them, off by a known amount
     ids = [f"q-{i}" for i in range(120)]
     rows = [{**ROW, "income": 2500.0 + 37.0 * i, "debt": 500.0 * (i % 9)} for i in range(120)]
-    got = httpx.post(api.url + "/v1/predict", json={"instances": rows, "ids": ids}, timeout=10).json()
+    got = loopback.post(api.url + "/v1/predict", json={"instances": rows, "ids": ids}, timeout=10).json()
     wait_for(lambda: captured(stack) >= 120, 60, what="captures written")
     labels = "\n".join(f"{pid},{p + (40.0 if i % 2 else -25.0):.4f}" for i, (pid, p) in
                        enumerate(zip(ids, got["predictions"], strict=True)))  # fmt: skip
@@ -89,7 +89,7 @@ def test_a_replica_exports_the_published_live_quality_and_follows_it(
     stack.s3.delete_object(Bucket=stack.bucket, Key=quality_summary.summary_key("savings"))
     wait_for(lambda: live_series(api.url) == {}, 60, what="the series removed with the document")
     assert predict(api.url, [ROW]).status_code == 200
-    assert httpx.get(api.url + "/readyz", timeout=5).status_code == 200
+    assert loopback.get(api.url + "/readyz", timeout=5).status_code == 200
 
 
 def test_an_unreadable_document_never_breaks_serving(
@@ -106,4 +106,4 @@ def test_an_unreadable_document_never_breaks_serving(
     for _ in range(5):
         assert predict(api.url, [ROW]).status_code == 200
     assert live_series(api.url) == {}
-    assert httpx.get(api.url + "/readyz", timeout=5).status_code == 200
+    assert loopback.get(api.url + "/readyz", timeout=5).status_code == 200

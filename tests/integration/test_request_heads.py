@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from tests import loopback
 from tests.conftest import Stack, free_port
 from tests.helpers import eventually
 from tests.integration.conftest import ROOT, ROW, Replica, serving_version, train, wait_for
@@ -77,10 +78,10 @@ def test_the_api_bounds_request_heads_in_size_and_time(
                         **LIMITS)  # fmt: skip
     wait_for(lambda: serving_version(api.url, key) == 1, 60, what="v1")
     keyed = {"Authorization": f"Bearer {key}"}
-    assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=keyed).status_code == 200
+    assert loopback.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=keyed).status_code == 200
     # the limit is on the head only: bodies far larger than it, arriving with the head in one read or after it
     for rows in (300, 3000):
-        big = httpx.post(api.url + "/v1/predict", json={"instances": [ROW] * rows}, headers=keyed, timeout=60)
+        big = loopback.post(api.url + "/v1/predict", json={"instances": [ROW] * rows}, headers=keyed, timeout=60)
         assert big.status_code == 200 and len(big.json()["predictions"]) == rows, big.text[:200]
     before = _rss_bytes(api.proc.pid)
 
@@ -89,7 +90,7 @@ def test_the_api_bounds_request_heads_in_size_and_time(
     floods = [threading.Thread(target=lambda: answers.append(_endless_head(api.url, 32))) for _ in range(3)]
     for t in floods:
         t.start()
-    served = [httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=keyed).status_code
+    served = [loopback.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=keyed).status_code
               for _ in range(20)]  # fmt: skip
     for t in floods:
         t.join()
@@ -130,7 +131,7 @@ def test_the_api_bounds_request_heads_in_size_and_time(
     started = time.monotonic()
     _answer(sock)
     assert time.monotonic() - started < 20
-    assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=keyed).status_code == 200
+    assert loopback.post(api.url + "/v1/predict", json={"instances": [ROW]}, headers=keyed).status_code == 200
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_uvicorns_timeout_and_a_busy_one_is_kept(
@@ -175,7 +176,7 @@ def test_the_metrics_port_closes_a_connection_that_sends_nothing(
     sock = _connect(api.metrics_url)
     started = time.monotonic()
     assert _answer(sock) == b"" and time.monotonic() - started < 20  # closed after the 2 s limit
-    assert httpx.get(api.metrics_url + "/metrics", timeout=10).status_code == 200
+    assert loopback.get(api.metrics_url + "/metrics", timeout=10).status_code == 200
 
 
 def test_the_ui_bounds_request_heads_as_the_api_does(tmp_path: Path) -> None:
@@ -202,6 +203,6 @@ def test_the_ui_bounds_request_heads_as_the_api_does(tmp_path: Path) -> None:
 
 def _status(url: str) -> int:
     try:
-        return httpx.get(url, timeout=10).status_code
+        return loopback.get(url, timeout=10).status_code
     except httpx.HTTPError:
         return 0

@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 
+from tests import loopback
 from tests.conftest import Stack
 from tests.helpers import eventually, settled
 from tests.integration.conftest import ROOT, ROW, Replica, metric, metrics_text, serving_version, train, wait_for
@@ -70,7 +71,7 @@ def test_trickled_bodies_hold_no_slot_and_one_key_holds_at_most_its_share(
     sockets += [_partial(api.url, greedy) for _ in range(40)]
 
     def answer(key: str) -> httpx.Response:
-        return httpx.post(api.url + "/v1/predict", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        return loopback.post(api.url + "/v1/predict", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
     assert answer(other).status_code == 200
     own = answer(greedy)
@@ -88,7 +89,7 @@ def test_trickled_bodies_hold_no_slot_and_one_key_holds_at_most_its_share(
     statuses: dict[str, list[tuple[int, str]]] = {"greedy": [], "other": []}
 
     def send(who: str, key: str) -> None:
-        r = httpx.post(api.url + "/v1/predict", content=big, timeout=120,
+        r = loopback.post(api.url + "/v1/predict", content=big, timeout=120,
                        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})  # fmt: skip
         statuses[who].append((r.status_code, r.text[:300]))
 
@@ -123,4 +124,4 @@ def test_a_client_leaving_mid_body_is_a_client_abort_not_a_server_error(
     assert 'status="500"' not in text
     log = api.output()
     assert "Traceback" not in log and "ClientDisconnect" not in log, log[-2000:]
-    assert httpx.post(api.url + "/v1/predict", json={"instances": [ROW]}, timeout=10).status_code == 200
+    assert loopback.post(api.url + "/v1/predict", json={"instances": [ROW]}, timeout=10).status_code == 200

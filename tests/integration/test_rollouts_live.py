@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from flywheel.jobs.judge_pass import judge_model
@@ -16,6 +15,7 @@ from flywheel.release.rollout_state import Thresholds, load
 from flywheel.release.rollout_stats import gather
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack
 from tests.helpers import csv_bytes, eventually
 from tests.integration.conftest import ROW, Replica, metric, predict, serving_version, train, wait_for
@@ -43,7 +43,7 @@ def rows(n: int, high_every: int = 0) -> list[dict[str, Any]]:
 
 
 def rollout_of(url: str) -> dict[str, Any] | None:
-    r = httpx.get(url + "/v1/models/savings", timeout=5)
+    r = loopback.get(url + "/v1/models/savings", timeout=5)
     return r.json()["rollout"] if r.status_code == 200 else None
 
 
@@ -81,7 +81,7 @@ def test_shadow_answers_as_production_alone_then_promotes(
     sample = rows(60)
 
     def answers() -> list[bytes]:  # the client names its predictions, so the two rounds can match byte for byte
-        return [httpx.post(api.url + "/v1/predict", json={"instances": [r], "ids": [f"p{i}"]}, timeout=10).content
+        return [loopback.post(api.url + "/v1/predict", json={"instances": [r], "ids": [f"p{i}"]}, timeout=10).content
                 for i, r in enumerate(sample)]  # fmt: skip
 
     alone = answers()

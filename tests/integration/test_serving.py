@@ -15,6 +15,7 @@ import pytest
 from flywheel.registry.model_loading import open_version
 from flywheel.registry.store import Registry
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack
 from tests.helpers import eventually
 from tests.integration.conftest import (
@@ -49,7 +50,7 @@ def test_starts_unready_then_ready_after_first_model(
     # the swap's gauges are set just after the model /readyz already reports
     eventually(lambda: metric(api.url, "flywheel_model_info", model="savings", version="1"), lambda v: v == 1, 60,
                what="flywheel_model_info of v1")  # fmt: skip
-    model = httpx.get(api.url + "/v1/model", timeout=5).json()
+    model = loopback.get(api.url + "/v1/model", timeout=5).json()
     assert model["version"] == 1 and model["manifest"]["sha256"] and model["source"] == "alias"
     assert "golden" not in model["manifest"]  # no operator key (auth off): the public view
 
@@ -104,8 +105,8 @@ def test_v2_protocol_round_trip(stack: Stack, moto_endpoint: str, start_replica:
     train(stack)
     api = start_replica(stack.bucket, moto_endpoint)
     wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
-    assert httpx.get(api.url + "/v2/health/live").json() == {"live": True}
-    meta = httpx.get(api.url + "/v2/models/savings").json()
+    assert loopback.get(api.url + "/v2/health/live").json() == {"live": True}
+    meta = loopback.get(api.url + "/v2/models/savings").json()
     assert meta["versions"] == ["1"] and {i["name"] for i in meta["inputs"]} == set(ROW)
     rows = [ROW, {**ROW, "income": 9000.0}]
     inputs = [
@@ -113,14 +114,14 @@ def test_v2_protocol_round_trip(stack: Stack, moto_endpoint: str, start_replica:
         for k in ROW
     ]
     for path in ("/v2/models/savings/infer", "/v2/models/savings/versions/1/infer"):
-        r = httpx.post(api.url + path, json={"id": "req-7", "inputs": inputs}, timeout=5)
+        r = loopback.post(api.url + path, json={"id": "req-7", "inputs": inputs}, timeout=5)
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["model_version"] == "1" and out["id"] == "req-7"
         v1 = predict(api.url, rows).json()["predictions"]
         assert out["outputs"][0]["data"] == pytest.approx(v1)
-    assert httpx.post(api.url + "/v2/models/savings/versions/9/infer", json={"inputs": inputs}).status_code == 404
-    assert httpx.post(api.url + "/v2/models/other/infer", json={"inputs": inputs}).status_code == 404
+    assert loopback.post(api.url + "/v2/models/savings/versions/9/infer", json={"inputs": inputs}).status_code == 404
+    assert loopback.post(api.url + "/v2/models/other/infer", json={"inputs": inputs}).status_code == 404
 
 
 def test_bad_requests_name_instance_and_field(
@@ -143,17 +144,17 @@ def test_bad_requests_name_instance_and_field(
         assert r.status_code == status, (instances, r.text)
         body = r.json()
         assert body["error"] and all(body.get(k) == v for k, v in detail.items()), body
-    big = httpx.post(api.url + "/v1/predict", content=b'{"instances": [' + b" " * 5000 + b"]}")
+    big = loopback.post(api.url + "/v1/predict", content=b'{"instances": [' + b" " * 5000 + b"]}")
     assert big.status_code == 413 and "limit" in big.json()["error"]
-    bad = httpx.post(api.url + "/v1/predict", content=b'{"instances": [')
+    bad = loopback.post(api.url + "/v1/predict", content=b'{"instances": [')
     assert bad.status_code == 422 and "malformed JSON" in bad.json()["error"]
-    assert httpx.post(api.url + "/v1/predict", json={"rows": []}).status_code == 422
+    assert loopback.post(api.url + "/v1/predict", json={"rows": []}).status_code == 422
     # the prediction paths (app/predict_lane.py): another method, an unknown model, a path that is not one of them
-    wrong = httpx.get(api.url + "/v1/predict")
+    wrong = loopback.get(api.url + "/v1/predict")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST", wrong.text
-    unknown = httpx.post(api.url + "/v2/models/nope/infer", json={"inputs": []})
+    unknown = loopback.post(api.url + "/v2/models/nope/infer", json={"inputs": []})
     assert unknown.status_code == 404 and "nope" in unknown.json()["error"], unknown.text
-    assert httpx.post(api.url + "/v1/models/savings/predict/extra", json={}).status_code == 404
+    assert loopback.post(api.url + "/v1/models/savings/predict/extra", json={}).status_code == 404
     # none of that hurt the server
     assert predict(api.url, [ROW]).status_code == 200
     text = metrics_text(api.url)
@@ -223,7 +224,7 @@ def test_sigterm_drains_in_flight_requests(
     responses: list[httpx.Response] = []
 
     def send() -> None:
-        responses.append(httpx.post(api.url + "/v1/predict", content=slow_body(), timeout=30,
+        responses.append(loopback.post(api.url + "/v1/predict", content=slow_body(), timeout=30,
                                     headers={"content-type": "application/json"}))  # fmt: skip
 
     senders = [threading.Thread(target=send) for _ in range(4)]

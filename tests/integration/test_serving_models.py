@@ -18,6 +18,7 @@ from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack
 from tests.helpers import csv_bytes, eventually
 from tests.integration.conftest import ROW, Replica, metric, metrics_text, wait_for
@@ -46,7 +47,7 @@ def start(start_replica: Callable[..., Replica], stack: Stack, endpoint: str, **
 
 
 def version_of(url: str, name: str) -> int | None:
-    r = httpx.get(f"{url}/v1/models", timeout=5)
+    r = loopback.get(f"{url}/v1/models", timeout=5)
     return next((m["version"] for m in r.json()["models"] if m["name"] == name), None)
 
 
@@ -81,8 +82,8 @@ def test_two_models_swap_independently_under_load(
     publish(stack, "savings")
     publish(stack, "churn")
     api = start(start_replica, stack, moto_endpoint)
-    wait_for(lambda: httpx.get(api.url + "/readyz", timeout=10).status_code == 200, 60, what="both loaded")
-    assert {m["name"]: m["version"] for m in httpx.get(api.url + "/v1/models").json()["models"]} == {
+    wait_for(lambda: loopback.get(api.url + "/readyz", timeout=10).status_code == 200, 60, what="both loaded")
+    assert {m["name"]: m["version"] for m in loopback.get(api.url + "/v1/models").json()["models"]} == {
         "savings": 1,
         "churn": 1,
     }
@@ -166,16 +167,16 @@ def test_readiness_discovery_and_unknown_models(
     api = start(start_replica, stack, moto_endpoint)
 
     def ready() -> httpx.Response:
-        return httpx.get(api.url + "/readyz", timeout=10)
+        return loopback.get(api.url + "/readyz", timeout=10)
 
     wait_for(lambda: ready().json()["models"].get("churn", {}).get("state") == "failed", 60, what="churn refused")
     wait_for(lambda: ready().json()["models"]["savings"]["state"] == "ready", 60, what="savings loaded")
     body = ready().json()
     assert ready().status_code == 503 and "churn" in body["reason"], body  # churn has a version: it blocks
     assert body["models"]["fraud"]["state"] == "unavailable"  # no version: it does not
-    assert httpx.get(api.url + "/v2/health/ready").status_code == 503
-    assert httpx.post(api.url + "/v1/models/savings/predict", json={"instances": [ROW]}).status_code == 200
-    r = httpx.post(api.url + "/v1/models/churn/predict", json={"instances": [CHURN]})
+    assert loopback.get(api.url + "/v2/health/ready").status_code == 503
+    assert loopback.post(api.url + "/v1/models/savings/predict", json={"instances": [ROW]}).status_code == 200
+    r = loopback.post(api.url + "/v1/models/churn/predict", json={"instances": [CHURN]})
     assert r.status_code == 503 and "no model loaded yet" in r.json()["error"]
     churn.move_alias(1, churn.alias(), actor="test", reason="undo")
     wait_for(lambda: ready().status_code == 200, 60, what="ready once churn loads")
@@ -183,16 +184,16 @@ def test_readiness_discovery_and_unknown_models(
     assert body["model"] == "savings" and body["model_version"] == 1
     assert {n: m["state"] for n, m in body["models"].items()} == {"churn": "ready", "fraud": "unavailable",
                                                                    "savings": "ready"}  # fmt: skip
-    index = {m["name"]: m for m in httpx.get(api.url + "/v2/models").json()}
+    index = {m["name"]: m for m in loopback.get(api.url + "/v2/models").json()}
     assert index["churn"]["state"] == "READY" and index["churn"]["version"] == "1"
     assert index["fraud"]["state"] == "UNAVAILABLE"
-    assert httpx.get(api.url + "/v2/models/fraud/ready").status_code == 503
-    assert httpx.get(api.url + "/v2/models/churn/ready").json() == {"name": "churn", "ready": True}
+    assert loopback.get(api.url + "/v2/models/fraud/ready").status_code == 503
+    assert loopback.get(api.url + "/v2/models/churn/ready").json() == {"name": "churn", "ready": True}
 
     # an unknown model: 404 naming the served ones, on every route that takes a name
     for method, path in (("POST", "/v1/models/nope/predict"), ("GET", "/v1/models/nope"),
                          ("GET", "/v2/models/nope"), ("POST", "/v2/models/nope/infer")):  # fmt: skip
-        r = httpx.request(method, api.url + path, json={"instances": [ROW]})
+        r = loopback.request(method, api.url + path, json={"instances": [ROW]})
         assert r.status_code == 404, (path, r.text)
         assert "nope" in r.json()["error"] and r.json()["models"] == ["churn", "fraud", "savings"]
     eventually(lambda: metric(api.url, "flywheel_http_request_duration_seconds_count", model="",
@@ -200,13 +201,13 @@ def test_readiness_discovery_and_unknown_models(
                lambda n: n == 1, 10, what="one 404 on /v2/models/{name} counted")  # fmt: skip
 
     # each model checks requests against its own schema
-    r = httpx.post(api.url + "/v1/models/churn/predict", json={"instances": [ROW]})
+    r = loopback.post(api.url + "/v1/models/churn/predict", json={"instances": [ROW]})
     assert r.status_code == 422 and r.json()["field"] in set(ROW) - set(CHURN)
 
     # a model registered while serving is served without a restart; readiness does not flap meanwhile
     publish(stack, "savings-eu")
     wait_for(lambda: version_of(api.url, "savings-eu") == 1, 60, what="savings-eu discovered and loaded")
-    r = httpx.post(api.url + "/v1/models/savings-eu/predict", json={"instances": [ROW]})
+    r = loopback.post(api.url + "/v1/models/savings-eu/predict", json={"instances": [ROW]})
     assert r.status_code == 200 and r.json()["model"] == "savings-eu" and r.json()["model_version"] == 1
     assert ready().status_code == 200
     eventually(
@@ -218,13 +219,13 @@ def test_readiness_discovery_and_unknown_models(
 
     # a replica serving a listed subset: only those models, and /v1/predict's default is not among them
     sub = start(start_replica, stack, moto_endpoint, FLYWHEEL_SERVE_MODELS="churn")
-    wait_for(lambda: httpx.get(sub.url + "/readyz", timeout=10).status_code == 200, 60, what="subset ready")
-    assert [m["name"] for m in httpx.get(sub.url + "/v1/models").json()["models"]] == ["churn"]
-    r = httpx.post(sub.url + "/v1/predict", json={"instances": [ROW]})
+    wait_for(lambda: loopback.get(sub.url + "/readyz", timeout=10).status_code == 200, 60, what="subset ready")
+    assert [m["name"] for m in loopback.get(sub.url + "/v1/models").json()["models"]] == ["churn"]
+    r = loopback.post(sub.url + "/v1/predict", json={"instances": [ROW]})
     assert r.status_code == 404 and r.json()["models"] == ["churn"]
     assert "savings" not in ready_models(sub.url)
 
 
 def ready_models(url: str) -> dict[str, Any]:
-    models: dict[str, Any] = httpx.get(url + "/readyz", timeout=10).json()["models"]
+    models: dict[str, Any] = loopback.get(url + "/readyz", timeout=10).json()["models"]
     return models

@@ -19,6 +19,7 @@ from flywheel.access.ui_identity import create_signer, mint_token
 from flywheel.jobs.retrain import Outcome, retrain
 from flywheel.settings import TrainerSettings
 from flywheel.storage import s3_client
+from tests import loopback
 from tests.conftest import Stack, free_port
 from tests.helpers import csv_bytes, wait_for
 
@@ -110,7 +111,7 @@ class Api:
     def version(self) -> int | None:
         """The version /readyz reports (None when not ready or not reachable)."""
         try:
-            r = httpx.get(self.url + "/readyz", timeout=2)
+            r = loopback.get(self.url + "/readyz", timeout=2)
         except httpx.HTTPError:
             return None
         return r.json().get("model_version") if r.status_code == 200 else None
@@ -121,7 +122,7 @@ class Api:
     def wait_alive(self, timeout: float = 30) -> None:
         def alive() -> bool:
             try:
-                return self._running() and httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+                return self._running() and loopback.get(self.url + "/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 

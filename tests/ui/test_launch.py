@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from app.ui.launch import MAIN, SignInConfigError, command, oidc_secrets_file
+from tests import loopback
 from tests.conftest import free_port
 from tests.ui.conftest import ROOT, wait_for
 
@@ -39,7 +40,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
     def healthy() -> bool:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
         try:
-            return httpx.get(url + "/_stcore/health", timeout=1).text == "ok"
+            return loopback.get(url + "/_stcore/health", timeout=1).text == "ok"
         except httpx.HTTPError:
             return False
 
@@ -58,11 +59,11 @@ def test_run_serves_the_app_and_stops_on_sigterm() -> None:
 
     try:
         _wait_healthy(proc, url)
-        assert "<title>Streamlit</title>" in httpx.get(url + "/", timeout=5).text
+        assert "<title>Streamlit</title>" in loopback.get(url + "/", timeout=5).text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         try:
-            httpx.get(url + "/_stcore/health", timeout=1)
+            loopback.get(url + "/_stcore/health", timeout=1)
             raise AssertionError("Streamlit still answers after its launcher exited")
         except httpx.ConnectError:
             pass

@@ -16,6 +16,7 @@ from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
 from flywheel.settings import CoreSettings
 from lambdas.trainer.events import parse_event, relevant
+from tests import loopback
 from tests.conftest import Stack
 from tests.helpers import csv_bytes
 from tests.ui.conftest import Api, Signer, open_app, pick, texts, train, wait_for
@@ -138,7 +139,7 @@ def test_predict_asks_the_api_for_the_chosen_model(
     assert shown.startswith(f"**churn v1** predicts {churn.target.name} = ")
     instance = json.loads(at.json[0].value)["instances"][0]
     assert instance["contract"] == "two_year"
-    direct = httpx.post(api.url + "/v1/models/churn/predict", json={"instances": [instance]}, timeout=5).json()
+    direct = loopback.post(api.url + "/v1/models/churn/predict", json={"instances": [instance]}, timeout=5).json()
     assert f"**{direct['predictions'][0]}**" in shown, "the UI shows what the API computed for churn"
     assert at.get("vega_lite_chart"), "class probabilities"
 
@@ -158,7 +159,7 @@ def test_predict_asks_the_api_for_the_chosen_model(
 
 def _served_version(api: Api, name: str) -> int | None:
     try:
-        r = httpx.get(f"{api.url}/v1/models/{name}", timeout=2)
+        r = loopback.get(f"{api.url}/v1/models/{name}", timeout=2)
     except httpx.HTTPError:
         return None
     return r.json().get("version") if r.status_code == 200 else None

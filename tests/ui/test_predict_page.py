@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -13,6 +12,7 @@ from app.ui.form_fields import median_from_profile
 from flywheel.registry.operator_actions import promote
 from flywheel.registry.store import Registry
 from flywheel.schema import load_schema
+from tests import loopback
 from tests.conftest import Stack
 from tests.ui.conftest import Api, open_app, texts, train
 
@@ -21,7 +21,7 @@ def test_form_from_the_schema_predicts_and_names_the_version(stack: Stack, api: 
     train(stack, seed=1)
     api.wait_version(1, timeout=60)
     schema = load_schema("savings")
-    public = httpx.get(api.url + "/v1/model", timeout=5).json()["manifest"]
+    public = loopback.get(api.url + "/v1/model", timeout=5).json()["manifest"]
     assert "feature_stats" not in public, "training statistics are for operators; the UI reads the registry"
     manifest = Registry(stack.s3, stack.bucket, "savings").manifest(1)
 
@@ -54,7 +54,7 @@ def test_form_from_the_schema_predicts_and_names_the_version(stack: Stack, api: 
     instance = json.loads(sent)["instances"][0]
     assert instance["income"] == 6400.0 and instance["credit_score"] is None and instance["region"] == "west"
     assert isinstance(instance["age"], int)
-    direct = httpx.post(api.url + "/v1/predict", json={"instances": [instance]}, timeout=5).json()
+    direct = loopback.post(api.url + "/v1/predict", json={"instances": [instance]}, timeout=5).json()
     assert f"{direct['predictions'][0]:,.2f}" in shown, "the UI shows what the API computed"
 
     # the client names what the API rejected

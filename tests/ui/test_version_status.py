@@ -3,9 +3,9 @@ candidate reads `canary` or `shadow`, and the page names the version serving and
 
 from __future__ import annotations
 
-import httpx
 from streamlit.testing.v1 import AppTest
 
+from tests import loopback
 from tests.conftest import Stack
 from tests.helpers import eventually
 from tests.ui.conftest import Api, Signer, open_app, texts, train
@@ -52,7 +52,7 @@ def test_the_status_line_names_the_served_version_and_the_candidate(stack: Stack
     train(stack, seed=1)
     api.wait_version(1, timeout=60)
     train(stack, seed=2, **CANARY)
-    eventually(lambda: httpx.get(api.url + "/v1/models/savings", timeout=5).json().get("rollout"), timeout=60,
+    eventually(lambda: loopback.get(api.url + "/v1/models/savings", timeout=5).json().get("rollout"), timeout=60,
                what="the replica serving the canary beside v1")  # fmt: skip
 
     at = open_app()

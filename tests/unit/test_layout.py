@@ -66,3 +66,16 @@ def test_the_documented_tree_names_every_package_and_module():
         p.parent.name + "/" for p in CORE.rglob("__init__.py") if p.parent != CORE and p.parent.name != "schemas"
     }
     assert not missing and packages <= documented, (missing, packages - documented)
+
+
+def test_the_cli_loads_no_data_library_before_a_command_needs_one() -> None:
+    """`flywheel --help` (and every command before it runs) imports the parser's modules only: pandas came in
+    through the rollout commands' judge (flywheel/training/drift.py) and cost every call ~0.45 s of CPU."""
+    import subprocess
+    import sys
+
+    heavy = ("pandas", "pyarrow", "sklearn", "scipy", "mlflow", "streamlit")
+    code = f"import sys, flywheel.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
