@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BINS = 10
 EPS = 1e-4
@@ -33,6 +35,8 @@ def numeric_profile(values: np.ndarray | pd.Series, bins: int = BINS) -> dict[st
 
 def categorical_profile(values: pd.Series | np.ndarray, categories: list[str]) -> dict[str, Any]:
     """Share of each category (unknown and missing values go to the extra last slot)."""
+    import pandas as pd  # here, not at import: the judge (and so every `flywheel` command) imports this module
+
     s = pd.Series(values, dtype=object)
     counts = [int((s == c).sum()) for c in categories]
     other = len(s) - sum(counts)
