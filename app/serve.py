@@ -53,6 +53,10 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
     import tempfile
     import threading
 
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # first: as PID 1, a signal that comes with no handler set is lost
+        signal.signal(sig, lambda *_: stop.set())
+
     from prometheus_client import CollectorRegistry, disable_created_metrics
 
     from app.metrics_server import MetricsServer
@@ -70,9 +74,6 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
     metrics_dir = tempfile.mkdtemp(prefix="flywheel-worker-metrics-")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.create_server((host, port), family=family, backlog=2048)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         metrics: MetricsServer | None = MetricsServer(
             settings.metrics_host, settings.metrics_port, merged_registry(own, metrics_dir), agent.refresh_drift
@@ -82,14 +83,14 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
         metrics = None
     pool = WorkerPool(zygote, agent, listener, workers, metrics_dir, log_level)
     agent.start()
-    pool.start()
-    if metrics is not None:
-        metrics.start()
-    log.info("serving %s from s3://%s on %s:%d with %d request worker(s) (default %s, pinned=%s, auth %s)",
-             settings.serve_models or "every registered model", settings.bucket, host, port, workers,
-             settings.model_name, settings.pinned_version, settings.api_auth)  # fmt: skip
     code = 0
     try:
+        pool.start()
+        if metrics is not None:
+            metrics.start()
+        log.info("serving %s from s3://%s on %s:%d with %d request worker(s) (default %s, pinned=%s, auth %s)",
+                 settings.serve_models or "every registered model", settings.bucket, host, port, workers,
+                 settings.model_name, settings.pinned_version, settings.api_auth)  # fmt: skip
         while not stop.wait(0.5):
             pool.tend()
     except ZygoteLost as e:
@@ -97,12 +98,14 @@ def _run_agent(settings: ServeSettings, host: str, port: int, workers: int, log_
         code = 1
     finally:
         listener.close()  # new connections are refused now, not left in a backlog no worker will accept from
-        pool.stop(timeout=25)  # each worker finishes its requests in flight (uvicorn: up to 20 s)
-        zygote.close()
-        agent.stop()  # the last captures are written
-        if metrics is not None:
-            metrics.stop()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        try:
+            pool.stop(timeout=25)  # each worker finishes its requests in flight (uvicorn: up to 20 s)
+            zygote.close()
+        finally:
+            agent.stop()  # the last captures are written, whatever happened above
+            if metrics is not None:
+                metrics.stop()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return code
 
 

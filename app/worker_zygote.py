@@ -29,6 +29,8 @@ PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # <linux/prctl.h>
 _MESSAGE = 4096
 #: the exit status of a worker whose zygote died before reporting it
 UNKNOWN_EXIT = 255
+#: how long the agent waits for the zygote to hand back a forked worker (a fork takes milliseconds)
+ANSWER_SECONDS = 10.0
 _FD = array.array("i")
 
 
@@ -54,20 +56,28 @@ class Worker:
     def __init__(self, zygote: Zygote, pid: int, pidfd: int) -> None:
         self.zygote, self.pid, self._pidfd = zygote, pid, pidfd
         self.returncode: int | None = None
+        # the agent's link threads and its main loop poll and signal the same worker: the pidfd is closed once,
+        # and never signalled after (its number could be another worker's pidfd by then)
+        self._lock = threading.Lock()
 
     def poll(self) -> int | None:
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> int | None:
         if self.returncode is None:
             self.returncode = self.zygote.exit_code(self.pid)
-            if self.returncode is None and self.zygote.lost and select.select([self._pidfd], [], [], 0)[0]:
+            if self.returncode is None and self.zygote.lost and _readable(self._pidfd, 0):
                 self.returncode = UNKNOWN_EXIT  # it exited (its pidfd says), and no zygote will say how
             if self.returncode is not None:
                 os.close(self._pidfd)
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # exited; its status is on its way
-                signal.pidfd_send_signal(self._pidfd, sig)
+        with self._lock:
+            if self._poll() is None:
+                with contextlib.suppress(ProcessLookupError):  # exited; its status is on its way
+                    signal.pidfd_send_signal(self._pidfd, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -85,7 +95,7 @@ class Worker:
 
 
 class Zygote:
-    """The agent's end: `start()` forks the zygote (call it while this process has one thread), `spawn()` a
+    """The agent's end: `start()` forks the zygote (call it while this process has one thread), `fork_worker()` a
     worker, `close()` at the end (the zygote exits when its last worker has)."""
 
     def __init__(self, pid: int, sock: socket.socket) -> None:
@@ -97,8 +107,10 @@ class Zygote:
     @classmethod
     def start(cls, worker: Callable[[int, int, str], int]) -> Zygote:
         """Fork the zygote; `worker(listen_fd, link_fd, log_level)` is what each forked worker runs."""
+        # Python's threads only: a fork copies no thread but the caller, and a lock another one held stays held in
+        # the child. (OpenBLAS's own threads, with FLYWHEEL_PREDICT_THREADS > 1, are reset by its fork handler.)
         threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-        if threads:  # a fork copies no thread but the caller, and any lock they held stays held in the child
+        if threads:
             raise RuntimeError(f"the worker zygote must be forked before any thread starts; running: {threads}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         agent = os.getpid()
@@ -110,6 +122,8 @@ class Zygote:
             try:
                 ours.close()
                 _die_with_parent(agent, signal.SIGKILL)  # it holds nothing: its workers get SIGTERM from its death
+                _close_all_but(0, 1, 2, theirs.fileno())  # nothing else of the agent's reaches a worker
+                _forget_aws_environment()  # once, here: every worker is forked from this state
                 code = _serve_forks(theirs, worker)
             except BaseException:  # a child of a fork never returns into the agent's code
                 traceback.print_exc()
@@ -119,7 +133,7 @@ class Zygote:
         theirs.close()
         return cls(pid, ours)
 
-    def spawn(self, listen_fd: int, link_fd: int, metrics_dir: str, log_level: str) -> Worker:
+    def fork_worker(self, listen_fd: int, link_fd: int, metrics_dir: str, log_level: str) -> Worker:
         request = json.dumps({"metrics_dir": metrics_dir, "log_level": log_level}).encode()
         with self._lock:
             try:
@@ -127,16 +141,18 @@ class Zygote:
                 while True:
                     message, fds = self._receive(block=True)
                     if "pid" in message:
+                        self._exits.pop(message["pid"], None)  # an earlier worker's of that pid, never read
                         return Worker(self, message["pid"], fds[0])
             except (OSError, ZygoteLost) as e:
                 self.lost = True
                 raise ZygoteLost(f"the worker zygote (pid {self.pid}) is gone: {e}") from e
 
     def exit_code(self, pid: int) -> int | None:
-        """`pid`'s exit status (as `Popen.returncode`: -N for signal N) once the zygote has reaped it."""
+        """`pid`'s exit status (as `Popen.returncode`: -N for signal N) once the zygote has reaped it; read once
+        (its `Worker` keeps it), so that a later worker given the same pid starts with none."""
         with self._lock:
             self._drain()
-            return self._exits.get(pid)
+            return self._exits.pop(pid, None)
 
     def check(self) -> None:
         """Raise `ZygoteLost` if the zygote has exited."""
@@ -155,6 +171,8 @@ class Zygote:
 
     def _receive(self, block: bool) -> tuple[dict[str, int], list[int]]:
         """One message ({} when none is waiting), exits recorded on the way."""
+        if block and not _readable(self._sock.fileno(), ANSWER_SECONDS):
+            raise ZygoteLost(f"no answer in {ANSWER_SECONDS:g} s")
         try:
             data, fds = _receive_fds(self._sock, 0 if block else socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -222,10 +240,17 @@ def _serve_forks(sock: socket.socket, worker: Callable[[int, int, str], int]) ->
     return 0
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    poller = select.poll()  # not select.select: it fails on descriptors past 1024
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
 def _forget_aws_environment() -> None:
-    """No AWS credentials in a worker: it never calls AWS (its agent does, with a client made after the zygote was
-    forked). The AWS_* variables leave its environment, and their values are blanked where the agent's exec left
-    them (what /proc/<pid>/environ shows, and what this fork copied)."""
+    """No AWS credentials in the zygote's environment, so none in a worker's: a worker never calls AWS (its agent
+    does, with a client made after this fork). The AWS_* variables leave os.environ, and their values are blanked
+    where the agent's exec left them (what /proc/<pid>/environ shows). Freed copies of the strings may remain in
+    the heap the fork copied (docs/serving.md, "Starting a worker")."""
     environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
     i = 0
     while (address := environ[i]) is not None:
@@ -236,6 +261,14 @@ def _forget_aws_environment() -> None:
         i += 1
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         del os.environ[name]
+
+
+def _close_all_but(*keep: int) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):  # the descriptor of the listing itself, closed by now
+                os.close(fd)
 
 
 def _receive_fds(sock: socket.socket, flags: int) -> tuple[bytes, list[int]]:
@@ -277,11 +310,10 @@ def _run_worker(zygote: int, fds: list[int], request: dict[str, str], worker: Ca
             signal.signal(sig, signal.SIG_DFL)
         _die_with_parent(zygote, signal.SIGTERM)
         _prctl(PR_SET_NAME, b"flywheel-worker")
-        _forget_aws_environment()
         os.environ[DIRECTORY_VARIABLE] = request["metrics_dir"]
         code = worker(fds[0], fds[1], request["log_level"])
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
     except BaseException:  # a fork's child never returns into the zygote's loop
         traceback.print_exc()
     finally:

@@ -44,10 +44,10 @@ class WorkerPool:
         self._lock = threading.Lock()
         agent.on_lost = self._lost
 
-    def _spawn(self, wid: int) -> None:
+    def _start(self, wid: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            process = self.zygote.spawn(self.listener.fileno(), theirs.fileno(), self.metrics_dir, self.log_level)
+            process = self.zygote.fork_worker(self.listener.fileno(), theirs.fileno(), self.metrics_dir, self.log_level)
         except ZygoteLost:
             ours.close()
             raise
@@ -60,7 +60,7 @@ class WorkerPool:
 
     def start(self) -> None:
         for wid in range(len(self.slots)):
-            self._spawn(wid)
+            self._start(wid)
 
     def _lost(self, pid: int) -> None:
         """The agent lost its link to a worker: a worker it cannot reach must not serve stale models."""
@@ -85,7 +85,7 @@ class WorkerPool:
                           process.returncode, f" in {slot.next_start - now:.1f} s" if young else "")  # fmt: skip
                 slot.process = None
             if slot.process is None and now >= slot.next_start:
-                self._spawn(wid)
+                self._start(wid)
 
     def stop(self, timeout: float) -> None:
         """SIGTERM every worker (each finishes its requests in flight), then wait, then kill what is left."""

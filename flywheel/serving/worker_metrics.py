@@ -68,8 +68,9 @@ def defer_worker_values() -> Callable[[], None]:
     files every `WRITE_EVERY_SECONDS` from a thread of their own, instead of a lock, a `getpid()` system call and a
     file write per change: a 1-row request makes seven changes (in flight up and down, its duration, the batch's
     size and rows), 13 of a worker's ~100 us of CPU per request at c=64. The agent's /metrics is at most that much
-    behind. A worker is a fresh interpreter its agent started (app/workers.py), never forked after its metrics
-    exist, so its pid is read once. Call before any metric is created; call what it returns last, at exit."""
+    behind. A worker is forked by its agent's zygote (app/worker_zygote.py) before any of its metrics exist, and
+    never forked again, so its pid is read once. Call before any metric is created; call what it returns last, at
+    exit."""
     pid = os.getpid()
     written = values.MultiProcessValue(lambda: pid)
 

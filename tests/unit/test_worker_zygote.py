@@ -15,12 +15,19 @@ SCRIPT = textwrap.dedent(
     import os, signal, socket, threading, time
     from app.worker_zygote import Zygote
 
+    def _is_open(fd):
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+        return True
+
     def worker(listen_fd, link_fd, log_level):
         link = socket.socket(fileno=link_fd)
         listener = socket.socket(fileno=listen_fd)
         seen = [str(os.getppid()), log_level, open("/proc/self/comm").read().strip(),
                 str(any(n.startswith("AWS_") for n in os.environ)), os.environ["PROMETHEUS_MULTIPROC_DIR"],
-                str(listener.getsockname()[1])]
+                str(listener.getsockname()[1]), str(_is_open(stray))]
         link.sendall(" ".join(seen).encode())
         order = link.recv(16)
         if order == b"raise":
@@ -34,16 +41,17 @@ SCRIPT = textwrap.dedent(
 
     def start(zygote, order):
         ours, theirs = socket.socketpair()
-        worker_ = zygote.spawn(listener.fileno(), theirs.fileno(), "/metrics-dir", "debug")
+        worker_ = zygote.fork_worker(listener.fileno(), theirs.fileno(), "/metrics-dir", "debug")
         theirs.close()
         seen = ours.recv(200).decode().split()
-        assert seen == [str(zygote.pid), "debug", "flywheel-worker", "False", "/metrics-dir", str(port)], seen
+        assert seen == [str(zygote.pid), "debug", "flywheel-worker", "False", "/metrics-dir", str(port), "False"], seen
         if order:
             ours.sendall(order)
         return worker_, ours
 
     os.environ["AWS_SECRET_ACCESS_KEY"] = "agent-only"
     listener = socket.create_server(("127.0.0.1", 0))
+    stray = os.open("/dev/null", os.O_RDONLY)  # open in the agent when it forks: no worker holds it
     port = listener.getsockname()[1]
     zygote = Zygote.start(worker)
     deadline = time.monotonic() + 10  # it names itself once forked
