@@ -72,6 +72,16 @@ def busy_ports(ports: dict[str, int]) -> list[str]:
     return busy
 
 
+def ready(url: str, key: str) -> bool:
+    """The replica at `url` answers /readyz with 200."""
+    request = urllib.request.Request(url + "/readyz", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=2) as r:  # noqa: S310 - loopback
+            return bool(r.status == 200)
+    except OSError:  # a 503 (HTTPError) included
+        return False
+
+
 def served(url: str, key: str) -> int | None:
     """The default model's version the replica at `url` serves (/readyz tells it to a key only)."""
     request = urllib.request.Request(url + "/readyz", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
@@ -112,8 +122,8 @@ def wait_for_models(
     wanted = {n for n, v in models.items() if v}
     for url in urls:
 
-        def serving(url: str = url) -> bool:
-            return wanted <= set(models_ready(url, key))
+        def serving(url: str = url) -> bool:  # every model listed ready, and /readyz says so too (a round trip later)
+            return wanted <= set(models_ready(url, key)) and ready(url, key)
 
         if not wait_until(serving, 120, watched):
             late = ", ".join(sorted(wanted - set(models_ready(url, key))))

@@ -278,7 +278,9 @@ class Agent:
 
     def refresh_drift(self) -> None:
         for name, monitor in list(self.monitors.items()):
-            monitor.refresh(self.hosts[name].current)
+            host = self.hosts.get(name)  # None while `adopt` starts it: its monitor comes first (a scrape then failed)
+            if host is not None:
+                monitor.refresh(host.current)
 
 
 def _version_of(host: ModelHost, version: int) -> ServedModel | None:
