@@ -38,7 +38,9 @@ def test_starts_unready_then_ready_after_first_model(
     assert get_status(api.url + "/healthz") == 200
     assert get_status(api.url + "/readyz") == 503
     assert get_status(api.url + "/v2/health/ready") == 503
-    r = predict(api.url, [ROW])
+    # a worker answers within milliseconds of the start: first "registrations not read yet", then "no model"
+    r = eventually(lambda: predict(api.url, [ROW]), lambda r: "not read yet" not in r.json()["error"], 30,
+                   what="the registrations read")  # fmt: skip
     assert r.status_code == 503 and "no model" in r.json()["error"]
     assert metric(api.url, "flywheel_model_ready", model="savings") == 0
     train(stack)
