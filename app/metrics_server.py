@@ -56,5 +56,6 @@ class MetricsServer:
         log.info("metrics on http://%s:%d/metrics", *self.httpd.server_address[:2])
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self.thread.is_alive():  # shutdown() waits for serve_forever: forever, if it never started
+            self.httpd.shutdown()
         self.httpd.server_close()
