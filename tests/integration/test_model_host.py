@@ -82,7 +82,7 @@ def test_s3_down_keeps_serving(stack: Stack, start_replica: Callable[..., Replic
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         s3.put_object(Bucket=bucket, Key="data/a.csv", Body=csv_bytes(800, seed=1))
-        assert retrain(TrainerSettings(bucket=bucket), s3).status == "promoted"
+        assert retrain(TrainerSettings(bucket=bucket, cv_folds=2), s3).status == "promoted"
         api = start_replica(bucket, endpoint)
         wait_for(lambda: serving_version(api.url) == 1, 60, what="v1")
     finally:

@@ -88,7 +88,7 @@ def test_shadow_answers_as_production_alone_then_promotes(
     reg = registry(stack)
     rollout_actions.set_policy(reg, rollout_actions.Policy("shadow", 1.0, LENIENT))
     stack.put("data/batch-2.csv", csv_bytes(1500, seed=2))
-    outcome = retrain(TrainerSettings(bucket=stack.bucket), s3_client())
+    outcome = retrain(TrainerSettings(bucket=stack.bucket, cv_folds=2), s3_client())
     assert outcome.status == "rollout" and outcome.version == 2, outcome
     assert reg.alias() is not None and reg.alias().version == 1  # type: ignore[union-attr]
     wait_for(lambda: (rollout_of(api.url) or {}).get("candidate") == 2, 60, what="candidate loaded")

@@ -22,7 +22,7 @@ from tests.integration.trainer_helpers import MODELS, alias_version, fresh_handl
 
 @pytest.fixture(autouse=True)
 def _fresh_handler_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    fresh_handler(monkeypatch)
+    fresh_handler(monkeypatch, FLYWHEEL_CV_FOLDS="2")  # both estimators still compete; half the fitting
 
 
 def test_first_batch_promotes_version_1(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
