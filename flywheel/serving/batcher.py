@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from flywheel.errors import NotReady
-from flywheel.serving.inputs import Columns
+from flywheel.serving.inputs import Columns, joined
 from flywheel.serving.served import ServedModel
 
 log = logging.getLogger(__name__)
@@ -174,10 +174,7 @@ class Batcher:
                     if not it.future.done():
                         it.future.set_exception(NotReady("no model loaded yet"))
                 continue
-            merged: Columns = {name: [] for name in items[0].columns}
-            for it in items:
-                for name, col in it.columns.items():
-                    merged[name].extend(col)
+            merged = joined([it.columns for it in items])
             began = time.perf_counter()
             try:
                 if len(items) == 1 and self._activity.requests <= 1 and items[0].rows <= INLINE_MAX_ROWS:

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from flywheel.feedback.captures import KEY_COLUMN, to_parquet
 from flywheel.schema import Schema
+from flywheel.serving.inputs import as_list
 
 DAY = 86_400
 
@@ -55,7 +56,7 @@ class ModelBuffer:
         """Append one request, or raise ValueError and change nothing (every column stays aligned row by row).
         `key_id`: the id of the API key that made it (None when the API runs without keys)."""
         rows = len(ids)
-        inputs: list[Any] = [columns.get(name, ()) for name in self.features]
+        inputs: list[Any] = [as_list(columns.get(name, ())) for name in self.features]
         if (
             len(predictions) != rows
             or (probabilities is not None and len(probabilities) != rows)

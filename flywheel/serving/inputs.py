@@ -10,7 +10,10 @@ import numpy as np
 from flywheel.errors import InvalidInput, PayloadTooLarge
 from flywheel.schema import Feature, Schema
 
-Columns = dict[str, list[Any]]
+#: checked columns in schema order: a list per feature, or for a numeric feature of more than SCAN_MAX values the
+#: float64 array its checks built (NaN for a null), which the matrix, the relay to the agent and the capture buffer
+#: then take as it is (a 1,000-row request converted each numeric column to floats three more times)
+Columns = dict[str, Any]
 
 
 def _bad(index: int, field: str, message: str) -> InvalidInput:
@@ -81,15 +84,43 @@ def checked_columns(schema: Schema, cols: Columns) -> Columns:
     would report it; missing numeric values as NaN."""
     if _small_and_fine(schema, cols):  # a few rows, every value valid as sent: nothing to report or replace
         return cols
-    found = [(idx, order) for order, f in enumerate(schema.features) if (idx := _first_bad(f, cols[f.name])) >= 0]
+    found, arrays = [], {}
+    for order, f in enumerate(schema.features):
+        idx, array = _first_bad(f, cols[f.name])
+        if idx >= 0:
+            found.append((idx, order))
+        elif array is not None:
+            arrays[f.name] = array
     if found:
         idx, order = min(found)
         f = schema.features[order]
         _check_value(f, cols[f.name][idx], idx)  # raises with the precise message
     for f in schema.features:
-        if f.type == "numeric" and f.nullable and None in cols[f.name]:
+        if f.name in arrays:
+            cols[f.name] = arrays[f.name]
+        elif f.type == "numeric" and f.nullable and None in cols[f.name]:
             cols[f.name] = [math.nan if v is None else v for v in cols[f.name]]
     return cols
+
+
+def joined(parts: list[Columns]) -> Columns:
+    """Several requests' checked columns as one batch's: a column any of them holds as an array (numeric, then)
+    joined by numpy, the others as lists."""
+    if len(parts) == 1:
+        return parts[0]
+    out: Columns = {}
+    for name in parts[0]:
+        cols = [part[name] for part in parts]
+        if any(isinstance(col, np.ndarray) for col in cols):
+            out[name] = np.concatenate([np.asarray(col, dtype=np.float64) for col in cols])
+        else:
+            out[name] = [v for col in cols for v in col]
+    return out
+
+
+def as_list(col: Any) -> list[Any]:
+    """A checked column's values as a list of Python values (an array's floats included)."""
+    return col.tolist() if isinstance(col, np.ndarray) else col
 
 
 def _check_keys(schema: Schema, inst: dict[str, Any], i: int, names: frozenset[str]) -> None:
@@ -133,10 +164,11 @@ def _small_and_fine(schema: Schema, cols: Columns) -> bool:
 SCAN_MAX = 16
 
 
-def _first_bad(f: Feature, col: list[Any]) -> int:
-    """Index of the first value that fails its checks, -1 if none: vectorised for the common case."""
+def _first_bad(f: Feature, col: list[Any]) -> tuple[int, np.ndarray | None]:
+    """Index of the first value that fails its checks, -1 if none: vectorised for the common case; and the float64
+    array the vectorised numeric checks built (None for any other column)."""
     if len(col) <= SCAN_MAX:
-        return _scan(f, col)
+        return _scan(f, col), None
     kinds = set(map(type, col))
     if f.type == "numeric" and kinds <= _NUMBER | {type(None)}:
         nulls = type(None) in kinds
@@ -150,10 +182,10 @@ def _first_bad(f: Feature, col: list[Any]) -> int:
         if f.integer:
             bad |= (arr != np.round(arr)) & ~missing  # NaN != NaN: a permitted null is not a fraction
         hits = np.flatnonzero(bad)
-        return int(hits[0]) if hits.size else -1
+        return (int(hits[0]), None) if hits.size else (-1, arr)
     if f.type == "categorical" and kinds == {str} and f.categories is not None and set(col) <= set(f.categories):
-        return -1
-    return _scan(f, col)  # mixed types or nulls: the exact scan
+        return -1, None
+    return _scan(f, col), None  # mixed types or nulls: the exact scan
 
 
 def _scan(f: Feature, col: list[Any]) -> int:

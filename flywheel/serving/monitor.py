@@ -6,7 +6,7 @@ import threading
 from collections import Counter, deque
 from typing import Any
 
-from flywheel.serving.inputs import Columns
+from flywheel.serving.inputs import Columns, as_list
 from flywheel.serving.metrics import QuickHistogram, ServingMetrics
 from flywheel.serving.served import ServedModel
 from flywheel.training import drift
@@ -31,7 +31,7 @@ class DriftMonitor:
                 self._inputs = {name: deque(maxlen=self.window) for name in columns}
                 self._preds.clear()
             for name, col in columns.items():
-                self._inputs[name].extend(col)
+                self._inputs[name].extend(as_list(col))  # Python floats, not a numpy scalar each
             self._preds.extend(predictions)
         m = self.metrics
         if served.classes:  # one change per class predicted, not per prediction

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.serving.batcher import FAST_INLINE_MAX_ROWS, Batcher, Result, predict
-from flywheel.serving.inputs import Columns
+from flywheel.serving.inputs import Columns, joined
 from flywheel.serving.served import HostView, ServedModel, TrialView
 from flywheel.serving.trial import Active
 
@@ -207,9 +207,7 @@ class Router:
         if trial is None or trial.current is not active:  # the rollout ended or changed meanwhile
             return
         candidate = active.candidate
-        columns = group[0].columns
-        if len(group) > 1:
-            columns = {name: [v for sample in group for v in sample.columns[name]] for name in columns}
+        columns = joined([sample.columns for sample in group])
         production = [p for sample in group for p in sample.predictions]
         requests = sum(sample.requests for sample in group)
         began = time.perf_counter()

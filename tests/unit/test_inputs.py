@@ -6,17 +6,32 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 
 from flywheel.data.sample_data import savings
 from flywheel.errors import InvalidInput, PayloadTooLarge
 from flywheel.schema import load_schema
-from flywheel.serving.inputs import _check_value, records_to_columns, v2_to_columns
+from flywheel.serving.inputs import SCAN_MAX, _check_value, as_list, joined, records_to_columns, v2_to_columns
 
 SCHEMA = load_schema("savings")
 ROWS = json.loads(savings(200, seed=3).drop(columns=["monthly_savings"]).to_json(orient="records"))
 CORRUPTIONS = [("age", 17), ("age", None), ("age", "old"), ("dependents", 2.5), ("income", -1), ("income", True),
                ("region", "mars"), ("region", 3), ("debt", 1e12), ("credit_score", "n/a")]  # fmt: skip
+
+
+def assert_columns(got: dict[str, object], sent: dict[str, list[object]]) -> None:
+    """The checked columns hold the values sent: as they were (a few rows, or a categorical feature), or, for a
+    numeric feature of more than SCAN_MAX rows, as the float64 array the checks built (a null as NaN)."""
+    assert list(got) == list(sent)
+    for name, values in sent.items():
+        col = got[name]
+        if isinstance(col, np.ndarray):
+            assert SCHEMA.by_name[name].type == "numeric" and len(values) > SCAN_MAX and col.dtype == np.float64
+            assert np.array_equal(col, np.asarray(values, dtype=np.float64), equal_nan=True), name
+        else:
+            assert len(values) <= SCAN_MAX or SCHEMA.by_name[name].type == "categorical", name
+            assert repr(col) == repr(values), name
 
 
 def scan(rows: list[dict[str, object]]) -> tuple[int, str] | None:
@@ -87,7 +102,7 @@ def test_few_rows_take_the_quick_pass_only_when_a_scan_would_pass(seed: int) -> 
     if expected is None:  # the values as sent, a null of a numeric feature as NaN (repr: NaN != NaN)
         sent = {f.name: [math.nan if r.get(f.name) is None and f.type == "numeric" else r.get(f.name) for r in rows]
                 for f in SCHEMA.features}  # fmt: skip
-        assert repr(records_to_columns(SCHEMA, rows, 100)) == repr(sent)
+        assert_columns(records_to_columns(SCHEMA, rows, 100), sent)
     else:
         with pytest.raises(InvalidInput) as info:
             records_to_columns(SCHEMA, rows, 100)
@@ -139,7 +154,7 @@ def test_batch_shapes_are_judged_as_one_instance_at_a_time(seed: int) -> None:
         if valid is None:
             sent = {f.name: [math.nan if r.get(f.name) is None and f.type == "numeric" else r.get(f.name)
                              for r in rows] for f in SCHEMA.features}  # type: ignore[union-attr]  # fmt: skip
-            assert repr(records_to_columns(SCHEMA, rows, 100)) == repr(sent)
+            assert_columns(records_to_columns(SCHEMA, rows, 100), sent)
         return
     with pytest.raises(InvalidInput) as info:
         records_to_columns(SCHEMA, rows, 100)
@@ -148,3 +163,22 @@ def test_batch_shapes_are_judged_as_one_instance_at_a_time(seed: int) -> None:
         assert "not an object" in str(info.value)
     else:
         assert info.value.detail["field"] == expected[1]
+
+
+def test_many_rows_hand_numeric_columns_on_as_float_arrays_and_join_with_few() -> None:
+    """A request of more than SCAN_MAX rows: its numeric columns are the float64 arrays the checks built (what the
+    matrix, the relay and the capture take as they are); a batch of it and a small request joins them in order."""
+    many = records_to_columns(SCHEMA, [dict(r) for r in ROWS[:40]], 100)
+    few = records_to_columns(SCHEMA, [dict(r) for r in ROWS[40:42]], 100)
+    for f in SCHEMA.features:
+        assert isinstance(many[f.name], np.ndarray) == (f.type == "numeric"), f.name
+        assert isinstance(few[f.name], list), f.name
+    both = joined([many, few])
+    for f in SCHEMA.features:
+        want = [r.get(f.name) for r in ROWS[:42]]
+        got = as_list(both[f.name])
+        if f.type == "numeric":
+            assert np.array_equal(np.asarray(got, dtype=float), np.asarray(want, dtype=float), equal_nan=True)
+            assert all(type(v) is float for v in as_list(many[f.name]))  # Python floats, not numpy scalars
+        else:
+            assert got == want

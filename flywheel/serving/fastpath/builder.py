@@ -137,9 +137,11 @@ def verify(fast: FastPredictor, pipeline: Any, schema: Schema, golden_rows: Sequ
     golden = records_to_columns(schema, golden_rows)
     sizes: tuple[int, ...] = tuple(getattr(fast, "batch_sizes", ()))
     boundary = _repeated(boundary_columns(fast, schema), 4 * max(sizes, default=0) + 1)
-    checks: list[tuple[str, dict[str, list[Any]], tuple[int | None, ...]]] = [
+    checks: list[tuple[str, ColumnsIn, tuple[int | None, ...]]] = [
         ("golden", golden, (None,)),
         ("boundary", boundary, (None, *sizes)),
+        # as a request of many rows reaches it: each numeric column the float64 array its checks built
+        ("boundary as arrays", _numeric_arrays(schema, boundary), (None, *sizes)),
     ]
     for i in range(min(SINGLE_ROW_CHECKS, len(golden_rows))):
         checks.append((f"golden row {i} alone", {k: v[i : i + 1] for k, v in golden.items()}, (None,)))
@@ -160,6 +162,12 @@ def verify(fast: FastPredictor, pipeline: Any, schema: Schema, golden_rows: Sequ
                 return Verdict(False, checked + n, f"{where} row {row} {inputs}: {what}")
         checked += n
     return Verdict(True, checked)
+
+
+def _numeric_arrays(schema: Schema, cols: dict[str, list[Any]]) -> ColumnsIn:
+    """The columns as flywheel/serving/inputs.py `checked_columns` hands a large request on: numeric ones as arrays."""
+    return {f.name: np.asarray(cols[f.name], dtype=np.float64) if f.type == "numeric" else cols[f.name]
+            for f in schema.features}  # fmt: skip
 
 
 def _repeated(cols: dict[str, list[Any]], rows: int) -> dict[str, list[Any]]:
