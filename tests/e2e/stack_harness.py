@@ -41,6 +41,9 @@ class Up:
             "FLYWHEEL_BUCKET": "flywheel-local",
             # this test's record of running stacks, not the user's (the CLI finds stacks from any folder by it)
             "XDG_STATE_HOME": str(state.parent / "xdg"),
+            # the stack's trainer: both estimators still compete, on two CV folds instead of three (half the fitting
+            # of every retrain; these tests are about the loop, not model selection)
+            "FLYWHEEL_CV_FOLDS": "2",
         }
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
