@@ -3,19 +3,16 @@
 The agent forks it once, at start-up, after importing what a worker needs and before it starts a thread or makes
 an S3 client. A new worker is then a fork of this single-threaded process, ready in milliseconds with the imports
 shared, instead of a new interpreter that spends seconds of CPU importing scikit-learn beside the workers that
-serve. The zygote waits for the agent's requests (over a socket pair: the listening socket and the worker's link
-come with each), forks, hands back the worker's pid and a pidfd, and reports each exit status. It dies with the
-agent, and each worker with it (PR_SET_PDEATHSIG: SIGTERM, as the agent would stop it).
+serve. The zygote (its loop: app/zygote_loop.py) waits for the agent's requests (over a socket pair: the listening
+socket and the worker's link come with each), forks, hands back the worker's pid and a pidfd, and reports each exit
+status. It dies with the agent, and each worker with it (PR_SET_PDEATHSIG: SIGTERM, as the agent would stop it).
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
-import ctypes
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -23,30 +20,25 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # <linux/prctl.h>
-_MESSAGE = 4096
+from app.zygote_loop import (
+    close_all_but,
+    forget_aws_environment,
+    readable,
+    receive_fds,
+    serve_forks,
+    signal_on_parent_death,
+)
+
 #: the exit status of a worker whose zygote died before reporting it
 UNKNOWN_EXIT = 255
 #: how long the agent waits for the zygote to hand back a forked worker (a fork takes milliseconds)
 ANSWER_SECONDS = 10.0
-_FD = array.array("i")
 
 
 class ZygoteLost(RuntimeError):
     """The zygote exited: no worker can be started again (the replica stops, and Kubernetes restarts it)."""
-
-
-def _prctl(option: int, value: int | bytes) -> None:
-    if ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl")
-
-
-def _die_with_parent(parent: int, sig: signal.Signals) -> None:
-    _prctl(PR_SET_PDEATHSIG, sig)
-    if os.getppid() != parent:  # the parent died between the fork and prctl: no signal would come
-        os._exit(1)
 
 
 class Worker:
@@ -67,7 +59,7 @@ class Worker:
     def _poll(self) -> int | None:
         if self.returncode is None:
             self.returncode = self.zygote.exit_code(self.pid)
-            if self.returncode is None and self.zygote.lost and _readable(self._pidfd, 0):
+            if self.returncode is None and self.zygote.lost and readable(self._pidfd, 0):
                 self.returncode = UNKNOWN_EXIT  # it exited (its pidfd says), and no zygote will say how
             if self.returncode is not None:
                 os.close(self._pidfd)
@@ -121,10 +113,10 @@ class Zygote:
             code = 1
             try:
                 ours.close()
-                _die_with_parent(agent, signal.SIGKILL)  # it holds nothing: its workers get SIGTERM from its death
-                _close_all_but(0, 1, 2, theirs.fileno())  # nothing else of the agent's reaches a worker
-                _forget_aws_environment()  # once, here: every worker is forked from this state
-                code = _serve_forks(theirs, worker)
+                signal_on_parent_death(agent, signal.SIGKILL)  # it holds nothing; its death sends its workers SIGTERM
+                close_all_but(0, 1, 2, theirs.fileno())  # nothing else of the agent's reaches a worker
+                forget_aws_environment()  # once, here: every worker is forked from this state
+                code = serve_forks(theirs, worker)
             except BaseException:  # a child of a fork never returns into the agent's code
                 traceback.print_exc()
             finally:
@@ -171,10 +163,10 @@ class Zygote:
 
     def _receive(self, block: bool) -> tuple[dict[str, int], list[int]]:
         """One message ({} when none is waiting), exits recorded on the way."""
-        if block and not _readable(self._sock.fileno(), ANSWER_SECONDS):
+        if block and not readable(self._sock.fileno(), ANSWER_SECONDS):
             raise ZygoteLost(f"no answer in {ANSWER_SECONDS:g} s")
         try:
-            data, fds = _receive_fds(self._sock, 0 if block else socket.MSG_DONTWAIT)
+            data, fds = receive_fds(self._sock, 0 if block else socket.MSG_DONTWAIT)
         except BlockingIOError:
             return {}, []
         if not data:
@@ -194,129 +186,3 @@ class Zygote:
                 os.waitpid(self.pid, 0)
                 return
             time.sleep(0.02)
-
-
-def _serve_forks(sock: socket.socket, worker: Callable[[int, int, str], int]) -> int:
-    """The zygote's loop: fork a worker per request, report each exit; return when the agent has closed its end
-    and the last worker has exited."""
-    me = os.getpid()
-    _prctl(PR_SET_NAME, b"flywheel-zygote")
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the agent decides (it closes its end, or dies)
-        signal.signal(sig, signal.SIG_IGN)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wake-up byte is written
-    children: set[int] = set()
-    open_ = True
-    while open_ or children:
-        ready, _, _ = select.select([sock.fileno(), wake_r] if open_ else [wake_r], [], [], 1.0)
-        if wake_r in ready:
-            while os.read(wake_r, 512) == 512:
-                pass
-        for pid, code in _reaped():
-            children.discard(pid)
-            if open_:
-                _send(sock, {"exit": pid, "code": code})
-        if sock.fileno() in ready:
-            data, fds = _receive_fds(sock, 0)
-            if not data:
-                open_ = False
-                continue
-            request = json.loads(data)
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                os.close(wake_r)
-                os.close(wake_w)
-                _run_worker(me, fds, request, worker)  # never returns
-            for fd in fds:
-                os.close(fd)
-            children.add(pid)
-            pidfd = os.pidfd_open(pid)  # before it can be reaped: signals through it never reach a reused pid
-            try:
-                _send(sock, {"pid": pid}, [pidfd])
-            finally:
-                os.close(pidfd)
-    return 0
-
-
-def _readable(fd: int, timeout: float) -> bool:
-    poller = select.poll()  # not select.select: it fails on descriptors past 1024
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(timeout * 1000))
-
-
-def _forget_aws_environment() -> None:
-    """No AWS credentials in the zygote's environment, so none in a worker's: a worker never calls AWS (its agent
-    does, with a client made after this fork). The AWS_* variables leave os.environ, and their values are blanked
-    where the agent's exec left them (what /proc/<pid>/environ shows). Freed copies of the strings may remain in
-    the heap the fork copied (docs/serving.md, "Starting a worker")."""
-    environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
-    i = 0
-    while (address := environ[i]) is not None:
-        entry = ctypes.string_at(address)
-        if entry.startswith(b"AWS_") and b"=" in entry:
-            start = entry.index(b"=") + 1
-            ctypes.memset(address + start, ord("x"), len(entry) - start)
-        i += 1
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        del os.environ[name]
-
-
-def _close_all_but(*keep: int) -> None:
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            with contextlib.suppress(OSError):  # the descriptor of the listing itself, closed by now
-                os.close(fd)
-
-
-def _receive_fds(sock: socket.socket, flags: int) -> tuple[bytes, list[int]]:
-    """One message and the descriptors it carries (`socket.recv_fds` ignores its flags before Python 3.12)."""
-    data, ancillary, _, _ = sock.recvmsg(_MESSAGE, socket.CMSG_SPACE(2 * _FD.itemsize), flags)
-    fds = array.array("i")
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds)
-
-
-def _reaped() -> list[tuple[int, int]]:
-    done = []
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            break
-        done.append((pid, os.waitstatus_to_exitcode(status)))
-    return done
-
-
-def _send(sock: socket.socket, message: dict[str, int], fds: Sequence[int] = ()) -> None:
-    with contextlib.suppress(OSError):  # the agent is gone: its death signal is on its way
-        socket.send_fds(sock, [json.dumps(message).encode()], list(fds))
-
-
-def _run_worker(zygote: int, fds: list[int], request: dict[str, str], worker: Callable[[int, int, str], int]) -> None:
-    """The forked worker: its own signals, name and environment, then `worker`; exits with its code."""
-    from flywheel.serving.worker_metrics import DIRECTORY_VARIABLE
-
-    code = 1
-    try:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        _die_with_parent(zygote, signal.SIGTERM)
-        _prctl(PR_SET_NAME, b"flywheel-worker")
-        os.environ[DIRECTORY_VARIABLE] = request["metrics_dir"]
-        code = worker(fds[0], fds[1], request["log_level"])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-    except BaseException:  # a fork's child never returns into the zygote's loop
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
