@@ -64,6 +64,7 @@ def test_the_local_loop(up: Up, tmp_path: Path) -> None:
                 c = client.post(up.apis[i % 2] + "/v1/models/churn/predict", json={"instances": [churn_row]})
                 churn_results.append((c.status_code, c.json().get("model_version")))
                 i += 1
+                stop.wait(0.005)  # paced: flat out, it spent a core of this process and of the replicas
 
     loader = threading.Thread(target=load)
     loader.start()

@@ -72,6 +72,9 @@ def test_swap_under_load_never_fails_or_mixes(
             while not stop.is_set():
                 r = client.post(api.url + "/v1/predict", json={"instances": instances})
                 results.append((r.status_code, r.json()))
+                # paced: a loop flat out spent a core of this process and of the replica (the suite is CPU-bound on two
+                # cores); each thread still has a request in flight most of the time, through every swap
+                stop.wait(0.005)
 
     workers = [threading.Thread(target=load) for _ in range(6)]
     for w in workers:
