@@ -43,20 +43,20 @@ lock: venv ## re-make the images' hashed locks after changing requirements.txt (
 	rm lambdas/trainer/requirements-trainer.in
 
 lint: venv ## ruff, mypy and the core's import layers (import-linter)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	@# mypy in two processes, the CDK app on its own (aws-cdk-lib's types are most of a cold run: 80 s in one
-	@# process, ~50 s in two on 2 cores); together they check what pyproject.toml's [tool.mypy] `files` lists
-	$(VENV)/bin/mypy --cache-dir .mypy_cache/cdk cdk & cdk=$$!; \
-	  $(VENV)/bin/mypy flywheel lambdas app bench; rest=$$?; wait $$cdk && exit $$rest
-	$(VENV)/bin/lint-imports --no-cache
+	@VENV=$(VENV) bash scripts/lint.sh
 
 # Integration tests mostly wait on servers they start, so more workers than cores pays (measured on 2 cores).
 TEST_WORKERS ?= 4
 
-test: venv tools lint ## lint, types and the whole test suite, on $(TEST_WORKERS) workers
+# `make lint` runs beside the suite, not before it: the suite keeps both cores busy (vmstat: 2% idle), the lint
+# alone left one idle for much of its ~90 s. Its output comes after the suite's; either failing fails `make test`.
+test: venv tools ## lint, types and the whole test suite, on $(TEST_WORKERS) workers
 	$(PY) -m compileall -q flywheel app lambdas  # the suite's many processes then load bytecode, not source
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load
+	@VENV=$(VENV) bash scripts/lint.sh > $(VENV)/lint.log 2>&1 & lint=$$!; \
+	  $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load; tests=$$?; \
+	  wait $$lint; linted=$$?; echo "--- make lint (scripts/lint.sh, ran beside the suite)"; cat $(VENV)/lint.log; \
+	  if [ $$linted -ne 0 ]; then echo "make test: make lint failed (above)"; fi; \
+	  [ $$tests -eq 0 ] && [ $$linted -eq 0 ]
 
 up: venv ## run the whole system locally (embedded S3 + SQS, trainer, API replicas, UI, MLflow)
 	$(VENV)/bin/flywheel up
