@@ -72,23 +72,27 @@ def busy_ports(ports: dict[str, int]) -> list[str]:
     return busy
 
 
-def ready(url: str, key: str) -> bool:
-    """The replica at `url` answers /readyz with 200."""
+def _readyz(url: str, key: str) -> dict[str, Any] | None:
+    """The replica's /readyz body when it answers 200 (what it serves, told to a key only); None otherwise."""
     request = urllib.request.Request(url + "/readyz", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=2) as r:  # noqa: S310 - loopback
-            return bool(r.status == 200)
-    except OSError:  # a 503 (HTTPError) included
-        return False
+            body = json.loads(r.read())
+    except (OSError, ValueError):  # a 503 (HTTPError) included
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def ready(url: str, key: str) -> bool:
+    """The replica at `url` answers /readyz with 200."""
+    return _readyz(url, key) is not None
 
 
 def served(url: str, key: str) -> int | None:
-    """The default model's version the replica at `url` serves (/readyz tells it to a key only)."""
-    request = urllib.request.Request(url + "/readyz", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
+    """The default model's version the replica at `url` serves."""
     try:
-        with urllib.request.urlopen(request, timeout=2) as r:  # noqa: S310 - loopback
-            return int(json.loads(r.read())["model_version"])
-    except (OSError, ValueError, KeyError):
+        return int((_readyz(url, key) or {})["model_version"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 

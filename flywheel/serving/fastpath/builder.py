@@ -137,34 +137,31 @@ def verify(fast: FastPredictor, pipeline: Any, schema: Schema, golden_rows: Sequ
     golden = records_to_columns(schema, golden_rows)
     sizes: tuple[int, ...] = tuple(getattr(fast, "batch_sizes", ()))
     boundary = _repeated(boundary_columns(fast, schema), 4 * max(sizes, default=0) + 1)
-    checks: list[tuple[str, ColumnsIn, tuple[int | None, ...]]] = [
-        ("golden", golden, (None,)),
-        ("boundary", boundary, (None, *sizes)),
-        # as a request of many rows reaches it: each numeric column the float64 array its checks built
-        ("boundary as arrays", _numeric_arrays(schema, boundary), (None, *sizes)),
+    # each check: its rows, in every form a request can hand them on (one Pipeline run for all of them)
+    checks: list[tuple[str, list[tuple[str, ColumnsIn]], tuple[int | None, ...]]] = [
+        ("golden", [("", golden)], (None,)),
+        # as a request of many rows reaches it too: each numeric column the float64 array its checks built
+        ("boundary", [("", boundary), (" as arrays", _numeric_arrays(schema, boundary))], (None, *sizes)),
     ]
     for i in range(min(SINGLE_ROW_CHECKS, len(golden_rows))):
-        checks.append((f"golden row {i} alone", {k: v[i : i + 1] for k, v in golden.items()}, (None,)))
+        checks.append((f"golden row {i} alone", [("", {k: v[i : i + 1] for k, v in golden.items()})], (None,)))
     checked = 0
-    wanted: dict[str, Output] = {}  # the Pipeline's outputs by rows checked: the arrays are the boundary rows again
-    for label, cols, batch_sizes in checks:
-        n = len(next(iter(cols.values())))
+    for label, forms, batch_sizes in checks:
+        n = len(next(iter(forms[0][1].values())))
         if n == 0:
             continue
-        rows = label.removesuffix(" as arrays")
-        if rows not in wanted:
-            with threadpool_limits(limits=1, user_api="openmp"):  # OpenMP's thread start-up dominates small batches
-                wanted[rows] = reference(pipeline, schema, cols)
-        want = wanted[rows]
-        for size in batch_sizes:
-            got = fast.predict(cols) if size is None else _in_batches(fast, cols, n, size)
-            diff = _first_difference(want, got)
-            if diff is not None:
-                row, what = diff
-                inputs = {k: v[row] for k, v in cols.items()}
-                where = label if size is None else f"{label} in batches of {size}"
-                return Verdict(False, checked + n, f"{where} row {row} {inputs}: {what}")
-        checked += n
+        with threadpool_limits(limits=1, user_api="openmp"):  # OpenMP's thread start-up dominates small batches
+            want = reference(pipeline, schema, forms[0][1])
+        for form, cols in forms:
+            for size in batch_sizes:
+                got = fast.predict(cols) if size is None else _in_batches(fast, cols, n, size)
+                diff = _first_difference(want, got)
+                if diff is not None:
+                    row, what = diff
+                    inputs = {k: v[row] for k, v in cols.items()}
+                    where = label + form if size is None else f"{label}{form} in batches of {size}"
+                    return Verdict(False, checked + n, f"{where} row {row} {inputs}: {what}")
+            checked += n
     return Verdict(True, checked)
 
 
