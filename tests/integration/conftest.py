@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -86,6 +87,35 @@ def get_status(url: str) -> int:
         return loopback.get(url, timeout=10).status_code
     except httpx.HTTPError:
         return 0
+
+
+def stalled_post(url: str, key: str | None = None, declared: int = 1000, sent: bytes = b"{") -> socket.socket:
+    """A POST /v1/predict on a raw socket whose headers arrive whole and whose body stops after `sent` (of `declared`
+    bytes): the replica waits for the rest. Send it (`sendall`) and `read_response` to finish the request."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n")  # fmt: skip
+    sock.sendall(head.encode() + sent)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and body of the HTTP/1.1 response on `sock` (one with a Content-Length, as the replica sends)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before a whole response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:]) if k.lower() == "content-length")
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed {length - len(body)} bytes before the end of the body"
+        body += chunk
+    return int(lines[0].split()[1]), body
 
 
 @pytest.fixture
