@@ -38,6 +38,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: 0 if long(item) else 1)  # stable: the rest keeps its order
 
 
+ONE_WORKER = ("tests/cdk/",)  # tests whose session fixtures are worth building once: a jsii runtime and the synths
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: without xdist (-p no:xdist) nothing is scheduled
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist load`, except that the tests under ONE_WORKER all run on one worker: spread test by test, each worker
+    started aws-cdk-lib's jsii runtime and synthesized the session's stacks again (~50 s of CPU more on 2 cores).
+    xdist's own `loadgroup` cannot do it with pytest 9.2, which no longer reads the node id xdist rewrites."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadWithGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((prefix for prefix in ONE_WORKER if nodeid.startswith(prefix)), nodeid)
+
+    return LoadWithGroups(config, log)
+
+
 _GIVEN: set[int] = set()
 
 
