@@ -8,7 +8,7 @@ before stays counted. Each rollout has its own id (rollout.json `id`): a new rol
 zero. Why S3 and not Prometheus: docs/architecture.md, "Rollouts".
 
 Anyone who can write under the stats/ prefix can plant an object, so the judge believes none blindly: objects
-that are too big, unreadable, impossible (judge.PodReport, judge.screen: more requests than a process could run
+that are too big, unreadable, impossible (flywheel/release/pod_reports.py: more requests than a process could run
 in the time, timestamps out of order) or shaped unlike the majority are left out, logged, and named in the
 verdict's reason (`collect`).
 """
@@ -24,7 +24,8 @@ from typing import Any
 
 from flywheel.clock import now_iso
 from flywheel.registry.store import Registry
-from flywheel.release.judge import PodReport, VersionStats, merge, screen
+from flywheel.release.judge import VersionStats, merge
+from flywheel.release.pod_reports import PodReport, screen
 from flywheel.release.rollout_state import Rollout
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def collect(registry: Registry, rollout: Rollout, now: datetime | None = None) -
     """Every pod's statistics of `rollout`, checked and merged.
 
     Each object is untrusted input: one that is too big, unreadable or impossible (judge.VersionStats.check,
-    judge.screen against `now`) is skipped with a warning, and so are pods whose histograms are shaped unlike the
+    pod_reports.screen against `now`) is skipped with a warning, and so are pods whose histograms are shaped unlike the
     majority's (an old image during a rolling deploy): no object can stop the judge, so a rollout still reaches
     its time limit, and none can carry a decision on figures that cannot be true."""
     now = now or datetime.now(UTC)

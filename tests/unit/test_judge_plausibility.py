@@ -10,17 +10,8 @@ from typing import Any
 
 import pytest
 
-from flywheel.release.judge import (
-    CLOCK_SKEW_SECONDS,
-    MAX_POD_REQUESTS_PER_SECOND,
-    NAMED_SKIPS,
-    PodReport,
-    VersionStats,
-    implausible,
-    judge,
-    merge,
-    screen,
-)
+from flywheel.release.judge import NAMED_SKIPS, VersionStats, judge, merge
+from flywheel.release.pod_reports import CLOCK_SKEW_SECONDS, MAX_POD_REQUESTS_PER_SECOND, PodReport, implausible, screen
 from flywheel.release.rollout_state import Rollout, Thresholds
 
 START = "2026-01-01T00:00:00+00:00"
