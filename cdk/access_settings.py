@@ -21,8 +21,8 @@ from typing import Any
 
 from constructs import Node
 
-from cdk.context import check_all, parse_values, read_context
-from cdk.settings import _matches, _optional, _str, _str_tuple, check_cidrs
+from cdk.context import check_all, matches, optional, parse_str, parse_str_tuple, parse_values, read_context
+from cdk.network_allowlists import check_cidrs
 
 #: Claim that carries the user's groups in a Cognito ID token (the UI's default FLYWHEEL_UI_ROLE_CLAIM).
 COGNITO_ROLE_CLAIM = "cognito:groups"
@@ -85,7 +85,9 @@ class AccessSettings:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> AccessSettings:
         """Build from snake_case keys (strings as `-c key=value` gives them), then validate."""
-        parsed = parse_values(cls, values, lambda name: _str_tuple if name == "allowed_cidrs" else _optional(_str))
+        parsed = parse_values(
+            cls, values, lambda name: parse_str_tuple if name == "allowed_cidrs" else optional(parse_str)
+        )
         settings = cls(**parsed)
         settings.validate()
         return settings
@@ -135,7 +137,7 @@ class AccessSettings:
             ),
             (
                 "oidc_role_claim",
-                self.oidc_role_claim is None or _matches(r"[A-Za-z0-9:_./-]{1,128}", self.oidc_role_claim),
+                self.oidc_role_claim is None or matches(r"[A-Za-z0-9:_./-]{1,128}", self.oidc_role_claim),
                 "a claim name",
             ),
             (

@@ -1,12 +1,17 @@
-"""Reading CDK context into settings dataclasses: camelCase keys, parsed values, checks that name the key."""
+"""Reading CDK context into settings dataclasses: camelCase keys, parsed values (a JSON value from cdk.json or a
+string from `-c key=value`), checks that name the key."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from constructs import Node
+
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -45,3 +50,59 @@ def context_key(field_name: str) -> str:
     """`node_min_size` -> `nodeMinSize`."""
     head, *rest = field_name.split("_")
     return head + "".join(part.capitalize() for part in rest)
+
+
+def matches(pattern: str, value: str) -> bool:
+    return re.fullmatch(pattern, value) is not None
+
+
+def parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", value.strip()):
+        return float(value)
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def parse_str(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value).strip()
+
+
+def parse_str_tuple(value: Any) -> tuple[str, ...]:
+    """A JSON list (cdk.json) or a comma-separated string (`-c key=a,b`)."""
+    items: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        items = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(i.strip() for i in items if i.strip())
+
+
+def optional(parse: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    def parse_optional(value: Any) -> T | None:
+        return None if value is None or value == "" else parse(value)
+
+    return parse_optional

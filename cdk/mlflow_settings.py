@@ -25,8 +25,16 @@ from constructs import Node
 
 from cdk.access_settings import _KMS_KEY_ARN as KMS_KEY_ARN
 from cdk.access_settings import _SECRET_ARN as SECRET_ARN
-from cdk.context import SettingsError, check_all, context_key, parse_values, read_context
-from cdk.settings import _float, _optional, _str
+from cdk.context import (
+    SettingsError,
+    check_all,
+    context_key,
+    optional,
+    parse_float,
+    parse_str,
+    parse_values,
+    read_context,
+)
 
 #: SageMaker's managed MLflow (the `mlflow-tracking-server` resource of the sagemaker service).
 TRACKING_SERVER_ARN = re.compile(
@@ -105,7 +113,9 @@ class MlflowSettings:
         seconds = ("mlflow_timeout_seconds", "mlflow_budget_seconds")
         texts = ("mlflow_experiment", "mlflow_registered_prefix")
         parsed = parse_values(
-            cls, values, lambda name: _float if name in seconds else _str if name in texts else _optional(_str)
+            cls,
+            values,
+            lambda name: parse_float if name in seconds else parse_str if name in texts else optional(parse_str),
         )
         settings = cls(**parsed)
         settings.validate()

@@ -5,21 +5,28 @@ Every key is documented in docs/deploy.md. A bad value fails the synth with the 
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from constructs import Node
 
 from cdk.context import SettingsError as SettingsError  # re-exported: callers import it from here
-from cdk.context import check_all, parse_values, read_context
+from cdk.context import (
+    check_all,
+    matches,
+    optional,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_str,
+    parse_str_tuple,
+    parse_values,
+    read_context,
+)
 from cdk.context import context_key as context_key
+from cdk.network_allowlists import check_cidrs
 from cdk.registrations import MODEL_NAME, parse_models
-
-T = TypeVar("T")
 
 #: The kubectl layer installed (aws-cdk.lambda-layer-kubectl-v35) talks to API servers one minor version
 #: either side (Kubernetes version skew policy), so these are the versions this app can manage.
@@ -126,7 +133,7 @@ class DeploySettings:
     def _checks(self) -> list[tuple[str, bool, str]]:
         max_batch = 10000 if self.trainer_batch_window_seconds else 10
         return [
-            ("env_name", _matches(r"[a-z][a-z0-9-]{0,15}", self.env_name), "lower-case, <= 16 chars"),
+            ("env_name", matches(r"[a-z][a-z0-9-]{0,15}", self.env_name), "lower-case, <= 16 chars"),
             (
                 "kubernetes_version",
                 self.kubernetes_version in SUPPORTED_KUBERNETES_VERSIONS,
@@ -141,7 +148,7 @@ class DeploySettings:
             ),
             ("node_disk_size_gib", 20 <= self.node_disk_size_gib <= 1000, "20..1000"),
             ("nat_gateways", 1 <= self.nat_gateways <= 2, "1 or 2 (the VPC spans two AZs)"),
-            ("image_tag", _matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", self.image_tag), "an image tag"),
+            ("image_tag", matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", self.image_tag), "an image tag"),
             ("model_name", MODEL_NAME.fullmatch(self.model_name) is not None, "a registry name"),
             ("schema", len(self.schema) > 0, "a schema name"),
             (
@@ -190,17 +197,17 @@ class DeploySettings:
             ("capture_retention_days", 1 <= self.capture_retention_days <= 3650, "1..3650"),
             (
                 "alarm_email",
-                self.alarm_email is None or _matches(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarm_email),
+                self.alarm_email is None or matches(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarm_email),
                 "an e-mail address, or unset",
             ),
             (
                 "admin_role_arn",
-                self.admin_role_arn is None or _matches(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", self.admin_role_arn),
+                self.admin_role_arn is None or matches(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", self.admin_role_arn),
                 "an IAM role ARN, or unset",
             ),
             (
                 "kube_prometheus_stack_version",
-                _matches(r"\d+\.\d+\.\d+", self.kube_prometheus_stack_version),
+                matches(r"\d+\.\d+\.\d+", self.kube_prometheus_stack_version),
                 "an exact chart version (pinned)",
             ),
         ]
@@ -216,139 +223,40 @@ class DeploySettings:
         return f"{low}..{high} in steps of {step} for trainerJobVcpu={self.trainer_job_vcpu} (Fargate task sizes)"
 
 
-#: The widest range an allow-list may hold, per IP version (prefix length): /8 is 16.7 million IPv4 addresses, a
-#: 256th of the address space. Wider ones, or several whose addresses add up to more than one such range (the two
-#: /1 halves, 0.0.0.0/0 cut in pieces), are not a list of networks but the internet.
-WIDEST_PREFIX = {4: 8, 6: 16}
-
-
-def check_cidrs(
-    field_name: str, cidrs: tuple[str, ...], *, opens: str, instead: str, versions: tuple[int, ...] = (4, 6)
-) -> None:
-    """Raise SettingsError, naming the context key and the value, unless `cidrs` is a list of networks that
-    does not open `opens` to the whole internet (allowedCidrs and clusterEndpointCidrs share this check).
-
-    Each must be a network (strict: no host bits set) of an IP version in `versions`, no wider than
-    WIDEST_PREFIX, and together, overlaps counted once, they must not cover more addresses than one range of
-    that width."""
-    key = context_key(field_name)
-    v4: list[ipaddress.IPv4Network] = []
-    v6: list[ipaddress.IPv6Network] = []
-    for cidr in cidrs:
-        try:
-            network = ipaddress.ip_network(cidr, strict=True)
-        except ValueError as e:
-            raise SettingsError(f"context {key!r}: {cidr!r} is not a CIDR ({e})") from e
-        if network.version not in versions:
-            raise SettingsError(f"context {key!r}: {cidr!r} is not an IPv{' or IPv'.join(map(str, versions))} CIDR")
-        if network.prefixlen < WIDEST_PREFIX[network.version]:
-            raise SettingsError(f"context {key!r}: {cidr!r} opens {opens} to the whole internet; {instead}")
-        if isinstance(network, ipaddress.IPv4Network):
-            v4.append(network)
-        else:
-            v6.append(network)
-    for same, covered, widest, bits in (
-        (v4, sum(n.num_addresses for n in ipaddress.collapse_addresses(v4)), WIDEST_PREFIX[4], 32),
-        (v6, sum(n.num_addresses for n in ipaddress.collapse_addresses(v6)), WIDEST_PREFIX[6], 128),
-    ):
-        if covered > 2 ** (bits - widest):  # overlaps counted once
-            together = ",".join(str(n) for n in same)
-            raise SettingsError(
-                f"context {key!r}: {together!r} together open {opens} to the whole internet "
-                f"(more addresses than one /{widest}); {instead}"
-            )
-
-
-def _matches(pattern: str, value: str) -> bool:
-    return re.fullmatch(pattern, value) is not None
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
-    raise ValueError(f"expected an integer, got {value!r}")
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", value.strip()):
-        return float(value)
-    raise ValueError(f"expected a number, got {value!r}")
-
-
-def _str(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a string, got {value!r}")
-    return str(value).strip()
-
-
-def _str_tuple(value: Any) -> tuple[str, ...]:
-    """A JSON list (cdk.json) or a comma-separated string (`-c key=a,b`)."""
-    items: Any = value
-    if isinstance(value, str):
-        text = value.strip()
-        items = json.loads(text) if text.startswith("[") else text.split(",")
-    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ValueError(f"expected a list of strings, got {value!r}")
-    return tuple(i.strip() for i in items if i.strip())
-
-
-def _optional(parse: Callable[[Any], T]) -> Callable[[Any], T | None]:
-    def parse_optional(value: Any) -> T | None:
-        return None if value is None or value == "" else parse(value)
-
-    return parse_optional
-
-
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "env_name": _str,
-    "kubernetes_version": _str,
-    "node_instance_types": _str_tuple,
-    "node_min_size": _int,
-    "node_desired_size": _int,
-    "node_max_size": _int,
-    "node_disk_size_gib": _int,
-    "nat_gateways": _int,
-    "cluster_endpoint_cidrs": _str_tuple,
-    "admin_role_arn": _optional(_str),
-    "image_tag": _str,
-    "model_name": _str,
-    "schema": _str,
+    "env_name": parse_str,
+    "kubernetes_version": parse_str,
+    "node_instance_types": parse_str_tuple,
+    "node_min_size": parse_int,
+    "node_desired_size": parse_int,
+    "node_max_size": parse_int,
+    "node_disk_size_gib": parse_int,
+    "nat_gateways": parse_int,
+    "cluster_endpoint_cidrs": parse_str_tuple,
+    "admin_role_arn": optional(parse_str),
+    "image_tag": parse_str,
+    "model_name": parse_str,
+    "schema": parse_str,
     "models": parse_models,
-    "serve_models": _str_tuple,
-    "trainer_memory_mib": _int,
-    "trainer_ephemeral_storage_mib": _int,
-    "trainer_batch_size": _int,
-    "trainer_batch_window_seconds": _int,
-    "trainer_max_concurrency": _int,
-    "trainer_reserved_concurrency": _optional(_int),
-    "trainer_lock_ttl_seconds": _int,
-    "trainer_job_vcpu": _int,
-    "trainer_job_memory_mib": _int,
-    "trainer_job_timeout_minutes": _int,
-    "trainer_job_max_vcpus": _int,
-    "rollout_mode": _str,
-    "rollout_share": _float,
-    "log_retention_days": _int,
-    "noncurrent_version_days": _int,
-    "quarantine_expiration_days": _int,
-    "capture_retention_days": _int,
-    "retain_data": _bool,
-    "alarm_email": _optional(_str),
-    "kube_prometheus_stack_version": _str,
+    "serve_models": parse_str_tuple,
+    "trainer_memory_mib": parse_int,
+    "trainer_ephemeral_storage_mib": parse_int,
+    "trainer_batch_size": parse_int,
+    "trainer_batch_window_seconds": parse_int,
+    "trainer_max_concurrency": parse_int,
+    "trainer_reserved_concurrency": optional(parse_int),
+    "trainer_lock_ttl_seconds": parse_int,
+    "trainer_job_vcpu": parse_int,
+    "trainer_job_memory_mib": parse_int,
+    "trainer_job_timeout_minutes": parse_int,
+    "trainer_job_max_vcpus": parse_int,
+    "rollout_mode": parse_str,
+    "rollout_share": parse_float,
+    "log_retention_days": parse_int,
+    "noncurrent_version_days": parse_int,
+    "quarantine_expiration_days": parse_int,
+    "capture_retention_days": parse_int,
+    "retain_data": parse_bool,
+    "alarm_email": optional(parse_str),
+    "kube_prometheus_stack_version": parse_str,
 }

@@ -147,7 +147,7 @@ def test_every_setting_is_documented():
         assert f"`{context_key(field.name)}`" in doc, f"{context_key(field.name)} missing from docs/deploy.md"
 
 
-# -- clusterEndpointCidrs: the same check as allowedCidrs (cdk/settings.py `check_cidrs`) -------------------------
+# -- clusterEndpointCidrs: the same check as allowedCidrs (cdk/network_allowlists.py `check_cidrs`) --------------------
 @pytest.mark.parametrize(
     "value",
     [
