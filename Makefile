@@ -49,11 +49,13 @@ lint: venv ## ruff, mypy and the core's import layers (import-linter)
 TEST_WORKERS ?= 4
 
 # `make lint` runs beside the suite, not before it: the suite keeps both cores busy (vmstat: 2% idle), the lint
-# alone left one idle for much of its ~90 s. Its output comes after the suite's; either failing fails `make test`.
+# alone left one idle. Its output comes after the suite's; either failing fails `make test`.
+# PYTHONDONTWRITEBYTECODE (set on some machines) is cleared for the suite: each worker would otherwise rewrite
+# and compile every test module again (pytest's assertion rewriting caches only where bytecode may be written).
 test: venv tools ## lint, types and the whole test suite, on $(TEST_WORKERS) workers
 	$(PY) -m compileall -q flywheel app lambdas  # the suite's many processes then load bytecode, not source
 	@VENV=$(VENV) bash scripts/lint.sh > $(VENV)/lint.log 2>&1 & lint=$$!; \
-	  $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load; tests=$$?; \
+	  PYTHONDONTWRITEBYTECODE= $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load; tests=$$?; \
 	  wait $$lint; linted=$$?; echo "--- make lint (scripts/lint.sh, ran beside the suite)"; cat $(VENV)/lint.log; \
 	  if [ $$linted -ne 0 ]; then echo "make test: make lint failed (above)"; fi; \
 	  [ $$tests -eq 0 ] && [ $$linted -eq 0 ]
