@@ -28,9 +28,9 @@ REGION = "us-east-1"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """How `make test` spreads the suite over pytest-xdist's workers (`--dist load`): test by test, in this order.
-    The tests marked `slow` or `e2e` (about a minute or more) come first, so that no worker is left alone with a
-    long one at the end."""
+    """How `make test` spreads the suite over pytest-xdist's workers (`--dist load`): test by test (but for the
+    group below), in this order. The tests marked `slow` or `e2e` (about a minute or more) come first, so that no
+    worker is left alone with a long one at the end."""
 
     def long(item: pytest.Item) -> bool:
         return any(item.get_closest_marker(m) for m in ("slow", "e2e"))
@@ -45,7 +45,10 @@ ONE_WORKER = ("tests/cdk/",)  # tests whose session fixtures are worth building 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`--dist load`, except that the tests under ONE_WORKER all run on one worker: spread test by test, each worker
     started aws-cdk-lib's jsii runtime and synthesized the session's stacks again (~50 s of CPU more on 2 cores).
-    xdist's own `loadgroup` cannot do it with pytest 9.2, which no longer reads the node id xdist rewrites."""
+    xdist's own `loadgroup` cannot do it with pytest 9.2, which no longer reads the node id xdist rewrites.
+
+    xdist's scope scheduler (`loadgroup` and `loadscope` use it too) sends the largest unit first, so the CDK group
+    starts before the slow tests; if a worker crashes, the rest of its unit runs again on another worker."""
     if config.getoption("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling

@@ -89,11 +89,14 @@ def get_status(url: str) -> int:
         return 0
 
 
-def stalled_post(url: str, key: str | None = None, declared: int = 1000, sent: bytes = b"{") -> socket.socket:
+def stalled_post(
+    url: str, key: str | None = None, declared: int = 1000, sent: bytes = b"{", timeout: float = 30
+) -> socket.socket:
     """A POST /v1/predict on a raw socket whose headers arrive whole and whose body stops after `sent` (of `declared`
-    bytes): the replica waits for the rest. Send it (`sendall`) and `read_response` to finish the request."""
+    bytes): the replica waits for the rest. Send it (`sendall`) and `read_response` to finish the request; `timeout`
+    bounds each send and receive."""
     host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
     head = (f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\n"
             f"Content-Length: {declared}\r\n\r\n")  # fmt: skip

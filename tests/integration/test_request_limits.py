@@ -88,7 +88,9 @@ def test_trickled_bodies_hold_no_slot_and_one_key_holds_at_most_its_share(
     # its fifth gets 429 naming its share, another key's big request is answered, and the four are answered in full
     # once their bodies arrive
     big = orjson.dumps({"instances": [{**ROW, "income": 1000.0 + i} for i in range(10_000)]})
-    held = [stalled_post(api.url, greedy, declared=len(big), sent=big[: len(big) // 2]) for _ in range(4)]
+    eventually(lambda: metric(api.url, "flywheel_http_requests_in_flight"), lambda n: n == 0, 30,
+               what="every stalled body of the first part gone")  # fmt: skip
+    held = [stalled_post(api.url, greedy, declared=len(big), sent=big[: len(big) // 2], timeout=120) for _ in range(4)]
     sockets += held
     eventually(lambda: metric(api.url, "flywheel_http_requests_in_flight"), lambda n: n == 4, 30,
                what="the four held requests in flight")  # fmt: skip
