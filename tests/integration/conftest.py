@@ -134,7 +134,7 @@ def start_replica(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
         full_env = {
             **os.environ,
             "FLYWHEEL_BUCKET": bucket,
-            "FLYWHEEL_POLL_INTERVAL_SECONDS": "0.3",
+            "FLYWHEEL_POLL_INTERVAL_SECONDS": "0.6",
             "FLYWHEEL_API_AUTH": "off",
             "FLYWHEEL_METRICS_PORT": str(metrics_port),
             **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),

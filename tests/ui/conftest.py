@@ -142,7 +142,7 @@ def api(stack: Stack, moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.Mo
         **os.environ,
         "FLYWHEEL_BUCKET": stack.bucket,
         "AWS_ENDPOINT_URL": moto_endpoint,
-        "FLYWHEEL_POLL_INTERVAL_SECONDS": "0.3",
+        "FLYWHEEL_POLL_INTERVAL_SECONDS": "0.6",
         "FLYWHEEL_API_AUTH": "off",  # these tests are about the UI; API keys: tests/integration/test_api_access.py
     }
     with log.open("wb") as out:
