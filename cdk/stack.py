@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, Duration, Fn, Stack
+from aws_cdk import Aws, Duration, Stack
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
@@ -16,10 +16,9 @@ from cdk import manifests as m
 from cdk.access import UI_AUTH, Access, ui_may_write, ui_rollout_statements
 from cdk.access_settings import AccessSettings
 from cdk.app_repository import AppRepository
-from cdk.cluster_monitoring import NAMESPACE as MONITORING_NAMESPACE
-from cdk.cluster_monitoring import RELEASE, ClusterMonitoring
+from cdk.cluster_monitoring import ClusterMonitoring
 from cdk.data_bucket import DATA_PREFIX, DataBucket
-from cdk.exposure import endpoint_outputs, expose
+from cdk.exposure import expose
 from cdk.feedback_arrival import feedback_arrival_statements, notify_feedback
 from cdk.grants import grant, offload_statements, serving_statements, trainer_statements, ui_statements
 from cdk.mlflow_mirror import MlflowMirror
@@ -31,6 +30,7 @@ from cdk.rollout_judge import RolloutJudge, judge_statements
 from cdk.serving_cluster import ServingCluster
 from cdk.settings import DeploySettings
 from cdk.signing_key import SigningKey
+from cdk.stack_outputs import add_outputs
 from cdk.trainer import METRICS_NAMESPACE, SERVICE_NAME, TIMEOUT, Trainer, trainer_image
 from cdk.trainer_job import TrainerJob
 from cdk.upload_queue import UploadQueue
@@ -282,40 +282,6 @@ class FlywheelStack(Stack):
             [trainer.role, job.job_role], history_writers=[judge.role, *([serving.ui_role] if ui_writes else [])]
         )
 
-        api_host = serving.load_balancer_host("ApiAddress", service=m.API_SERVICE, after=app)
-        ui_host = serving.load_balancer_host("UiAddress", service=m.UI_SERVICE, after=app)
-        api_port = m.service_port(rendered, m.API_SERVICE)
-        ui_port = m.service_port(rendered, m.UI_SERVICE)
-        cluster_name = serving.cluster.cluster_name
-        outputs = {
-            "BucketName": (data.bucket.bucket_name, "upload CSV batches under data/"),
-            "UploadQueueUrl": (uploads.queue.queue_url, "S3 data/ notifications for the trainer"),
-            "DeadLetterQueueUrl": (uploads.dead_letter_queue.queue_url, "notifications the trainer gave up on"),
-            "TrainerFunctionName": (trainer.function.function_name, "the trainer Lambda"),
-            "AppRepositoryUri": (app_repo.repository.repository_uri, "push the API/UI image here, tag = git sha"),
-            "ClusterName": (cluster_name, "the EKS cluster"),
-            "KubeconfigCommand": (
-                Fn.join("", ["aws eks update-kubeconfig --region ", Aws.REGION, " --name ", cluster_name]),
-                "point kubectl at the cluster",
-            ),
-            **endpoint_outputs(access, ui_host=ui_host, api_host=api_host, ui_port=ui_port, api_port=api_port),
-            **auth.outputs(),
-            "GrafanaCommand": (
-                f"kubectl -n {MONITORING_NAMESPACE} port-forward svc/{RELEASE}-grafana 3000:80",
-                "then open http://localhost:3000",
-            ),
-            "DashboardUrl": (
-                observability.dashboard_url,
-                "CloudWatch dashboard of the trainer",
-            ),
-            "SigningKeyArn": (signing.key_arn, "KMS key the trainer signs manifests with and the API pods verify"),
-            "AlarmTopicArn": (observability.topic.topic_arn, "subscribe to trainer alarms"),
-            "TrainerJobQueueArn": (job.job_queue.job_queue_arn, "Batch job queue for retrains too big for the Lambda"),
-            "TrainerJobDefinitionArn": (job.job_definition.job_definition_arn, "the trainer's Batch job definition"),
-        }
-        for name, (value, description) in outputs.items():
-            CfnOutput(self, name, value=value, description=description)
-
         self.data = data
         self.models = models
         self.uploads = uploads
@@ -329,3 +295,6 @@ class FlywheelStack(Stack):
         self.monitoring = monitoring
         self.observability = observability
         self.app_manifests = app
+        add_outputs(self, access=access, rendered=rendered, data=data, uploads=uploads, trainer=trainer, job=job,
+                    app_repository=app_repo, serving=serving, app=app, auth=auth, observability=observability,
+                    signing=signing)  # fmt: skip  # what `cdk deploy` prints
