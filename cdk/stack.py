@@ -297,4 +297,4 @@ class FlywheelStack(Stack):
         self.app_manifests = app
         add_outputs(self, access=access, rendered=rendered, data=data, uploads=uploads, trainer=trainer, job=job,
                     app_repository=app_repo, serving=serving, app=app, auth=auth, observability=observability,
-                    signing=signing)  # fmt: skip  # what `cdk deploy` prints
+                    signing=signing)  # fmt: skip
