@@ -7,7 +7,7 @@ set -x
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 # mypy in two processes, the CDK app on its own; together they check what pyproject.toml's [tool.mypy] `files` lists.
-# A cold run (a clean clone) reads only the aws_cdk modules the stack imports (pyproject.toml): ~12 s and ~24 s of CPU
+# A cold run (a clean clone) reads only the aws_cdk modules the stack uses (pyproject.toml): ~20 s and ~24 s of CPU
 "$VENV/bin/mypy" --cache-dir .mypy_cache/cdk cdk & cdk=$!
 rest=0
 "$VENV/bin/mypy" flywheel lambdas app bench || rest=$?

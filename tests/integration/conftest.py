@@ -93,7 +93,7 @@ def stalled_post(
     url: str, key: str | None = None, declared: int = 1000, sent: bytes = b"{", timeout: float = 30
 ) -> socket.socket:
     """A POST /v1/predict on a raw socket whose headers arrive whole and whose body stops after `sent` (of `declared`
-    bytes): the replica waits for the rest. Send it (`sendall`) and `read_response` to finish the request; `timeout`
+    bytes): the replica waits for the rest. Send it (`sendall`) and `read_responses` to finish the request; `timeout`
     bounds each send and receive."""
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=timeout)
@@ -104,21 +104,26 @@ def stalled_post(
     return sock
 
 
-def read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """The status and body of the HTTP/1.1 response on `sock` (one with a Content-Length, as the replica sends)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"the connection closed before a whole response: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:]) if k.lower() == "content-length")
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, f"the connection closed {length - len(body)} bytes before the end of the body"
-        body += chunk
-    return int(lines[0].split()[1]), body
+def read_responses(sock: socket.socket, count: int = 1) -> tuple[list[tuple[int, dict[str, str], bytes]], bytes]:
+    """`count` HTTP/1.1 responses on `sock` in the order they came (status, headers, body; each with a
+    Content-Length, as the replica sends), and whatever followed them."""
+    buffer, out = b"", list[tuple[int, dict[str, str], bytes]]()
+    while len(out) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(out)} responses"
+            buffer += chunk
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        size = int(headers["content-length"])
+        while len(buffer) < size:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed inside a body"
+            buffer += chunk
+        out.append((int(status_line.split()[1]), headers, buffer[:size]))
+        buffer = buffer[size:]
+    return out, buffer
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.integration.conftest import (
     ROW,
     Replica,
     metric,
-    read_response,
+    read_responses,
     serving_version,
     stalled_post,
     train,
@@ -138,7 +138,7 @@ def test_over_the_concurrency_limit_gets_429_not_a_crash(
         for sock in held:
             sock.sendall(body[1:])
         for sock in held:
-            status, answer = read_response(sock)
+            [(status, _, answer)], _ = read_responses(sock)
             assert status == 200 and len(orjson.loads(answer)["predictions"]) == 100, answer[:300]
     finally:
         for sock in held:

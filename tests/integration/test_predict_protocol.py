@@ -14,7 +14,7 @@ import orjson
 
 from tests import loopback
 from tests.conftest import Stack
-from tests.integration.conftest import ROW, Replica, predict, serving_version, train, wait_for
+from tests.integration.conftest import ROW, Replica, predict, read_responses, serving_version, train, wait_for
 
 V2_INPUTS = [{"name": k, "shape": [1], "datatype": "BYTES" if k == "region" else "FP64", "data": [v]}
              for k, v in ROW.items()]  # fmt: skip
@@ -28,25 +28,8 @@ def _post(path: str, body: dict[str, Any], *, version: str = "1.1", close: bool 
 
 
 def _read(sock: socket.socket, count: int) -> tuple[list[tuple[int, dict[str, str], bytes]], bytes]:
-    """`count` responses in the order they came, and whatever followed them before EOF or a pause."""
-    buffer, out = b"", list[tuple[int, dict[str, str], bytes]]()
     sock.settimeout(60)
-    while len(out) < count:
-        while b"\r\n\r\n" not in buffer:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed after {len(out)} responses"
-            buffer += chunk
-        head, buffer = buffer.split(b"\r\n\r\n", 1)
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-        size = int(headers["content-length"])
-        while len(buffer) < size:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed inside a body"
-            buffer += chunk
-        out.append((int(status_line.split()[1]), headers, buffer[:size]))
-        buffer = buffer[size:]
-    return out, buffer
+    return read_responses(sock, count)
 
 
 def _connect(url: str) -> socket.socket:

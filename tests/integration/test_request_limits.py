@@ -28,7 +28,7 @@ from tests.integration.conftest import (
     Replica,
     metric,
     metrics_text,
-    read_response,
+    read_responses,
     serving_version,
     stalled_post,
     train,
@@ -107,7 +107,7 @@ def test_trickled_bodies_hold_no_slot_and_one_key_holds_at_most_its_share(
     for sock in held:
         sock.sendall(big[len(big) // 2 :])
     for sock in held:
-        status, answer = read_response(sock)
+        [(status, _, answer)], _ = read_responses(sock)
         assert status == 200 and len(orjson.loads(answer)["predictions"]) == 10_000, answer[:300]
     eventually(lambda: metric(api.url, "flywheel_http_requests_rejected_total", reason="key_overloaded"),
                lambda n: n - refused_before == 1, 10, what="one more refused")  # fmt: skip
