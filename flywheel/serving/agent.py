@@ -40,6 +40,7 @@ from flywheel.settings import ServeSettings
 log = logging.getLogger(__name__)
 STATE_EVERY_SECONDS = 0.2
 RECENT_ROLLOUTS = 16
+RECENT_VERSIONS = 16  # versions whose schema the agent keeps for answers relayed after a swap
 
 
 def export(served: ServedModel) -> ServedModel:
@@ -71,6 +72,9 @@ class Agent:
         self.hosts: dict[str, ModelHost] = {}
         self.schemas: dict[str, Schema] = {}
         self.monitors: dict[str, DriftMonitor] = {}
+        # the schema and classes of the versions answers came from lately: a worker's answer relayed just after its
+        # version was swapped out (a promotion, a rollback) is still captured (RECENT_VERSIONS of them kept)
+        self._recent: dict[tuple[str, int], tuple[Schema, list[str]]] = {}
         self.discovered = False
         self.capture = Capturer.from_settings(s3, settings, self.pod, metrics)
         self.auth = (
@@ -261,11 +265,20 @@ class Agent:
         """A worker answered a request: capture it, and feed production's drift windows."""
         host = self.hosts.get(model)
         served = _version_of(host, version) if host is not None else None
-        if served is None:  # a version swapped out meanwhile: no schema to file it under
+        recent = self._recent
+        if served is not None:
+            if (model, version) not in recent:
+                recent[(model, version)] = (served.schema, served.classes)
+                if len(recent) > RECENT_VERSIONS:
+                    del recent[next(iter(recent))]
+            schema, classes = served.schema, served.classes
+        elif (model, version) in recent:  # swapped out since the worker answered: captured, not in drift windows
+            schema, classes = recent[(model, version)]
+        else:  # a version this agent never saw answers from: no schema to file it under
             return
-        self.capture.record(model, served.schema, served.classes, ids, version, role, columns, predictions,
-                            probabilities, key_id, at=at)  # fmt: skip
-        if role == "production" and host is not None and host.current is served:
+        self.capture.record(model, schema, classes, ids, version, role, columns, predictions, probabilities, key_id,
+                            at=at)  # fmt: skip
+        if role == "production" and host is not None and served is not None and host.current is served:
             self.monitors[model].record(served, columns, predictions)
 
     def live(self, pod: str, key: str, joined_at: str, production: tuple[Any, ...], candidate: tuple[Any, ...]) -> None:
